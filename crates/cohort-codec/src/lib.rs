@@ -1,0 +1,1 @@
+//! Bytes to cohort events and back: Avro (plain and Confluent wire format) and JSON.

@@ -1,0 +1,1 @@
+//! rdkafka consumer and producer adapters for cohort.

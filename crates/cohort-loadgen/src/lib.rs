@@ -1,0 +1,1 @@
+//! Realistic synthetic customer traffic for cohort's demo, tests and benchmarks.

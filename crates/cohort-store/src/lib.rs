@@ -1,0 +1,1 @@
+//! cohort's customer state in RocksDB, committed atomically with consumed offsets.

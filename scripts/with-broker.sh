@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Runs a command with a real tansu broker on a free loopback port.
+# The broker's address is exported as COHORT_TEST_BROKER and tansu's binary is
+# put on PATH so tests can start private brokers (for restart tests).
+# The broker is stopped and its data removed whatever the command does.
+set -euo pipefail
+
+CACHE="${COHORT_CACHE:-$HOME/.cache/cohort}"
+TANSU_BIN="${TANSU_BIN:-${TANSU_ROOT:-$CACHE/tansu}/bin/tansu}"
+if [[ ! -x "$TANSU_BIN" ]]; then
+    echo "with-broker: no tansu at $TANSU_BIN; run scripts/setup.sh (make setup) first" >&2
+    exit 2
+fi
+export PATH="$(dirname "$TANSU_BIN"):$PATH"
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+DATA_DIR="$(mktemp -d -t cohort-tansu.XXXXXX)"
+PORT="$(free_port)"
+BROKER_PID=""
+
+cleanup() {
+    local rc=$?
+    if [[ -n "$BROKER_PID" ]] && kill -0 "$BROKER_PID" 2>/dev/null; then
+        kill "$BROKER_PID" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$BROKER_PID" 2>/dev/null || true
+    fi
+    if [[ $rc -ne 0 && -f "$DATA_DIR/broker.log" ]]; then
+        echo "with-broker: last lines of the broker's log:" >&2
+        tail -n 20 "$DATA_DIR/broker.log" >&2 || true
+    fi
+    rm -rf "$DATA_DIR"
+    exit $rc
+}
+trap cleanup EXIT INT TERM
+
+"$TANSU_BIN" broker \
+    --listener-url "tcp://127.0.0.1:$PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$PORT" \
+    --storage-engine "sqlite://$DATA_DIR/tansu.db" \
+    >"$DATA_DIR/broker.log" 2>&1 &
+BROKER_PID=$!
+
+for _ in $(seq 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then break; fi
+    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+        echo "with-broker: tansu exited at start:" >&2
+        cat "$DATA_DIR/broker.log" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+
+export COHORT_TEST_BROKER="127.0.0.1:$PORT"
+echo "with-broker: tansu $("$TANSU_BIN" --version 2>/dev/null | head -1) on $COHORT_TEST_BROKER (pid $BROKER_PID)" >&2
+"$@"

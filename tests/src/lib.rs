@@ -1,0 +1,365 @@
+//! The harness that cohort's end-to-end tests share.
+//!
+//! Every end-to-end test talks to a real Kafka-protocol broker on loopback:
+//!
+//! - `make test` starts one tansu broker (see `scripts/with-broker.sh`) and
+//!   exports its address as [`BROKER_ENV`]; [`TestBroker::shared`] uses it.
+//! - Without that variable, a test starts its own tansu process when the
+//!   `tansu` binary is on PATH (or named by [`TANSU_BIN_ENV`]), and otherwise
+//!   fails with a message that says to run `make test`. It never skips.
+//! - Tests that stop and restart the broker start a private one with
+//!   [`Tansu::start`].
+//!
+//! Every test names its own topics with [`unique_name`] so tests run in
+//! parallel against one broker. Waiting is done by polling until a condition
+//! holds or a deadline passes ([`consume_until`]), never by fixed sleeps.
+//!
+//! tansu 0.6.0 does not auto-create topics, so tests create them explicitly
+//! with [`TestBroker::create_topic`].
+
+use anyhow::{anyhow, bail, Context, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The address (`host:port`) of the broker that `make test` started.
+pub const BROKER_ENV: &str = "COHORT_TEST_BROKER";
+/// Path to the tansu binary, when it is not on PATH as `tansu`.
+pub const TANSU_BIN_ENV: &str = "TANSU_BIN";
+
+/// A broker the tests can reach: the shared one from `make test`, or a
+/// private tansu process owned by this value.
+pub struct TestBroker {
+    bootstrap: String,
+    own: Option<Tansu>,
+}
+
+impl TestBroker {
+    /// The broker `make test` started, or a private tansu when run outside
+    /// `make test` with tansu installed. Panics with instructions otherwise.
+    pub fn shared() -> TestBroker {
+        if let Ok(addr) = std::env::var(BROKER_ENV) {
+            if !addr.trim().is_empty() {
+                return TestBroker { bootstrap: addr, own: None };
+            }
+        }
+        match Tansu::start() {
+            Ok(t) => TestBroker { bootstrap: t.bootstrap(), own: Some(t) },
+            Err(e) => panic!(
+                "no test broker: {BROKER_ENV} is unset and tansu could not be started ({e:#}).\n\
+                 Run the end-to-end tests with `make test`, which installs and starts tansu."
+            ),
+        }
+    }
+
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// The private broker process, when this value owns one.
+    pub fn process(&mut self) -> Option<&mut Tansu> {
+        self.own.as_mut()
+    }
+
+    /// Creates a topic and waits until its partitions have leaders.
+    pub async fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
+        create_topic(&self.bootstrap, name, partitions).await
+    }
+}
+
+/// A tansu broker process with sqlite storage in its own directory.
+/// Dropping it kills the process and removes the directory.
+pub struct Tansu {
+    bin: PathBuf,
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Tansu {
+    /// Starts a new broker on a free loopback port and waits until it answers.
+    pub fn start() -> Result<Tansu> {
+        let bin = tansu_bin()?;
+        let dir = tempfile::Builder::new().prefix("cohort-tansu-").tempdir()?;
+        let port = free_port()?;
+        let mut t = Tansu { bin, port, dir, child: None };
+        t.spawn()?;
+        Ok(t)
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Kills the broker with SIGKILL, as a crash would, and waits for it.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill().context("killing tansu")?;
+            c.wait().context("waiting for tansu")?;
+        }
+        Ok(())
+    }
+
+    /// Starts the broker again on the same port and the same sqlite file.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill()?;
+        self.spawn()
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let db = format!("sqlite://{}/tansu.db", self.dir.path().display());
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("broker.log"))?;
+        let child = Command::new(&self.bin)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", &db])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.bin.display()))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Some(status) = c.try_wait()? {
+                    bail!("tansu exited at start with {status}; log: {}", self.log_tail());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("tansu did not listen on port {} within 30s", self.port);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last lines of the broker's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+fn tansu_bin() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var(TANSU_BIN_ENV) {
+        return Ok(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join("tansu");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    let cached = PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/cohort/tansu/bin/tansu");
+    if cached.is_file() {
+        return Ok(cached);
+    }
+    Err(anyhow!("tansu is not on PATH and {TANSU_BIN_ENV} is unset; run `make test`"))
+}
+
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// A name no other test (or earlier run against the same broker) uses.
+pub fn unique_name(prefix: &str) -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{prefix}-{}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed), nanos % 1_000_000_000)
+}
+
+/// Base client configuration for a broker on loopback.
+pub fn client_config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        // tansu advertises 127.0.0.1; IPv4 avoids a resolver round trip.
+        .set("broker.address.family", "v4");
+    c
+}
+
+/// Creates a topic with the admin API and waits until its metadata shows all
+/// partitions.
+pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create()?;
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin.create_topics([&topic], &opts).await.context("create_topics")?;
+    for r in results {
+        if let Err((t, code)) = r {
+            if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                bail!("creating topic {t}: {code}");
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let md = admin.inner().fetch_metadata(Some(name), Timeout::After(Duration::from_secs(5)));
+        if let Ok(md) = md {
+            if let Some(t) = md.topics().iter().find(|t| t.name() == name) {
+                if t.error().is_none() && t.partitions().len() == partitions as usize {
+                    return Ok(());
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("topic {name} did not show {partitions} partitions within 30s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An idempotent producer (acks=all) that retries through broker restarts
+/// for up to `delivery_timeout`.
+pub fn producer(bootstrap: &str, delivery_timeout: Duration) -> Result<FutureProducer> {
+    Ok(client_config(bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", delivery_timeout.as_millis().to_string())
+        .create()?)
+}
+
+/// Produces keyed records and waits until every one is acknowledged.
+pub async fn produce_keyed<K, V>(bootstrap: &str, topic: &str, records: impl IntoIterator<Item = (K, V)>) -> Result<()>
+where
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
+{
+    let p = producer(bootstrap, Duration::from_secs(60))?;
+    send_all(&p, topic, records).await
+}
+
+/// Sends records through `p` and awaits all acknowledgements.
+pub async fn send_all<K, V>(p: &FutureProducer, topic: &str, records: impl IntoIterator<Item = (K, V)>) -> Result<()>
+where
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
+{
+    let mut pending = Vec::new();
+    for (k, v) in records {
+        let rec = FutureRecord::to(topic).key(k.as_ref()).payload(v.as_ref());
+        let fut = p.send_result(rec).map_err(|(e, _)| anyhow!("enqueueing to {topic}: {e}"))?;
+        pending.push(fut);
+        if pending.len() >= 10_000 {
+            for f in pending.drain(..) {
+                f.await?.map_err(|(e, _)| anyhow!("delivery to {topic}: {e}"))?;
+            }
+        }
+    }
+    for f in pending {
+        f.await?.map_err(|(e, _)| anyhow!("delivery to {topic}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// One consumed record, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Record {
+    pub fn key_str(&self) -> &str {
+        self.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()).unwrap_or("")
+    }
+    pub fn value_str(&self) -> &str {
+        self.value.as_deref().and_then(|v| std::str::from_utf8(v).ok()).unwrap_or("")
+    }
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_slice())
+    }
+}
+
+/// A consumer in `group`, reading `topics` from the earliest offset.
+pub fn consumer(bootstrap: &str, group: &str, topics: &[&str]) -> Result<StreamConsumer> {
+    let c: StreamConsumer = client_config(bootstrap)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "true")
+        .set("session.timeout.ms", "10000")
+        .create()?;
+    c.subscribe(topics)?;
+    Ok(c)
+}
+
+/// Reads from `consumer` until `done(records so far)` holds, failing when
+/// `deadline` passes first. Returns every record read.
+pub async fn consume_with<F>(consumer: &StreamConsumer, deadline: Duration, mut done: F) -> Result<Vec<Record>>
+where
+    F: FnMut(&[Record]) -> bool,
+{
+    let until = Instant::now() + deadline;
+    let mut out = Vec::new();
+    while !done(&out) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!("deadline of {deadline:?} passed after {} records", out.len());
+        }
+        match tokio::time::timeout(left.min(Duration::from_secs(1)), consumer.recv()).await {
+            Err(_) => continue,
+            Ok(Err(e)) => {
+                // Transient errors (a broker restarting) are retried until the deadline.
+                eprintln!("consume_with: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok(Ok(m)) => out.push(owned(&m)),
+        }
+    }
+    Ok(out)
+}
+
+/// Subscribes a fresh consumer group to `topics` and reads until `done`
+/// holds or `deadline` passes.
+pub async fn consume_until<F>(bootstrap: &str, topics: &[&str], deadline: Duration, done: F) -> Result<Vec<Record>>
+where
+    F: FnMut(&[Record]) -> bool,
+{
+    let group = unique_name("consume-until");
+    let c = consumer(bootstrap, &group, topics)?;
+    consume_with(&c, deadline, done).await
+}
+
+fn owned<M: Message>(m: &M) -> Record {
+    let headers = m
+        .headers()
+        .map(|h| h.iter().map(|hd| (hd.key.to_string(), hd.value.map(|v| v.to_vec()).unwrap_or_default())).collect())
+        .unwrap_or_default();
+    Record {
+        topic: m.topic().to_string(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(|k| k.to_vec()),
+        value: m.payload().map(|v| v.to_vec()),
+        headers,
+    }
+}
