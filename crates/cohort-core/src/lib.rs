@@ -8,4 +8,6 @@
 //! This crate must not depend on any I/O library (no tokio, rdkafka, rocksdb)
 //! and never reads the system clock: time is always a parameter.
 
+pub mod event;
+pub mod rules;
 pub mod time;

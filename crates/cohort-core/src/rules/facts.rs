@@ -1,0 +1,173 @@
+//! The read-only view of one customer that rules are evaluated against.
+//!
+//! The rules compiler resolves every field path (`orders.30d`,
+//! `profile.country`, ...) to one of the small `Copy` enums below, so an
+//! evaluation never looks a field up by name. The state crate implements
+//! [`Facts`] for its customer record; tests implement it for fakes.
+//!
+//! Everything here is allocation-free and takes `now` where a value depends
+//! on time, because core never reads the clock.
+
+use crate::time::{Duration, Timestamp};
+
+/// A sliding window for counts and sums. Windows end at `now` and include
+/// events with `now - window < event_time <= now`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Window {
+    D7,
+    D30,
+    D90,
+    D365,
+    Lifetime,
+}
+
+impl Window {
+    /// All windows, in the order the rules language lists them.
+    pub const ALL: [Window; 5] = [Window::D7, Window::D30, Window::D90, Window::D365, Window::Lifetime];
+
+    /// The window's length, or `None` for lifetime (which never expires
+    /// anything, so it never needs a timer).
+    pub const fn length(self) -> Option<Duration> {
+        match self {
+            Window::D7 => Some(Duration::from_days(7)),
+            Window::D30 => Some(Duration::from_days(30)),
+            Window::D90 => Some(Duration::from_days(90)),
+            Window::D365 => Some(Duration::from_days(365)),
+            Window::Lifetime => None,
+        }
+    }
+
+    /// The suffix used in field paths: `7d`, `30d`, `90d`, `365d`, `lifetime`.
+    pub const fn suffix(self) -> &'static str {
+        match self {
+            Window::D7 => "7d",
+            Window::D30 => "30d",
+            Window::D90 => "90d",
+            Window::D365 => "365d",
+            Window::Lifetime => "lifetime",
+        }
+    }
+}
+
+/// Numeric facts. Windowed ones must be exact (a brute-force recount of the
+/// events in the window gives the same number).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NumField {
+    /// Number of orders in the window.
+    Orders(Window),
+    /// Sum of order totals in the window.
+    Spend(Window),
+    /// Page views in the window.
+    PageViews(Window),
+    /// Product-detail views in the window.
+    ProductViews(Window),
+    /// Sessions started in the window.
+    Sessions(Window),
+    /// Lifetime average order value; 0 when there are no orders.
+    Aov,
+    /// Items currently in the cart.
+    CartItems,
+    /// Value of the current cart.
+    CartValue,
+}
+
+/// Instants that may be unknown (a customer who never purchased has no
+/// `last_purchase`); a comparison involving a missing instant is false.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TimeField {
+    CartLastAdded,
+    LastPurchase,
+    FirstPurchase,
+    FirstSeen,
+    LastSeen,
+}
+
+/// Profile attributes held as text. Missing text makes any comparison false.
+/// Comparisons are exact and case-sensitive: normalise when storing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TextField {
+    Gender,
+    IncomeBand,
+    Education,
+    Country,
+    Region,
+    City,
+    LoyaltyTier,
+}
+
+/// Profile attributes held as a set of strings, tested with `"x" in field`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SetField {
+    /// Declared interests.
+    Interests,
+}
+
+/// Boolean facts (consents). Unknown consent must be reported as `false`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FlagField {
+    ConsentEmail,
+    ConsentSms,
+    ConsentPush,
+    ConsentWeb,
+}
+
+/// A civil date (proleptic Gregorian, UTC): year, month 1..=12, day 1..=31.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CivilDate {
+    pub year: i32,
+    pub month: u8,
+    pub day: u8,
+}
+
+/// What rules may ask about one customer.
+///
+/// Implementations must be deterministic functions of the customer's state
+/// and `now`: the engine relies on "same state, same now, same answer" to
+/// replay, and on [`Facts::next_window_change`] to schedule timers.
+pub trait Facts {
+    /// A numeric fact as of `now` (windowed counts and sums exclude events
+    /// that have left the window by `now`).
+    fn number(&self, f: NumField, now: Timestamp) -> f64;
+
+    /// Earliest instant `> now` at which `number(f, _)` changes with no new
+    /// event (the oldest event in the window leaving it), or `None` if it
+    /// cannot change by itself (lifetime, cart, aov, or an empty window).
+    /// Returning an earlier instant at which nothing changes is allowed;
+    /// returning a later one makes segment changes late.
+    fn next_window_change(&self, f: NumField, now: Timestamp) -> Option<Timestamp>;
+
+    /// An instant fact, or `None` if it never happened.
+    fn instant(&self, f: TimeField) -> Option<Timestamp>;
+
+    /// A text fact, or `None` if unknown.
+    fn text(&self, f: TextField) -> Option<&str>;
+
+    /// Whether a set-valued fact contains `value`.
+    fn set_contains(&self, f: SetField, value: &str) -> bool;
+
+    /// A consent flag.
+    fn flag(&self, f: FlagField) -> bool;
+
+    /// The decayed affinity for `category` at `now`, in `[0, 1]`; 0 when
+    /// unknown. With no new event it must decay exactly as
+    /// `a(now) * 2^(-(t - now) / half_life)` with `half_life` from the rules'
+    /// `settings.affinity_half_life`, because timers are computed from that.
+    fn affinity(&self, category: &str, now: Timestamp) -> f64;
+
+    /// The customer's birth date, if known. `profile.age` and the birthday
+    /// functions are computed from it by the rules (UTC calendar), so that
+    /// the timer for "age changes at the next birthday" agrees with the value.
+    fn birth_date(&self) -> Option<CivilDate>;
+
+    /// The age the customer declared, used for `profile.age` only when the
+    /// birth date is unknown. It does not change with time.
+    fn declared_age(&self) -> Option<u32>;
+
+    /// How many times `offer` was sent in `(now - window, now]`.
+    fn offers_sent(&self, offer: &str, window: Duration, now: Timestamp) -> u32;
+
+    /// Earliest instant `> now` at which `offers_sent(offer, window, _)`
+    /// changes with no new send (the oldest counted send leaving the window),
+    /// or `None`. Same contract as [`Facts::next_window_change`].
+    fn next_offers_sent_change(&self, offer: &str, window: Duration, now: Timestamp) -> Option<Timestamp>;
+}
