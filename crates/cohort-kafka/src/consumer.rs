@@ -1,0 +1,311 @@
+//! The input consumer: a consumer group over the co-partitioned input topics
+//! that seeks every newly assigned partition to the offset cohort's store
+//! holds, and hands out owned records in batches.
+//!
+//! Why the store's offsets and not Kafka's: the store commits a batch's
+//! states and the next offsets in one atomic write, so its offsets are the
+//! only ones that always match the state. Kafka's committed offsets are
+//! written afterwards, for lag monitoring, and may be behind after a crash.
+
+use crate::error::KafkaAdapterError;
+use crate::client_config;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::ClientContext;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+/// A topic and one of its partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+/// Where cohort keeps its own record of how far each input partition has been
+/// processed. Called from inside the rebalance callback: it must be quick (a
+/// RocksDB point read is).
+pub trait OffsetSource: Send + Sync + 'static {
+    /// The offset of the next record to process, or `None` when this worker
+    /// has never processed the partition.
+    fn next_offset(&self, topic: &str, partition: i32) -> Option<i64>;
+}
+
+/// Where to start a partition that the store has no offset for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartPosition {
+    /// From the oldest retained record: every customer's history is replayed
+    /// into state. The default, as Kafka Streams does for a new application.
+    #[default]
+    Earliest,
+    /// From new records only: faster to start, but state begins empty.
+    Latest,
+}
+
+/// A change of the partitions this worker owns, in the order librdkafka
+/// reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionEvent {
+    /// Newly owned partitions, each already positioned at its start offset
+    /// (`None`: the store had none and [`StartPosition`] applied).
+    Assigned(Vec<(TopicPartition, Option<i64>)>),
+    /// Partitions no longer owned. Records of these partitions that are
+    /// already in a batch may still be processed: their results are committed
+    /// with their offsets, so the next owner continues from there.
+    Revoked(Vec<TopicPartition>),
+}
+
+/// One consumed record, owned (the batch outlives the consumer's buffer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputRecord {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    /// The record's timestamp in ms since the epoch, when the broker has one.
+    pub timestamp: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// The rdkafka context that turns rebalance callbacks into seeks and events.
+pub struct CohortConsumerContext {
+    offsets: Arc<dyn OffsetSource>,
+    start: StartPosition,
+    events: mpsc::UnboundedSender<PartitionEvent>,
+}
+
+impl ClientContext for CohortConsumerContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                warn!(facility = fac, message = log_message, "librdkafka error")
+            }
+            _ => tracing::debug!(facility = fac, message = log_message, "librdkafka"),
+        }
+    }
+}
+
+impl ConsumerContext for CohortConsumerContext {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), rdkafka::consumer::RebalanceProtocol::Cooperative);
+        let parts: Vec<TopicPartition> = tpl
+            .elements()
+            .iter()
+            .map(|e| TopicPartition { topic: e.topic().to_string(), partition: e.partition() })
+            .collect();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let mut assigned = Vec::with_capacity(parts.len());
+                for p in parts {
+                    let stored = self.offsets.next_offset(&p.topic, p.partition);
+                    let offset = match (stored, self.start) {
+                        (Some(o), _) => Offset::Offset(o),
+                        (None, StartPosition::Earliest) => Offset::Beginning,
+                        (None, StartPosition::Latest) => Offset::End,
+                    };
+                    if let Err(e) = tpl.set_partition_offset(&p.topic, p.partition, offset) {
+                        warn!(topic = %p.topic, partition = p.partition, error = %e, "could not set start offset");
+                    }
+                    assigned.push((p, stored));
+                }
+                let result = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                match result {
+                    Ok(()) => {
+                        info!(partitions = assigned.len(), cooperative, "partitions assigned");
+                        let _ = self.events.send(PartitionEvent::Assigned(assigned));
+                    }
+                    Err(e) => warn!(error = %e, "assign failed"),
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let result = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+                if let Err(e) = result {
+                    warn!(error = %e, "unassign failed");
+                }
+                info!(partitions = parts.len(), cooperative, "partitions revoked");
+                let _ = self.events.send(PartitionEvent::Revoked(parts));
+            }
+            other => {
+                warn!(error = ?other, "rebalance error; dropping the assignment");
+                let result = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+                if let Err(e) = result {
+                    warn!(error = %e, "unassign failed");
+                }
+                let _ = self.events.send(PartitionEvent::Revoked(parts));
+            }
+        }
+    }
+}
+
+/// Settings of the input consumer that are not librdkafka properties.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    pub bootstrap: String,
+    pub group_id: String,
+    pub topics: Vec<String>,
+    /// librdkafka properties, applied after cohort's defaults.
+    pub properties: BTreeMap<String, String>,
+    pub start: StartPosition,
+}
+
+/// A consumer-group member over the input topics.
+pub struct InputConsumer {
+    consumer: StreamConsumer<CohortConsumerContext>,
+    topic_names: Vec<Arc<str>>,
+}
+
+impl InputConsumer {
+    /// Joins the group and subscribes. Rebalances arrive on the returned
+    /// channel; assignment only happens while [`InputConsumer::next_batch`]
+    /// is being polled.
+    pub fn new(
+        settings: &ConsumerSettings,
+        offsets: Arc<dyn OffsetSource>,
+    ) -> Result<(InputConsumer, mpsc::UnboundedReceiver<PartitionEvent>), KafkaAdapterError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut config = client_config(&settings.bootstrap, &BTreeMap::new());
+        config
+            .set("group.id", &settings.group_id)
+            // Offsets come from cohort's store; Kafka commits are advisory and
+            // made explicitly after the store commits.
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            // `range` keeps partition N of every co-partitioned input topic on
+            // the same worker; cooperative-sticky does not guarantee that.
+            .set("partition.assignment.strategy", "range")
+            .set("auto.offset.reset", "earliest");
+        for (k, v) in &settings.properties {
+            config.set(k, v);
+        }
+        let context = CohortConsumerContext { offsets, start: settings.start, events: tx };
+        let consumer: StreamConsumer<CohortConsumerContext> =
+            config.create_with_context(context).map_err(KafkaAdapterError::Config)?;
+        let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        let topic_names = settings.topics.iter().map(|t| Arc::from(t.as_str())).collect();
+        Ok((InputConsumer { consumer, topic_names }, rx))
+    }
+
+    /// Waits up to `max_wait` for records and returns at most `max_records`.
+    /// Returns as soon as the batch is full; an empty batch means nothing
+    /// arrived in time. A client error is returned only when no record was
+    /// read (otherwise it is logged and the partial batch returned).
+    pub async fn next_batch(
+        &self,
+        max_records: usize,
+        max_wait: Duration,
+    ) -> Result<Vec<InputRecord>, KafkaAdapterError> {
+        let deadline = Instant::now() + max_wait;
+        let mut out = Vec::with_capacity(max_records.min(4096));
+        while out.len() < max_records {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(left, self.consumer.recv()).await {
+                Err(_) => break,
+                Ok(Ok(m)) => out.push(self.owned(&m)),
+                Ok(Err(e)) => {
+                    if out.is_empty() {
+                        return Err(e.into());
+                    }
+                    warn!(error = %e, "consumer error after a partial batch");
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn owned<M: Message>(&self, m: &M) -> InputRecord {
+        let topic = self
+            .topic_names
+            .iter()
+            .find(|t| t.as_ref() == m.topic())
+            .cloned()
+            .unwrap_or_else(|| Arc::from(m.topic()));
+        let headers = m
+            .headers()
+            .map(|h| h.iter().map(|hd| (hd.key.to_string(), hd.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
+            .unwrap_or_default();
+        InputRecord {
+            topic,
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp: m.timestamp().to_millis(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers,
+        }
+    }
+
+    /// Stops fetching these partitions (backpressure); their position is kept.
+    pub fn pause(&self, parts: &[TopicPartition]) -> Result<(), KafkaAdapterError> {
+        Ok(self.consumer.pause(&tpl(parts, None))?)
+    }
+
+    /// Resumes partitions paused by [`InputConsumer::pause`].
+    pub fn resume(&self, parts: &[TopicPartition]) -> Result<(), KafkaAdapterError> {
+        Ok(self.consumer.resume(&tpl(parts, None))?)
+    }
+
+    /// Moves a partition's position, e.g. after restoring its state.
+    pub fn seek(&self, part: &TopicPartition, next_offset: i64, timeout: Duration) -> Result<(), KafkaAdapterError> {
+        Ok(self.consumer.seek(&part.topic, part.partition, Offset::Offset(next_offset), timeout)?)
+    }
+
+    /// Commits offsets to Kafka, asynchronously, for lag monitoring only.
+    pub fn commit_advisory(&self, next_offsets: &[(TopicPartition, i64)]) -> Result<(), KafkaAdapterError> {
+        if next_offsets.is_empty() {
+            return Ok(());
+        }
+        let mut list = TopicPartitionList::new();
+        for (p, o) in next_offsets {
+            list.add_partition_offset(&p.topic, p.partition, Offset::Offset(*o))?;
+        }
+        Ok(self.consumer.commit(&list, CommitMode::Async)?)
+    }
+
+    /// The partitions currently assigned to this member.
+    pub fn assignment(&self) -> Result<Vec<TopicPartition>, KafkaAdapterError> {
+        Ok(self
+            .consumer
+            .assignment()?
+            .elements()
+            .iter()
+            .map(|e| TopicPartition { topic: e.topic().to_string(), partition: e.partition() })
+            .collect())
+    }
+
+    /// The partition's high watermark (the offset the next produced record
+    /// gets), from the broker. Blocking: call it off the hot path.
+    pub fn high_watermark(&self, part: &TopicPartition, timeout: Duration) -> Result<i64, KafkaAdapterError> {
+        let (_, high) = self.consumer.fetch_watermarks(&part.topic, part.partition, timeout)?;
+        Ok(high)
+    }
+
+    /// Leaves the consumer group (the next owner of these partitions gets them
+    /// without waiting for a session timeout).
+    pub fn close(self) {
+        self.consumer.unsubscribe();
+        drop(self.consumer);
+    }
+}
+
+fn tpl(parts: &[TopicPartition], offset: Option<Offset>) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    for p in parts {
+        let e = list.add_partition(&p.topic, p.partition);
+        if let Some(o) = offset {
+            let _ = e.set_offset(o);
+        }
+    }
+    list
+}

@@ -1,0 +1,125 @@
+//! The output producer: idempotent, acks=all, awaited before the store
+//! commits. A replayed batch re-sends the same records with the same ids, so
+//! downstream consumers deduplicate on the id: at-least-once delivery with
+//! idempotency keys.
+
+use crate::client_config;
+use crate::error::KafkaAdapterError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A record to produce, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputRecord {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    /// `None` produces a tombstone (compacted topics delete the key).
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The record timestamp in ms since the epoch; the broker's clock when `None`.
+    pub timestamp: Option<i64>,
+}
+
+/// A send in flight; await it with [`OutputProducer::wait`].
+pub struct Pending(DeliveryFuture);
+
+/// The producer of segment changes, offers, dead letters and the changelog.
+#[derive(Clone)]
+pub struct OutputProducer {
+    inner: FutureProducer,
+    /// Above this many unacknowledged records the worker pauses its input.
+    high_water: i32,
+}
+
+impl OutputProducer {
+    /// Creates an idempotent producer with acks=all. `properties` are
+    /// librdkafka settings applied after cohort's defaults.
+    pub fn new(
+        bootstrap: &str,
+        properties: &BTreeMap<String, String>,
+        high_water: usize,
+    ) -> Result<OutputProducer, KafkaAdapterError> {
+        let mut config = client_config(bootstrap, &BTreeMap::new());
+        config
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            // A broker may be away for minutes (a rolling restart); the
+            // worker stalls rather than drops outputs.
+            .set("message.timeout.ms", "300000")
+            .set("queue.buffering.max.messages", "1000000");
+        for (k, v) in properties {
+            config.set(k, v);
+        }
+        let inner: FutureProducer = config.create().map_err(KafkaAdapterError::Config)?;
+        Ok(OutputProducer { inner, high_water: high_water.min(i32::MAX as usize) as i32 })
+    }
+
+    /// Enqueues a record. When librdkafka's queue is full this waits for room
+    /// (the producer drains as the broker acknowledges), so callers get
+    /// backpressure instead of an error.
+    pub async fn send(&self, rec: &OutputRecord) -> Result<Pending, KafkaAdapterError> {
+        loop {
+            let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len());
+            for (k, v) in &rec.headers {
+                headers = headers.insert(Header { key: k, value: Some(v.as_slice()) });
+            }
+            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&rec.topic).headers(headers);
+            if let Some(k) = &rec.key {
+                record = record.key(k.as_slice());
+            }
+            if let Some(v) = &rec.value {
+                record = record.payload(v.as_slice());
+            }
+            if let Some(ts) = rec.timestamp {
+                record = record.timestamp(ts);
+            }
+            match self.inner.send_result(record) {
+                Ok(f) => return Ok(Pending(f)),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Waits for one send's acknowledgement.
+    pub async fn wait(&self, pending: Pending) -> Result<(), KafkaAdapterError> {
+        match pending.0.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((e, _))) => Err(e.into()),
+            Err(_) => Err(KafkaAdapterError::Cancelled),
+        }
+    }
+
+    /// Sends all records and waits until every one is acknowledged.
+    pub async fn send_all(&self, records: &[OutputRecord]) -> Result<(), KafkaAdapterError> {
+        let mut pending = Vec::with_capacity(records.len());
+        for r in records {
+            pending.push(self.send(r).await?);
+        }
+        for p in pending {
+            self.wait(p).await?;
+        }
+        Ok(())
+    }
+
+    /// Records handed to the producer and not yet acknowledged.
+    pub fn in_flight(&self) -> i32 {
+        self.inner.in_flight_count()
+    }
+
+    /// Whether the worker should pause input until acknowledgements catch up.
+    pub fn is_congested(&self) -> bool {
+        self.in_flight() >= self.high_water
+    }
+
+    /// Waits until everything queued is acknowledged or `timeout` passes.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaAdapterError> {
+        Ok(self.inner.flush(timeout)?)
+    }
+}
