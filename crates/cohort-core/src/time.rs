@@ -94,3 +94,96 @@ mod tests {
         assert_eq!(Timestamp(10).since(Timestamp(4)), Duration(6));
     }
 }
+
+// ---- calendar helpers (pure; used for birthdays, ages and day buckets) ----
+
+/// Milliseconds in one day. Day buckets and calendar helpers use UTC days.
+pub const MS_PER_DAY: i64 = 86_400_000;
+
+/// Whether `year` is a leap year in the proleptic Gregorian calendar.
+pub const fn is_leap_year(year: i32) -> bool {
+    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+}
+
+/// Days in `month` (1-12) of `year`; 0 for an invalid month.
+pub const fn days_in_month(year: i32, month: u8) -> u8 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 => {
+            if is_leap_year(year) {
+                29
+            } else {
+                28
+            }
+        }
+        _ => 0,
+    }
+}
+
+impl Timestamp {
+    /// The UTC day number (days since 1970-01-01), flooring for instants
+    /// before the epoch.
+    pub const fn day(self) -> i64 {
+        self.0.div_euclid(MS_PER_DAY)
+    }
+
+    /// The UTC calendar date `(year, month, day)` of this instant.
+    pub fn civil(self) -> (i32, u8, u8) {
+        civil_from_days(self.day())
+    }
+}
+
+/// `(year, month, day)` of a day number (days since 1970-01-01), after
+/// Howard Hinnant's `civil_from_days`.
+pub fn civil_from_days(z: i64) -> (i32, u8, u8) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    (y as i32, m as u8, d as u8)
+}
+
+/// Day number (days since 1970-01-01) of a calendar date, after Howard
+/// Hinnant's `days_from_civil`. The date is not validated.
+pub fn days_from_civil(year: i32, month: u8, day: u8) -> i64 {
+    let y = i64::from(year) - i64::from(month <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(month);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The first instant of a calendar date, UTC.
+pub fn timestamp_of_date(year: i32, month: u8, day: u8) -> Timestamp {
+    Timestamp(days_from_civil(year, month, day).saturating_mul(MS_PER_DAY))
+}
+
+#[cfg(test)]
+mod calendar_tests {
+    use super::*;
+
+    #[test]
+    fn civil_roundtrip_and_known_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(timestamp_of_date(2000, 1, 1), Timestamp(946_684_800_000));
+        assert_eq!(Timestamp(946_684_800_000 - 1).civil(), (1999, 12, 31));
+        for d in -800_000..800_000i64 {
+            if d % 997 == 0 {
+                let (y, m, dd) = civil_from_days(d);
+                assert_eq!(days_from_civil(y, m, dd), d);
+            }
+        }
+        assert_eq!(days_in_month(2024, 2), 29);
+        assert_eq!(days_in_month(1900, 2), 28);
+    }
+}
