@@ -1,0 +1,545 @@
+//! The worker's configuration: built-in defaults, then a TOML file, then
+//! `COHORT__*` environment variables (`COHORT__KAFKA__GROUP_ID=x` sets
+//! `kafka.group_id`). Unknown keys are refused. [`Config::validate`] checks
+//! what the types cannot, without I/O.
+//!
+//! Errors name the file, the line and what was expected, because a worker
+//! that starts with a typo in its config does the wrong thing quietly.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The prefix of environment overrides; `__` separates nested keys.
+pub const ENV_PREFIX: &str = "COHORT__";
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub topics: Topics,
+    #[serde(default)]
+    pub format: FormatConfig,
+    #[serde(default)]
+    pub rules: RulesConfig,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub processing: ProcessingConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    #[serde(default = "default_bootstrap")]
+    pub bootstrap_servers: String,
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    /// Where a partition with no stored offset starts: `earliest` replays
+    /// history into state (Kafka Streams' default for a new application).
+    #[serde(default)]
+    pub start_from: StartFrom,
+    /// librdkafka properties passed through to every client, e.g.
+    /// `"security.protocol" = "SASL_SSL"`, `"sasl.mechanisms" = "SCRAM-SHA-512"`.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// Extra properties for the consumer only.
+    #[serde(default)]
+    pub consumer_properties: BTreeMap<String, String>,
+    /// Extra properties for the producer only.
+    #[serde(default)]
+    pub producer_properties: BTreeMap<String, String>,
+}
+
+/// Kafka's conventional local listener.
+fn default_bootstrap() -> String {
+    "127.0.0.1:9092".into()
+}
+fn default_group_id() -> String {
+    "cohort".into()
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap_servers: default_bootstrap(),
+            group_id: default_group_id(),
+            start_from: StartFrom::default(),
+            properties: BTreeMap::new(),
+            consumer_properties: BTreeMap::new(),
+            producer_properties: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    #[default]
+    Earliest,
+    Latest,
+}
+
+/// Every topic cohort reads or writes, renamable. Defaults are DESIGN.md's
+/// topic table.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Topics {
+    pub clickstream: String,
+    pub purchases: String,
+    pub profiles: String,
+    pub offer_outcomes: String,
+    pub segment_changes: String,
+    pub next_best_offers: String,
+    pub dlq: String,
+    pub changelog: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            clickstream: "clickstream".into(),
+            purchases: "purchases".into(),
+            profiles: "customer-profiles".into(),
+            offer_outcomes: "offer-outcomes".into(),
+            segment_changes: "segment-changes".into(),
+            next_best_offers: "next-best-offers".into(),
+            dlq: "cohort-dlq".into(),
+            changelog: "cohort-changelog".into(),
+        }
+    }
+}
+
+impl Topics {
+    /// The co-partitioned input topics, in a fixed order.
+    pub fn inputs(&self) -> [&str; 4] {
+        [&self.clickstream, &self.purchases, &self.profiles, &self.offer_outcomes]
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum WireFormat {
+    /// JSON with the Avro schemas' field names.
+    #[default]
+    Json,
+    /// Avro binary, no framing; the schemas in `schemas_dir`.
+    Avro,
+    /// Confluent wire format: magic byte 0, a 4-byte schema id, Avro binary.
+    ConfluentAvro,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FormatConfig {
+    pub input: WireFormat,
+    pub output: WireFormat,
+    pub schemas_dir: PathBuf,
+    /// Confluent schema ids and the `.avsc` file (in `schemas_dir`) each names.
+    pub schema_ids: BTreeMap<u32, String>,
+}
+
+impl Default for FormatConfig {
+    fn default() -> Self {
+        FormatConfig {
+            input: WireFormat::Json,
+            output: WireFormat::Json,
+            schemas_dir: PathBuf::from("schemas"),
+            schema_ids: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    pub path: PathBuf,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig { path: PathBuf::from("deploy/rules.yaml") }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// The RocksDB directory; one per worker, on a persistent volume.
+    pub path: PathBuf,
+    /// Hot customers kept decoded in memory, in bytes.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        // 256 MiB of hot state: ~250k customers at ~1 KiB each.
+        StoreSection { path: PathBuf::from("data/cohort"), cache_bytes: 256 << 20 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessingConfig {
+    /// A batch closes at this many records...
+    pub batch_max_records: usize,
+    /// ...or after this long, whichever comes first.
+    #[serde(with = "humantime_serde")]
+    pub batch_max_wait: Duration,
+    /// The watermark trails the highest event time by this much.
+    #[serde(with = "humantime_serde")]
+    pub allowed_lateness: Duration,
+    /// Events stamped further than this in the future go to the DLQ.
+    #[serde(with = "humantime_serde")]
+    pub max_future_skew: Duration,
+    /// A repeated event id within this window goes to the DLQ as a duplicate.
+    #[serde(with = "humantime_serde")]
+    pub dedup_window: Duration,
+    /// Records larger than this go to the DLQ unread.
+    pub max_record_bytes: usize,
+    /// Advance idle partitions' watermarks with the wall clock, so time-based
+    /// segments (lapsed, cart abandoned) fire without new events.
+    pub live_clock: bool,
+    /// Unacknowledged output records above which input is paused.
+    pub max_in_flight: usize,
+    /// How long SIGTERM waits for the batch to finish and commit.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ProcessingConfig {
+    fn default() -> Self {
+        ProcessingConfig {
+            // Large enough to amortise the RocksDB commit, small enough to keep
+            // p99 latency in the tens of milliseconds.
+            batch_max_records: 2_000,
+            batch_max_wait: Duration::from_millis(50),
+            allowed_lateness: Duration::from_secs(60),
+            max_future_skew: Duration::from_secs(3_600),
+            dedup_window: Duration::from_secs(24 * 3_600),
+            // Kafka's default message.max.bytes.
+            max_record_bytes: 1_048_588,
+            live_clock: true,
+            max_in_flight: 100_000,
+            // Kubernetes' default terminationGracePeriodSeconds is 30s.
+            shutdown_timeout: Duration::from_secs(25),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// /metrics, /healthz, /readyz and the admin API.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        // 9464 is the port OpenTelemetry's Prometheus exporter made customary.
+        HttpConfig { listen: "127.0.0.1:9464".into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `cohort=debug,rdkafka=warn`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Human, level: "info".into() }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            kafka: KafkaConfig::default(),
+            topics: Topics::default(),
+            format: FormatConfig::default(),
+            rules: RulesConfig::default(),
+            store: StoreSection::default(),
+            processing: ProcessingConfig::default(),
+            http: HttpConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// A configuration that cannot be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse { path: String, line: usize, column: usize, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid { path: String, key: String, message: String },
+}
+
+impl Config {
+    /// Loads `path` (or only the defaults when `None`) and applies `env`
+    /// overrides (pass `std::env::vars()`).
+    pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let (name, text) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|source| ConfigError::Read { path: p.display().to_string(), source })?;
+                (p.display().to_string(), text)
+            }
+            None => ("<defaults>".to_string(), String::new()),
+        };
+        Self::from_toml(&name, &text, env)
+    }
+
+    /// Parses `text` (named `name` in errors), then applies `env` overrides.
+    pub fn from_toml(
+        name: &str,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        // First the file alone, so its errors carry its own line numbers.
+        let file: Config = toml::from_str(text).map_err(|e| parse_error(name, text, &e))?;
+        let overrides: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        let config = if overrides.is_empty() {
+            file
+        } else {
+            let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_error(name, text, &e))?;
+            for (var, value) in &overrides {
+                apply_env(&mut table, var, value)?;
+            }
+            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Env {
+                var: overrides.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", "),
+                message: e.message().to_string(),
+            })?
+        };
+        config.validate(name)?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot, without I/O.
+    pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| ConfigError::Invalid { path: name.to_string(), key: key.into(), message };
+        if self.kafka.bootstrap_servers.trim().is_empty() {
+            return Err(bad("kafka.bootstrap_servers", "must name at least one broker (host:port)".into()));
+        }
+        if self.kafka.group_id.trim().is_empty() {
+            return Err(bad("kafka.group_id", "must not be empty".into()));
+        }
+        let t = &self.topics;
+        let all = [
+            ("topics.clickstream", &t.clickstream),
+            ("topics.purchases", &t.purchases),
+            ("topics.profiles", &t.profiles),
+            ("topics.offer_outcomes", &t.offer_outcomes),
+            ("topics.segment_changes", &t.segment_changes),
+            ("topics.next_best_offers", &t.next_best_offers),
+            ("topics.dlq", &t.dlq),
+            ("topics.changelog", &t.changelog),
+        ];
+        for (i, (key, topic)) in all.iter().enumerate() {
+            if topic.trim().is_empty() {
+                return Err(bad(key, "must not be empty".into()));
+            }
+            if let Some((other, _)) = all[..i].iter().find(|(_, t)| t == topic) {
+                return Err(bad(key, format!("`{topic}` is also {other}; every topic must be distinct")));
+            }
+        }
+        for (key, props) in [
+            ("kafka.properties", &self.kafka.properties),
+            ("kafka.consumer_properties", &self.kafka.consumer_properties),
+        ] {
+            for reserved in ["enable.auto.commit", "enable.auto.offset.store", "group.id", "bootstrap.servers"] {
+                if props.contains_key(reserved) {
+                    return Err(bad(
+                        key,
+                        format!("`{reserved}` is set by cohort (offsets live in its store); remove it"),
+                    ));
+                }
+            }
+        }
+        let p = &self.processing;
+        if p.batch_max_records == 0 {
+            return Err(bad("processing.batch_max_records", "must be at least 1".into()));
+        }
+        if p.batch_max_wait.is_zero() {
+            return Err(bad("processing.batch_max_wait", "must be longer than 0s".into()));
+        }
+        if p.max_record_bytes < 64 {
+            return Err(bad("processing.max_record_bytes", "must be at least 64 bytes".into()));
+        }
+        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(bad("http.listen", format!("`{}` is not an address such as 127.0.0.1:9464", self.http.listen)));
+        }
+        if matches!(self.format.input, WireFormat::ConfluentAvro) && self.format.schema_ids.is_empty() {
+            return Err(bad(
+                "format.schema_ids",
+                "confluent-avro input needs the schema ids producers write, e.g. `[format.schema_ids] 1 = \"io.cohort.v1.ClickEvent.avsc\"`".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn parse_error(name: &str, text: &str, e: &toml::de::Error) -> ConfigError {
+    let (line, column) = match e.span() {
+        Some(span) => line_col(text, span.start),
+        None => (1, 1),
+    };
+    ConfigError::Parse { path: name.to_string(), line, column, message: e.message().to_string() }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, column)
+}
+
+/// `COHORT__PROCESSING__BATCH_MAX_RECORDS=500` sets
+/// `processing.batch_max_records`. Values parse as TOML scalars when they can
+/// (numbers, booleans), else as strings. Keys of pass-through property maps
+/// keep dots: `COHORT__KAFKA__PROPERTIES__SASL.MECHANISMS=PLAIN`.
+fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
+    let path: Vec<String> = var[ENV_PREFIX.len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
+    if path.iter().any(String::is_empty) {
+        return Err(ConfigError::Env { var: var.into(), message: "empty key segment".into() });
+    }
+    let parsed = parse_scalar(value);
+    let mut cur = table;
+    for (i, seg) in path.iter().enumerate() {
+        if i + 1 == path.len() {
+            cur.insert(seg.clone(), parsed);
+            return Ok(());
+        }
+        let next = cur.entry(seg.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = match next {
+            toml::Value::Table(t) => t,
+            _ => return Err(ConfigError::Env { var: var.into(), message: format!("`{seg}` is not a section") }),
+        };
+    }
+    Ok(())
+}
+
+fn parse_scalar(value: &str) -> toml::Value {
+    if let Ok(i) = value.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    if let Ok(b) = value.parse::<bool>() {
+        return toml::Value::Boolean(b);
+    }
+    if let Ok(f) = value.parse::<f64>() {
+        if value.contains('.') && !value.contains(|c: char| c.is_ascii_alphabetic()) {
+            return toml::Value::Float(f);
+        }
+    }
+    toml::Value::String(value.to_string())
+}
+
+impl fmt::Display for WireFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WireFormat::Json => "json",
+            WireFormat::Avro => "avro",
+            WireFormat::ConfluentAvro => "confluent-avro",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn none() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn defaults_follow_the_design_topic_table() {
+        let c = Config::from_toml("c.toml", "", none()).expect("defaults are valid");
+        assert_eq!(c.topics.profiles, "customer-profiles");
+        assert_eq!(c.topics.dlq, "cohort-dlq");
+        assert_eq!(c.http.listen, "127.0.0.1:9464");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_with_its_line_and_the_expected_keys() {
+        let text = "[kafka]\ngroup_id = \"g\"\n\n[processing]\nbatch_size = 10\n";
+        let e = Config::from_toml("cohort.toml", text, none()).expect_err("unknown key");
+        let msg = e.to_string();
+        assert!(msg.starts_with("cohort.toml:5:1: unknown field `batch_size`"), "{msg}");
+        assert!(msg.contains("batch_max_records"), "lists what was expected: {msg}");
+    }
+
+    #[test]
+    fn a_wrong_type_names_line_and_column() {
+        let text = "[processing]\nbatch_max_records = \"many\"\n";
+        let e = Config::from_toml("cohort.toml", text, none()).expect_err("wrong type");
+        let msg = e.to_string();
+        assert!(msg.starts_with("cohort.toml:2:21:"), "{msg}");
+        assert!(msg.contains("invalid type"), "{msg}");
+    }
+
+    #[test]
+    fn a_bad_duration_is_refused() {
+        let e = Config::from_toml("c.toml", "[processing]\nallowed_lateness = \"5 parsecs\"\n", none())
+            .expect_err("bad duration");
+        assert!(e.to_string().starts_with("c.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let text = "[kafka]\ngroup_id = \"from-file\"\n";
+        let env = vec![
+            ("COHORT__KAFKA__GROUP_ID".to_string(), "from-env".to_string()),
+            ("COHORT__PROCESSING__BATCH_MAX_RECORDS".to_string(), "500".to_string()),
+            ("COHORT__KAFKA__PROPERTIES__SASL.MECHANISMS".to_string(), "PLAIN".to_string()),
+            ("COHORT__TOPICS__CLICKSTREAM".to_string(), "web-clicks".to_string()),
+            ("PATH".to_string(), "/bin".to_string()),
+        ];
+        let c = Config::from_toml("c.toml", text, env).expect("valid");
+        assert_eq!(c.kafka.group_id, "from-env");
+        assert_eq!(c.processing.batch_max_records, 500);
+        assert_eq!(c.kafka.properties.get("sasl.mechanisms").map(String::as_str), Some("PLAIN"));
+        assert_eq!(c.topics.clickstream, "web-clicks");
+    }
+
+    #[test]
+    fn a_bad_environment_override_names_the_variable() {
+        let env = vec![("COHORT__PROCESSING__BATCH_MAX_RECORDS".to_string(), "lots".to_string())];
+        let e = Config::from_toml("c.toml", "", env).expect_err("bad env");
+        assert!(e.to_string().contains("COHORT__PROCESSING__BATCH_MAX_RECORDS"), "{e}");
+    }
+
+    #[test]
+    fn validate_refuses_duplicate_topics_and_reserved_properties() {
+        let e = Config::from_toml("c.toml", "[topics]\ndlq = \"clickstream\"\n", none()).expect_err("dup");
+        assert_eq!(e.to_string(), "c.toml: topics.dlq: `clickstream` is also topics.clickstream; every topic must be distinct");
+        let e = Config::from_toml("c.toml", "[kafka.properties]\n\"enable.auto.commit\" = \"true\"\n", none())
+            .expect_err("reserved");
+        assert!(e.to_string().contains("set by cohort"), "{e}");
+    }
+}

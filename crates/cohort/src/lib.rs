@@ -1,0 +1,7 @@
+//! The `cohort` worker as a library: configuration, metrics, the HTTP
+//! endpoints and the processing loop, so end-to-end tests can run a worker
+//! in-process as well as the binary.
+
+pub mod config;
+pub mod http;
+pub mod metrics;
