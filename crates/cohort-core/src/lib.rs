@@ -11,3 +11,4 @@
 pub mod event;
 pub mod rules;
 pub mod time;
+pub mod watermark;
