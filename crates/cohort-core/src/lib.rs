@@ -8,7 +8,12 @@
 //! This crate must not depend on any I/O library (no tokio, rdkafka, rocksdb)
 //! and never reads the system clock: time is always a parameter.
 
+pub mod encode;
 pub mod event;
+pub mod hash;
 pub mod rules;
+pub mod state;
 pub mod time;
+pub mod view;
 pub mod watermark;
+pub mod window;

@@ -1,0 +1,501 @@
+//! Versioned compact binary encoding of [`CustomerState`].
+//!
+//! The store persists these bytes in RocksDB and on the compacted changelog
+//! topic, so a record written by one release must be read correctly by the
+//! next, or refused: [`decode`] checks the leading format version and returns
+//! [`DecodeError::UnsupportedVersion`] for one it does not know, never a
+//! misread state.
+//!
+//! Format version 1, after the version byte, in this order (`uv` = unsigned
+//! LEB128 varint, `sv` = zig-zag signed varint, `str` = `uv` length + UTF-8,
+//! `opt<x>` = one byte 0/1 then `x`, `f64` = 8 bytes little-endian):
+//!
+//! ```text
+//! profile   opt<sv year, u8 month, u8 day> birth date, opt<uv> declared age,
+//!           opt<str> gender, income band, education, country, region, city,
+//!           uv n + n str interests, u8 consent (2 bits per email/sms/push/web:
+//!           0 unknown, 1 no, 2 yes), opt<str> loyalty tier
+//! activity  opt<sv> first seen, opt<sv> last seen
+//! counters  uv n buckets, each: sv day (first) or uv day delta >= 1,
+//!           u8 mask of non-zero counters, sv per set bit; then 5 sv lifetime
+//! purchases opt<sv> first, opt<sv> last
+//! cart      uv n, each: str product, opt<str> category, uv qty, sv cents;
+//!           opt<sv> last added
+//! affinity  sv as-of, f64 total, uv n, each: str category, f64 weight
+//! purchased uv n + n str
+//! offers    uv n, each: 16 bytes LE decision, str offer, sv time, u8 channel,
+//!           u8 flags (0x80 holdout | outcome bits)
+//! segments  uv n, each: str name, sv since (sorted by name)
+//! evaluated opt<sv>
+//! recent    uv n + n × 8 bytes LE
+//! ```
+//!
+//! To change the format, add version 2 next to version 1 and keep decoding 1.
+
+use crate::event::{Channel, Date};
+use crate::state::{
+    Affinities, Cart, CartLine, Consent, CustomerState, Membership, OfferSend, MAX_CART_LINES, MAX_CATEGORIES,
+    MAX_INTERESTS, MAX_OFFER_SENDS, MAX_PURCHASED, RECENT_EVENTS,
+};
+use crate::time::Timestamp;
+use crate::window::{DayBucket, DayBuckets, COUNTERS};
+use thiserror::Error;
+
+/// The format [`encode`] writes.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Why bytes could not be read as a state. Every variant means the record
+/// is unusable by this build: the store should stop on it (a newer format
+/// means a downgrade; corruption means a bug or a broken disk), not drop it.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum DecodeError {
+    #[error("empty state record")]
+    Empty,
+    #[error("state format version {found} is not supported (this build reads up to {supported})")]
+    UnsupportedVersion { found: u8, supported: u8 },
+    #[error("state record truncated")]
+    Truncated,
+    #[error("state record invalid: {0}")]
+    Invalid(&'static str),
+    #[error("state record has {0} unexpected trailing bytes")]
+    TrailingBytes(usize),
+}
+
+/// Encodes `state` in the current format.
+pub fn encode(state: &CustomerState) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    encode_into(state, &mut out);
+    out
+}
+
+/// Encodes `state` into `out` (cleared first), reusing its allocation.
+pub fn encode_into(state: &CustomerState, out: &mut Vec<u8>) {
+    out.clear();
+    let w = &mut Writer(out);
+    w.u8(FORMAT_VERSION);
+    // profile
+    let p = &state.profile;
+    match p.birth_date {
+        Some(d) => {
+            w.u8(1);
+            w.sv(i64::from(d.year));
+            w.u8(d.month);
+            w.u8(d.day);
+        }
+        None => w.u8(0),
+    }
+    match p.declared_age {
+        Some(a) => {
+            w.u8(1);
+            w.uv(u64::from(a));
+        }
+        None => w.u8(0),
+    }
+    for s in [&p.gender, &p.income_band, &p.education, &p.country, &p.region, &p.city] {
+        w.opt_str(s.as_deref());
+    }
+    w.uv(p.interests.len() as u64);
+    for i in &p.interests {
+        w.str(i);
+    }
+    w.u8(consent_byte(&p.consent));
+    w.opt_str(p.loyalty_tier.as_deref());
+    // activity
+    w.opt_ts(state.first_seen);
+    w.opt_ts(state.last_seen);
+    // counters
+    let buckets = state.counters.buckets();
+    w.uv(buckets.len() as u64);
+    let mut prev: Option<i32> = None;
+    for b in buckets {
+        match prev {
+            None => w.sv(i64::from(b.day)),
+            Some(p) => w.uv((i64::from(b.day) - i64::from(p)) as u64),
+        }
+        prev = Some(b.day);
+        let mut mask = 0u8;
+        for (i, c) in b.counts.iter().enumerate() {
+            if *c != 0 {
+                mask |= 1 << i;
+            }
+        }
+        w.u8(mask);
+        for c in b.counts.iter().filter(|c| **c != 0) {
+            w.sv(*c);
+        }
+    }
+    for c in state.counters.lifetime_totals() {
+        w.sv(c);
+    }
+    // purchases
+    w.opt_ts(state.first_purchase);
+    w.opt_ts(state.last_purchase);
+    // cart
+    w.uv(state.cart.lines.len() as u64);
+    for l in &state.cart.lines {
+        w.str(&l.product_id);
+        w.opt_str(l.category.as_deref());
+        w.uv(u64::from(l.quantity));
+        w.sv(l.unit_price_cents);
+    }
+    w.opt_ts(state.cart.last_added);
+    // affinities
+    let a = &state.affinities;
+    w.sv(a.as_of.as_millis());
+    w.f64(a.total);
+    w.uv(a.weights.len() as u64);
+    for (c, x) in &a.weights {
+        w.str(c);
+        w.f64(*x);
+    }
+    // purchased
+    w.uv(state.purchased.len() as u64);
+    for s in &state.purchased {
+        w.str(s);
+    }
+    // offers
+    w.uv(state.offers.len() as u64);
+    for s in &state.offers {
+        w.0.extend_from_slice(&s.decision.to_le_bytes());
+        w.str(&s.offer);
+        w.sv(s.time.as_millis());
+        w.u8(channel_byte(s.channel));
+        w.u8(s.outcomes & 0x7f | if s.holdout { 0x80 } else { 0 });
+    }
+    // segments
+    w.uv(state.segments.len() as u64);
+    for m in &state.segments {
+        w.str(&m.segment);
+        w.sv(m.since.as_millis());
+    }
+    w.opt_ts(state.evaluated_at);
+    w.uv(state.recent_events.len() as u64);
+    for h in &state.recent_events {
+        w.0.extend_from_slice(&h.to_le_bytes());
+    }
+}
+
+/// Decodes bytes written by [`encode`] (of any supported format version).
+pub fn decode(bytes: &[u8]) -> Result<CustomerState, DecodeError> {
+    let (&version, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
+    match version {
+        1 => {
+            let mut r = Reader { buf: rest, pos: 0 };
+            let state = decode_v1(&mut r)?;
+            if r.pos != r.buf.len() {
+                return Err(DecodeError::TrailingBytes(r.buf.len() - r.pos));
+            }
+            Ok(state)
+        }
+        found => Err(DecodeError::UnsupportedVersion { found, supported: FORMAT_VERSION }),
+    }
+}
+
+fn decode_v1(r: &mut Reader<'_>) -> Result<CustomerState, DecodeError> {
+    let mut st = CustomerState::default();
+    let p = &mut st.profile;
+    if r.flag()? {
+        let year = i32::try_from(r.sv()?).map_err(|_| DecodeError::Invalid("birth year"))?;
+        let d = Date { year, month: r.u8()?, day: r.u8()? };
+        if !d.is_valid() {
+            return Err(DecodeError::Invalid("birth date"));
+        }
+        p.birth_date = Some(d);
+    }
+    if r.flag()? {
+        p.declared_age = Some(u32::try_from(r.uv()?).map_err(|_| DecodeError::Invalid("age"))?);
+    }
+    p.gender = r.opt_str()?;
+    p.income_band = r.opt_str()?;
+    p.education = r.opt_str()?;
+    p.country = r.opt_str()?;
+    p.region = r.opt_str()?;
+    p.city = r.opt_str()?;
+    let n = r.len(MAX_INTERESTS)?;
+    p.interests = (0..n).map(|_| r.string()).collect::<Result<_, _>>()?;
+    p.consent = consent_from(r.u8()?)?;
+    p.loyalty_tier = r.opt_str()?;
+    st.first_seen = r.opt_ts()?;
+    st.last_seen = r.opt_ts()?;
+    // counters
+    let n = r.len(crate::window::KEPT_DAYS as usize + 1)?;
+    let mut buckets = Vec::with_capacity(n);
+    let mut prev: Option<i64> = None;
+    for _ in 0..n {
+        let day = match prev {
+            None => r.sv()?,
+            Some(p) => {
+                let delta = r.uv()?;
+                if delta == 0 || delta > 1 << 32 {
+                    return Err(DecodeError::Invalid("bucket day order"));
+                }
+                p + delta as i64
+            }
+        };
+        let day = i32::try_from(day).map_err(|_| DecodeError::Invalid("bucket day"))?;
+        prev = Some(i64::from(day));
+        let mask = r.u8()?;
+        if mask >> COUNTERS != 0 {
+            return Err(DecodeError::Invalid("counter mask"));
+        }
+        let mut counts = [0i64; COUNTERS];
+        for (i, c) in counts.iter_mut().enumerate() {
+            if mask & (1 << i) != 0 {
+                *c = r.sv()?;
+            }
+        }
+        buckets.push(DayBucket { day, counts });
+    }
+    let mut lifetime = [0i64; COUNTERS];
+    for c in &mut lifetime {
+        *c = r.sv()?;
+    }
+    st.counters = DayBuckets::from_parts(buckets, lifetime);
+    st.first_purchase = r.opt_ts()?;
+    st.last_purchase = r.opt_ts()?;
+    // cart
+    let n = r.len(MAX_CART_LINES)?;
+    let mut lines = Vec::with_capacity(n);
+    for _ in 0..n {
+        let product_id = r.string()?;
+        let category = r.opt_str()?;
+        let quantity = u32::try_from(r.uv()?).map_err(|_| DecodeError::Invalid("cart quantity"))?;
+        let unit_price_cents = r.sv()?;
+        lines.push(CartLine { product_id, category, quantity, unit_price_cents });
+    }
+    st.cart = Cart { lines, last_added: r.opt_ts()? };
+    // affinities
+    let as_of = Timestamp(r.sv()?);
+    let total = r.f64()?;
+    let n = r.len(MAX_CATEGORIES)?;
+    let mut weights = Vec::with_capacity(n);
+    for _ in 0..n {
+        let c = r.string()?;
+        weights.push((c, r.f64()?));
+    }
+    st.affinities = Affinities { as_of, total, weights };
+    let n = r.len(MAX_PURCHASED)?;
+    st.purchased = (0..n).map(|_| r.string()).collect::<Result<_, _>>()?;
+    // offers
+    let n = r.len(MAX_OFFER_SENDS)?;
+    for _ in 0..n {
+        let decision = u128::from_le_bytes(r.array::<16>()?);
+        let offer = r.string()?;
+        let time = Timestamp(r.sv()?);
+        let channel = channel_from(r.u8()?)?;
+        let flags = r.u8()?;
+        st.offers.push(OfferSend {
+            decision,
+            offer,
+            time,
+            channel,
+            holdout: flags & 0x80 != 0,
+            outcomes: flags & 0x7f,
+        });
+    }
+    // segments
+    let n = r.len(usize::MAX)?;
+    for _ in 0..n {
+        let segment = r.string()?;
+        let since = Timestamp(r.sv()?);
+        if st.segments.last().is_some_and(|m: &Membership| m.segment >= segment) {
+            return Err(DecodeError::Invalid("segment order"));
+        }
+        st.segments.push(Membership { segment, since });
+    }
+    st.evaluated_at = r.opt_ts()?;
+    let n = r.len(RECENT_EVENTS)?;
+    for _ in 0..n {
+        st.recent_events.push(u64::from_le_bytes(r.array::<8>()?));
+    }
+    Ok(st)
+}
+
+fn consent_bits(v: Option<bool>) -> u8 {
+    match v {
+        None => 0,
+        Some(false) => 1,
+        Some(true) => 2,
+    }
+}
+
+fn consent_byte(c: &Consent) -> u8 {
+    consent_bits(c.email) | consent_bits(c.sms) << 2 | consent_bits(c.push) << 4 | consent_bits(c.web) << 6
+}
+
+fn consent_from(b: u8) -> Result<Consent, DecodeError> {
+    let f = |x: u8| match x & 3 {
+        0 => Ok(None),
+        1 => Ok(Some(false)),
+        2 => Ok(Some(true)),
+        _ => Err(DecodeError::Invalid("consent")),
+    };
+    Ok(Consent { email: f(b)?, sms: f(b >> 2)?, push: f(b >> 4)?, web: f(b >> 6)? })
+}
+
+fn channel_byte(c: Channel) -> u8 {
+    match c {
+        Channel::Web => 0,
+        Channel::App => 1,
+        Channel::Email => 2,
+        Channel::Sms => 3,
+        Channel::Push => 4,
+        Channel::Store => 5,
+        Channel::Other => 6,
+    }
+}
+
+fn channel_from(b: u8) -> Result<Channel, DecodeError> {
+    Channel::ALL.get(usize::from(b)).copied().ok_or(DecodeError::Invalid("channel"))
+}
+
+struct Writer<'a>(&'a mut Vec<u8>);
+
+impl Writer<'_> {
+    fn u8(&mut self, b: u8) {
+        self.0.push(b);
+    }
+    fn uv(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.0.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.0.push(v as u8);
+    }
+    fn sv(&mut self, v: i64) {
+        self.uv(((v << 1) ^ (v >> 63)) as u64);
+    }
+    fn f64(&mut self, v: f64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn str(&mut self, s: &str) {
+        self.uv(s.len() as u64);
+        self.0.extend_from_slice(s.as_bytes());
+    }
+    fn opt_str(&mut self, s: Option<&str>) {
+        match s {
+            Some(s) => {
+                self.u8(1);
+                self.str(s);
+            }
+            None => self.u8(0),
+        }
+    }
+    fn opt_ts(&mut self, t: Option<Timestamp>) {
+        match t {
+            Some(t) => {
+                self.u8(1);
+                self.sv(t.as_millis());
+            }
+            None => self.u8(0),
+        }
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        let b = *self.buf.get(self.pos).ok_or(DecodeError::Truncated)?;
+        self.pos += 1;
+        Ok(b)
+    }
+    fn flag(&mut self) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError::Invalid("option tag")),
+        }
+    }
+    fn uv(&mut self) -> Result<u64, DecodeError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            if shift == 63 && b > 1 {
+                return Err(DecodeError::Invalid("varint overflow"));
+            }
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(DecodeError::Invalid("varint too long"))
+    }
+    fn sv(&mut self) -> Result<i64, DecodeError> {
+        let u = self.uv()?;
+        Ok((u >> 1) as i64 ^ -((u & 1) as i64))
+    }
+    fn f64(&mut self) -> Result<f64, DecodeError> {
+        let v = f64::from_le_bytes(self.array::<8>()?);
+        if !v.is_finite() {
+            return Err(DecodeError::Invalid("non-finite number"));
+        }
+        Ok(v)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let end = self.pos.checked_add(N).ok_or(DecodeError::Truncated)?;
+        let s = self.buf.get(self.pos..end).ok_or(DecodeError::Truncated)?;
+        self.pos = end;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+    /// A collection length, refused above `max` or above what the remaining
+    /// bytes could hold (so corrupt input cannot make us allocate gigabytes).
+    fn len(&mut self, max: usize) -> Result<usize, DecodeError> {
+        let n = self.uv()?;
+        let n = usize::try_from(n).map_err(|_| DecodeError::Invalid("length"))?;
+        if n > max || n > self.buf.len() - self.pos {
+            return Err(DecodeError::Invalid("length"));
+        }
+        Ok(n)
+    }
+    fn string(&mut self) -> Result<String, DecodeError> {
+        let n = self.len(usize::MAX)?;
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        std::str::from_utf8(s).map(str::to_owned).map_err(|_| DecodeError::Invalid("utf-8"))
+    }
+    fn opt_str(&mut self) -> Result<Option<String>, DecodeError> {
+        if self.flag()? {
+            Ok(Some(self.string()?))
+        } else {
+            Ok(None)
+        }
+    }
+    fn opt_ts(&mut self) -> Result<Option<Timestamp>, DecodeError> {
+        if self.flag()? {
+            Ok(Some(Timestamp(self.sv()?)))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_state_roundtrips_and_is_tiny() {
+        let s = CustomerState::default();
+        let b = encode(&s);
+        assert_eq!(b[0], FORMAT_VERSION);
+        assert!(b.len() < 48, "{}", b.len());
+        assert_eq!(decode(&b), Ok(s));
+    }
+
+    #[test]
+    fn unknown_version_and_garbage_are_typed_errors() {
+        assert_eq!(decode(&[]), Err(DecodeError::Empty));
+        assert_eq!(decode(&[9, 0, 0]), Err(DecodeError::UnsupportedVersion { found: 9, supported: 1 }));
+        let mut b = encode(&CustomerState::default());
+        b.push(0);
+        assert_eq!(decode(&b), Err(DecodeError::TrailingBytes(1)));
+        b.truncate(5);
+        assert!(decode(&b).is_err());
+    }
+}

@@ -1,0 +1,663 @@
+//! One customer's state: everything rules and offers need, bounded in size.
+//!
+//! [`CustomerState`] is what the store persists (see [`crate::encode`]) and
+//! what [`CustomerState::record`] folds events into. It is plain data: no
+//! clock, no rules. The engine ([`crate::engine`]) decides when to evaluate
+//! it; [`crate::facts`] exposes it to rules.
+//!
+//! Bounds (so a customer with 100,000 events a year still encodes in a few
+//! kilobytes): windowed counters are per-day buckets for 365 days
+//! ([`crate::window`]); text fields are cut at [`MAX_TEXT`] bytes; the cart
+//! keeps [`MAX_CART_LINES`] lines, affinities the [`MAX_CATEGORIES`] strongest
+//! categories, offer history the last [`MAX_OFFER_SENDS`] sends within a year,
+//! and purchased products the last [`MAX_PURCHASED`].
+//!
+//! Normalisation (rules compare text exactly): categories, interests, gender,
+//! income band, education and loyalty tier are trimmed and lower-cased;
+//! countries trimmed and upper-cased; region and city trimmed.
+
+use crate::event::{Channel, Click, ClickKind, ConsentUpdate, Date, Event, EventKind, Geo, ProfileUpdate, Purchase};
+use crate::time::{Duration, Timestamp};
+use crate::window::{Counter, DayBuckets};
+
+/// Longest text kept in state, in bytes (cut at a character boundary).
+pub const MAX_TEXT: usize = 64;
+/// Cart lines kept; adding to a full cart replaces nothing and is ignored for
+/// the line list (the value and last-add time still update).
+pub const MAX_CART_LINES: usize = 32;
+/// Categories with a decayed affinity kept (the weakest is dropped).
+pub const MAX_CATEGORIES: usize = 16;
+/// Offer sends kept for caps and cooldowns (the oldest is dropped).
+pub const MAX_OFFER_SENDS: usize = 32;
+/// Offer sends older than this are dropped: no cap or cooldown may be longer.
+pub const OFFER_HISTORY_HORIZON: Duration = Duration::from_days(365);
+/// Products remembered as bought, so recommendations skip them.
+pub const MAX_PURCHASED: usize = 32;
+/// Declared interests kept.
+pub const MAX_INTERESTS: usize = 16;
+/// Recent event id hashes kept for duplicate suppression.
+pub const RECENT_EVENTS: usize = 16;
+
+/// Settings that change how events are folded into state. They come from the
+/// rules file (`settings:`) and the worker's config; see
+/// [`crate::engine::Context`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateSettings {
+    /// A click or purchase more than this after the previous one starts a new
+    /// session. 30 minutes is the web-analytics convention (Google Analytics).
+    pub session_gap: Duration,
+    /// Half-life of category affinity weights.
+    pub affinity_half_life: Duration,
+    /// Affinity denominators are at least this much weight, so that a single
+    /// product view does not make a customer 100 % "keto".
+    pub affinity_min_evidence: f64,
+}
+
+impl Default for StateSettings {
+    fn default() -> Self {
+        StateSettings {
+            session_gap: Duration::from_mins(30),
+            affinity_half_life: Duration::from_days(30),
+            affinity_min_evidence: 5.0,
+        }
+    }
+}
+
+/// Affinity weight of one interaction with a category. Stronger intent
+/// weighs more: a purchase line is worth five product views.
+pub fn affinity_weight(kind: ClickKind) -> f64 {
+    match kind {
+        ClickKind::PageView | ClickKind::Search => 0.5,
+        ClickKind::ProductView => 1.0,
+        ClickKind::AddToCart => 3.0,
+        ClickKind::RemoveFromCart | ClickKind::CheckoutStarted => 0.0,
+    }
+}
+
+/// Affinity weight of one purchased line.
+pub const PURCHASE_AFFINITY_WEIGHT: f64 = 5.0;
+
+/// Marketing consent as last stated; `None` is unknown, which counts as no.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Consent {
+    pub email: Option<bool>,
+    pub sms: Option<bool>,
+    pub push: Option<bool>,
+    pub web: Option<bool>,
+}
+
+impl Consent {
+    /// Whether we may contact the customer on `channel`. Only explicit
+    /// consent counts. Channels without a consent flag (app, store, other)
+    /// are not marketing channels and are never allowed.
+    pub fn allows(&self, channel: Channel) -> bool {
+        match channel {
+            Channel::Email => self.email == Some(true),
+            Channel::Sms => self.sms == Some(true),
+            Channel::Push => self.push == Some(true),
+            Channel::Web => self.web == Some(true),
+            Channel::App | Channel::Store | Channel::Other => false,
+        }
+    }
+
+    fn apply(&mut self, u: &ConsentUpdate) {
+        self.email = u.email.or(self.email);
+        self.sms = u.sms.or(self.sms);
+        self.push = u.push.or(self.push);
+        self.web = u.web.or(self.web);
+    }
+}
+
+/// Profile attributes from the CRM (and location from clicks when the CRM
+/// never stated one).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Profile {
+    pub birth_date: Option<Date>,
+    pub declared_age: Option<u32>,
+    pub gender: Option<String>,
+    pub income_band: Option<String>,
+    pub education: Option<String>,
+    pub country: Option<String>,
+    pub region: Option<String>,
+    pub city: Option<String>,
+    pub interests: Vec<String>,
+    pub consent: Consent,
+    pub loyalty_tier: Option<String>,
+}
+
+/// One cart line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CartLine {
+    pub product_id: String,
+    pub category: Option<String>,
+    pub quantity: u32,
+    /// Unit price in minor units (cents).
+    pub unit_price_cents: i64,
+}
+
+/// The current cart. Emptied by a purchase (checkout converts the cart).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cart {
+    pub lines: Vec<CartLine>,
+    pub last_added: Option<Timestamp>,
+}
+
+impl Cart {
+    /// Units in the cart.
+    pub fn items(&self) -> u64 {
+        self.lines.iter().map(|l| u64::from(l.quantity)).sum()
+    }
+    /// Cart value in minor units.
+    pub fn value_cents(&self) -> i64 {
+        self.lines.iter().map(|l| l.unit_price_cents.saturating_mul(i64::from(l.quantity))).sum()
+    }
+}
+
+/// Decayed category affinities. Weights are stored as of `as_of`; the
+/// affinity of category `c` at `t >= as_of` is
+/// `w_c * 2^(-(t - as_of) / half_life) / max(total, min_evidence)`,
+/// i.e. the category's share of the customer's decayed interest at their
+/// last interaction, decaying exactly exponentially since. It is in `[0, 1]`
+/// because `w_c <= total`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Affinities {
+    pub as_of: Timestamp,
+    /// Total decayed weight as of `as_of`, including dropped categories.
+    pub total: f64,
+    /// Strongest categories, by weight as of `as_of`, at most
+    /// [`MAX_CATEGORIES`]; no particular order.
+    pub weights: Vec<(String, f64)>,
+}
+
+impl Affinities {
+    fn decay_factor(dt: Duration, half_life: Duration) -> f64 {
+        if half_life.as_millis() <= 0 {
+            return if dt.as_millis() > 0 { 0.0 } else { 1.0 };
+        }
+        (-(dt.as_millis() as f64) / half_life.as_millis() as f64).exp2()
+    }
+
+    /// Adds `weight` for `category` at `time`.
+    pub fn add(&mut self, category: &str, weight: f64, time: Timestamp, half_life: Duration) {
+        if weight <= 0.0 || category.is_empty() {
+            return;
+        }
+        let w = if self.weights.is_empty() && self.total == 0.0 {
+            self.as_of = time;
+            weight
+        } else if time > self.as_of {
+            let f = Self::decay_factor(time.since(self.as_of), half_life);
+            for (_, x) in &mut self.weights {
+                *x *= f;
+            }
+            self.total *= f;
+            self.as_of = time;
+            weight
+        } else {
+            // A late event: decay its weight to `as_of` instead of moving back.
+            weight * Self::decay_factor(self.as_of.since(time), half_life)
+        };
+        self.total += w;
+        if let Some(e) = self.weights.iter_mut().find(|(c, _)| c == category) {
+            e.1 += w;
+            return;
+        }
+        if self.weights.len() < MAX_CATEGORIES {
+            self.weights.push((category.to_owned(), w));
+            return;
+        }
+        // Full: replace the weakest if the newcomer is stronger.
+        let mut weakest = 0;
+        for (i, (_, x)) in self.weights.iter().enumerate() {
+            if *x < self.weights[weakest].1 {
+                weakest = i;
+            }
+        }
+        if self.weights[weakest].1 < w {
+            self.weights[weakest] = (category.to_owned(), w);
+        }
+    }
+
+    /// The normalised affinity for `category` at `now` (see the type docs).
+    pub fn get(&self, category: &str, now: Timestamp, settings: &StateSettings) -> f64 {
+        let Some((_, w)) = self.weights.iter().find(|(c, _)| c == category) else { return 0.0 };
+        self.normalise(*w, now, settings)
+    }
+
+    fn normalise(&self, w: f64, now: Timestamp, settings: &StateSettings) -> f64 {
+        let denom = self.total.max(settings.affinity_min_evidence);
+        if denom <= 0.0 {
+            return 0.0;
+        }
+        let f =
+            if now > self.as_of { Self::decay_factor(now.since(self.as_of), settings.affinity_half_life) } else { 1.0 };
+        (w * f / denom).clamp(0.0, 1.0)
+    }
+
+    /// Categories by affinity at `now`, strongest first (ties by name).
+    pub fn ranked(&self, now: Timestamp, settings: &StateSettings) -> Vec<(&str, f64)> {
+        let mut v: Vec<(&str, f64)> =
+            self.weights.iter().map(|(c, w)| (c.as_str(), self.normalise(*w, now, settings))).collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        v
+    }
+}
+
+/// Outcome flags of one send (bit per [`crate::event::Outcome`]).
+pub mod outcome_bits {
+    pub const DELIVERED: u8 = 1;
+    pub const OPENED: u8 = 2;
+    pub const CLICKED: u8 = 4;
+    pub const CONVERTED: u8 = 8;
+    pub const DISMISSED: u8 = 16;
+}
+
+/// One next-best-offer decision that named an offer (sent or held out).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OfferSend {
+    /// The decision's output id (128-bit), to match outcomes to sends.
+    pub decision: u128,
+    pub offer: String,
+    pub time: Timestamp,
+    pub channel: Channel,
+    /// Held-out decisions count towards caps and cooldowns like real sends,
+    /// so the control group is decided on the same schedule as the treated.
+    pub holdout: bool,
+    /// [`outcome_bits`] seen for this send.
+    pub outcomes: u8,
+}
+
+/// A segment the customer is in, and since when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Membership {
+    pub segment: String,
+    pub since: Timestamp,
+}
+
+/// Everything cohort knows about one customer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CustomerState {
+    pub profile: Profile,
+    /// First and last click or purchase.
+    pub first_seen: Option<Timestamp>,
+    pub last_seen: Option<Timestamp>,
+    /// Orders, spend, page views, product views, sessions per day.
+    pub counters: DayBuckets,
+    pub first_purchase: Option<Timestamp>,
+    pub last_purchase: Option<Timestamp>,
+    pub cart: Cart,
+    pub affinities: Affinities,
+    /// Recently bought products, newest last, for "not bought yet" filters.
+    pub purchased: Vec<String>,
+    pub offers: Vec<OfferSend>,
+    /// Current segments, sorted by name.
+    pub segments: Vec<Membership>,
+    /// The latest instant this customer was evaluated at; evaluation never
+    /// goes back in time, so late events cannot make segments flicker.
+    pub evaluated_at: Option<Timestamp>,
+    /// Hashes of the last few event ids, newest last.
+    pub recent_events: Vec<u64>,
+}
+
+/// What folding one event changed, for decision triggers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recorded {
+    pub purchase: bool,
+    pub cart_changed: bool,
+    pub new_session: bool,
+}
+
+/// Cuts `s` to at most [`MAX_TEXT`] bytes at a character boundary.
+pub fn bounded(s: &str) -> &str {
+    if s.len() <= MAX_TEXT {
+        return s;
+    }
+    let mut end = MAX_TEXT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Normalises a category-like token: trimmed, lower-case, bounded.
+pub fn norm_lower(s: &str) -> String {
+    let t = bounded(s.trim());
+    if t.bytes().any(|b| b.is_ascii_uppercase()) || !t.is_ascii() {
+        bounded(&t.to_lowercase()).to_owned()
+    } else {
+        t.to_owned()
+    }
+}
+
+fn norm_upper(s: &str) -> String {
+    bounded(&s.trim().to_uppercase()).to_owned()
+}
+
+fn norm_trim(s: &str) -> String {
+    bounded(s.trim()).to_owned()
+}
+
+fn to_cents(x: f64) -> i64 {
+    // `as` saturates; NaN becomes 0. Validation rejects both before here.
+    (x * 100.0).round() as i64
+}
+
+impl CustomerState {
+    /// Whether this customer has no data at all (e.g. after a forget).
+    pub fn is_empty(&self) -> bool {
+        *self == CustomerState::default()
+    }
+
+    /// Whether `id_hash` was seen among the last [`RECENT_EVENTS`] events,
+    /// and remembers it otherwise. The worker dedups by offset too; this
+    /// catches producer retries that got new offsets.
+    pub fn seen_before(&mut self, id_hash: u64) -> bool {
+        if self.recent_events.contains(&id_hash) {
+            return true;
+        }
+        if self.recent_events.len() >= RECENT_EVENTS {
+            self.recent_events.remove(0);
+        }
+        self.recent_events.push(id_hash);
+        false
+    }
+
+    /// Folds one event into the state. Offer outcomes and forgets are the
+    /// engine's business (they touch the propensity table and the store) and
+    /// are ignored here, except that outcomes are marked on the send.
+    pub fn record(&mut self, ev: &Event, settings: &StateSettings) -> Recorded {
+        let mut r = Recorded::default();
+        match &ev.kind {
+            EventKind::Click(c) => {
+                r.new_session = self.touch(ev.time, settings);
+                self.record_click(c, ev.time, settings, &mut r);
+            }
+            EventKind::Purchase(p) => {
+                r.new_session = self.touch(ev.time, settings);
+                self.record_purchase(p, ev.time, settings);
+                r.purchase = true;
+                r.cart_changed = true;
+            }
+            EventKind::ProfileUpdate(p) => self.record_profile(p),
+            EventKind::OfferOutcome(o) => {
+                let bit = outcome_bit(o.outcome);
+                if let Ok(decision) = u128::from_str_radix(&o.decision_id, 16) {
+                    if let Some(s) = self.offers.iter_mut().find(|s| s.decision == decision) {
+                        s.outcomes |= bit;
+                    }
+                }
+            }
+            EventKind::Forget => *self = CustomerState::default(),
+        }
+        r
+    }
+
+    /// Activity bookkeeping shared by clicks and purchases. Returns whether a
+    /// new session started: the first activity, or one more than the
+    /// session gap after the latest activity seen so far. Late events never
+    /// start a session.
+    fn touch(&mut self, t: Timestamp, settings: &StateSettings) -> bool {
+        let new_session = match self.last_seen {
+            None => true,
+            Some(last) => t > last + settings.session_gap,
+        };
+        self.first_seen = Some(self.first_seen.map_or(t, |f| f.min(t)));
+        self.last_seen = Some(self.last_seen.map_or(t, |l| l.max(t)));
+        if new_session {
+            self.counters.add(t, Counter::Sessions, 1);
+        }
+        new_session
+    }
+
+    fn record_click(&mut self, c: &Click, t: Timestamp, settings: &StateSettings, r: &mut Recorded) {
+        match c.kind {
+            ClickKind::PageView => self.counters.add(t, Counter::PageViews, 1),
+            ClickKind::ProductView => self.counters.add(t, Counter::ProductViews, 1),
+            ClickKind::AddToCart => {
+                let qty = c.quantity.unwrap_or(1).max(0) as u32;
+                if let Some(pid) = &c.product_id {
+                    let pid = bounded(pid);
+                    let price = c.price.map(to_cents).unwrap_or(0);
+                    if let Some(l) = self.cart.lines.iter_mut().find(|l| l.product_id == pid) {
+                        l.quantity = l.quantity.saturating_add(qty);
+                        if c.price.is_some() {
+                            l.unit_price_cents = price;
+                        }
+                    } else if self.cart.lines.len() < MAX_CART_LINES {
+                        self.cart.lines.push(CartLine {
+                            product_id: pid.to_owned(),
+                            category: c.category.as_deref().map(norm_lower),
+                            quantity: qty,
+                            unit_price_cents: price,
+                        });
+                    }
+                    self.cart.lines.retain(|l| l.quantity > 0);
+                }
+                self.cart.last_added = Some(self.cart.last_added.map_or(t, |l| l.max(t)));
+                r.cart_changed = true;
+            }
+            ClickKind::RemoveFromCart => {
+                if let Some(pid) = &c.product_id {
+                    let pid = bounded(pid);
+                    if let Some(l) = self.cart.lines.iter_mut().find(|l| l.product_id == pid) {
+                        match c.quantity {
+                            Some(q) => l.quantity = l.quantity.saturating_sub(q.max(0) as u32),
+                            None => l.quantity = 0,
+                        }
+                    }
+                    self.cart.lines.retain(|l| l.quantity > 0);
+                    if self.cart.lines.is_empty() {
+                        self.cart.last_added = None;
+                    }
+                    r.cart_changed = true;
+                }
+            }
+            ClickKind::Search | ClickKind::CheckoutStarted => {}
+        }
+        if let Some(cat) = &c.category {
+            let w = affinity_weight(c.kind);
+            if w > 0.0 {
+                let cat = norm_lower(cat);
+                self.affinities.add(&cat, w, t, settings.affinity_half_life);
+            }
+        }
+        self.fill_location(&c.geo);
+    }
+
+    fn fill_location(&mut self, g: &Geo) {
+        // The CRM is authoritative; clicks only fill what it never stated.
+        let p = &mut self.profile;
+        if p.country.is_none() && p.region.is_none() && p.city.is_none() {
+            p.country = g.country.as_deref().map(norm_upper);
+            p.region = g.region.as_deref().map(norm_trim);
+            p.city = g.city.as_deref().map(norm_trim);
+        }
+    }
+
+    fn record_purchase(&mut self, p: &Purchase, t: Timestamp, settings: &StateSettings) {
+        self.counters.add(t, Counter::Orders, 1);
+        self.counters.add(t, Counter::SpendCents, to_cents(p.total));
+        self.first_purchase = Some(self.first_purchase.map_or(t, |f| f.min(t)));
+        self.last_purchase = Some(self.last_purchase.map_or(t, |l| l.max(t)));
+        for item in &p.items {
+            if let Some(cat) = &item.category {
+                let cat = norm_lower(cat);
+                self.affinities.add(&cat, PURCHASE_AFFINITY_WEIGHT, t, settings.affinity_half_life);
+            }
+            let pid = bounded(&item.product_id);
+            if let Some(i) = self.purchased.iter().position(|x| x == pid) {
+                let x = self.purchased.remove(i);
+                self.purchased.push(x);
+            } else {
+                if self.purchased.len() >= MAX_PURCHASED {
+                    self.purchased.remove(0);
+                }
+                self.purchased.push(pid.to_owned());
+            }
+        }
+        // Checkout converts the cart, whatever was in it.
+        self.cart = Cart::default();
+    }
+
+    fn record_profile(&mut self, u: &ProfileUpdate) {
+        let p = &mut self.profile;
+        if let Some(d) = u.birth_date {
+            p.birth_date = Some(d);
+        }
+        if let Some(a) = u.age {
+            p.declared_age = Some(a);
+        }
+        set_opt(&mut p.gender, &u.gender, norm_lower);
+        set_opt(&mut p.income_band, &u.income_band, norm_lower);
+        set_opt(&mut p.education, &u.education, norm_lower);
+        set_opt(&mut p.loyalty_tier, &u.loyalty_tier, norm_lower);
+        if u.country.is_some() || u.region.is_some() || u.city.is_some() {
+            // A stated location replaces one guessed from clicks as a whole.
+            p.country = u.country.as_deref().map(norm_upper);
+            p.region = u.region.as_deref().map(norm_trim);
+            p.city = u.city.as_deref().map(norm_trim);
+        }
+        if let Some(list) = &u.interests {
+            let mut v: Vec<String> = list.iter().map(|s| norm_lower(s)).filter(|s| !s.is_empty()).collect();
+            v.sort();
+            v.dedup();
+            v.truncate(MAX_INTERESTS);
+            p.interests = v;
+        }
+        p.consent.apply(&u.consent);
+    }
+
+    /// Records a decision that named an offer, dropping sends older than the
+    /// history horizon and the oldest beyond [`MAX_OFFER_SENDS`].
+    pub fn record_send(&mut self, send: OfferSend) {
+        let horizon = send.time - OFFER_HISTORY_HORIZON;
+        self.offers.retain(|s| s.time > horizon);
+        if self.offers.len() >= MAX_OFFER_SENDS {
+            self.offers.remove(0);
+        }
+        self.offers.push(send);
+    }
+
+    /// How many sends of `offer` fall in `(now - window, now]`.
+    pub fn sends_in(&self, offer: &str, window: Duration, now: Timestamp) -> u32 {
+        let from = now - window;
+        self.offers.iter().filter(|s| s.offer == offer && s.time > from && s.time <= now).count() as u32
+    }
+
+    /// The latest send of `offer`, if any.
+    pub fn last_send(&self, offer: &str) -> Option<Timestamp> {
+        self.offers.iter().filter(|s| s.offer == offer).map(|s| s.time).max()
+    }
+
+    /// The latest send of any offer, if any.
+    pub fn last_any_send(&self) -> Option<Timestamp> {
+        self.offers.iter().map(|s| s.time).max()
+    }
+
+    /// Whether the customer is currently in `segment`.
+    pub fn in_segment(&self, segment: &str) -> bool {
+        self.segments.binary_search_by(|m| m.segment.as_str().cmp(segment)).is_ok()
+    }
+}
+
+fn set_opt(slot: &mut Option<String>, v: &Option<String>, f: fn(&str) -> String) {
+    if let Some(s) = v {
+        *slot = Some(f(s));
+    }
+}
+
+/// The outcome flag for an outcome.
+pub fn outcome_bit(o: crate::event::Outcome) -> u8 {
+    use crate::event::Outcome;
+    match o {
+        Outcome::Delivered => outcome_bits::DELIVERED,
+        Outcome::Opened => outcome_bits::OPENED,
+        Outcome::Clicked => outcome_bits::CLICKED,
+        Outcome::Converted => outcome_bits::CONVERTED,
+        Outcome::Dismissed => outcome_bits::DISMISSED,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Click, LineItem};
+    use crate::rules::Window;
+
+    fn click(t: i64, kind: ClickKind, cat: Option<&str>) -> Event {
+        let mut c = Click::new(kind);
+        c.category = cat.map(str::to_owned);
+        c.product_id = Some("p1".into());
+        c.price = Some(10.0);
+        Event { id: format!("e{t}"), customer: "c".into(), time: Timestamp(t), kind: EventKind::Click(c) }
+    }
+
+    #[test]
+    fn sessions_split_on_inactivity_gap() {
+        let s = StateSettings::default();
+        let mut st = CustomerState::default();
+        let base = 1_700_000_000_000;
+        for t in [0, 60_000, 29 * 60_000 + 60_000, 2 * 3_600_000, 2 * 3_600_000 + 1] {
+            st.record(&click(base + t, ClickKind::PageView, None), &s);
+        }
+        assert_eq!(st.counters.lifetime(Counter::Sessions), 2);
+        assert_eq!(st.counters.sum(Counter::PageViews, Window::D7, Timestamp(base + 3_600_000 * 3)), 5);
+    }
+
+    #[test]
+    fn cart_fills_and_purchase_empties_it() {
+        let s = StateSettings::default();
+        let mut st = CustomerState::default();
+        let mut e = click(1_700_000_000_000, ClickKind::AddToCart, Some("Keto"));
+        if let EventKind::Click(c) = &mut e.kind {
+            c.quantity = Some(2);
+        }
+        st.record(&e, &s);
+        assert_eq!(st.cart.items(), 2);
+        assert_eq!(st.cart.value_cents(), 2000);
+        assert!(st.affinities.get("keto", Timestamp(1_700_000_000_000), &s) > 0.0);
+        let p = Purchase {
+            order_id: "o1".into(),
+            items: vec![LineItem {
+                product_id: "p1".into(),
+                category: Some("keto".into()),
+                quantity: 2,
+                unit_price: 10.0,
+            }],
+            total: 20.0,
+            currency: "EUR".into(),
+            channel: None,
+        };
+        st.record(
+            &Event {
+                id: "p".into(),
+                customer: "c".into(),
+                time: Timestamp(1_700_000_100_000),
+                kind: EventKind::Purchase(p),
+            },
+            &s,
+        );
+        assert_eq!(st.cart.items(), 0);
+        assert_eq!(st.counters.lifetime(Counter::SpendCents), 2000);
+        assert_eq!(st.purchased, vec!["p1".to_owned()]);
+    }
+
+    #[test]
+    fn affinity_decays_exactly_by_half_life() {
+        let s = StateSettings { affinity_min_evidence: 0.0, ..StateSettings::default() };
+        let mut a = Affinities::default();
+        a.add("vegan", 3.0, Timestamp(0), s.affinity_half_life);
+        a.add("keto", 1.0, Timestamp(0), s.affinity_half_life);
+        assert!((a.get("vegan", Timestamp(0), &s) - 0.75).abs() < 1e-12);
+        let later = Timestamp(0) + s.affinity_half_life;
+        assert!((a.get("vegan", later, &s) - 0.375).abs() < 1e-12);
+        assert_eq!(a.ranked(later, &s)[0].0, "vegan");
+    }
+
+    #[test]
+    fn text_is_normalised_and_bounded() {
+        assert_eq!(norm_lower("  Gluten-Free "), "gluten-free");
+        let long = "é".repeat(100);
+        assert!(bounded(&long).len() <= MAX_TEXT);
+    }
+}
