@@ -10,6 +10,7 @@
 
 pub mod encode;
 pub mod event;
+pub mod offer;
 pub mod hash;
 pub mod rules;
 pub mod state;
