@@ -1,5 +1,415 @@
 //! The rules language: segments and offers from one YAML file, compiled once.
+//!
+//! Marketing writes segments as conditions over a customer's facts; the
+//! engine evaluates them on every event and, through [`RuleSet::next_flip`],
+//! whenever time alone could change an answer ("no purchase for 90 days").
+//! Everything is checked when the file is loaded, so a typo is a
+//! `rules.yaml:12:11: ...` error at start-up, never a wrong segment in
+//! production. `docs/rules.md` is the user guide; this is the reference.
+//!
+//! # File format (`version: 1`)
+//!
+//! ```yaml
+//! version: 1                      # required; only 1 exists
+//! settings:                       # optional
+//!   affinity_half_life: 30d       # default 30d: half-life of category affinities
+//!   session_gap: 30m              # default 30m: inactivity that ends a session
+//! segments:                       # optional list, at most 256, evaluated in dependency order
+//!   - name: cart_abandoner        # required, unique; a-z A-Z 0-9 _ - (1..=64)
+//!     description: text           # optional
+//!     group: value_tier           # optional: at most one segment per group is a member
+//!     priority: 1                 # required with `group` (only then): lowest qualifying wins; unique in its group
+//!     when: cart.items > 0 && since(cart.last_added) >= 1h   # required condition
+//! offers:                         # optional list
+//!   - id: winback_20              # required, unique; same characters as names
+//!     description: text           # optional
+//!     eligible: in_segment("lapsed") && consent.email       # required condition
+//!     value: 20.0                 # default 1.0, >= 0: business value
+//!     lever: 1.0                  # default 1.0, >= 0: business priority weight
+//!     channels: [email]           # required, non-empty: email, sms, push, web
+//!     cap: { max: 1, per: 30d }   # optional: at most `max` sends per rolling `per`
+//!     cooldown: 7d                # optional: minimum time between two sends of this offer
+//!     holdout: 0.1                # default 0: control-group share, 0 <= holdout < 1
+//!     prior: { alpha: 1, beta: 20 } # default 1, 1: Beta prior of the propensity, both > 0
+//!     triggers: [segment_entered] # optional, see below
+//! ```
+//!
+//! Unknown keys, duplicate keys, YAML anchors, aliases, tags and a second
+//! document are errors. Durations are a whole number and a unit: `ms`, `s`,
+//! `m`, `h`, `d`, `w`.
+//!
+//! Triggers (which decision points consider the offer):
+//! `segment_entered` (entering any segment its `eligible` references, or
+//! any segment if it references none; this is the default),
+//! `segment_entered:<segment>`, `cart_abandoned`, `purchase`,
+//! `session_start`. See [`Trigger`].
+//!
+//! # Conditions
+//!
+//! Types: number, string, bool, duration, instant, string-set. Operators,
+//! loosest first: `||`, `&&`, comparisons (`== != < <= > >=`, `in`), `!`.
+//! Parentheses group. Literals: numbers (`1000`, `0.6`, `-1`), `"strings"`
+//! (escapes `\"` and `\\`), durations (`30s 15m 1h 90d 2w`), `true`,
+//! `false`, and lists of strings (`["DE", "AT"]`, only after `in`).
+//! `a in [..]` tests a string against a list; `"x" in profile.interests`
+//! tests a string-set field. Strings compare exactly (case-sensitive) and
+//! only with `==`/`!=`. A comparison involving a missing value (no
+//! `last_purchase`, unknown country, unknown age) is false, and so is its
+//! `!=`; `!` of it is true.
+//!
+//! Fields and functions are listed in one table, [`catalogue`], which error
+//! messages and `docs/rules.md` follow. In short: `orders.*`, `spend.*`,
+//! `page_views.*`, `product_views.*`, `sessions.*` over `7d 30d 90d 365d
+//! lifetime`; `aov`, `cart.items`, `cart.value`, `profile.age` (numbers);
+//! `cart.last_added`, `last_purchase`, `first_purchase`, `first_seen`,
+//! `last_seen` (instants); `profile.gender income_band education country
+//! region city loyalty_tier` (strings); `profile.interests` (string-set);
+//! `consent.email sms push web` (bools). Functions: `since(instant)`,
+//! `affinity("category")`, `in_segment("name")`, `birthday_within(7d)`,
+//! `birthday_this_month()`, `offers_sent("offer_id", 30d)`.
+//!
+//! Calendar functions and `profile.age` use UTC days; someone born on
+//! 29 February has their birthday on 28 February in common years.
+//!
+//! # Time
+//!
+//! [`RuleSet::next_flip`] returns the earliest instant after `now` at which
+//! any segment or offer condition could change with no new event:
+//! `since(x) >= d` at `x + d`; windowed numbers when their oldest event leaves the
+//! window ([`Facts::next_window_change`]); affinities where their
+//! exponential decay crosses the threshold; ages at the next birthday;
+//! birthday functions at day and month boundaries. An `&&` that is false
+//! waits for all its false operands, so a segment whose event-driven part is
+//! false sets no timer. The answer may be early, never late.
+//!
+//! # Layout
+//!
+//! `facts` (what rules read), `catalogue` (names and types), `parse`
+//! (winnow grammar), `compile` (types, names to ids), `eval` (evaluation and
+//! time analysis), `yaml` + `load` (file structure and positions),
+//! `calendar`, `segset`.
 
+pub mod calendar;
+pub mod catalogue;
+mod compile;
+mod eval;
 pub mod facts;
+mod load;
+mod parse;
+mod segset;
+mod yaml;
 
 pub use facts::{CivilDate, Facts, FlagField, NumField, SetField, TextField, TimeField, Window};
+pub use load::SUPPORTED_VERSION;
+pub use segset::{SegmentSet, MAX_SEGMENTS};
+
+use crate::time::{Duration, Timestamp};
+use compile::Expr;
+use eval::{Env, Membership, Segs};
+
+/// A rules file that cannot be used, with where and why.
+///
+/// Always fatal for the process that loads it (the worker refuses to start,
+/// `cohort validate` exits non-zero): rules are configuration, not input.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct RulesError {
+    file: String,
+    line: usize,
+    column: usize,
+    message: String,
+}
+
+impl RulesError {
+    fn new(file: &str, line: usize, column: usize, message: impl Into<String>) -> RulesError {
+        RulesError { file: file.to_string(), line, column, message: message.into() }
+    }
+    /// The source name given to [`RuleSet::from_yaml`].
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+    /// 1-based line.
+    pub fn line(&self) -> usize {
+        self.line
+    }
+    /// 1-based column, in characters.
+    pub fn column(&self) -> usize {
+        self.column
+    }
+    /// The message without the position.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+/// File-wide settings that the state keeper must honour for rules to mean
+/// what they say.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// Half-life of category affinities. [`Facts::affinity`] must decay with
+    /// it, because affinity timers are computed from it.
+    pub affinity_half_life: Duration,
+    /// Inactivity after which the next event starts a new session
+    /// (`sessions.*`).
+    pub session_gap: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        // 30 days: a month-old interest counts half. 30 minutes: the usual
+        // web-analytics session timeout.
+        Settings { affinity_half_life: Duration::from_days(30), session_gap: Duration::from_mins(30) }
+    }
+}
+
+/// A segment's definition, for outputs, metrics labels and `inspect`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Segment {
+    pub name: String,
+    pub description: Option<String>,
+    /// Exclusive group; at most one member of a group is a member.
+    pub group: Option<String>,
+    /// Rank in the group; lowest qualifying wins. Set iff `group` is.
+    pub priority: Option<i64>,
+    /// The condition as written.
+    pub when: String,
+    /// Segments this one reads through `in_segment`.
+    pub depends_on: SegmentSet,
+    /// Whether the condition can change with time alone (needs timers).
+    pub time_dependent: bool,
+}
+
+/// A delivery channel; each has the consent flag that gates it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Channel {
+    Email,
+    Sms,
+    Push,
+    Web,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 4] = [Channel::Email, Channel::Sms, Channel::Push, Channel::Web];
+
+    /// The name used in rules files and outputs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Sms => "sms",
+            Channel::Push => "push",
+            Channel::Web => "web",
+        }
+    }
+
+    /// The consent required to use this channel.
+    pub fn consent(self) -> FlagField {
+        match self {
+            Channel::Email => FlagField::ConsentEmail,
+            Channel::Sms => FlagField::ConsentSms,
+            Channel::Push => FlagField::ConsentPush,
+            Channel::Web => FlagField::ConsentWeb,
+        }
+    }
+}
+
+/// At most `max` sends of an offer in any rolling `per`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cap {
+    pub max: u32,
+    pub per: Duration,
+}
+
+/// Beta prior of an offer's conversion propensity, before any outcome.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Prior {
+    pub alpha: f64,
+    pub beta: f64,
+}
+
+impl Default for Prior {
+    /// Beta(1, 1): uniform, no opinion.
+    fn default() -> Self {
+        Prior { alpha: 1.0, beta: 1.0 }
+    }
+}
+
+/// A decision point at which an offer is considered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// The customer entered one of these segments.
+    SegmentEntered(SegmentSet),
+    /// The engine decided a cart was abandoned.
+    CartAbandoned,
+    /// An order was placed.
+    Purchase,
+    /// A new session started.
+    SessionStart,
+}
+
+/// An offer's definition. Caps, cooldowns, holdout and ranking are applied
+/// by the engine; the rules decide eligibility.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Offer {
+    pub id: String,
+    pub description: Option<String>,
+    /// The eligibility condition as written.
+    pub eligible: String,
+    pub value: f64,
+    pub lever: f64,
+    pub channels: Vec<Channel>,
+    pub cap: Option<Cap>,
+    pub cooldown: Option<Duration>,
+    pub holdout: f64,
+    pub prior: Prior,
+    /// Never empty: defaults to entering the referenced segments.
+    pub triggers: Vec<Trigger>,
+    /// Segments `eligible` references.
+    pub segments: SegmentSet,
+}
+
+/// A compiled rules file: cheap to evaluate, immutable, `Send + Sync`, so
+/// one instance can be shared by every partition of a worker.
+#[derive(Clone, Debug)]
+pub struct RuleSet {
+    version: u32,
+    version_string: String,
+    settings: Settings,
+    segments: Vec<Segment>,
+    seg_exprs: Vec<Expr>,
+    /// Segment indexes, dependencies first.
+    order: Vec<u16>,
+    membership: Membership,
+    offers: Vec<Offer>,
+    offer_exprs: Vec<Expr>,
+}
+
+impl RuleSet {
+    /// Parse, check and compile a rules file. `source_name` is used in
+    /// error messages only (usually the path as the user gave it).
+    pub fn from_yaml(source_name: &str, text: &str) -> Result<RuleSet, RulesError> {
+        load::load(source_name, text)
+    }
+
+    /// `<file version>-<16 hex digits of a content hash>`: stamped on every
+    /// output as `rules_version`, so a consumer can tell which rules decided
+    /// it. Identical bytes give the identical string on every machine.
+    pub fn version(&self) -> &str {
+        &self.version_string
+    }
+
+    /// The `version:` number of the file format.
+    pub fn file_version(&self) -> u32 {
+        self.version
+    }
+
+    /// File-wide settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Segments in file order; a segment's index here is its index in
+    /// every [`SegmentSet`].
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// Index of a segment by name (for tests and admin tools; not for hot
+    /// paths).
+    pub fn segment_index(&self, name: &str) -> Option<usize> {
+        self.segments.iter().position(|s| s.name == name)
+    }
+
+    /// Offers in file order.
+    pub fn offers(&self) -> &[Offer] {
+        &self.offers
+    }
+
+    /// Index of an offer by id.
+    pub fn offer_index(&self, id: &str) -> Option<usize> {
+        self.offers.iter().position(|o| o.id == id)
+    }
+
+    /// The customer's segments at `now`, written into `out` (cleared
+    /// first). Conditions run in dependency order; exclusive groups keep
+    /// only their lowest-priority qualifying member. Allocation-free.
+    pub fn evaluate_segments<F: Facts + ?Sized>(&self, facts: &F, now: Timestamp, out: &mut SegmentSet) {
+        let raw = self.raw_segments(facts, now);
+        self.membership.finalize(&raw, out);
+    }
+
+    fn raw_segments<F: Facts + ?Sized>(&self, facts: &F, now: Timestamp) -> SegmentSet {
+        let mut raw = SegmentSet::new();
+        for &i in &self.order {
+            let i = usize::from(i);
+            let hit = {
+                let env = self.env(facts, now, Segs::Raw(&raw, &self.membership));
+                eval::eval(&self.seg_exprs[i], &env)
+            };
+            if hit {
+                raw.insert(i);
+            }
+        }
+        raw
+    }
+
+    fn env<'a, F: Facts + ?Sized>(&self, facts: &'a F, now: Timestamp, segs: Segs<'a>) -> Env<'a, F> {
+        Env { facts, now, segs, half_life: self.settings.affinity_half_life }
+    }
+
+    /// Whether offer `i` is eligible given the customer's current
+    /// `segments` (as returned by [`RuleSet::evaluate_segments`]). Caps,
+    /// cooldowns and consent per channel are the engine's job. Out-of-range
+    /// `i` is not eligible.
+    pub fn offer_eligible<F: Facts + ?Sized>(
+        &self,
+        i: usize,
+        facts: &F,
+        segments: &SegmentSet,
+        now: Timestamp,
+    ) -> bool {
+        match self.offer_exprs.get(i) {
+            Some(e) => eval::eval(e, &self.env(facts, now, Segs::Final(segments))),
+            None => false,
+        }
+    }
+
+    /// The earliest instant `> now` at which a segment's membership or an
+    /// offer's eligibility could change if no event arrives: when the engine
+    /// should set this customer's timer. `None`: nothing changes by time
+    /// alone. May be early (re-evaluating then changes nothing and yields
+    /// the next instant), never late.
+    pub fn next_flip<F: Facts + ?Sized>(&self, facts: &F, now: Timestamp) -> Option<Timestamp> {
+        let raw = self.raw_segments(facts, now);
+        let mut raw_next = [None::<Timestamp>; MAX_SEGMENTS];
+        let mut best = None;
+        for &i in &self.order {
+            let i = usize::from(i);
+            let t = {
+                let env = self.env(facts, now, Segs::Raw(&raw, &self.membership));
+                let seg_next = |j: usize| self.membership_next(&raw_next, j);
+                eval::next_change(&self.seg_exprs[i], &env, &seg_next)
+            };
+            raw_next[i] = t;
+            best = eval::earliest(best, t);
+        }
+        let mut fin = SegmentSet::new();
+        self.membership.finalize(&raw, &mut fin);
+        let env = self.env(facts, now, Segs::Final(&fin));
+        let seg_next = |j: usize| self.membership_next(&raw_next, j);
+        for e in &self.offer_exprs {
+            best = eval::earliest(best, eval::next_change(e, &env, &seg_next));
+        }
+        best
+    }
+
+    /// When membership of `j` could next change: its own condition, or any
+    /// condition in its group.
+    fn membership_next(&self, raw_next: &[Option<Timestamp>], j: usize) -> Option<Timestamp> {
+        match self.membership.group_of.get(j).copied().flatten() {
+            None => raw_next.get(j).copied().flatten(),
+            Some(g) => self.membership.groups[usize::from(g)]
+                .iter()
+                .fold(None, |acc, &s| eval::earliest(acc, raw_next[usize::from(s)])),
+        }
+    }
+}

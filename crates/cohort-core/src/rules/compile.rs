@@ -1,0 +1,534 @@
+//! Type checking and lowering: untyped syntax to [`Expr`], a tree whose
+//! leaves are enum ids and indexes, so evaluation does no name lookups.
+
+use super::catalogue::{self, FieldRef, Func, Type};
+use super::facts::{FlagField, NumField, SetField, TextField, TimeField};
+use super::parse::{BinOp, CmpOp, Kind, Node, Span};
+use crate::time::Duration;
+use std::collections::HashMap;
+
+/// A compiled condition.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    Const(bool),
+    Not(Box<Expr>),
+    And(Box<[Expr]>),
+    Or(Box<[Expr]>),
+    Flag(FlagField),
+    /// Membership of a segment, by index.
+    InSegment(u16),
+    BirthdayWithin(Duration),
+    BirthdayThisMonth,
+    /// `a == b` (or `!=` when `eq` is false) on two conditions.
+    BoolEq {
+        a: Box<Expr>,
+        b: Box<Expr>,
+        eq: bool,
+    },
+    Num {
+        op: CmpOp,
+        a: Num,
+        b: Num,
+    },
+    Dur {
+        op: CmpOp,
+        a: Dur,
+        b: Dur,
+    },
+    Instant {
+        op: CmpOp,
+        a: TimeField,
+        b: TimeField,
+    },
+    Text {
+        eq: bool,
+        a: Text,
+        b: Text,
+    },
+    TextInList {
+        a: Text,
+        list: Box<[Box<str>]>,
+    },
+    TextInSet {
+        a: Text,
+        set: SetField,
+    },
+}
+
+/// A number-valued operand.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Num {
+    Lit(f64),
+    Field(NumField),
+    Age,
+    Affinity(Box<str>),
+    OffersSent(Box<str>, Duration),
+}
+
+/// A duration-valued operand.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Dur {
+    Lit(Duration),
+    Since(TimeField),
+}
+
+/// A string-valued operand.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Text {
+    Lit(Box<str>),
+    Field(TextField),
+}
+
+/// A type or name error at a byte offset of the expression.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompileError {
+    pub offset: usize,
+    pub message: String,
+}
+
+/// What the compiler needs to resolve names.
+pub struct Scope<'a> {
+    /// Segment name to index.
+    pub segments: &'a HashMap<String, u16>,
+    /// Known offer ids, for `offers_sent`.
+    pub offers: &'a [String],
+}
+
+/// The result of compiling one condition.
+#[derive(Debug)]
+pub struct Compiled {
+    pub expr: Expr,
+    /// Segments referenced with `in_segment`, with the span of the reference.
+    pub refs: Vec<(u16, Span)>,
+}
+
+/// Compile a parsed condition, which must be a bool.
+pub fn compile(src: &str, node: &Node, scope: &Scope<'_>) -> Result<Compiled, CompileError> {
+    let mut c = Compiler { src, scope, refs: Vec::new() };
+    let typed = c.lower(node)?;
+    match typed {
+        Typed::Bool(expr) => Ok(Compiled { expr, refs: c.refs }),
+        other => Err(c.err(
+            node.span.start,
+            format!("a condition must be a bool (true or false), but `{}` is {}", c.text(node), other.ty().describe()),
+        )),
+    }
+}
+
+enum Typed {
+    Bool(Expr),
+    Num(Num),
+    Dur(Dur),
+    Instant(TimeField),
+    Str(Text),
+    Set(SetField),
+    List(Vec<Box<str>>),
+}
+
+impl Typed {
+    fn ty(&self) -> Type {
+        match self {
+            Typed::Bool(_) => Type::Bool,
+            Typed::Num(_) => Type::Number,
+            Typed::Dur(_) => Type::Duration,
+            Typed::Instant(_) => Type::Instant,
+            Typed::Str(_) => Type::String,
+            Typed::Set(_) => Type::StringSet,
+            Typed::List(_) => Type::List,
+        }
+    }
+}
+
+struct Compiler<'a> {
+    src: &'a str,
+    scope: &'a Scope<'a>,
+    refs: Vec<(u16, Span)>,
+}
+
+const DURATION_HINT: &str = "a whole number followed by a unit: ms, s, m, h, d or w (e.g. 30m, 90d)";
+
+impl Compiler<'_> {
+    fn err(&self, offset: usize, message: String) -> CompileError {
+        CompileError { offset, message }
+    }
+
+    fn text(&self, node: &Node) -> &str {
+        self.src.get(node.span.clone()).unwrap_or("?")
+    }
+
+    fn lower(&mut self, node: &Node) -> Result<Typed, CompileError> {
+        Ok(match &node.kind {
+            Kind::Bool(b) => Typed::Bool(Expr::Const(*b)),
+            Kind::Number(n) => Typed::Num(Num::Lit(*n)),
+            Kind::Str(s) => Typed::Str(Text::Lit(s.as_str().into())),
+            Kind::Duration(d) => Typed::Dur(Dur::Lit(*d)),
+            Kind::BadDuration(t) => {
+                return Err(self.err(node.span.start, format!("bad duration `{t}`; expected {DURATION_HINT}")))
+            }
+            Kind::Path(p) => self.field(p, node)?,
+            Kind::Call { name, args } => self.call(name, args, node)?,
+            Kind::List(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    match &item.kind {
+                        Kind::Str(s) => out.push(s.as_str().into()),
+                        _ => {
+                            return Err(self.err(
+                                item.span.start,
+                                format!("expected a \"string\" in the list, found `{}`", self.text(item)),
+                            ))
+                        }
+                    }
+                }
+                Typed::List(out)
+            }
+            Kind::Not(inner) => {
+                let e = self.expect_bool(inner, "`!`")?;
+                Typed::Bool(match e {
+                    Expr::Const(b) => Expr::Const(!b),
+                    Expr::Not(x) => *x,
+                    e => Expr::Not(Box::new(e)),
+                })
+            }
+            Kind::Binary { op, op_span, lhs, rhs } => self.binary(*op, op_span, lhs, rhs)?,
+        })
+    }
+
+    fn expect_bool(&mut self, node: &Node, what: &str) -> Result<Expr, CompileError> {
+        match self.lower(node)? {
+            Typed::Bool(e) => Ok(e),
+            other => Err(self.err(
+                node.span.start,
+                format!("{what} needs a bool (a condition), but `{}` is {}", self.text(node), other.ty().describe()),
+            )),
+        }
+    }
+
+    fn field(&mut self, path: &str, node: &Node) -> Result<Typed, CompileError> {
+        let Some(info) = catalogue::field(path) else {
+            if catalogue::function(path).is_some() {
+                return Err(
+                    self.err(node.span.start, format!("`{path}` is a function; call it with parentheses: {path}(...)"))
+                );
+            }
+            let hint = catalogue::closest(path, catalogue::fields().map(|f| f.path))
+                .map(|c| format!(" (did you mean `{c}`?)"))
+                .unwrap_or_default();
+            return Err(self.err(
+                node.span.start,
+                format!("unknown field `{path}`{hint}; expected one of {}", catalogue::field_list()),
+            ));
+        };
+        Ok(match info.field {
+            FieldRef::Num(f) => Typed::Num(Num::Field(f)),
+            FieldRef::Age => Typed::Num(Num::Age),
+            FieldRef::Time(f) => Typed::Instant(f),
+            FieldRef::Text(f) => Typed::Str(Text::Field(f)),
+            FieldRef::Set(f) => Typed::Set(f),
+            FieldRef::Flag(f) => Typed::Bool(Expr::Flag(f)),
+        })
+    }
+
+    fn string_arg<'n>(&self, fname: &str, arg: &'n Node, what: &str) -> Result<&'n str, CompileError> {
+        match &arg.kind {
+            Kind::Str(s) => Ok(s),
+            _ => Err(self.err(
+                arg.span.start,
+                format!("`{fname}` needs {what} as a \"string\" literal, found `{}`", self.text(arg)),
+            )),
+        }
+    }
+
+    fn duration_arg(&self, fname: &str, arg: &Node) -> Result<Duration, CompileError> {
+        match &arg.kind {
+            Kind::Duration(d) => Ok(*d),
+            Kind::BadDuration(t) => {
+                Err(self.err(arg.span.start, format!("bad duration `{t}`; expected {DURATION_HINT}")))
+            }
+            _ => Err(self.err(
+                arg.span.start,
+                format!("`{fname}` needs a duration literal such as 30d, found `{}`", self.text(arg)),
+            )),
+        }
+    }
+
+    fn call(&mut self, name: &str, args: &[Node], node: &Node) -> Result<Typed, CompileError> {
+        let Some(info) = catalogue::function(name) else {
+            if catalogue::field(name).is_some() {
+                return Err(self.err(node.span.start, format!("`{name}` is a field, not a function")));
+            }
+            let hint = catalogue::closest(name, catalogue::FUNCTIONS.iter().map(|f| f.name))
+                .map(|c| format!(" (did you mean `{c}`?)"))
+                .unwrap_or_default();
+            return Err(self.err(
+                node.span.start,
+                format!("unknown function `{name}`{hint}; expected one of {}", catalogue::function_list()),
+            ));
+        };
+        if args.len() != info.params.len() {
+            let plural = if info.params.len() == 1 { "" } else { "s" };
+            return Err(self.err(
+                node.span.start,
+                format!(
+                    "`{name}` takes {} argument{plural} ({}), found {}",
+                    info.params.len(),
+                    info.signature,
+                    args.len()
+                ),
+            ));
+        }
+        Ok(match info.func {
+            Func::Since => {
+                let arg = &args[0];
+                match self.lower(arg)? {
+                    Typed::Instant(f) => Typed::Dur(Dur::Since(f)),
+                    other => {
+                        return Err(self.err(
+                            arg.span.start,
+                            format!(
+                                "`since` needs an instant such as last_purchase or cart.last_added, but `{}` is {}",
+                                self.text(arg),
+                                other.ty().describe()
+                            ),
+                        ))
+                    }
+                }
+            }
+            Func::Affinity => {
+                let category = self.string_arg(name, &args[0], "a category")?;
+                Typed::Num(Num::Affinity(category.into()))
+            }
+            Func::InSegment => {
+                let arg = &args[0];
+                let seg = self.string_arg(name, arg, "a segment name")?;
+                let Some(&idx) = self.scope.segments.get(seg) else {
+                    let mut names: Vec<&str> = self.scope.segments.keys().map(String::as_str).collect();
+                    names.sort_unstable();
+                    let hint = catalogue::closest(seg, names.iter().copied())
+                        .map(|c| format!(" (did you mean `{c}`?)"))
+                        .unwrap_or_default();
+                    return Err(self.err(
+                        arg.span.start,
+                        format!("unknown segment `{seg}`{hint}; expected one of {}", names.join(", ")),
+                    ));
+                };
+                self.refs.push((idx, node.span.clone()));
+                Typed::Bool(Expr::InSegment(idx))
+            }
+            Func::BirthdayWithin => {
+                let d = self.duration_arg(name, &args[0])?;
+                if d > Duration::from_days(366) {
+                    return Err(self.err(args[0].span.start, "`birthday_within` accepts at most 366d".to_string()));
+                }
+                Typed::Bool(Expr::BirthdayWithin(d))
+            }
+            Func::BirthdayThisMonth => Typed::Bool(Expr::BirthdayThisMonth),
+            Func::OffersSent => {
+                let id = self.string_arg(name, &args[0], "an offer id")?;
+                if !self.scope.offers.iter().any(|o| o == id) {
+                    return Err(self.err(
+                        args[0].span.start,
+                        format!("unknown offer `{id}`; expected one of {}", self.scope.offers.join(", ")),
+                    ));
+                }
+                let w = self.duration_arg(name, &args[1])?;
+                if w <= Duration::ZERO {
+                    return Err(self.err(args[1].span.start, "`offers_sent` needs a window longer than 0".to_string()));
+                }
+                Typed::Num(Num::OffersSent(id.into(), w))
+            }
+        })
+    }
+
+    fn binary(&mut self, op: BinOp, op_span: &Span, lhs: &Node, rhs: &Node) -> Result<Typed, CompileError> {
+        match op {
+            BinOp::And | BinOp::Or => {
+                let what = format!("`{}`", op.as_str());
+                let a = self.expect_bool(lhs, &what)?;
+                let b = self.expect_bool(rhs, &what)?;
+                Ok(Typed::Bool(if op == BinOp::And { and(a, b) } else { or(a, b) }))
+            }
+            BinOp::In => {
+                let a = self.lower(lhs)?;
+                let a = match a {
+                    Typed::Str(t) => t,
+                    other => {
+                        return Err(self.err(
+                            lhs.span.start,
+                            format!(
+                                "`in` needs a string on the left, but `{}` is {}",
+                                self.text(lhs),
+                                other.ty().describe()
+                            ),
+                        ))
+                    }
+                };
+                match self.lower(rhs)? {
+                    Typed::List(list) => Ok(Typed::Bool(match &a {
+                        Text::Lit(s) => Expr::Const(list.iter().any(|x| x == s)),
+                        Text::Field(_) => Expr::TextInList { a, list: list.into_boxed_slice() },
+                    })),
+                    Typed::Set(set) => Ok(Typed::Bool(Expr::TextInSet { a, set })),
+                    other => Err(self.err(
+                        rhs.span.start,
+                        format!(
+                            "`in` needs a list such as [\"a\", \"b\"] or a string set such as profile.interests \
+                             on the right, but `{}` is {}",
+                            self.text(rhs),
+                            other.ty().describe()
+                        ),
+                    )),
+                }
+            }
+            BinOp::Cmp(cmp) => self.comparison(cmp, op_span, lhs, rhs),
+        }
+    }
+
+    fn comparison(&mut self, op: CmpOp, op_span: &Span, lhs: &Node, rhs: &Node) -> Result<Typed, CompileError> {
+        let a = self.lower(lhs)?;
+        let b = self.lower(rhs)?;
+        let ordering = !matches!(op, CmpOp::Eq | CmpOp::Ne);
+        let lhs_ty = a.ty();
+        let expr = match (a, b) {
+            (Typed::Num(Num::Lit(x)), Typed::Num(Num::Lit(y))) => Expr::Const(op.test(x, y)),
+            (Typed::Num(a), Typed::Num(b)) => Expr::Num { op, a, b },
+            (Typed::Dur(Dur::Lit(x)), Typed::Dur(Dur::Lit(y))) => Expr::Const(op.test(x, y)),
+            (Typed::Dur(a), Typed::Dur(b)) => Expr::Dur { op, a, b },
+            (Typed::Instant(a), Typed::Instant(b)) => Expr::Instant { op, a, b },
+            (Typed::Str(_), Typed::Str(_)) | (Typed::Bool(_), Typed::Bool(_)) if ordering => {
+                return Err(self.err(
+                    op_span.start,
+                    format!(
+                        "`{}` needs numbers, durations or instants; `{}` is {}; use == or !=",
+                        op.as_str(),
+                        self.text(lhs),
+                        lhs_ty.describe()
+                    ),
+                ))
+            }
+            (Typed::Str(Text::Lit(x)), Typed::Str(Text::Lit(y))) => Expr::Const((x == y) == (op == CmpOp::Eq)),
+            (Typed::Str(a), Typed::Str(b)) => Expr::Text { eq: op == CmpOp::Eq, a, b },
+            (Typed::Bool(a), Typed::Bool(b)) => {
+                let eq = op == CmpOp::Eq;
+                match (a, b) {
+                    (Expr::Const(x), e) | (e, Expr::Const(x)) => {
+                        if x == eq {
+                            e
+                        } else {
+                            not(e)
+                        }
+                    }
+                    (a, b) => Expr::BoolEq { a: Box::new(a), b: Box::new(b), eq },
+                }
+            }
+            (a @ (Typed::Set(_) | Typed::List(_)), _) => {
+                return Err(self.err(
+                    lhs.span.start,
+                    format!("{} can only be used on the right of `in`", capitalise(a.ty().describe())),
+                ))
+            }
+            (a, b) => {
+                let hint = match (a.ty(), b.ty()) {
+                    (Type::Duration, Type::Number) => " (write a unit, e.g. 90d)",
+                    _ => "",
+                };
+                return Err(self.err(
+                    rhs.span.start,
+                    format!(
+                        "expected {} to compare with `{}`, found {} `{}`{hint}",
+                        a.ty().describe(),
+                        self.text(lhs),
+                        b.ty().describe(),
+                        self.text(rhs)
+                    ),
+                ));
+            }
+        };
+        Ok(Typed::Bool(expr))
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+fn not(e: Expr) -> Expr {
+    match e {
+        Expr::Const(b) => Expr::Const(!b),
+        Expr::Not(x) => *x,
+        e => Expr::Not(Box::new(e)),
+    }
+}
+
+fn and(a: Expr, b: Expr) -> Expr {
+    match (a, b) {
+        (Expr::Const(false), _) | (_, Expr::Const(false)) => Expr::Const(false),
+        (Expr::Const(true), e) | (e, Expr::Const(true)) => e,
+        (a, b) => {
+            let mut v = Vec::new();
+            for e in [a, b] {
+                match e {
+                    Expr::And(xs) => v.extend(xs.into_vec()),
+                    e => v.push(e),
+                }
+            }
+            Expr::And(v.into_boxed_slice())
+        }
+    }
+}
+
+fn or(a: Expr, b: Expr) -> Expr {
+    match (a, b) {
+        (Expr::Const(true), _) | (_, Expr::Const(true)) => Expr::Const(true),
+        (Expr::Const(false), e) | (e, Expr::Const(false)) => e,
+        (a, b) => {
+            let mut v = Vec::new();
+            for e in [a, b] {
+                match e {
+                    Expr::Or(xs) => v.extend(xs.into_vec()),
+                    e => v.push(e),
+                }
+            }
+            Expr::Or(v.into_boxed_slice())
+        }
+    }
+}
+
+impl Expr {
+    /// Whether the value can change with time alone (no new event).
+    pub fn depends_on_time(&self) -> bool {
+        match self {
+            Expr::Const(_) | Expr::Flag(_) | Expr::Instant { .. } | Expr::Text { .. } => false,
+            Expr::TextInList { .. } | Expr::TextInSet { .. } => false,
+            // Conservative: the referenced segment may depend on time.
+            Expr::InSegment(_) => true,
+            Expr::BirthdayWithin(_) | Expr::BirthdayThisMonth => true,
+            Expr::Not(e) => e.depends_on_time(),
+            Expr::And(xs) | Expr::Or(xs) => xs.iter().any(Expr::depends_on_time),
+            Expr::BoolEq { a, b, .. } => a.depends_on_time() || b.depends_on_time(),
+            Expr::Num { a, b, .. } => a.depends_on_time() || b.depends_on_time(),
+            Expr::Dur { a, b, .. } => matches!(a, Dur::Since(_)) != matches!(b, Dur::Since(_)),
+        }
+    }
+}
+
+impl Num {
+    fn depends_on_time(&self) -> bool {
+        match self {
+            Num::Lit(_) => false,
+            Num::Field(f) => matches!(
+                f,
+                NumField::Orders(w)
+                    | NumField::Spend(w)
+                    | NumField::PageViews(w)
+                    | NumField::ProductViews(w)
+                    | NumField::Sessions(w) if w.length().is_some()
+            ),
+            Num::Age | Num::Affinity(_) | Num::OffersSent(..) => true,
+        }
+    }
+}
