@@ -1,0 +1,166 @@
+//! JSON with the Avro schema's field names, read and written against the
+//! same compiled schema as the binary format.
+//!
+//! This is the JSON a producer would write by hand, not Avro's JSON
+//! encoding: a union is its plain value (`"channel": "web"` or `null`),
+//! missing fields take the schema default, unknown keys are ignored. The
+//! Avro JSON form of a union (`{"string": "web"}`) is accepted too.
+//! Timestamps are numbers of milliseconds, dates numbers of days.
+
+use crate::avro::V;
+use crate::schema::{unqualified, Node};
+use serde_json::{Map, Number, Value};
+use std::borrow::Cow;
+
+/// Why a JSON document does not fit the schema.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum JsonError {
+    Missing { field: String },
+    WrongType { field: String, expected: String },
+}
+
+impl std::fmt::Display for JsonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JsonError::Missing { field } => write!(f, "required field `{field}` is missing"),
+            JsonError::WrongType { field, expected } => write!(f, "field `{field}` is not a valid {expected}"),
+        }
+    }
+}
+
+fn wrong(path: &str, n: &Node) -> JsonError {
+    JsonError::WrongType {
+        field: if path.is_empty() { "(root)".into() } else { path.to_string() },
+        expected: n.type_name().to_string(),
+    }
+}
+
+/// Reads `j` as a value of schema `n`. `path` names the field in errors.
+pub(crate) fn from_json<'a>(n: &Node, j: &'a Value, path: &str) -> Result<V<'a>, JsonError> {
+    Ok(match (n, j) {
+        (Node::Null, Value::Null) => V::Null,
+        (Node::Boolean, Value::Bool(b)) => V::Bool(*b),
+        (Node::Int, Value::Number(x)) => {
+            V::Int(x.as_i64().and_then(|i| i32::try_from(i).ok()).ok_or_else(|| wrong(path, n))?)
+        }
+        (Node::Long, Value::Number(x)) => V::Long(x.as_i64().ok_or_else(|| wrong(path, n))?),
+        (Node::Float, Value::Number(x)) => V::Float(x.as_f64().ok_or_else(|| wrong(path, n))? as f32),
+        (Node::Double, Value::Number(x)) => V::Double(x.as_f64().ok_or_else(|| wrong(path, n))?),
+        (Node::String, Value::String(s)) => V::Str(Cow::Borrowed(s)),
+        (Node::Bytes | Node::Fixed { .. }, Value::String(s)) => {
+            // Avro JSON: each char is one byte (ISO-8859-1).
+            let bytes = s
+                .chars()
+                .map(|c| u8::try_from(u32::from(c)).map_err(|_| wrong(path, n)))
+                .collect::<Result<Vec<u8>, _>>()?;
+            if let Node::Fixed { size, .. } = n {
+                if bytes.len() != *size {
+                    return Err(wrong(path, n));
+                }
+            }
+            V::Bytes(Cow::Owned(bytes))
+        }
+        (Node::Enum(e), Value::String(s)) => {
+            if !e.symbols.iter().any(|x| x == s) {
+                return Err(JsonError::WrongType {
+                    field: path.to_string(),
+                    expected: format!("{} symbol", unqualified(&e.name)),
+                });
+            }
+            V::Enum(Cow::Borrowed(s))
+        }
+        (Node::Array(item), Value::Array(items)) => V::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, it)| from_json(item, it, &format!("{path}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        (Node::Map(item), Value::Object(m)) => V::Map(
+            m.iter()
+                .map(|(k, it)| Ok((Cow::Borrowed(k.as_str()), from_json(item, it, &format!("{path}.{k}"))?)))
+                .collect::<Result<_, _>>()?,
+        ),
+        (Node::Record(r), Value::Object(m)) => {
+            let mut fields = Vec::with_capacity(r.fields.len());
+            for f in &r.fields {
+                let field_path = if path.is_empty() { f.name.clone() } else { format!("{path}.{}", f.name) };
+                let found = m.get(&f.name).or_else(|| f.aliases.iter().find_map(|a| m.get(a)));
+                fields.push(match (found, &f.default) {
+                    (Some(v), _) => from_json(&f.node, v, &field_path)?,
+                    (None, Some(d)) => from_json(&f.node, d, &field_path)?.into_owned(),
+                    (None, None) => return Err(JsonError::Missing { field: field_path }),
+                });
+            }
+            V::Record(fields)
+        }
+        (Node::Union(branches), j) => from_json_union(branches, j, path)?,
+        _ => return Err(wrong(path, n)),
+    })
+}
+
+fn from_json_union<'a>(branches: &[Node], j: &'a Value, path: &str) -> Result<V<'a>, JsonError> {
+    // Avro's JSON encoding: {"<branch type>": value}.
+    if let Value::Object(m) = j {
+        if m.len() == 1 {
+            if let Some((k, inner)) = m.iter().next() {
+                if let Some(b) = branches.iter().find(|b| b.type_name() == k || unqualified(b.type_name()) == k) {
+                    if !matches!(b, Node::Record(_) | Node::Map(_)) || from_json(b, j, path).is_err() {
+                        return from_json(b, inner, path);
+                    }
+                }
+            }
+        }
+    }
+    let mut first_err = None;
+    for b in branches {
+        match from_json(b, j, path) {
+            Ok(v) => return Ok(v),
+            Err(e @ JsonError::Missing { .. }) => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                if matches!((b, j), (Node::Record(_), Value::Object(_)) | (Node::Enum(_), Value::String(_))) {
+                    // The right kind of JSON value with a bad inside: report that, not "not a union".
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+    }
+    Err(first_err.unwrap_or_else(|| JsonError::WrongType {
+        field: path.to_string(),
+        expected: branches.iter().map(|b| unqualified(b.type_name())).collect::<Vec<_>>().join(" or "),
+    }))
+}
+
+/// Writes `v` (of schema `n`) as plain JSON. Non-finite doubles become
+/// `null`: JSON has no NaN (core rejects non-finite amounts anyway).
+pub(crate) fn to_json(n: &Node, v: &V<'_>) -> Value {
+    match (n, v) {
+        (Node::Union(branches), v) => match branches.iter().find(|b| crate::avro::fits(b, v)) {
+            Some(b) => to_json(b, v),
+            None => Value::Null,
+        },
+        (Node::Record(r), V::Record(fields)) => {
+            let mut m = Map::with_capacity(fields.len());
+            for (f, v) in r.fields.iter().zip(fields) {
+                m.insert(f.name.clone(), to_json(&f.node, v));
+            }
+            Value::Object(m)
+        }
+        (Node::Array(item), V::Array(items)) => Value::Array(items.iter().map(|it| to_json(item, it)).collect()),
+        (Node::Map(item), V::Map(entries)) => {
+            Value::Object(entries.iter().map(|(k, it)| (k.to_string(), to_json(item, it))).collect())
+        }
+        (_, V::Null) => Value::Null,
+        (_, V::Bool(b)) => Value::Bool(*b),
+        (_, V::Int(i)) => Value::from(*i),
+        (_, V::Long(l)) => Value::from(*l),
+        (_, V::Float(f)) => Number::from_f64(f64::from(*f)).map_or(Value::Null, Value::Number),
+        (_, V::Double(d)) => Number::from_f64(*d).map_or(Value::Null, Value::Number),
+        (_, V::Str(s)) | (_, V::Enum(s)) => Value::String(s.to_string()),
+        (_, V::Bytes(b)) => Value::String(b.iter().map(|&c| char::from(c)).collect()),
+        (_, V::Array(items)) => Value::Array(items.iter().map(|it| to_json(&Node::Null, it)).collect()),
+        (_, V::Map(_) | V::Record(_)) => Value::Null,
+    }
+}
