@@ -7,6 +7,7 @@
 use super::calendar;
 use super::compile::{Dur, Expr, Num, Text};
 use super::facts::{Facts, NumField};
+use super::parse::CmpOp;
 use super::segset::SegmentSet;
 use crate::time::{Duration, Timestamp};
 
@@ -183,16 +184,24 @@ pub fn next_change<F: Facts + ?Sized>(
             }
             t
         }
-        Expr::Dur { a, b, .. } => {
-            let (since, d) = match (a, b) {
-                (Dur::Since(f), Dur::Lit(d)) | (Dur::Lit(d), Dur::Since(f)) => (*f, *d),
+        Expr::Dur { op, a, b } => {
+            // Normalise to `since(x) OP d`.
+            let (since, d, op) = match (a, b) {
+                (Dur::Since(f), Dur::Lit(d)) => (*f, *d, *op),
+                (Dur::Lit(d), Dur::Since(f)) => (*f, *d, op.swapped()),
                 // since(x) - since(y) is constant; literals are folded.
                 _ => return None,
             };
+            // `since(x) OP d` is `now OP x + d`: `>=` and `<` change at
+            // x + d, `>` and `<=` one millisecond later, `==` and `!=` at both.
             let at = env.facts.instant(since)? + d;
-            // `since(x) OP d` is `now OP' x + d`: it can only change at x + d
-            // (for >=, <, ==) or one millisecond later (for >, <=, !=).
-            [at, at + Duration::from_millis(1)].into_iter().find(|&c| c > now)
+            let after = at + Duration::from_millis(1);
+            let candidates = match op {
+                CmpOp::Ge | CmpOp::Lt => [Some(at), None],
+                CmpOp::Gt | CmpOp::Le => [Some(after), None],
+                CmpOp::Eq | CmpOp::Ne => [Some(at), Some(after)],
+            };
+            candidates.into_iter().flatten().find(|&c| c > now)
         }
     }
 }

@@ -59,6 +59,18 @@ impl CmpOp {
         }
     }
 
+    /// The same comparison with its operands swapped (`a < b` is `b > a`).
+    pub fn swapped(self) -> CmpOp {
+        match self {
+            CmpOp::Eq => CmpOp::Eq,
+            CmpOp::Ne => CmpOp::Ne,
+            CmpOp::Lt => CmpOp::Gt,
+            CmpOp::Le => CmpOp::Ge,
+            CmpOp::Gt => CmpOp::Lt,
+            CmpOp::Ge => CmpOp::Le,
+        }
+    }
+
     /// Apply to two ordered values.
     #[inline]
     pub fn test<T: PartialOrd>(self, a: T, b: T) -> bool {

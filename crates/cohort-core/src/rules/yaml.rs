@@ -131,7 +131,12 @@ impl MarkedEventReceiver for Builder {
             Event::MappingStart(..) => self.stack.push(Frame::Map(Vec::new(), pos, None)),
             Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
                 Some(Frame::Seq(items, p)) => self.push_node(Node::Seq(items, p)),
-                Some(Frame::Map(entries, p, _)) => self.push_node(Node::Map(entries, p)),
+                Some(Frame::Map(entries, p, _)) => {
+                    // A block mapping's start mark falls after its first key;
+                    // people expect "the mapping" to be where its first key is.
+                    let p = entries.first().map_or(p, |(k, _)| k.pos);
+                    self.push_node(Node::Map(entries, p))
+                }
                 None => self.fail(pos, "unbalanced YAML structure"),
             },
         }
