@@ -20,7 +20,7 @@
 //!           u8 mask of non-zero counters, sv per set bit; then 5 sv lifetime
 //! purchases opt<sv> first, opt<sv> last
 //! cart      uv n, each: str product, opt<str> category, uv qty, sv cents;
-//!           opt<sv> last added
+//!           opt<sv> last added, u8 abandon fired
 //! affinity  sv as-of, f64 total, uv n, each: str category, f64 weight
 //! purchased uv n + n str
 //! offers    uv n, each: 16 bytes LE decision, str offer, sv time, u8 channel,
@@ -139,6 +139,7 @@ pub fn encode_into(state: &CustomerState, out: &mut Vec<u8>) {
         w.sv(l.unit_price_cents);
     }
     w.opt_ts(state.cart.last_added);
+    w.u8(u8::from(state.cart.abandon_fired));
     // affinities
     let a = &state.affinities;
     w.sv(a.as_of.as_millis());
@@ -263,7 +264,8 @@ fn decode_v1(r: &mut Reader<'_>) -> Result<CustomerState, DecodeError> {
         let unit_price_cents = r.sv()?;
         lines.push(CartLine { product_id, category, quantity, unit_price_cents });
     }
-    st.cart = Cart { lines, last_added: r.opt_ts()? };
+    let last_added = r.opt_ts()?;
+    st.cart = Cart { lines, last_added, abandon_fired: r.flag()? };
     // affinities
     let as_of = Timestamp(r.sv()?);
     let total = r.f64()?;

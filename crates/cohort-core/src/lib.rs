@@ -9,6 +9,7 @@
 //! and never reads the system clock: time is always a parameter.
 
 pub mod encode;
+pub mod engine;
 pub mod event;
 pub mod offer;
 pub mod hash;

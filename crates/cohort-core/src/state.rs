@@ -140,6 +140,9 @@ pub struct CartLine {
 pub struct Cart {
     pub lines: Vec<CartLine>,
     pub last_added: Option<Timestamp>,
+    /// Whether the engine already fired `cart_abandoned` for this cart since
+    /// its last add (so one abandoned cart is one decision point).
+    pub abandon_fired: bool,
 }
 
 impl Cart {
@@ -434,6 +437,7 @@ impl CustomerState {
                     self.cart.lines.retain(|l| l.quantity > 0);
                 }
                 self.cart.last_added = Some(self.cart.last_added.map_or(t, |l| l.max(t)));
+                self.cart.abandon_fired = false;
                 r.cart_changed = true;
             }
             ClickKind::RemoveFromCart => {

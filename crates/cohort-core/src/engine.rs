@@ -1,0 +1,556 @@
+//! The one pure decision function: state + input → new state + outputs +
+//! next timer.
+//!
+//! [`apply`] is everything the worker asks of core for one customer. It folds
+//! an event into the state (or takes a timer firing), evaluates every segment
+//! at the decision instant, reports segment changes, runs next-best-offer
+//! arbitration at decision points, and says when to wake this customer up
+//! next. It reads no clock and does no I/O.
+//!
+//! **The decision instant** is the input's own time (the event time, or the
+//! timer's due time), but never earlier than the customer's previous
+//! decision instant: a late event is folded in and evaluated "now" for this
+//! customer instead of rewriting history. Because the instant comes from the
+//! input and the state only, a replay produces the same outputs, not just
+//! the same ids.
+//!
+//! **Output ids** are 128-bit stable hashes of the input's identity (customer
+//! and event id, or customer and timer due time, or customer, rules version
+//! and instant for a rules change) and the output's position, as 32 hex
+//! digits. Replaying an input re-emits the same ids, so consumers can dedup.
+//!
+//! **Decision points**: entering a segment, the cart being abandoned (a
+//! non-empty cart with no add for [`EngineSettings::cart_abandon_after`]), a
+//! purchase, a new session. At most one next-best-offer is emitted per input:
+//! the best of all offers whose `triggers` match any decision point of that
+//! input and whose `eligible` condition holds.
+
+use crate::event::{Channel, Event, EventKind};
+use crate::hash::{hex128, StableHasher};
+use crate::offer::{choose, recommend, Candidate, Popularity, Propensity, Rejection, Scores};
+use crate::rules::{self, RuleSet, SegmentSet, Trigger};
+use crate::state::{CustomerState, Membership, OfferSend, Recorded, StateSettings};
+use crate::time::{Duration, Timestamp};
+use crate::view::CustomerView;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Engine settings that are not part of the rules language. Defaults are
+/// what a CDP would do out of the box; the worker may expose them in config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EngineSettings {
+    /// A cart with no add for this long is abandoned (the `cart_abandoned`
+    /// trigger). One hour is the usual e-commerce reminder delay.
+    pub cart_abandon_after: Duration,
+    /// Affinity denominator floor, see [`StateSettings::affinity_min_evidence`].
+    pub affinity_min_evidence: f64,
+    /// Products attached to a next-best-offer.
+    pub products_per_offer: usize,
+    /// Context weight of each decision point kind: how receptive a customer
+    /// is at that moment. An offer matched by several uses the highest.
+    pub context_weights: ContextWeights,
+}
+
+/// See [`EngineSettings::context_weights`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ContextWeights {
+    pub segment_entered: f64,
+    /// Right after abandoning a cart intent is highest: reminders convert
+    /// about twice as well as cold sends.
+    pub cart_abandoned: f64,
+    pub purchase: f64,
+    pub session_start: f64,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            cart_abandon_after: Duration::from_hours(1),
+            affinity_min_evidence: StateSettings::default().affinity_min_evidence,
+            products_per_offer: 4,
+            context_weights: ContextWeights {
+                segment_entered: 1.0,
+                cart_abandoned: 2.0,
+                purchase: 1.0,
+                session_start: 0.5,
+            },
+        }
+    }
+}
+
+/// Rules plus settings, prepared once (name index, state settings) and
+/// shared by every partition of a worker.
+#[derive(Debug)]
+pub struct Engine {
+    rules: RuleSet,
+    settings: EngineSettings,
+    state_settings: StateSettings,
+    seg_index: HashMap<String, u16>,
+}
+
+impl Engine {
+    pub fn new(rules: RuleSet, settings: EngineSettings) -> Engine {
+        let state_settings = StateSettings {
+            session_gap: rules.settings().session_gap,
+            affinity_half_life: rules.settings().affinity_half_life,
+            affinity_min_evidence: settings.affinity_min_evidence,
+        };
+        let seg_index = rules.segments().iter().enumerate().map(|(i, s)| (s.name.clone(), i as u16)).collect();
+        Engine { rules, settings, state_settings, seg_index }
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+
+    /// The settings state is folded with; also what a [`CustomerView`] for
+    /// inspection needs.
+    pub fn state_settings(&self) -> &StateSettings {
+        &self.state_settings
+    }
+}
+
+/// What [`apply`] needs besides the state: the engine and the partition's
+/// learned tables (read-only here; the worker updates them with
+/// [`Tables::observe`] after each input).
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    pub engine: &'a Engine,
+    pub popularity: &'a Popularity,
+    pub propensity: &'a Propensity,
+}
+
+/// The per-partition learned tables, kept together for convenience.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tables {
+    pub popularity: Popularity,
+    pub propensity: Propensity,
+}
+
+impl Tables {
+    /// Learns from one input event: purchases feed popularity, offer
+    /// outcomes feed propensity. Call it for every valid event, in input
+    /// order, after [`apply`] (so a decision never sees its own event's
+    /// effect on the tables; either order is deterministic, this one is the
+    /// contract).
+    pub fn observe(&mut self, ev: &Event) {
+        match &ev.kind {
+            EventKind::Purchase(p) => self.popularity.record(p),
+            EventKind::OfferOutcome(o) => self.propensity.record(&o.offer_id, o.outcome),
+            _ => {}
+        }
+    }
+
+    /// A context borrowing these tables.
+    pub fn context<'a>(&'a self, engine: &'a Engine) -> Context<'a> {
+        Context { engine, popularity: &self.popularity, propensity: &self.propensity }
+    }
+}
+
+/// What to decide on.
+#[derive(Clone, Copy, Debug)]
+pub enum Input<'a> {
+    /// A validated input event (see [`Event::validate`]).
+    Event(&'a Event),
+    /// This customer's timer, set from an earlier [`Decision::next_timer`],
+    /// fired because the partition's watermark passed `due`.
+    Timer { customer: &'a str, due: Timestamp },
+    /// The rules were replaced; re-evaluate this customer at `at`.
+    RulesChanged { customer: &'a str, at: Timestamp },
+}
+
+impl Input<'_> {
+    fn customer(&self) -> &str {
+        match self {
+            Input::Event(e) => &e.customer,
+            Input::Timer { customer, .. } | Input::RulesChanged { customer, .. } => customer,
+        }
+    }
+    fn time(&self) -> Timestamp {
+        match self {
+            Input::Event(e) => e.time,
+            Input::Timer { due, .. } => *due,
+            Input::RulesChanged { at, .. } => *at,
+        }
+    }
+}
+
+/// Why the customer was evaluated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CauseKind {
+    Event,
+    Timer,
+    RulesChanged,
+}
+
+/// What caused an output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cause {
+    pub kind: CauseKind,
+    /// The input event's id, for `kind == event`.
+    pub event_id: Option<String>,
+    /// The decision point for offers: `segment_entered:<segment>`,
+    /// `cart_abandoned`, `purchase` or `session_start`.
+    pub trigger: Option<String>,
+}
+
+/// The customer's segments changed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SegmentChanged {
+    pub id: String,
+    pub customer: String,
+    /// The decision instant.
+    pub time: Timestamp,
+    /// Sorted by name.
+    pub entered: Vec<String>,
+    /// Sorted by name; includes segments the current rules no longer define.
+    pub exited: Vec<String>,
+    /// Every segment the customer is in now, sorted by name.
+    pub segments: Vec<String>,
+    pub cause: Cause,
+    /// [`RuleSet::version`] of the rules that decided.
+    pub rules_version: String,
+}
+
+/// A next-best-offer decision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NextBestOffer {
+    /// Also the `decision_id` outcomes refer back to.
+    pub id: String,
+    pub customer: String,
+    pub time: Timestamp,
+    /// The offer to send; `None` when the customer is in the holdout, so
+    /// that a consumer that ignores `holdout` still sends nothing.
+    pub offer: Option<String>,
+    /// The offer whose control group the customer is in (when `holdout`),
+    /// to measure uplift against.
+    pub holdout_offer: Option<String>,
+    /// `None` when holdout.
+    pub channel: Option<Channel>,
+    pub scores: OfferScores,
+    /// Personalised products, best first (empty when holdout).
+    pub products: Vec<String>,
+    pub holdout: bool,
+    pub cause: Cause,
+    pub rules_version: String,
+}
+
+/// Serializable copy of [`Scores`].
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OfferScores {
+    pub propensity: f64,
+    pub context_weight: f64,
+    pub value: f64,
+    pub lever: f64,
+    /// `propensity × context_weight × value × lever`.
+    pub total: f64,
+}
+
+impl From<Scores> for OfferScores {
+    fn from(s: Scores) -> Self {
+        OfferScores {
+            propensity: s.propensity,
+            context_weight: s.context_weight,
+            value: s.value,
+            lever: s.lever,
+            total: s.total,
+        }
+    }
+}
+
+/// Everything about this customer was erased; downstream systems should
+/// erase it too. The store deletes the state and timers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forgotten {
+    pub id: String,
+    pub customer: String,
+    pub time: Timestamp,
+}
+
+/// One output record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Output {
+    SegmentChanged(SegmentChanged),
+    NextBestOffer(NextBestOffer),
+    Forgotten(Forgotten),
+}
+
+impl Output {
+    pub fn id(&self) -> &str {
+        match self {
+            Output::SegmentChanged(o) => &o.id,
+            Output::NextBestOffer(o) => &o.id,
+            Output::Forgotten(o) => &o.id,
+        }
+    }
+}
+
+/// The result of [`apply`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Decision {
+    pub outputs: Vec<Output>,
+    /// When to fire this customer's timer next (replaces any earlier one);
+    /// `None`: no timer needed.
+    pub next_timer: Option<Timestamp>,
+    /// The state was erased: delete it from the store instead of writing it.
+    pub forget: bool,
+    /// The event id was seen recently for this customer: nothing was done.
+    pub duplicate: bool,
+    /// Offers considered at a decision point and why each lost (for logs,
+    /// metrics and `cohort inspect`); empty when there was no decision point.
+    pub rejected: Vec<(String, Rejection)>,
+}
+
+/// Decides on one input for one customer; see the module docs. `state` is
+/// updated in place; a fresh customer starts from `CustomerState::default()`.
+pub fn apply(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>) -> Decision {
+    let engine = ctx.engine;
+    let customer = input.customer();
+    let identity = match input {
+        Input::Event(e) => StableHasher::new().str("event").str(customer).str(&e.id),
+        Input::Timer { due, .. } => StableHasher::new().str("timer").str(customer).u64(due.as_millis() as u64),
+        Input::RulesChanged { at, .. } => {
+            StableHasher::new().str("rules").str(customer).str(engine.rules.version()).u64(at.as_millis() as u64)
+        }
+    };
+    let out_id = |k: u64| identity.u64(k).finish128();
+    let cause_kind = match input {
+        Input::Event(_) => CauseKind::Event,
+        Input::Timer { .. } => CauseKind::Timer,
+        Input::RulesChanged { .. } => CauseKind::RulesChanged,
+    };
+    let event_id = match input {
+        Input::Event(e) => Some(e.id.as_str()),
+        _ => None,
+    };
+    let mut decision = Decision::default();
+
+    let mut recorded = Recorded::default();
+    if let Input::Event(ev) = input {
+        if matches!(ev.kind, EventKind::Forget) {
+            *state = CustomerState::default();
+            decision.forget = true;
+            decision.outputs.push(Output::Forgotten(Forgotten {
+                id: hex128(out_id(0)),
+                customer: customer.to_owned(),
+                time: ev.time,
+            }));
+            return decision;
+        }
+        if state.seen_before(StableHasher::new().str(&ev.id).finish64()) {
+            decision.duplicate = true;
+            let t = state.evaluated_at.unwrap_or(ev.time);
+            decision.next_timer = next_timer(state, engine, t);
+            return decision;
+        }
+        recorded = state.record(ev, &engine.state_settings);
+    }
+
+    let t = state.evaluated_at.map_or(input.time(), |e| e.max(input.time()));
+    state.evaluated_at = Some(t);
+
+    // Segments.
+    let mut new_set = SegmentSet::new();
+    engine.rules.evaluate_segments(&CustomerView::at(state, &engine.state_settings, t), t, &mut new_set);
+    let mut old_set = SegmentSet::new();
+    let mut unknown_exited: Vec<String> = Vec::new();
+    for m in &state.segments {
+        match engine.seg_index.get(&m.segment) {
+            Some(&i) => old_set.insert(usize::from(i)),
+            None => unknown_exited.push(m.segment.clone()),
+        }
+    }
+    let entered_set = new_set.difference(&old_set);
+    if new_set != old_set || !unknown_exited.is_empty() {
+        let segs = engine.rules.segments();
+        let mut entered: Vec<String> = entered_set.iter().map(|i| segs[i].name.clone()).collect();
+        let mut exited: Vec<String> = old_set.difference(&new_set).iter().map(|i| segs[i].name.clone()).collect();
+        exited.append(&mut unknown_exited);
+        entered.sort();
+        exited.sort();
+        let mut members: Vec<Membership> = state
+            .segments
+            .iter()
+            .filter(|m| engine.seg_index.get(&m.segment).is_some_and(|&i| new_set.contains(usize::from(i))))
+            .cloned()
+            .collect();
+        members.extend(entered.iter().map(|name| Membership { segment: name.clone(), since: t }));
+        members.sort_by(|a, b| a.segment.cmp(&b.segment));
+        state.segments = members;
+        decision.outputs.push(Output::SegmentChanged(SegmentChanged {
+            id: hex128(out_id(decision.outputs.len() as u64)),
+            customer: customer.to_owned(),
+            time: t,
+            entered,
+            exited,
+            segments: state.segments.iter().map(|m| m.segment.clone()).collect(),
+            cause: Cause { kind: cause_kind, event_id: event_id.map(str::to_owned), trigger: None },
+            rules_version: engine.rules.version().to_owned(),
+        }));
+    }
+
+    // Decision points.
+    let cart_abandoned = match state.cart.last_added {
+        Some(last) if !state.cart.lines.is_empty() && !state.cart.abandon_fired => {
+            t >= last + engine.settings.cart_abandon_after
+        }
+        _ => false,
+    };
+    if cart_abandoned {
+        state.cart.abandon_fired = true;
+    }
+    let points =
+        Points { entered: entered_set, cart_abandoned, purchase: recorded.purchase, session: recorded.new_session };
+    if points.any() {
+        decide_offer(state, customer, &points, &new_set, t, ctx, &out_id, cause_kind, event_id, &mut decision);
+    }
+
+    decision.next_timer = next_timer(state, engine, t);
+    decision
+}
+
+/// The decision points of one evaluation.
+struct Points {
+    entered: SegmentSet,
+    cart_abandoned: bool,
+    purchase: bool,
+    session: bool,
+}
+
+impl Points {
+    fn any(&self) -> bool {
+        !self.entered.is_empty() || self.cart_abandoned || self.purchase || self.session
+    }
+
+    /// The context weight and trigger label of `trigger` if it matches.
+    fn matches(&self, trigger: &Trigger, w: &ContextWeights, rules: &RuleSet) -> Option<(f64, String)> {
+        match trigger {
+            Trigger::SegmentEntered(set) => {
+                let hit = set.iter().find(|&i| self.entered.contains(i))?;
+                let name = rules.segments().get(hit).map_or("", |s| s.name.as_str());
+                Some((w.segment_entered, format!("segment_entered:{name}")))
+            }
+            Trigger::CartAbandoned if self.cart_abandoned => Some((w.cart_abandoned, "cart_abandoned".to_owned())),
+            Trigger::Purchase if self.purchase => Some((w.purchase, "purchase".to_owned())),
+            Trigger::SessionStart if self.session => Some((w.session_start, "session_start".to_owned())),
+            _ => None,
+        }
+    }
+}
+
+fn channel_of(c: rules::Channel) -> Channel {
+    match c {
+        rules::Channel::Email => Channel::Email,
+        rules::Channel::Sms => Channel::Sms,
+        rules::Channel::Push => Channel::Push,
+        rules::Channel::Web => Channel::Web,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decide_offer(
+    state: &mut CustomerState,
+    customer: &str,
+    points: &Points,
+    segments: &SegmentSet,
+    t: Timestamp,
+    ctx: &Context<'_>,
+    out_id: &dyn Fn(u64) -> u128,
+    cause_kind: CauseKind,
+    event_id: Option<&str>,
+    decision: &mut Decision,
+) {
+    let engine = ctx.engine;
+    let rules = &engine.rules;
+    let weights = &engine.settings.context_weights;
+    // Offers whose triggers match, with their best context weight and label.
+    let mut matched: Vec<(usize, f64, String, Vec<Channel>)> = Vec::new();
+    {
+        let view = CustomerView::at(state, &engine.state_settings, t);
+        for (i, offer) in rules.offers().iter().enumerate() {
+            let best = offer.triggers.iter().filter_map(|tr| points.matches(tr, weights, rules)).fold(
+                None::<(f64, String)>,
+                |acc, m| match acc {
+                    Some(a) if a.0 >= m.0 => Some(a),
+                    _ => Some(m),
+                },
+            );
+            let Some((weight, label)) = best else { continue };
+            if !rules.offer_eligible(i, &view, segments, t) {
+                continue;
+            }
+            matched.push((i, weight, label, offer.channels.iter().map(|c| channel_of(*c)).collect()));
+        }
+    }
+    if matched.is_empty() {
+        return;
+    }
+    let candidates = matched.iter().map(|(i, weight, _, channels)| {
+        let o = &rules.offers()[*i];
+        Candidate {
+            id: &o.id,
+            value: o.value,
+            lever: o.lever,
+            channels,
+            cap: o.cap.map(|c| (c.max, c.per)),
+            cooldown: o.cooldown,
+            holdout: o.holdout,
+            prior: (o.prior.alpha, o.prior.beta),
+            context_weight: *weight,
+        }
+    });
+    let choice = choose(state, customer, candidates, ctx.propensity, t);
+    decision.rejected = choice.rejected;
+    let Some(chosen) = choice.chosen else { return };
+    let trigger = matched.iter().find(|m| rules.offers()[m.0].id == chosen.offer).map(|m| m.2.clone());
+    let id = out_id(decision.outputs.len() as u64);
+    let products = if chosen.holdout {
+        Vec::new()
+    } else {
+        recommend(state, &engine.state_settings, ctx.popularity, t, engine.settings.products_per_offer)
+    };
+    state.record_send(OfferSend {
+        decision: id,
+        offer: chosen.offer.clone(),
+        time: t,
+        channel: chosen.channel,
+        holdout: chosen.holdout,
+        outcomes: 0,
+    });
+    decision.outputs.push(Output::NextBestOffer(NextBestOffer {
+        id: hex128(id),
+        customer: customer.to_owned(),
+        time: t,
+        offer: if chosen.holdout { None } else { Some(chosen.offer.clone()) },
+        holdout_offer: if chosen.holdout { Some(chosen.offer) } else { None },
+        channel: if chosen.holdout { None } else { Some(chosen.channel) },
+        scores: chosen.scores.into(),
+        products,
+        holdout: chosen.holdout,
+        cause: Cause { kind: cause_kind, event_id: event_id.map(str::to_owned), trigger },
+        rules_version: rules.version().to_owned(),
+    }));
+}
+
+/// The next instant anything about this customer can change by time alone:
+/// a rule flipping, or the cart becoming abandoned.
+fn next_timer(state: &CustomerState, engine: &Engine, t: Timestamp) -> Option<Timestamp> {
+    let view = CustomerView::at(state, &engine.state_settings, t);
+    let flip = engine.rules.next_flip(&view, t);
+    let cart = match state.cart.last_added {
+        Some(last) if !state.cart.lines.is_empty() && !state.cart.abandon_fired => {
+            Some((last + engine.settings.cart_abandon_after).max(Timestamp(t.as_millis().saturating_add(1))))
+        }
+        _ => None,
+    };
+    match (flip, cart) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
