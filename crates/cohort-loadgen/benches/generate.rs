@@ -11,7 +11,7 @@ fn generate(c: &mut Criterion) {
     let mut group = c.benchmark_group("loadgen");
     group.throughput(Throughput::Elements(EVENTS));
     group.sample_size(20);
-    for customers in [10_000u32, 1_000_000] {
+    for customers in [10_000u32, 100_000, 1_000_000] {
         let config = Config { customers, products: 5_000, ..Config::default() };
         // One generator per size, warmed up past the first sessions, and
         // advanced by EVENTS per iteration: steady state, not start-up.

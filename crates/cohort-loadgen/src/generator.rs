@@ -287,7 +287,7 @@ impl Iterator for Generator {
 
     fn next(&mut self) -> Option<Event> {
         loop {
-            let Reverse(k) = self.heap.pop()?;
+            let Reverse(k) = *self.heap.peek()?;
             let t = (k >> 64) as u64 as i64;
             let local = ((k as u64) >> 1) as usize;
             let track = (k & 1) as u8;
@@ -295,25 +295,54 @@ impl Iterator for Generator {
             let l = &mut live[local];
             let due = if track == SESSION { l.session_due } else { l.offer_due };
             if due != t {
-                continue; // rescheduled since
+                heap.pop(); // rescheduled since
+                continue;
             }
             let mut ctx = Ctx {
                 cfg: config,
                 prefix,
                 catalog,
                 offers,
-                heap,
+                scheduled: Scheduled::default(),
                 local,
                 customer: population.customer_mut(members[local] as usize),
                 l,
             };
             let event = if track == SESSION { ctx.session_step(t) } else { ctx.offer_step(t) };
+            // The track's next step usually replaces the entry just handled:
+            // one sift-down instead of a pop and a push.
+            let Scheduled { keys, len } = ctx.scheduled;
+            match keys[..len].split_first() {
+                Some((&first, rest)) => {
+                    if let Some(mut top) = heap.peek_mut() {
+                        *top = first;
+                    }
+                    heap.extend(rest.iter().copied());
+                }
+                None => {
+                    heap.pop();
+                }
+            }
             if let Some(e) = event {
                 self.now = e.time;
                 self.emitted += 1;
                 return Some(e);
             }
         }
+    }
+}
+
+/// Heap entries a step wants pushed (at most one per track, so two).
+#[derive(Clone, Copy, Default)]
+struct Scheduled {
+    keys: [Reverse<u128>; 2],
+    len: usize,
+}
+
+impl Scheduled {
+    fn push(&mut self, k: Reverse<u128>) {
+        self.keys[self.len] = k;
+        self.len += 1;
     }
 }
 
@@ -328,7 +357,7 @@ struct Ctx<'a> {
     prefix: &'a str,
     catalog: &'a Catalog,
     offers: &'a [OfferRt],
-    heap: &'a mut BinaryHeap<Reverse<u128>>,
+    scheduled: Scheduled,
     local: usize,
     customer: &'a mut Customer,
     l: &'a mut Live,
@@ -347,12 +376,12 @@ impl Ctx<'_> {
 
     fn schedule_session(&mut self, at: i64) {
         self.l.session_due = at;
-        self.heap.push(key(at, self.local, SESSION));
+        self.scheduled.push(key(at, self.local, SESSION));
     }
 
     fn schedule_offer(&mut self, at: i64) {
         self.l.offer_due = at;
-        self.heap.push(key(at, self.local, OFFER));
+        self.scheduled.push(key(at, self.local, OFFER));
     }
 
     /// The pause between two clicks of a session.
