@@ -43,6 +43,12 @@ pub struct Config {
     /// Share of sessions that start with a profile update (a changed
     /// consent, a move, a new income band or interests).
     pub profile_update_share: f64,
+    /// Share of customers who ask to be forgotten (GDPR erasure) at a
+    /// uniformly random instant within `forget_within` of the start: they
+    /// send a `Forget` at the start of their next visit and are never seen
+    /// again. Off by default.
+    pub forget_share: f64,
+    pub forget_within: Duration,
     /// The offers whose outcomes are simulated.
     pub offers: Vec<OfferSpec>,
     /// Prefix of every id (events, sessions, orders, decisions), so runs with
@@ -164,6 +170,8 @@ impl Default for Config {
             lapse_after: Duration::from_days(30),
             offer_share: 0.2,
             profile_update_share: 0.02,
+            forget_share: 0.0,
+            forget_within: Duration::from_days(60),
             offers: default_offers(),
             id_prefix: None,
             shard: None,
@@ -301,6 +309,8 @@ impl Config {
         check(self.lapse_after.as_millis() > 0, "lapse_after", "positive", self.lapse_after.as_millis())?;
         check(is_share(self.offer_share), "offer_share", "in [0, 1]", self.offer_share)?;
         check(is_share(self.profile_update_share), "profile_update_share", "in [0, 1]", self.profile_update_share)?;
+        check(is_share(self.forget_share), "forget_share", "in [0, 1]", self.forget_share)?;
+        check(self.forget_within.as_millis() > 0, "forget_within", "positive", self.forget_within.as_millis())?;
         check(!self.currency.is_empty(), "currency", "an ISO 4217 code", &self.currency)?;
         if let Some(s) = self.shard {
             check(s.count >= 1 && s.index < s.count, "shard", "index < count", format!("{}/{}", s.index, s.count))?;
@@ -354,6 +364,24 @@ mod tests {
         assert!(matches!(c.validate(), Err(ConfigError::BadOfferId(_))));
         let c = Config { shard: Some(Shard { index: 2, count: 2 }), ..Config::default() };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn config_reads_from_json_and_rejects_unknown_fields() {
+        let c: Config = serde_json::from_str(
+            r#"{"seed": 7, "customers": 100, "pacing": {"accelerated": {"factor": 60.0}},
+                "offers": [{"id": "o", "channel": "email", "base_rate": 0.1,
+                            "rates": [{"audience": {"prefers": "keto"}, "rate": 0.5},
+                                      {"audience": "lapsed", "rate": 0.2}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!((c.seed, c.customers, c.products), (7, 100, Config::default().products));
+        assert_eq!(c.pacing, Pacing::Accelerated { factor: 60.0 });
+        assert_eq!(c.offers[0].rates[1].audience, Audience::Lapsed);
+        c.validate().unwrap();
+        let back: Config = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        assert!(serde_json::from_str::<Config>(r#"{"customer": 5}"#).is_err());
     }
 
     #[test]

@@ -85,6 +85,8 @@ struct Live {
     campaign: Option<u16>,
     cart: Vec<(u32, i32)>,
     offer: OfferState,
+    /// When the customer asks to be forgotten (`i64::MAX`: never).
+    forget_at: i64,
 }
 
 /// An offer with its category names resolved.
@@ -210,6 +212,13 @@ impl Generator {
                 let mut rng = Rng::stream(config.seed, 0xBE4A, u64::from(idx));
                 let persona = &population.customer(idx as usize).persona;
                 let first = start + 1 + rng.exp(session_mean_ms(&config, persona, false)) as i64;
+                // A stream of its own, so turning erasures on changes nothing else.
+                let mut erasure = Rng::stream(config.seed, 0xF0E7, u64::from(idx));
+                let forget_at = if erasure.chance(config.forget_share) {
+                    start + 1 + (erasure.f64() * config.forget_within.as_millis() as f64) as i64
+                } else {
+                    i64::MAX
+                };
                 heap.push(key(first, local, SESSION));
                 Live {
                     rng,
@@ -227,6 +236,7 @@ impl Generator {
                     campaign: None,
                     cart: Vec::new(),
                     offer: OfferState::Idle,
+                    forget_at,
                 }
             })
             .collect();
@@ -434,6 +444,13 @@ impl Ctx<'_> {
     }
 
     fn start_session(&mut self, t: i64) -> Option<Event> {
+        if t >= self.l.forget_at && self.l.profile_sent {
+            // Gone for good: nothing is scheduled again.
+            self.l.offer = OfferState::Idle;
+            self.l.offer_due = NOT_DUE;
+            self.l.session_due = NOT_DUE;
+            return Some(self.event(t, EventKind::Forget));
+        }
         let l = &mut *self.l;
         l.sessions += 1;
         let lapsed = self.customer.persona.is_lapsed(Timestamp(t));

@@ -274,3 +274,22 @@ fn birthdays_fall_in_every_month() {
     }
     assert_eq!(months.len(), 12);
 }
+
+#[test]
+fn forgotten_customers_are_never_seen_again() {
+    let cfg = Config { forget_share: 0.05, forget_within: Duration::from_days(10), ..small() };
+    let (_, events) = run(cfg, 20);
+    let mut forgotten = HashSet::new();
+    for e in &events {
+        assert!(!forgotten.contains(&e.customer), "{} seen after being forgotten: {e:?}", e.customer);
+        if e.kind == EventKind::Forget {
+            forgotten.insert(e.customer.clone());
+        }
+    }
+    assert!(forgotten.len() > 30, "{}", forgotten.len());
+    // Off by default, and turning it on leaves everyone else's traffic alone.
+    let (_, plain) = run(small(), 20);
+    assert!(plain.iter().all(|e| e.kind != EventKind::Forget));
+    let kept = |evs: &[Event]| evs.iter().filter(|e| !forgotten.contains(&e.customer)).cloned().collect::<Vec<_>>();
+    assert!(kept(&plain) == kept(&events));
+}
