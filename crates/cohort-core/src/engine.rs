@@ -26,12 +26,13 @@
 //! input and whose `eligible` condition holds.
 
 use crate::event::{Channel, Event, EventKind};
-use crate::hash::{hex128, StableHasher};
+use crate::hash::{fast64, hex128, FastBuildHasher, StableHasher};
 use crate::offer::{choose, recommend, Candidate, Popularity, Propensity, Rejection, Scores};
 use crate::rules::{self, RuleSet, SegmentSet, Trigger};
 use crate::state::{CustomerState, Membership, OfferSend, Recorded, StateSettings};
 use crate::time::{Duration, Timestamp};
 use crate::view::CustomerView;
+use crate::window::WindowSums;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -85,7 +86,7 @@ pub struct Engine {
     rules: RuleSet,
     settings: EngineSettings,
     state_settings: StateSettings,
-    seg_index: HashMap<String, u16>,
+    seg_index: HashMap<String, u16, FastBuildHasher>,
 }
 
 impl Engine {
@@ -312,14 +313,15 @@ pub struct Decision {
 pub fn apply(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>) -> Decision {
     let engine = ctx.engine;
     let customer = input.customer();
-    let identity = match input {
+    // Hashed only when an output is actually produced (most inputs produce none).
+    let identity = || match input {
         Input::Event(e) => StableHasher::new().str("event").str(customer).str(&e.id),
         Input::Timer { due, .. } => StableHasher::new().str("timer").str(customer).u64(due.as_millis() as u64),
         Input::RulesChanged { at, .. } => {
             StableHasher::new().str("rules").str(customer).str(engine.rules.version()).u64(at.as_millis() as u64)
         }
     };
-    let out_id = |k: u64| identity.u64(k).finish128();
+    let out_id = |k: u64| identity().u64(k).finish128();
     let cause_kind = match input {
         Input::Event(_) => CauseKind::Event,
         Input::Timer { .. } => CauseKind::Timer,
@@ -343,10 +345,10 @@ pub fn apply(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>) -> 
             }));
             return decision;
         }
-        if state.seen_before(StableHasher::new().str(&ev.id).finish64()) {
+        if state.seen_before(fast64(ev.id.as_bytes())) {
             decision.duplicate = true;
             let t = state.evaluated_at.unwrap_or(ev.time);
-            decision.next_timer = next_timer(state, engine, t);
+            decision.next_timer = next_timer(state, engine, t, None);
             return decision;
         }
         recorded = state.record(ev, &engine.state_settings);
@@ -357,7 +359,10 @@ pub fn apply(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>) -> 
 
     // Segments.
     let mut new_set = SegmentSet::new();
-    engine.rules.evaluate_segments(&CustomerView::at(state, &engine.state_settings, t), t, &mut new_set);
+    // Counters do not change during the evaluation: one pass over the day
+    // buckets serves every view below.
+    let sums = state.counters.sums_at(t);
+    engine.rules.evaluate_segments(&CustomerView::with_sums(state, &engine.state_settings, sums), t, &mut new_set);
     let mut old_set = SegmentSet::new();
     let mut unknown_exited: Vec<String> = Vec::new();
     for m in &state.segments {
@@ -411,7 +416,7 @@ pub fn apply(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>) -> 
         decide_offer(state, customer, &points, &new_set, t, ctx, &out_id, cause_kind, event_id, &mut decision);
     }
 
-    decision.next_timer = next_timer(state, engine, t);
+    decision.next_timer = next_timer(state, engine, t, Some(sums));
     decision
 }
 
@@ -540,8 +545,9 @@ fn decide_offer(
 
 /// The next instant anything about this customer can change by time alone:
 /// a rule flipping, or the cart becoming abandoned.
-fn next_timer(state: &CustomerState, engine: &Engine, t: Timestamp) -> Option<Timestamp> {
-    let view = CustomerView::at(state, &engine.state_settings, t);
+fn next_timer(state: &CustomerState, engine: &Engine, t: Timestamp, sums: Option<WindowSums>) -> Option<Timestamp> {
+    let sums = sums.unwrap_or_else(|| state.counters.sums_at(t));
+    let view = CustomerView::with_sums(state, &engine.state_settings, sums);
     let flip = engine.rules.next_flip(&view, t);
     let cart = match state.cart.last_added {
         Some(last) if !state.cart.lines.is_empty() && !state.cart.abandon_fired => {

@@ -29,6 +29,12 @@ impl<'a> CustomerView<'a> {
     pub fn at(state: &'a CustomerState, settings: &'a StateSettings, now: Timestamp) -> Self {
         CustomerView { state, settings, sums: Some(state.counters.sums_at(now)) }
     }
+
+    /// A view with sums already computed by [`crate::window::DayBuckets::sums_at`]
+    /// (so several views of one evaluation share one pass over the buckets).
+    pub fn with_sums(state: &'a CustomerState, settings: &'a StateSettings, sums: WindowSums) -> Self {
+        CustomerView { state, settings, sums: Some(sums) }
+    }
 }
 
 fn counter_of(f: NumField) -> Option<(Counter, Window)> {
