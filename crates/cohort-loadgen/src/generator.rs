@@ -296,9 +296,23 @@ impl Iterator for Generator {
     type Item = Event;
 
     fn next(&mut self) -> Option<Event> {
+        self.next_before(Timestamp::MAX)
+    }
+}
+
+impl Generator {
+    /// The next event if its time is before `end`; otherwise `None`, and
+    /// nothing is consumed (unlike `take_while`, which drops the first event
+    /// past the bound). A paced sender asks for events before "simulated now".
+    pub fn next_before(&mut self, end: Timestamp) -> Option<Event> {
         loop {
             let Reverse(k) = *self.heap.peek()?;
             let t = (k >> 64) as u64 as i64;
+            // Every event is stamped with the time of the entry that made it,
+            // and the top entry is the earliest, so nothing before `end` is left.
+            if t >= end.as_millis() {
+                return None;
+            }
             let local = ((k as u64) >> 1) as usize;
             let track = (k & 1) as u8;
             let Generator { config, prefix, catalog, population, offers, members, live, heap, .. } = self;

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 fn run(config: Config, days: i64) -> (Generator, Vec<Event>) {
     let end = config.start + Duration::from_days(days);
     let mut g = Generator::new(config).unwrap();
-    let events: Vec<Event> = g.by_ref().take_while(|e| e.time < end).collect();
+    let events: Vec<Event> = std::iter::from_fn(|| g.next_before(end)).collect();
     (g, events)
 }
 
@@ -49,6 +49,21 @@ fn events_are_time_ordered_valid_and_uniquely_identified() {
     for k in ["click", "purchase", "profile_update", "offer_outcome"] {
         assert!(kinds.contains(k), "no {k} events");
     }
+}
+
+#[test]
+fn next_before_stops_at_the_bound_without_losing_events() {
+    let start = small().start;
+    let mut g = Generator::new(small()).unwrap();
+    let mut split: Vec<Event> = Vec::new();
+    for day in 1..=3 {
+        let end = start + Duration::from_days(day);
+        split.extend(std::iter::from_fn(|| g.next_before(end)));
+        assert!(split.last().unwrap().time < end);
+    }
+    let end = start + Duration::from_days(3);
+    let whole: Vec<Event> = Generator::new(small()).unwrap().take_while(|e| e.time < end).collect();
+    assert!(split == whole);
 }
 
 #[test]
