@@ -16,7 +16,15 @@
 //! - offer outcomes whose conversion rate depends on the offer and the
 //!   persona (keto offers convert for keto shoppers), so propensity learning
 //!   has a signal to find; a converting click brings the customer back for
-//!   an order.
+//!   an order;
+//! - optionally, customers who ask to be forgotten (`Forget` events).
+//!
+//! Ids (`<prefix>.<customer>.e<n>` for events, `.s<n>` sessions, `.o<n>`
+//! orders, `.d<n>` offer decisions) depend only on the seed and the
+//! customer, so [`Config::shard`] splits the traffic across generators (one
+//! per core) whose union is exactly the unsharded traffic, and
+//! [`Generator::next_before`] lets a paced sender ask for "everything up to
+//! simulated now".
 //!
 //! Layout: [`config`] (what to generate, pacing), [`catalog`], [`population`],
 //! [`generator`] (the event iterator), `rng` and `dist` (a SplitMix64 PRNG and
