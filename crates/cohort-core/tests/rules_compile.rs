@@ -136,3 +136,58 @@ fn cart_abandoner_timer_fires_an_hour_after_the_add() {
     assert_eq!(rules.next_flip(&empty, added), None);
     let _ = Timestamp::MAX;
 }
+
+#[test]
+fn docs_list_every_field_and_function() {
+    let docs = include_str!("../../../docs/rules.md");
+    for f in cohort_core::rules::catalogue::fields() {
+        assert!(docs.contains(&format!("`{}`", f.path)), "docs/rules.md does not mention field `{}`", f.path);
+    }
+    for f in cohort_core::rules::catalogue::FUNCTIONS {
+        assert!(docs.contains(&format!("`{}(", f.name)), "docs/rules.md does not mention function `{}`", f.name);
+    }
+    let module_docs = include_str!("../src/rules/mod.rs");
+    for key in ["affinity_half_life", "session_gap", "priority", "cooldown", "holdout", "prior", "triggers", "cap"] {
+        assert!(docs.contains(&format!("`{key}`")), "docs/rules.md does not document `{key}`");
+        assert!(module_docs.contains(key), "rules/mod.rs does not document `{key}`");
+    }
+}
+
+#[test]
+fn conditions_cover_the_language() {
+    let text = r#"version: 1
+segments:
+  - name: a
+    when: '!(profile.gender == "f") && profile.age >= 18 && first_purchase < last_purchase'
+  - name: b
+    when: '"vegan" in profile.interests || profile.city in ["Berlin"] || consent.sms == true'
+  - name: c
+    when: in_segment("a") != in_segment("b") && birthday_this_month() && birthday_within(2w)
+  - name: d
+    when: 2 < orders.lifetime && 1h > since(last_seen)
+"#;
+    let rules = RuleSet::from_yaml("r.yaml", text).expect("compiles");
+    let now = ts(20_000 * DAY + 10 * HOUR);
+    let mut f = FakeFacts {
+        events: vec![
+            (ts(19_000 * DAY), Ev::Purchase(1.0)),
+            (ts(19_500 * DAY), Ev::Purchase(1.0)),
+            (ts(19_900 * DAY), Ev::Purchase(1.0)),
+            (now - Duration::from_mins(5), Ev::PageView),
+        ],
+        texts: vec![(TextField::Gender, "m".into()), (TextField::City, "Berlin".into())],
+        birth: Some(cohort_core::rules::CivilDate { year: 1990, month: 10, day: 5 }),
+        ..Default::default()
+    };
+    f.apply_until(now);
+    // 20000 days after the epoch is 2024-10-04: the birthday is tomorrow.
+    assert_eq!(cohort_core::rules::calendar::date_of(now).day, 4);
+    let mut out = SegmentSet::new();
+    let next = rules.evaluate_with_next_flip(&f, now, &mut out);
+    assert_eq!(names(&rules, &out), ["a", "b", "d"]);
+    // d ends an hour after the last page view.
+    assert_eq!(next, Some(now + Duration::from_mins(55)));
+    f.texts[0].1 = "f".into();
+    rules.evaluate_segments(&f, now, &mut out);
+    assert_eq!(names(&rules, &out), ["b", "c", "d"]);
+}

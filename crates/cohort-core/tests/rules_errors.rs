@@ -310,3 +310,76 @@ fn yaml_level_errors() {
         "rules.yaml:3:8: YAML anchors (`&name`) and tags (`!tag`) are not supported in rules files"
     );
 }
+
+mod never_panics {
+    use cohort_core::rules::RuleSet;
+    use proptest::prelude::*;
+
+    const PIECES: [&str; 24] = [
+        "cart.items",
+        "since(",
+        "last_purchase",
+        ")",
+        "(",
+        ">=",
+        "==",
+        "&&",
+        "||",
+        "!",
+        "1h",
+        "12x",
+        "\"k\"",
+        "affinity(",
+        "in_segment(\"a\")",
+        "in",
+        "[",
+        "]",
+        ",",
+        "0.5",
+        "-",
+        "profile.interests",
+        "true",
+        " ",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_text_is_an_error_or_a_ruleset(text in "\\PC{0,200}") {
+            let _ = RuleSet::from_yaml("f.yaml", &text);
+        }
+
+        #[test]
+        fn token_soup_conditions_never_panic(pieces in proptest::collection::vec(0..PIECES.len(), 0..16)) {
+            let cond: String = pieces.iter().map(|&i| PIECES[i]).collect();
+            let text = format!(
+                "version: 1\nsegments:\n  - name: a\n    when: '{}'\n  - name: b\n    when: true\n",
+                cond.replace('\'', "''")
+            );
+            if let Err(e) = RuleSet::from_yaml("f.yaml", &text) {
+                prop_assert!(e.line() >= 1 && e.column() >= 1);
+                prop_assert!(e.line() <= text.lines().count() + 1, "{e}");
+            }
+        }
+
+        #[test]
+        fn yaml_soup_never_panics(pieces in proptest::collection::vec(0..12usize, 0..30)) {
+            const Y: [&str; 12] = ["version: 1\n", "segments:\n", "  - ", "name: x\n", "    when: true\n", "{", "}",
+                "[", "]", "&a ", "*a\n", "---\n"];
+            let text: String = pieces.iter().map(|&i| Y[i]).collect();
+            let _ = RuleSet::from_yaml("f.yaml", &text);
+        }
+    }
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    let deep = format!("{}true{}", "(".repeat(1_000), ")".repeat(1_000));
+    let e = err(&with_segments(&format!("  - name: x\n    when: '{deep}'\n")));
+    assert!(e.starts_with("rules.yaml:6:76: nested deeper than 64 levels"), "{e}");
+    let nots = format!("{}true", "!".repeat(1_000));
+    assert!(err(&with_segments(&format!("  - name: x\n    when: '{nots}'\n"))).contains("nested deeper than 64"));
+    let e = err(&format!("version: 1\nsegments: {}{}\n", "[".repeat(100_000), "]".repeat(100_000)));
+    assert!(e.starts_with("rules.yaml:2:"), "{e}");
+}

@@ -194,6 +194,12 @@ fn check(seed: u64) -> Result<usize, String> {
     loop {
         facts.apply_until(t);
         let flip = rules.next_flip(&facts, t);
+        let mut combined = SegmentSet::new();
+        if rules.evaluate_with_next_flip(&facts, t, &mut combined) != flip
+            || combined != points[points.len() - 1].1.segments
+        {
+            return Err(format!("evaluate_with_next_flip disagrees at {t:?}\n{rules_text}"));
+        }
         if let Some(x) = flip {
             if x <= t {
                 return Err(format!("next_flip {x:?} is not after now {t:?}\n{rules_text}"));

@@ -63,12 +63,16 @@ pub fn next_birthday_after(birth: CivilDate, now: Timestamp) -> Timestamp {
 }
 
 /// Whether some birthday (a whole UTC day) overlaps `[now, now + within]`.
+/// Only the birthday that has not yet ended can qualify: birthdays are at
+/// least 365 days apart and `within` is at most 366 days, so if that one
+/// starts too late, every later one does too.
 pub fn birthday_within(birth: CivilDate, now: Timestamp, within: Duration) -> bool {
     let year = date_of(now).year;
-    (year.saturating_sub(1)..=year.saturating_add(2)).any(|y| {
-        let b = birthday_in(birth, y);
-        b <= now + within && b + Duration::from_days(1) > now
-    })
+    let mut b = birthday_in(birth, year);
+    if b + Duration::from_days(1) <= now {
+        b = birthday_in(birth, year.saturating_add(1));
+    }
+    b <= now + within
 }
 
 /// The earliest instant `> now` at which [`birthday_within`] can change:

@@ -25,6 +25,19 @@ pub enum Expr {
         b: Box<Expr>,
         eq: bool,
     },
+    /// `field OP literal`, the most common atom, kept flat so it costs one
+    /// dispatch.
+    FieldCmp {
+        f: NumField,
+        op: CmpOp,
+        x: f64,
+    },
+    /// `since(field) OP duration`, normalised so `since` is on the left.
+    SinceCmp {
+        f: TimeField,
+        op: CmpOp,
+        d: Duration,
+    },
     Num {
         op: CmpOp,
         a: Num,
@@ -107,7 +120,10 @@ pub fn compile(src: &str, node: &Node, scope: &Scope<'_>) -> Result<Compiled, Co
     let mut c = Compiler { src, scope, refs: Vec::new() };
     let typed = c.lower(node)?;
     match typed {
-        Typed::Bool(expr) => Ok(Compiled { expr, refs: c.refs }),
+        Typed::Bool(mut expr) => {
+            expr.order_by_cost();
+            Ok(Compiled { expr, refs: c.refs })
+        }
         other => Err(c.err(
             node.span.start,
             format!("a condition must be a bool (true or false), but `{}` is {}", c.text(node), other.ty().describe()),
@@ -391,6 +407,10 @@ impl Compiler<'_> {
         let lhs_ty = a.ty();
         let expr = match (a, b) {
             (Typed::Num(Num::Lit(x)), Typed::Num(Num::Lit(y))) => Expr::Const(op.test(x, y)),
+            (Typed::Num(Num::Field(f)), Typed::Num(Num::Lit(x))) => Expr::FieldCmp { f, op, x },
+            (Typed::Num(Num::Lit(x)), Typed::Num(Num::Field(f))) => Expr::FieldCmp { f, op: op.swapped(), x },
+            (Typed::Dur(Dur::Since(f)), Typed::Dur(Dur::Lit(d))) => Expr::SinceCmp { f, op, d },
+            (Typed::Dur(Dur::Lit(d)), Typed::Dur(Dur::Since(f))) => Expr::SinceCmp { f, op: op.swapped(), d },
             (Typed::Num(a), Typed::Num(b)) => Expr::Num { op, a, b },
             (Typed::Dur(Dur::Lit(x)), Typed::Dur(Dur::Lit(y))) => Expr::Const(op.test(x, y)),
             (Typed::Dur(a), Typed::Dur(b)) => Expr::Dur { op, a, b },
@@ -499,6 +519,44 @@ fn or(a: Expr, b: Expr) -> Expr {
 }
 
 impl Expr {
+    /// A rough relative cost of evaluating `self`, used to test cheap
+    /// operands of `&&` and `||` first. Conditions have no side effects and
+    /// missing values are handled per comparison, so order cannot change a
+    /// result, only how soon it is known.
+    fn cost(&self) -> u32 {
+        match self {
+            Expr::Const(_) => 0,
+            Expr::Flag(_) | Expr::InSegment(_) => 1,
+            Expr::Instant { .. } | Expr::Text { .. } => 3,
+            Expr::TextInList { list, .. } => 2 + list.len() as u32,
+            Expr::TextInSet { .. } => 6,
+            Expr::BirthdayThisMonth => 10,
+            Expr::BirthdayWithin(_) => 20,
+            Expr::FieldCmp { .. } | Expr::SinceCmp { .. } => 3,
+            Expr::Num { a, b, .. } => a.cost() + b.cost(),
+            Expr::Dur { a, b, .. } => [a, b].iter().map(|d| if matches!(d, Dur::Since(_)) { 3 } else { 0 }).sum(),
+            Expr::Not(x) => x.cost(),
+            Expr::BoolEq { a, b, .. } => a.cost() + b.cost(),
+            Expr::And(xs) | Expr::Or(xs) => xs.iter().map(Expr::cost).sum(),
+        }
+    }
+
+    /// Sort the operands of every `&&` and `||` cheapest first (stable).
+    fn order_by_cost(&mut self) {
+        match self {
+            Expr::And(xs) | Expr::Or(xs) => {
+                xs.iter_mut().for_each(Expr::order_by_cost);
+                xs.sort_by_key(Expr::cost);
+            }
+            Expr::Not(x) => x.order_by_cost(),
+            Expr::BoolEq { a, b, .. } => {
+                a.order_by_cost();
+                b.order_by_cost();
+            }
+            _ => {}
+        }
+    }
+
     /// Whether the value can change with time alone (no new event).
     pub fn depends_on_time(&self) -> bool {
         match self {
@@ -510,6 +568,8 @@ impl Expr {
             Expr::Not(e) => e.depends_on_time(),
             Expr::And(xs) | Expr::Or(xs) => xs.iter().any(Expr::depends_on_time),
             Expr::BoolEq { a, b, .. } => a.depends_on_time() || b.depends_on_time(),
+            Expr::FieldCmp { f, .. } => Num::Field(*f).depends_on_time(),
+            Expr::SinceCmp { .. } => true,
             Expr::Num { a, b, .. } => a.depends_on_time() || b.depends_on_time(),
             Expr::Dur { a, b, .. } => matches!(a, Dur::Since(_)) != matches!(b, Dur::Since(_)),
         }
@@ -517,6 +577,15 @@ impl Expr {
 }
 
 impl Num {
+    fn cost(&self) -> u32 {
+        match self {
+            Num::Lit(_) => 0,
+            Num::Field(_) => 3,
+            Num::Affinity(_) | Num::OffersSent(..) => 10,
+            Num::Age => 15,
+        }
+    }
+
     fn depends_on_time(&self) -> bool {
         match self {
             Num::Lit(_) => false,

@@ -6,7 +6,7 @@
 
 use super::calendar;
 use super::compile::{Dur, Expr, Num, Text};
-use super::facts::{Facts, NumField};
+use super::facts::{Facts, NumField, TimeField};
 use super::parse::CmpOp;
 use super::segset::SegmentSet;
 use crate::time::{Duration, Timestamp};
@@ -82,6 +82,8 @@ pub fn eval<F: Facts + ?Sized>(e: &Expr, env: &Env<'_, F>) -> bool {
         Expr::BirthdayWithin(d) => env.facts.birth_date().is_some_and(|b| calendar::birthday_within(b, env.now, *d)),
         Expr::BirthdayThisMonth => env.facts.birth_date().is_some_and(|b| calendar::birthday_this_month(b, env.now)),
         Expr::BoolEq { a, b, eq } => (eval(a, env) == eval(b, env)) == *eq,
+        Expr::FieldCmp { f, op, x } => op.test(env.facts.number(*f, env.now), *x),
+        Expr::SinceCmp { f, op, d } => env.facts.instant(*f).is_some_and(|t| op.test(env.now.since(t), *d)),
         Expr::Num { op, a, b } => match (num(a, env), num(b, env)) {
             (Some(x), Some(y)) => op.test(x, y),
             _ => false,
@@ -184,25 +186,43 @@ pub fn next_change<F: Facts + ?Sized>(
             }
             t
         }
-        Expr::Dur { op, a, b } => {
-            // Normalise to `since(x) OP d`.
-            let (since, d, op) = match (a, b) {
-                (Dur::Since(f), Dur::Lit(d)) => (*f, *d, *op),
-                (Dur::Lit(d), Dur::Since(f)) => (*f, *d, op.swapped()),
-                // since(x) - since(y) is constant; literals are folded.
-                _ => return None,
-            };
-            // `since(x) OP d` is `now OP x + d`: `>=` and `<` change at
-            // x + d, `>` and `<=` one millisecond later, `==` and `!=` at both.
-            let at = env.facts.instant(since)? + d;
-            let after = at + Duration::from_millis(1);
-            let candidates = match op {
-                CmpOp::Ge | CmpOp::Lt => [Some(at), None],
-                CmpOp::Gt | CmpOp::Le => [Some(after), None],
-                CmpOp::Eq | CmpOp::Ne => [Some(at), Some(after)],
-            };
-            candidates.into_iter().flatten().find(|&c| c > now)
+        Expr::FieldCmp { f, .. } => field_step(*f, env),
+        Expr::SinceCmp { f, op, d } => since_flip(*f, *op, *d, env),
+        Expr::Dur { op, a, b } => match (a, b) {
+            (Dur::Since(f), Dur::Lit(d)) => since_flip(*f, *op, *d, env),
+            (Dur::Lit(d), Dur::Since(f)) => since_flip(*f, op.swapped(), *d, env),
+            // since(x) - since(y) is constant; literals are folded.
+            _ => None,
+        },
+    }
+}
+
+/// When `since(f) OP d` can change. It is `now OP f + d`: `>=` and `<`
+/// change at f + d, `>` and `<=` one millisecond later, `==` and `!=` at both.
+fn since_flip<F: Facts + ?Sized>(f: TimeField, op: CmpOp, d: Duration, env: &Env<'_, F>) -> Option<Timestamp> {
+    let at = env.facts.instant(f)? + d;
+    let after = at + Duration::from_millis(1);
+    let candidates = match op {
+        CmpOp::Ge | CmpOp::Lt => [Some(at), None],
+        CmpOp::Gt | CmpOp::Le => [Some(after), None],
+        CmpOp::Eq | CmpOp::Ne => [Some(at), Some(after)],
+    };
+    candidates.into_iter().flatten().find(|&c| c > env.now)
+}
+
+/// When a windowed number next changes; `None` for the others.
+fn field_step<F: Facts + ?Sized>(f: NumField, env: &Env<'_, F>) -> Option<Timestamp> {
+    match f {
+        NumField::Orders(w)
+        | NumField::Spend(w)
+        | NumField::PageViews(w)
+        | NumField::ProductViews(w)
+        | NumField::Sessions(w)
+            if w.length().is_some() =>
+        {
+            env.facts.next_window_change(f, env.now)
         }
+        _ => None,
     }
 }
 
@@ -232,18 +252,7 @@ fn junction<F: Facts + ?Sized>(
 fn num_step<F: Facts + ?Sized>(n: &Num, env: &Env<'_, F>) -> Option<Timestamp> {
     match n {
         Num::Lit(_) | Num::Affinity(_) => None,
-        Num::Field(f) => match f {
-            NumField::Orders(w)
-            | NumField::Spend(w)
-            | NumField::PageViews(w)
-            | NumField::ProductViews(w)
-            | NumField::Sessions(w)
-                if w.length().is_some() =>
-            {
-                env.facts.next_window_change(*f, env.now)
-            }
-            _ => None,
-        },
+        Num::Field(f) => field_step(*f, env),
         Num::Age => env.facts.birth_date().map(|b| calendar::next_birthday_after(b, env.now)),
         Num::OffersSent(o, w) => env.facts.next_offers_sent_change(o, *w, env.now),
     }

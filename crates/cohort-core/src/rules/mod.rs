@@ -379,6 +379,19 @@ impl RuleSet {
     /// alone. May be early (re-evaluating then changes nothing and yields
     /// the next instant), never late.
     pub fn next_flip<F: Facts + ?Sized>(&self, facts: &F, now: Timestamp) -> Option<Timestamp> {
+        let mut segments = SegmentSet::new();
+        self.evaluate_with_next_flip(facts, now, &mut segments)
+    }
+
+    /// [`RuleSet::evaluate_segments`] and [`RuleSet::next_flip`] in one
+    /// pass: the engine needs both after every event and timer, and the
+    /// timer analysis evaluates every condition anyway.
+    pub fn evaluate_with_next_flip<F: Facts + ?Sized>(
+        &self,
+        facts: &F,
+        now: Timestamp,
+        out: &mut SegmentSet,
+    ) -> Option<Timestamp> {
         let raw = self.raw_segments(facts, now);
         let mut raw_next = [None::<Timestamp>; MAX_SEGMENTS];
         let mut best = None;
@@ -392,9 +405,8 @@ impl RuleSet {
             raw_next[i] = t;
             best = eval::earliest(best, t);
         }
-        let mut fin = SegmentSet::new();
-        self.membership.finalize(&raw, &mut fin);
-        let env = self.env(facts, now, Segs::Final(&fin));
+        self.membership.finalize(&raw, out);
+        let env = self.env(facts, now, Segs::Final(out));
         let seg_next = |j: usize| self.membership_next(&raw_next, j);
         for e in &self.offer_exprs {
             best = eval::earliest(best, eval::next_change(e, &env, &seg_next));

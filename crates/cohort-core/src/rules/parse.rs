@@ -137,8 +137,18 @@ pub struct SyntaxError {
     pub message: String,
 }
 
+/// Longest condition accepted, in bytes.
+pub const MAX_LEN: usize = 8 * 1024;
+/// Deepest nesting of `(`, `[` and `!` accepted: the parser, compiler and
+/// evaluator recurse on it, so it is bounded rather than left to the stack.
+pub const MAX_DEPTH: usize = 64;
+
 /// Parse one expression; the whole text must be consumed.
 pub fn parse_expr(src: &str) -> Result<Node, SyntaxError> {
+    if src.len() > MAX_LEN {
+        return Err(SyntaxError { offset: 0, message: format!("condition longer than {MAX_LEN} bytes") });
+    }
+    check_depth(src)?;
     let mut input = LocatingSlice::new(src);
     let result = delimited(ws, expr, ws).parse_next(&mut input);
     let offset = input.current_token_start();
@@ -165,6 +175,31 @@ pub fn parse_expr(src: &str) -> Result<Node, SyntaxError> {
             Err(SyntaxError { offset, message: "unexpected end of the expression".to_string() })
         }
     }
+}
+
+fn check_depth(src: &str) -> Result<(), SyntaxError> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, c) in src.char_indices() {
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '(' | '[' | '!' => depth += 1,
+            ')' | ']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > MAX_DEPTH {
+            return Err(SyntaxError { offset: i, message: format!("nested deeper than {MAX_DEPTH} levels") });
+        }
+    }
+    Ok(())
 }
 
 /// "`token`" or "the end of the expression", for messages.
