@@ -91,6 +91,9 @@ pub(crate) struct RecordPlan {
     steps: Vec<Step>,
     len: usize,
     defaults: Vec<(usize, V<'static>)>,
+    /// Writer and reader have the same fields in the same order (the
+    /// common case): values are pushed as read, no placeholders.
+    in_order: bool,
 }
 
 #[derive(Debug)]
@@ -226,7 +229,10 @@ fn resolve_record(w: &RecordNode, r: &RecordNode, path: &str) -> Result<RecordPl
             None => Step::Skip(wf.node.clone()),
         });
     }
-    Ok(RecordPlan { steps, len: r.fields.len(), defaults })
+    let in_order = defaults.is_empty()
+        && steps.len() == r.fields.len()
+        && steps.iter().enumerate().all(|(i, s)| matches!(s, Step::Read(ri, _) if *ri == i));
+    Ok(RecordPlan { steps, len: r.fields.len(), defaults, in_order })
 }
 
 /// Why bytes did not decode; becomes `DecodeError::Undecodable`.
@@ -461,6 +467,15 @@ pub(crate) fn decode<'a>(plan: &'a Plan, c: &mut Cursor<'a>) -> Result<V<'a>, Bi
                 }
             }
             V::Map(out)
+        }
+        Plan::Record(r) if r.in_order => {
+            let mut fields = Vec::with_capacity(r.len);
+            for step in &r.steps {
+                if let Step::Read(_, p) = step {
+                    fields.push(decode(p, c)?);
+                }
+            }
+            V::Record(fields)
         }
         Plan::Record(r) => {
             let mut fields = vec![V::Null; r.len];

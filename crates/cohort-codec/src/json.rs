@@ -28,15 +28,36 @@ impl std::fmt::Display for JsonError {
     }
 }
 
-fn wrong(path: &str, n: &Node) -> JsonError {
-    JsonError::WrongType {
-        field: if path.is_empty() { "(root)".into() } else { path.to_string() },
-        expected: n.type_name().to_string(),
+/// Where in the document a value is; only formatted when there is an error.
+#[derive(Clone, Copy)]
+enum Path<'p> {
+    Name(&'p str),
+    Field(&'p Path<'p>, &'p str),
+    Index(&'p Path<'p>, usize),
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Path::Name("") => write!(f, "(root)"),
+            Path::Name(n) => write!(f, "{n}"),
+            Path::Field(Path::Name(""), n) => write!(f, "{n}"),
+            Path::Field(p, n) => write!(f, "{p}.{n}"),
+            Path::Index(p, i) => write!(f, "{p}[{i}]"),
+        }
     }
+}
+
+fn wrong(path: Path<'_>, n: &Node) -> JsonError {
+    JsonError::WrongType { field: path.to_string(), expected: n.type_name().to_string() }
 }
 
 /// Reads `j` as a value of schema `n`. `path` names the field in errors.
 pub(crate) fn from_json<'a>(n: &Node, j: &'a Value, path: &str) -> Result<V<'a>, JsonError> {
+    read(n, j, Path::Name(path))
+}
+
+fn read<'a>(n: &Node, j: &'a Value, path: Path<'_>) -> Result<V<'a>, JsonError> {
     Ok(match (n, j) {
         (Node::Null, Value::Null) => V::Null,
         (Node::Boolean, Value::Bool(b)) => V::Bool(*b),
@@ -70,26 +91,23 @@ pub(crate) fn from_json<'a>(n: &Node, j: &'a Value, path: &str) -> Result<V<'a>,
             V::Enum(Cow::Borrowed(s))
         }
         (Node::Array(item), Value::Array(items)) => V::Array(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, it)| from_json(item, it, &format!("{path}[{i}]")))
-                .collect::<Result<_, _>>()?,
+            items.iter().enumerate().map(|(i, it)| read(item, it, Path::Index(&path, i))).collect::<Result<_, _>>()?,
         ),
         (Node::Map(item), Value::Object(m)) => V::Map(
             m.iter()
-                .map(|(k, it)| Ok((Cow::Borrowed(k.as_str()), from_json(item, it, &format!("{path}.{k}"))?)))
+                .map(|(k, it)| Ok((Cow::Borrowed(k.as_str()), read(item, it, Path::Field(&path, k))?)))
                 .collect::<Result<_, _>>()?,
         ),
         (Node::Record(r), Value::Object(m)) => {
             let mut fields = Vec::with_capacity(r.fields.len());
             for f in &r.fields {
-                let field_path = if path.is_empty() { f.name.clone() } else { format!("{path}.{}", f.name) };
+                let field_path = Path::Field(&path, &f.name);
                 let found = m.get(&f.name).or_else(|| f.aliases.iter().find_map(|a| m.get(a)));
                 fields.push(match (found, &f.default) {
-                    (Some(v), _) => from_json(&f.node, v, &field_path)?,
-                    (None, Some(d)) => from_json(&f.node, d, &field_path)?.into_owned(),
-                    (None, None) => return Err(JsonError::Missing { field: field_path }),
+                    (Some(v), _) => read(&f.node, v, field_path)?,
+                    (None, Some(Value::Null)) => V::Null,
+                    (None, Some(d)) => read(&f.node, d, field_path)?.into_owned(),
+                    (None, None) => return Err(JsonError::Missing { field: field_path.to_string() }),
                 });
             }
             V::Record(fields)
@@ -99,22 +117,25 @@ pub(crate) fn from_json<'a>(n: &Node, j: &'a Value, path: &str) -> Result<V<'a>,
     })
 }
 
-fn from_json_union<'a>(branches: &[Node], j: &'a Value, path: &str) -> Result<V<'a>, JsonError> {
+fn from_json_union<'a>(branches: &[Node], j: &'a Value, path: Path<'_>) -> Result<V<'a>, JsonError> {
+    if j.is_null() && branches.iter().any(|b| matches!(b, Node::Null)) {
+        return Ok(V::Null);
+    }
     // Avro's JSON encoding: {"<branch type>": value}.
     if let Value::Object(m) = j {
         if m.len() == 1 {
             if let Some((k, inner)) = m.iter().next() {
                 if let Some(b) = branches.iter().find(|b| b.type_name() == k || unqualified(b.type_name()) == k) {
-                    if !matches!(b, Node::Record(_) | Node::Map(_)) || from_json(b, j, path).is_err() {
-                        return from_json(b, inner, path);
+                    if !matches!(b, Node::Record(_) | Node::Map(_)) || read(b, j, path).is_err() {
+                        return read(b, inner, path);
                     }
                 }
             }
         }
     }
     let mut first_err = None;
-    for b in branches {
-        match from_json(b, j, path) {
+    for b in branches.iter().filter(|b| !matches!(b, Node::Null)) {
+        match read(b, j, path) {
             Ok(v) => return Ok(v),
             Err(e @ JsonError::Missing { .. }) => {
                 first_err.get_or_insert(e);
@@ -160,7 +181,8 @@ pub(crate) fn to_json(n: &Node, v: &V<'_>) -> Value {
         (_, V::Double(d)) => Number::from_f64(*d).map_or(Value::Null, Value::Number),
         (_, V::Str(s)) | (_, V::Enum(s)) => Value::String(s.to_string()),
         (_, V::Bytes(b)) => Value::String(b.iter().map(|&c| char::from(c)).collect()),
-        (_, V::Array(items)) => Value::Array(items.iter().map(|it| to_json(&Node::Null, it)).collect()),
-        (_, V::Map(_) | V::Record(_)) => Value::Null,
+        // A value that does not fit its schema: the mapping is tested
+        // against the schemas, so this is unreachable in practice.
+        (_, V::Array(_) | V::Map(_) | V::Record(_)) => Value::Null,
     }
 }

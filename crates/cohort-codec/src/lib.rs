@@ -36,6 +36,6 @@ pub mod schema;
 
 pub use codec::{derived_event_id, split_confluent, Decoder, Encoder, Format, Record, DEFAULT_MAX_VALUE_BYTES};
 pub use error::{DecodeError, EncodeError, RegistryError, SchemaError};
-pub use output::{Cause, CauseKind, NextBestOffer, Scores, SegmentChanged};
+pub use output::{Cause, CauseKind, NextBestOffer, OfferScores, SegmentChanged};
 pub use registry::{check_compatible, Registry};
 pub use schema::{InputKind, RecordType};

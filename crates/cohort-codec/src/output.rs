@@ -1,9 +1,10 @@
 //! The records cohort writes, as the codec encodes them.
 //!
 //! These mirror `schemas/io.cohort.v1.SegmentChanged.avsc` and
-//! `io.cohort.v1.NextBestOffer.avsc` field for field. They live here until
-//! cohort-core's engine has its own output types; then the worker converts
-//! (or these become `From` impls) and the wire contract stays the same.
+//! `io.cohort.v1.NextBestOffer.avsc` field for field, and copy the output
+//! types of cohort-core's engine (`cohort_core::engine`) field for field
+//! and name for name: they stand in for them until the engine lands, after
+//! which the codec encodes the engine's types directly.
 
 use cohort_core::event::Channel;
 use cohort_core::time::Timestamp;
@@ -51,17 +52,19 @@ pub struct SegmentChanged {
     /// Full membership after the change.
     pub segments: Vec<String>,
     pub cause: Cause,
-    pub rules_version: i64,
+    /// The `version` of the rules that decided.
+    pub rules_version: String,
 }
 
 /// The factors that ranked an offer.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Scores {
-    pub score: f64,
+pub struct OfferScores {
     pub propensity: f64,
     pub context_weight: f64,
     pub value: f64,
     pub lever: f64,
+    /// `propensity × context_weight × value × lever`.
+    pub total: f64,
 }
 
 /// The best offer at a decision point (topic `next-best-offers`).
@@ -71,11 +74,17 @@ pub struct NextBestOffer {
     pub id: String,
     pub customer: String,
     pub time: Timestamp,
-    pub offer: String,
-    pub channel: Channel,
-    pub scores: Scores,
+    /// The offer to send; `None` when the customer is in the holdout.
+    pub offer: Option<String>,
+    /// The offer whose control group the customer is in (when `holdout`).
+    pub holdout_offer: Option<String>,
+    /// `None` when holdout.
+    pub channel: Option<Channel>,
+    pub scores: OfferScores,
+    /// Best first; empty when holdout.
     pub products: Vec<String>,
     /// Control group: record, do not send.
     pub holdout: bool,
     pub cause: Cause,
+    pub rules_version: String,
 }

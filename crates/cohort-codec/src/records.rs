@@ -65,12 +65,23 @@ pub(crate) const OUTCOME_FIELDS: [&str; 7] =
 pub(crate) const SEGMENT_CHANGED_FIELDS: [&str; 8] =
     ["id", "customer", "time", "entered", "exited", "segments", "cause", "rules_version"];
 #[cfg(test)]
-pub(crate) const NEXT_BEST_OFFER_FIELDS: [&str; 9] =
-    ["id", "customer", "time", "offer", "channel", "scores", "products", "holdout", "cause"];
+pub(crate) const NEXT_BEST_OFFER_FIELDS: [&str; 11] = [
+    "id",
+    "customer",
+    "time",
+    "offer",
+    "holdout_offer",
+    "channel",
+    "scores",
+    "products",
+    "holdout",
+    "cause",
+    "rules_version",
+];
 #[cfg(test)]
 pub(crate) const CAUSE_FIELDS: [&str; 3] = ["kind", "event_id", "trigger"];
 #[cfg(test)]
-pub(crate) const SCORES_FIELDS: [&str; 5] = ["score", "propensity", "context_weight", "value", "lever"];
+pub(crate) const SCORES_FIELDS: [&str; 5] = ["propensity", "context_weight", "value", "lever", "total"];
 
 /// The common head of every input record, before the customer is checked
 /// against the key and a missing id is derived.
@@ -452,7 +463,7 @@ pub(crate) fn segment_changed_value(o: &crate::output::SegmentChanged) -> V<'_> 
         list(&o.exited),
         list(&o.segments),
         cause_value(&o.cause),
-        V::Long(o.rules_version),
+        s(&o.rules_version),
     ])
 }
 
@@ -462,18 +473,20 @@ pub(crate) fn next_best_offer_value(o: &crate::output::NextBestOffer) -> V<'_> {
         s(&o.id),
         s(&o.customer),
         V::Long(o.time.0),
-        s(&o.offer),
-        e(o.channel.as_str()),
+        os(&o.offer),
+        os(&o.holdout_offer),
+        oc(o.channel),
         V::Record(vec![
-            V::Double(sc.score),
             V::Double(sc.propensity),
             V::Double(sc.context_weight),
             V::Double(sc.value),
             V::Double(sc.lever),
+            V::Double(sc.total),
         ]),
         list(&o.products),
         V::Bool(o.holdout),
         cause_value(&o.cause),
+        s(&o.rules_version),
     ])
 }
 
@@ -503,25 +516,27 @@ pub(crate) fn segment_changed(v: V<'_>) -> Result<crate::output::SegmentChanged,
         exited: strings(exited, "exited")?,
         segments: strings(segments, "segments")?,
         cause: cause(c)?,
-        rules_version: long(rules_version, "rules_version")?,
+        rules_version: string(rules_version, "rules_version")?,
     })
 }
 
 pub(crate) fn next_best_offer(v: V<'_>) -> Result<crate::output::NextBestOffer, DecodeError> {
-    let [id, customer, time, offer, chan, scores, products, holdout, c] = fields::<9>(v, "NextBestOffer")?;
-    let [score, propensity, context_weight, value, lever] = fields::<5>(scores, "scores")?;
+    let [id, customer, time, offer, holdout_offer, chan, scores, products, holdout, c, rules_version] =
+        fields::<11>(v, "NextBestOffer")?;
+    let [propensity, context_weight, value, lever, total] = fields::<5>(scores, "scores")?;
     Ok(crate::output::NextBestOffer {
         id: string(id, "id")?,
         customer: string(customer, "customer")?,
         time: Timestamp(long(time, "time")?),
-        offer: string(offer, "offer")?,
-        channel: channel(chan, "channel")?,
-        scores: crate::output::Scores {
-            score: double(score, "scores.score")?,
+        offer: opt_string(offer, "offer")?,
+        holdout_offer: opt_string(holdout_offer, "holdout_offer")?,
+        channel: opt_channel(chan, "channel")?,
+        scores: crate::output::OfferScores {
             propensity: double(propensity, "scores.propensity")?,
             context_weight: double(context_weight, "scores.context_weight")?,
             value: double(value, "scores.value")?,
             lever: double(lever, "scores.lever")?,
+            total: double(total, "scores.total")?,
         },
         products: strings(products, "products")?,
         holdout: match holdout {
@@ -529,6 +544,7 @@ pub(crate) fn next_best_offer(v: V<'_>) -> Result<crate::output::NextBestOffer, 
             _ => return Err(bad("holdout", "not a boolean")),
         },
         cause: cause(c)?,
+        rules_version: string(rules_version, "rules_version")?,
     })
 }
 

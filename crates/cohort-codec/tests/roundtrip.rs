@@ -30,8 +30,13 @@ fn outputs_round_trip_in_every_format() {
         let dec = Decoder::new(format, reg.clone());
         let sc = segment_changed();
         assert_eq!(dec.decode_segment_changed(&enc.encode_segment_changed(&sc).unwrap()).unwrap(), sc, "{format}");
-        let nbo = next_best_offer();
-        assert_eq!(dec.decode_next_best_offer(&enc.encode_next_best_offer(&nbo).unwrap()).unwrap(), nbo, "{format}");
+        for nbo in [next_best_offer(), held_out_offer()] {
+            assert_eq!(
+                dec.decode_next_best_offer(&enc.encode_next_best_offer(&nbo).unwrap()).unwrap(),
+                nbo,
+                "{format}"
+            );
+        }
     }
 }
 
@@ -110,6 +115,7 @@ fn avro_bytes_interoperate_with_apache_avro() {
         .collect();
     cases.push((RecordType::SegmentChanged, enc.encode_segment_changed(&segment_changed()).unwrap()));
     cases.push((RecordType::NextBestOffer, enc.encode_next_best_offer(&next_best_offer()).unwrap()));
+    cases.push((RecordType::NextBestOffer, enc.encode_next_best_offer(&held_out_offer()).unwrap()));
     for (rt, bytes) in cases {
         let schema = Schema::parse_str(rt.schema_text()).unwrap();
         let value = from_avro_datum(&schema, &mut &bytes[..], None).expect("apache-avro reads our bytes");

@@ -1,7 +1,7 @@
 //! Sample records and registries shared by the integration tests.
 #![allow(dead_code)]
 
-use cohort_codec::{Cause, CauseKind, NextBestOffer, Record, Registry, Scores, SegmentChanged};
+use cohort_codec::{Cause, CauseKind, NextBestOffer, OfferScores, Record, Registry, SegmentChanged};
 use cohort_core::event::*;
 use cohort_core::time::Timestamp;
 use std::path::PathBuf;
@@ -126,7 +126,7 @@ pub fn segment_changed() -> SegmentChanged {
         exited: vec![],
         segments: vec!["cart_abandoner".into(), "vip".into()],
         cause: Cause { kind: CauseKind::Timer, event_id: None, trigger: Some("cart_abandoned".into()) },
-        rules_version: 3,
+        rules_version: "3".into(),
     }
 }
 
@@ -135,9 +135,10 @@ pub fn next_best_offer() -> NextBestOffer {
         id: "nbo-1".into(),
         customer: "cust-7".into(),
         time: T,
-        offer: "winback_20".into(),
-        channel: Channel::Email,
-        scores: Scores { score: 1.2, propensity: 0.06, context_weight: 1.0, value: 20.0, lever: 1.0 },
+        offer: Some("winback_20".into()),
+        holdout_offer: None,
+        channel: Some(Channel::Email),
+        scores: OfferScores { propensity: 0.06, context_weight: 1.0, value: 20.0, lever: 1.0, total: 1.2 },
         products: vec!["sku-1".into(), "sku-3".into()],
         holdout: false,
         cause: Cause {
@@ -145,5 +146,18 @@ pub fn next_best_offer() -> NextBestOffer {
             event_id: Some("ev-1".into()),
             trigger: Some("segment_entered:lapsed".into()),
         },
+        rules_version: "3".into(),
+    }
+}
+
+/// A decision for a customer in the control group.
+pub fn held_out_offer() -> NextBestOffer {
+    NextBestOffer {
+        offer: None,
+        holdout_offer: Some("winback_20".into()),
+        channel: None,
+        products: vec![],
+        holdout: true,
+        ..next_best_offer()
     }
 }
