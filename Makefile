@@ -13,7 +13,7 @@ all: help
 
 help:
 	@echo "make run    the demo on an embedded broker"
-	@echo "make test   lint, then every test (unit, property, end-to-end on a real broker)"
+	@echo "make test   lint, deploy/ checks (promtool), then every test (unit, property, end-to-end on a real broker)"
 	@echo "make lint   cargo fmt --check and clippy with warnings denied"
 	@echo "make bench  the benchmarks, with their figures printed"
 
@@ -28,6 +28,7 @@ lint: setup
 	$(CARGO) clippy $(PROFILE_FLAGS) --workspace --all-targets -- -D warnings
 
 test: lint
+	PYTHON=/usr/bin/python3 scripts/check-deploy.sh
 	scripts/with-broker.sh $(CARGO) test $(PROFILE_FLAGS) --workspace --no-fail-fast
 
 # Fast loop for the pure core: builds neither librdkafka nor RocksDB.

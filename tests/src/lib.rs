@@ -363,3 +363,35 @@ fn owned<M: Message>(m: &M) -> Record {
         headers,
     }
 }
+
+/// Reads every record currently in `topic`: consumes until each partition's
+/// position reaches the high watermark it had when this was called.
+pub async fn consume_to_end(bootstrap: &str, topic: &str, deadline: Duration) -> Result<Vec<Record>> {
+    use rdkafka::consumer::BaseConsumer;
+    let probe: BaseConsumer = client_config(bootstrap).create()?;
+    let md = probe.fetch_metadata(Some(topic), Timeout::After(Duration::from_secs(10)))?;
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    let mut ends = std::collections::HashMap::new();
+    for p in partitions {
+        let (_, high) = probe.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        ends.insert(p, high);
+    }
+    let total: i64 = ends.values().sum();
+    if total == 0 {
+        return Ok(Vec::new());
+    }
+    consume_until(bootstrap, &[topic], deadline, |r| {
+        let mut last: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
+        for rec in r {
+            let e = last.entry(rec.partition).or_insert(-1);
+            *e = (*e).max(rec.offset);
+        }
+        ends.iter().all(|(p, high)| *high == 0 || last.get(p).is_some_and(|o| *o + 1 >= *high))
+    })
+    .await
+}

@@ -175,14 +175,13 @@ impl Default for RulesConfig {
 pub struct StoreSection {
     /// The RocksDB directory; one per worker, on a persistent volume.
     pub path: PathBuf,
-    /// Hot customers kept decoded in memory, in bytes.
-    pub cache_bytes: u64,
+    /// RocksDB tuning and the hot-state cache; see cohort-store's `StoreConfig`.
+    pub rocksdb: cohort_store::StoreConfig,
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
-        // 256 MiB of hot state: ~250k customers at ~1 KiB each.
-        StoreSection { path: PathBuf::from("data/cohort"), cache_bytes: 256 << 20 }
+        StoreSection { path: PathBuf::from("data/cohort"), rocksdb: cohort_store::StoreConfig::default() }
     }
 }
 

@@ -5,3 +5,7 @@
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod dlq;
+pub mod worker;
+pub mod inspect;
+pub mod demo;

@@ -1,10 +1,27 @@
 //! The `cohort` command: the worker, the demo and the admin commands.
 
+use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use cohort::config::{Config, LogFormat};
+use cohort::http::{self, CustomerLookup, Readiness};
+use cohort::metrics::Metrics;
+use cohort::worker::{self, Clock, SystemClock, Worker};
+use cohort_core::engine::{Engine, EngineSettings};
+use cohort_store::Store;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Real-time customer segmentation and next-best-offer decisions on Kafka.
+///
+/// cohort reads clickstream, purchase, profile and offer-outcome topics, keeps
+/// one state record per customer in RocksDB, re-evaluates segment rules on
+/// every event and when time passes, and publishes segment changes and
+/// next-best-offers back to Kafka.
+///
+/// Configuration comes from a TOML file (see deploy/cohort.toml for every key)
+/// and COHORT__SECTION__KEY environment variables, which win over the file.
 #[derive(Debug, Parser)]
-#[command(name = "cohort", version, about, long_about = None)]
+#[command(name = "cohort", version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -12,19 +29,216 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run everything in one process on an embedded broker with generated traffic.
-    Demo,
+    /// Run the worker: join the consumer group, process events, serve
+    /// /metrics, /healthz and /readyz. Stops cleanly on SIGTERM or Ctrl-C
+    /// (finishes the batch, commits, leaves the group).
+    Run {
+        /// The TOML configuration file.
+        #[arg(long, short, value_name = "FILE", env = "COHORT_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run everything in one process on an embedded broker with generated
+    /// traffic and a live view (what `make run` does).
+    Demo(cohort::demo::DemoArgs),
+    /// Check a rules file: parse, type-check and compile it, then list its
+    /// segments and offers. Errors name the file, line and column.
+    Validate {
+        /// The rules YAML file.
+        rules: PathBuf,
+    },
+    /// Check a configuration file (and the COHORT__* environment) without
+    /// connecting to anything; prints the effective configuration.
+    CheckConfig {
+        /// The TOML configuration file; only defaults and environment if omitted.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Print one customer's state, segments, windowed counts and timers as
+    /// JSON, from the local store (the worker must be stopped: RocksDB allows
+    /// one process; on a running worker use GET /admin/customers/ID).
+    Inspect {
+        /// The customer id (the Kafka key).
+        customer: String,
+        #[arg(long, short, value_name = "FILE", env = "COHORT_CONFIG")]
+        config: PathBuf,
+    },
+    /// Erase a customer. By default this produces a forget request (a null
+    /// value keyed by the customer) to the profiles topic, so the worker
+    /// that owns the customer erases its state and timers, writes a changelog
+    /// tombstone and announces it on segment-changes. With --local, erases
+    /// from a stopped worker's store directly and compacts it so the id is
+    /// gone from every file.
+    Forget {
+        /// The customer id (the Kafka key).
+        customer: String,
+        #[arg(long, short, value_name = "FILE", env = "COHORT_CONFIG")]
+        config: PathBuf,
+        /// Erase from the local store instead of sending a forget request.
+        #[arg(long)]
+        local: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo => {
-            eprintln!(
-                "cohort demo is not built yet: the embedded demo is tracked as its own issue.\n\
-                 Until it lands, `make test` runs the engine's tests against a real broker."
-            );
-            std::process::exit(2);
+        Command::Run { config } => {
+            let config = load_config(Some(&config))?;
+            init_tracing(&config);
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(run(config))
+        }
+        Command::Demo(args) => cohort::demo::run(args),
+        Command::Validate { rules } => {
+            let set = worker::load_rules(&rules)?;
+            println!("{}: valid, rules version {}", rules.display(), set.version());
+            println!("{} segments:", set.segments().len());
+            for s in set.segments() {
+                let group = s.group.as_deref().map(|g| format!(" [group {g}, priority {}]", s.priority)).unwrap_or_default();
+                println!("  {}{group}", s.name);
+            }
+            println!("{} offers:", set.offers().len());
+            for o in set.offers() {
+                println!("  {} (value {}, lever {}, holdout {})", o.id, o.value, o.lever, o.holdout);
+            }
+            Ok(())
+        }
+        Command::CheckConfig { config } => {
+            let c = load_config(config.as_deref())?;
+            println!("{c:#?}");
+            Ok(())
+        }
+        Command::Inspect { customer, config } => {
+            let config = load_config(Some(&config))?;
+            let engine = Engine::new(worker::load_rules(&config.rules.path)?, EngineSettings::default());
+            let store = Store::open(&config.store.path, &config.store.rocksdb)
+                .with_context(|| format!("opening the store at {}", config.store.path.display()))?;
+            match lookup_json(&store, &engine, &customer, SystemClock.now())? {
+                Some(json) => {
+                    println!("{json}");
+                    Ok(())
+                }
+                None => bail!("customer {customer:?} is not in the store at {}", config.store.path.display()),
+            }
+        }
+        Command::Forget { customer, config, local } => {
+            let config = load_config(Some(&config))?;
+            if local {
+                let store = Store::open(&config.store.path, &config.store.rocksdb)
+                    .with_context(|| format!("opening the store at {}", config.store.path.display()))?;
+                let report = store.forget(&customer)?;
+                store.compact()?;
+                println!(
+                    "erased {customer:?} from {}: {} state(s), {} timer(s) in partitions {:?}",
+                    config.store.path.display(),
+                    report.states_deleted,
+                    report.timers_deleted,
+                    report.partitions
+                );
+                println!("note: the changelog topic still holds its state until a forget request is processed; run without --local too.");
+                return Ok(());
+            }
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                let mut props = config.kafka.properties.clone();
+                props.extend(config.kafka.producer_properties.clone());
+                let producer = cohort_kafka::OutputProducer::new(&config.kafka.bootstrap_servers, &props, 1)?;
+                let rec = cohort_kafka::OutputRecord {
+                    topic: config.topics.profiles.clone(),
+                    key: Some(customer.clone().into_bytes()),
+                    value: None,
+                    headers: vec![("cohort.forget".into(), b"requested".to_vec())],
+                    timestamp: Some(SystemClock.now().as_millis()),
+                };
+                producer.send_all(std::slice::from_ref(&rec)).await?;
+                println!(
+                    "forget request for {customer:?} written to {}; the owning worker erases it and announces it on {}",
+                    config.topics.profiles, config.topics.segment_changes
+                );
+                anyhow::Ok(())
+            })
         }
     }
+}
+
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    Config::load(path, std::env::vars()).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+}
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
+}
+
+/// The customer's inspection JSON, from whichever partition holds it.
+fn lookup_json(store: &Store, engine: &Engine, customer: &str, now: cohort_core::time::Timestamp) -> anyhow::Result<Option<String>> {
+    let found = store.inspect(customer)?;
+    let Some(first) = found.into_iter().find(|i| i.state.is_some()) else { return Ok(None) };
+    let state = match &first.state {
+        Some(bytes) => cohort_core::encode::decode(bytes).map_err(|e| anyhow::anyhow!("decoding {customer}: {e}"))?,
+        None => return Ok(None),
+    };
+    let doc = cohort::inspect::customer_json(customer, first.partition, &state, &first.timers, engine, now);
+    Ok(Some(serde_json::to_string_pretty(&doc)?))
+}
+
+struct AdminLookup {
+    store: Arc<Store>,
+    engine: Arc<Engine>,
+    clock: Arc<dyn Clock>,
+}
+
+impl CustomerLookup for AdminLookup {
+    fn customer_json(&self, customer: &str) -> Result<Option<String>, String> {
+        lookup_json(&self.store, &self.engine, customer, self.clock.now()).map_err(|e| e.to_string())
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let metrics = Metrics::new()?;
+    metrics.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    let readiness = Arc::new(Readiness::default());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let worker = Worker::open(config.clone(), metrics.clone(), readiness.clone(), clock.clone())?;
+    let lookup = Arc::new(AdminLookup { store: worker.store(), engine: worker.engine(), clock });
+    let addr: std::net::SocketAddr = config.http.listen.parse()?;
+    let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
+    let (bound, http_task) = http::serve(addr, metrics, readiness, Some(lookup), async {
+        let _ = stop_http_rx.await;
+    })
+    .await
+    .with_context(|| format!("binding http.listen {addr}"))?;
+    tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
+    let result = worker.run(shutdown_signal()).await;
+    let _ = stop_http_tx.send(());
+    let _ = http_task.await;
+    result
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested");
 }

@@ -49,6 +49,20 @@ pub struct Metrics {
     pub rebalances: IntCounterVec,
     /// Records sent to the output topics, by topic.
     pub output_records: IntCounterVec,
+    /// Output sends that failed (the batch is retried), by topic.
+    pub output_errors: IntCounterVec,
+    /// Output records handed to the producer and not yet acknowledged.
+    pub output_in_flight: IntGauge,
+    /// Assigned partitions still restoring state (not yet consuming).
+    pub restoring_partitions: IntGauge,
+    /// 1 while /readyz answers ready.
+    pub ready: IntGauge,
+    /// Each owned partition's event-time watermark, in seconds since the epoch.
+    pub partition_watermark: IntGaugeVec,
+    /// The loaded rules file's version (the label); always 1.
+    pub rules_info: IntGaugeVec,
+    /// This build's version (the label); always 1.
+    pub build_info: IntGaugeVec,
 }
 
 /// Latency buckets from 1 ms to ~30 s.
@@ -160,6 +174,27 @@ impl Metrics {
                 "Records produced, by output topic.",
                 &["topic"],
             )?,
+            output_errors: counter_vec(
+                "cohort_output_errors_total",
+                "Output sends that failed, by topic; the batch is retried.",
+                &["topic"],
+            )?,
+            output_in_flight: gauge(
+                "cohort_output_in_flight_records",
+                "Output records handed to the producer and not yet acknowledged.",
+            )?,
+            restoring_partitions: gauge(
+                "cohort_consumer_restoring_partitions",
+                "Assigned partitions still restoring state.",
+            )?,
+            ready: gauge("cohort_worker_ready", "1 while /readyz answers ready.")?,
+            partition_watermark: gauge_vec(
+                "cohort_partition_watermark_seconds",
+                "Each owned partition's event-time watermark, in seconds since the epoch.",
+                &["partition"],
+            )?,
+            rules_info: gauge_vec("cohort_rules_info", "The loaded rules version, as a label.", &["version"])?,
+            build_info: gauge_vec("cohort_build_info", "This build's version, as a label.", &["version"])?,
             registry,
         })
     }
@@ -187,7 +222,8 @@ mod tests {
         for family in m.registry.gather() {
             let name = family.get_name();
             assert!(name.starts_with("cohort_"), "{name}");
-            let unit_or_total = ["_total", "_seconds", "_bytes", "_records", "_customers", "_partitions", "_stalled"];
+            let unit_or_total =
+                ["_total", "_seconds", "_bytes", "_records", "_customers", "_partitions", "_stalled", "_ready", "_info"];
             assert!(unit_or_total.iter().any(|s| name.ends_with(s)), "{name} ends with a unit");
         }
         let text = m.render();

@@ -1,0 +1,88 @@
+//! Dead letters: a record cohort cannot use goes to the dead-letter topic
+//! with its original key, value and headers, plus headers that say why and
+//! where it came from, so it can be inspected and replayed. Nothing is lost
+//! and the partition keeps flowing.
+
+use cohort_kafka::{InputRecord, OutputRecord};
+
+/// Header with the short, stable reason (also the metric label).
+pub const HEADER_REASON: &str = "cohort.dlq.reason";
+/// Header with a human-readable description of what was wrong.
+pub const HEADER_DETAIL: &str = "cohort.dlq.detail";
+/// Headers locating the original record.
+pub const HEADER_TOPIC: &str = "cohort.dlq.topic";
+pub const HEADER_PARTITION: &str = "cohort.dlq.partition";
+pub const HEADER_OFFSET: &str = "cohort.dlq.offset";
+
+/// Why a record went to the DLQ, when the reason is the worker's and not
+/// the codec's or core's validation.
+pub mod reason {
+    /// Larger than `processing.max_record_bytes`; not decoded.
+    pub const OVERSIZED: &str = "oversized";
+    /// An event id already processed within `processing.dedup_window`.
+    pub const DUPLICATE_EVENT_ID: &str = "duplicate_event_id";
+}
+
+/// The dead letter for `rec`, addressed to `dlq_topic`.
+pub fn dead_letter(dlq_topic: &str, rec: &InputRecord, reason: &str, detail: &str) -> OutputRecord {
+    let mut headers = rec.headers.clone();
+    headers.push((HEADER_REASON.to_string(), reason.as_bytes().to_vec()));
+    headers.push((HEADER_DETAIL.to_string(), truncate(detail, 1024).as_bytes().to_vec()));
+    headers.push((HEADER_TOPIC.to_string(), rec.topic.as_bytes().to_vec()));
+    headers.push((HEADER_PARTITION.to_string(), rec.partition.to_string().into_bytes()));
+    headers.push((HEADER_OFFSET.to_string(), rec.offset.to_string().into_bytes()));
+    OutputRecord {
+        topic: dlq_topic.to_string(),
+        key: rec.key.clone(),
+        value: rec.value.clone(),
+        headers,
+        timestamp: rec.timestamp,
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn keeps_the_original_bytes_and_headers_and_says_why() {
+        let rec = InputRecord {
+            topic: Arc::from("clickstream"),
+            partition: 3,
+            offset: 42,
+            timestamp: Some(7),
+            key: Some(b"c-1".to_vec()),
+            value: Some(vec![0xff, 0x00]),
+            headers: vec![("trace".into(), b"abc".to_vec())],
+        };
+        let d = dead_letter("cohort-dlq", &rec, "undecodable", "invalid JSON at 1:1");
+        assert_eq!(d.topic, "cohort-dlq");
+        assert_eq!(d.key, rec.key);
+        assert_eq!(d.value, rec.value);
+        let h = |k: &str| d.headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(h("trace"), Some(b"abc".to_vec()));
+        assert_eq!(h(HEADER_REASON), Some(b"undecodable".to_vec()));
+        assert_eq!(h(HEADER_TOPIC), Some(b"clickstream".to_vec()));
+        assert_eq!(h(HEADER_PARTITION), Some(b"3".to_vec()));
+        assert_eq!(h(HEADER_OFFSET), Some(b"42".to_vec()));
+    }
+
+    #[test]
+    fn a_long_detail_is_cut_on_a_character_boundary() {
+        let long = "é".repeat(1000);
+        assert!(truncate(&long, 1024).len() <= 1024);
+        assert!(truncate(&long, 1023).is_char_boundary(truncate(&long, 1023).len()));
+    }
+}

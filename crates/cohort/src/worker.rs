@@ -1,0 +1,747 @@
+//! The worker: Kafka in, decisions out.
+//!
+//! One loop per process, following DESIGN.md's data flow for every batch:
+//!
+//! ```text
+//! poll batch ─> decode (codec) ─> load states (store) ─> apply events and
+//! fire due timers (core) ─> produce outputs, dead letters and changelog ─>
+//! await acks ─> commit {states, timers, input offsets} (store) ─> advisory
+//! Kafka commit
+//! ```
+//!
+//! The store commit happens only after every output of the batch is
+//! acknowledged, so a crash at any point replays from offsets that match the
+//! state: state is exactly-once, outputs at-least-once with stable ids.
+//!
+//! Backpressure is structural: a batch's outputs are acknowledged before the
+//! next batch is polled, so input is never consumed faster than outputs are
+//! accepted, and librdkafka's prefetch is bounded by its own queue settings.
+//!
+//! Timers fire in event-time order as the partition's watermark passes them,
+//! interleaved with events (before each event, every timer due at or before
+//! the watermark so far fires), so where batch boundaries fall never changes
+//! what is decided. In live mode an idle partition's watermark also follows
+//! the injected [`Clock`].
+
+use crate::config::{Config, StartFrom, WireFormat};
+use crate::dlq;
+use crate::http::Readiness;
+use crate::metrics::Metrics;
+use anyhow::{anyhow, Context as _};
+use cohort_codec::{Decoder, Encoder, Format, InputKind, Registry};
+use cohort_core::engine::{apply, Engine, Input, Output, Tables};
+use cohort_core::event::{Event, EventKind};
+use cohort_core::state::CustomerState;
+use cohort_core::time::{Duration as CoreDuration, Timestamp};
+use cohort_core::watermark::Watermark;
+use cohort_kafka::consumer::ConsumerSettings;
+use cohort_kafka::{
+    InputConsumer, InputRecord, OffsetSource, OutputProducer, OutputRecord, PartitionEvent, StartPosition,
+    TopicPartition,
+};
+use cohort_store::{Batch, Store, Timer, TopicOffset};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, info_span, warn};
+
+/// Where "now" comes from. The worker reads wall-clock time only through
+/// this, so tests and the demo (an accelerated clock) control it.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Timestamp;
+}
+
+/// The system's clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        Timestamp(ms)
+    }
+}
+
+/// Header set on a `segment-changes` tombstone that announces a forgotten customer.
+pub const HEADER_FORGOTTEN: &str = "cohort.forgotten";
+/// Header naming an output record's type (`segment_changed`, `next_best_offer`, `forgotten`).
+pub const HEADER_TYPE: &str = "cohort.type";
+/// Header carrying an output's id, so consumers can dedup without decoding.
+pub const HEADER_ID: &str = "cohort.id";
+
+/// Everything the worker needs, built by [`Worker::open`].
+pub struct Worker {
+    config: Config,
+    engine: Arc<Engine>,
+    store: Arc<Store>,
+    decoder: Decoder,
+    encoder: Encoder,
+    metrics: Metrics,
+    readiness: Arc<Readiness>,
+    clock: Arc<dyn Clock>,
+    partitions: BTreeMap<i32, PartitionRuntime>,
+    /// Input topic name → what it carries.
+    kinds: HashMap<String, InputKind>,
+}
+
+/// What the worker keeps in memory for a partition it owns.
+struct PartitionRuntime {
+    watermark: Watermark,
+    tables: Tables,
+    /// Pending timers, by due time, and each customer's one pending timer.
+    timers: BTreeSet<(Timestamp, String)>,
+    timer_of: HashMap<String, Timestamp>,
+}
+
+impl PartitionRuntime {
+    fn set_timer(&mut self, customer: &str, due: Option<Timestamp>, delta: &mut TimerDelta) {
+        let old = self.timer_of.get(customer).copied();
+        if old == due {
+            return;
+        }
+        if let Some(old) = old {
+            self.timers.remove(&(old, customer.to_string()));
+            self.timer_of.remove(customer);
+            delta.clear.push(Timer { due: old, customer: customer.to_string() });
+        }
+        if let Some(due) = due {
+            self.timers.insert((due, customer.to_string()));
+            self.timer_of.insert(customer.to_string(), due);
+            delta.set.push(Timer { due, customer: customer.to_string() });
+        }
+    }
+
+    /// The earliest pending timer due at or before the watermark.
+    fn pop_due(&mut self, watermark: Timestamp, delta: &mut TimerDelta) -> Option<(Timestamp, String)> {
+        let first = self.timers.iter().next().cloned()?;
+        if first.0 > watermark {
+            return None;
+        }
+        self.timers.remove(&first);
+        self.timer_of.remove(&first.1);
+        delta.clear.push(Timer { due: first.0, customer: first.1.clone() });
+        Some(first)
+    }
+}
+
+#[derive(Default)]
+struct TimerDelta {
+    set: Vec<Timer>,
+    clear: Vec<Timer>,
+}
+
+impl TimerDelta {
+    /// Drops a set followed by a clear of the same timer within one batch.
+    fn normalise(self) -> (Vec<Timer>, Vec<Timer>) {
+        let set: BTreeSet<Timer> = self.set.into_iter().collect();
+        let clear: BTreeSet<Timer> = self.clear.into_iter().collect();
+        let both: BTreeSet<Timer> = set.intersection(&clear).cloned().collect();
+        // Applied as: clears, then sets. A timer both set and cleared in this
+        // batch was set then fired or replaced: it must not survive.
+        let set = set.difference(&both).cloned().collect();
+        let clear = clear.into_iter().collect();
+        (set, clear)
+    }
+}
+
+/// The store answers the consumer's "where do I start" on assignment.
+struct StoreOffsets(Arc<Store>);
+
+impl OffsetSource for StoreOffsets {
+    fn next_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        match self.0.input_offset(topic, partition as u32) {
+            Ok(o) => o,
+            Err(e) => {
+                warn!(topic, partition, error = %e, "cannot read stored offset; starting per start_from");
+                None
+            }
+        }
+    }
+}
+
+/// A processed batch, ready to be produced and committed.
+#[derive(Default)]
+struct Processed {
+    outputs: Vec<OutputRecord>,
+    commits: Vec<Batch>,
+    kafka_offsets: Vec<(TopicPartition, i64)>,
+    /// Event times of the events that caused outputs, for latency.
+    output_event_times: Vec<Timestamp>,
+    stats: BatchStats,
+}
+
+#[derive(Default)]
+struct BatchStats {
+    records: u64,
+    timers_fired: u64,
+    dlq: Vec<&'static str>,
+    entries: HashMap<String, i64>,
+    exits: HashMap<String, i64>,
+    offers: Vec<(String, bool)>,
+}
+
+fn format_of(f: WireFormat) -> Format {
+    match f {
+        WireFormat::Json => Format::Json,
+        WireFormat::Avro => Format::Avro,
+        WireFormat::ConfluentAvro => Format::ConfluentAvro,
+    }
+}
+
+/// Loads the rules file, refusing it with file, line, column and reason.
+pub fn load_rules(path: &std::path::Path) -> anyhow::Result<cohort_core::rules::RuleSet> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read rules", path.display()))?;
+    cohort_core::rules::RuleSet::from_yaml(&path.display().to_string(), &text).map_err(|e| anyhow!("{e}"))
+}
+
+/// Builds the codec registry from the configured schemas directory and ids.
+pub fn load_registry(config: &Config) -> anyhow::Result<Registry> {
+    if config.format.schema_ids.is_empty() && !config.format.schemas_dir.join("io.cohort.v1.ClickEvent.avsc").exists() {
+        return Ok(Registry::builtin());
+    }
+    let ids: Vec<(u32, String)> = config.format.schema_ids.iter().map(|(k, v)| (*k, v.clone())).collect();
+    Registry::load(&config.format.schemas_dir, ids).map_err(|e| anyhow!("{e}"))
+}
+
+impl Worker {
+    /// Opens the store and compiles the rules; connects to nothing yet.
+    pub fn open(
+        config: Config,
+        metrics: Metrics,
+        readiness: Arc<Readiness>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Worker> {
+        let rules = load_rules(&config.rules.path)?;
+        metrics.rules_info.with_label_values(&[rules.version()]).set(1);
+        let engine = Arc::new(Engine::new(rules, Default::default()));
+        let store = Arc::new(
+            Store::open(&config.store.path, &config.store.rocksdb)
+                .with_context(|| format!("opening the store at {}", config.store.path.display()))?,
+        );
+        let registry = Arc::new(load_registry(&config)?);
+        let decoder = Decoder::new(format_of(config.format.input), registry.clone())
+            .with_max_value_bytes(config.processing.max_record_bytes);
+        let encoder = Encoder::new(format_of(config.format.output), registry);
+        let t = &config.topics;
+        let kinds = [
+            (t.clickstream.clone(), InputKind::Click),
+            (t.purchases.clone(), InputKind::Purchase),
+            (t.profiles.clone(), InputKind::Profile),
+            (t.offer_outcomes.clone(), InputKind::OfferOutcome),
+        ]
+        .into_iter()
+        .collect();
+        Ok(Worker {
+            config,
+            engine,
+            store,
+            decoder,
+            encoder,
+            metrics,
+            readiness,
+            clock,
+            partitions: BTreeMap::new(),
+            kinds,
+        })
+    }
+
+    /// The store, shared with the admin API.
+    pub fn store(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+
+    /// The compiled rules and settings.
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.clone()
+    }
+
+    /// Consumes until `shutdown` completes, then finishes the batch in hand,
+    /// commits, and leaves the group.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let cfg = self.config.clone();
+        let mut consumer_props = cfg.kafka.properties.clone();
+        consumer_props.extend(cfg.kafka.consumer_properties.clone());
+        let settings = ConsumerSettings {
+            bootstrap: cfg.kafka.bootstrap_servers.clone(),
+            group_id: cfg.kafka.group_id.clone(),
+            topics: cfg.topics.inputs().iter().map(|s| s.to_string()).collect(),
+            properties: consumer_props,
+            start: match cfg.kafka.start_from {
+                StartFrom::Earliest => StartPosition::Earliest,
+                StartFrom::Latest => StartPosition::Latest,
+            },
+        };
+        let (consumer, mut events) = InputConsumer::new(&settings, Arc::new(StoreOffsets(self.store.clone())))?;
+        let mut producer_props = cfg.kafka.properties.clone();
+        producer_props.extend(cfg.kafka.producer_properties.clone());
+        let producer =
+            OutputProducer::new(&cfg.kafka.bootstrap_servers, &producer_props, cfg.processing.max_in_flight)?;
+        info!(
+            group = %cfg.kafka.group_id,
+            bootstrap = %cfg.kafka.bootstrap_servers,
+            rules = %self.engine.rules().version(),
+            "worker started"
+        );
+
+        tokio::pin!(shutdown);
+        let mut last_housekeeping = Instant::now();
+        loop {
+            let batch = tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                b = consumer.next_batch(cfg.processing.batch_max_records, cfg.processing.batch_max_wait) => b,
+            };
+            while let Ok(ev) = events.try_recv() {
+                self.on_partition_event(ev)?;
+            }
+            let records = match batch {
+                Ok(r) => r,
+                Err(e) if e.is_retryable() => {
+                    warn!(error = %e, "consumer error; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            // Records of partitions revoked since they were fetched belong to
+            // their next owner, which starts from the store's offsets.
+            let records: Vec<InputRecord> =
+                records.into_iter().filter(|r| self.partitions.contains_key(&r.partition)).collect();
+            let live = cfg.processing.live_clock;
+            if records.is_empty() && !live {
+                continue;
+            }
+            let started = Instant::now();
+            let processed = {
+                let _span = info_span!("batch", records = records.len()).entered();
+                tokio::task::block_in_place(|| self.process(&records, live))?
+            };
+            if processed.commits.is_empty() && processed.outputs.is_empty() {
+                continue;
+            }
+            self.deliver(&producer, &processed).await?;
+            let commits = processed.commits.clone();
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || -> Result<(), cohort_store::StoreError> {
+                for b in &commits {
+                    store.commit(b)?;
+                }
+                Ok(())
+            })
+            .await??;
+            if let Err(e) = consumer.commit_advisory(&processed.kafka_offsets) {
+                debug!(error = %e, "advisory offset commit failed");
+            }
+            self.record_metrics(&processed, started);
+            if last_housekeeping.elapsed() > Duration::from_secs(5) {
+                last_housekeeping = Instant::now();
+                self.housekeeping(&consumer);
+            }
+        }
+        info!("shutting down: leaving the group");
+        producer.flush(cfg.processing.shutdown_timeout).ok();
+        consumer.close();
+        self.readiness.consuming.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn on_partition_event(&mut self, ev: PartitionEvent) -> anyhow::Result<()> {
+        match ev {
+            PartitionEvent::Assigned(parts) => {
+                self.metrics.rebalances.with_label_values(&["assigned"]).inc();
+                let partitions: BTreeSet<i32> = parts.iter().map(|(p, _)| p.partition).collect();
+                for p in partitions {
+                    if self.partitions.contains_key(&p) {
+                        continue;
+                    }
+                    self.metrics.restoring_partitions.inc();
+                    let timers = self.store.partition_timers(p as u32)?;
+                    let mut rt = PartitionRuntime {
+                        watermark: Watermark::new(
+                            CoreDuration::from_millis(self.config.processing.allowed_lateness.as_millis() as i64),
+                            Timestamp::MIN,
+                        ),
+                        tables: Tables::default(),
+                        timers: BTreeSet::new(),
+                        timer_of: HashMap::new(),
+                    };
+                    for t in timers {
+                        rt.timer_of.insert(t.customer.clone(), t.due);
+                        rt.timers.insert((t.due, t.customer));
+                    }
+                    info!(partition = p, timers = rt.timers.len(), "partition ready");
+                    self.partitions.insert(p, rt);
+                    self.metrics.restoring_partitions.dec();
+                }
+            }
+            PartitionEvent::Revoked(parts) => {
+                self.metrics.rebalances.with_label_values(&["revoked"]).inc();
+                let still: BTreeSet<i32> = parts.iter().map(|p| p.partition).collect();
+                for p in still {
+                    self.partitions.remove(&p);
+                    let label = p.to_string();
+                    let _ = self.metrics.partition_watermark.remove_label_values(&[&label]);
+                    for t in self.config.topics.inputs() {
+                        let _ = self.metrics.consumer_lag_records.remove_label_values(&[t, &label]);
+                    }
+                }
+            }
+        }
+        let assigned = !self.partitions.is_empty();
+        self.readiness.assigned.store(assigned, Ordering::Relaxed);
+        self.readiness.consuming.store(assigned, Ordering::Relaxed);
+        self.metrics.assigned_partitions.set(self.partitions.len() as i64);
+        self.metrics.ready.set(i64::from(self.readiness.is_ready()));
+        Ok(())
+    }
+
+    /// Decodes, decides and prepares everything a batch writes. Pure but for
+    /// store reads.
+    fn process(&mut self, records: &[InputRecord], live: bool) -> anyhow::Result<Processed> {
+        let mut out = Processed::default();
+        let mut by_partition: BTreeMap<i32, Vec<&InputRecord>> = BTreeMap::new();
+        for r in records {
+            by_partition.entry(r.partition).or_default().push(r);
+        }
+        if live {
+            for p in self.partitions.keys() {
+                by_partition.entry(*p).or_default();
+            }
+        }
+        let now = self.clock.now();
+        let skew = CoreDuration::from_millis(self.config.processing.max_future_skew.as_millis() as i64);
+        for (partition, recs) in by_partition {
+            let Some(mut rt) = self.partitions.remove(&partition) else { continue };
+            let result = self.process_partition(partition, &mut rt, &recs, now, skew, live, &mut out);
+            self.partitions.insert(partition, rt);
+            result?;
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn process_partition(
+        &self,
+        partition: i32,
+        rt: &mut PartitionRuntime,
+        recs: &[&InputRecord],
+        now: Timestamp,
+        skew: CoreDuration,
+        live: bool,
+        out: &mut Processed,
+    ) -> anyhow::Result<()> {
+        let topics = &self.config.topics;
+        // Decode and validate; bad records become dead letters.
+        let mut events: Vec<(Event, &InputRecord)> = Vec::with_capacity(recs.len());
+        let mut next_offsets: BTreeMap<&str, i64> = BTreeMap::new();
+        for r in recs {
+            next_offsets.insert(&r.topic, r.offset + 1);
+            out.stats.records += 1;
+            let Some(kind) = self.kinds.get(r.topic.as_ref()).copied() else { continue };
+            let rec = cohort_codec::Record {
+                topic: &r.topic,
+                partition: r.partition,
+                offset: r.offset,
+                timestamp: r.timestamp,
+                key: r.key.as_deref(),
+                value: r.value.as_deref(),
+            };
+            let event = match self.decoder.decode(kind, &rec) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    self.metrics.decode_errors.with_label_values(&[e.reason()]).inc();
+                    self.dead_letter(r, e.reason(), &e.to_string(), out);
+                    continue;
+                }
+            };
+            if let Err(e) = event.validate_with_skew(now, skew) {
+                self.dead_letter(r, e.reason(), &e.to_string(), out);
+                continue;
+            }
+            events.push((event, r));
+        }
+
+        // Load the states the events touch, in one multi-get.
+        let mut states: HashMap<String, (CustomerState, bool)> = HashMap::new();
+        {
+            let mut wanted: Vec<&str> = events.iter().map(|(e, _)| e.customer.as_str()).collect();
+            wanted.sort_unstable();
+            wanted.dedup();
+            let loaded = self.store.get_many(partition as u32, &wanted);
+            for (c, res) in wanted.iter().zip(loaded) {
+                let state = self.decode_state(partition, c, res)?;
+                states.insert(c.to_string(), (state, false));
+            }
+        }
+
+        let engine = &*self.engine;
+        let mut delta = TimerDelta::default();
+        let mut forgotten: Vec<String> = Vec::new();
+        for (event, rec) in &events {
+            self.fire_due_timers(partition, rt, &mut states, &mut delta, out)?;
+            let entry = states.entry(event.customer.clone()).or_insert_with(|| (CustomerState::default(), false));
+            if matches!(event.kind, EventKind::Forget) {
+                forgotten.push(event.customer.clone());
+            }
+            let decision = apply(&mut entry.0, Input::Event(event), &rt.tables.context(engine));
+            if decision.duplicate {
+                self.dead_letter(
+                    rec,
+                    dlq::reason::DUPLICATE_EVENT_ID,
+                    &format!("event id {} was already processed for this customer", event.id),
+                    out,
+                );
+                continue;
+            }
+            rt.tables.observe(event);
+            entry.1 = true;
+            if decision.forget {
+                entry.0 = CustomerState::default();
+                rt.set_timer(&event.customer, None, &mut delta);
+            } else {
+                rt.set_timer(&event.customer, decision.next_timer, &mut delta);
+            }
+            for o in &decision.outputs {
+                out.output_event_times.push(event.time);
+                self.output(o, out)?;
+            }
+            rt.watermark.observe(event.time);
+        }
+        if live {
+            rt.watermark.observe_wall_clock(now);
+        }
+        self.fire_due_timers(partition, rt, &mut states, &mut delta, out)?;
+        self.metrics
+            .partition_watermark
+            .with_label_values(&[&partition.to_string()])
+            .set(rt.watermark.current().as_millis().max(0) / 1000);
+
+        // Changelog and the store batch.
+        let mut batch = Batch { partition: partition as u32, ..Default::default() };
+        for (customer, (state, dirty)) in states {
+            if !dirty {
+                continue;
+            }
+            let gone = forgotten.contains(&customer) && state == CustomerState::default();
+            let bytes = if gone { None } else { Some(cohort_core::encode::encode(&state)) };
+            out.outputs.push(OutputRecord {
+                topic: topics.changelog.clone(),
+                key: Some(customer.clone().into_bytes()),
+                value: bytes.clone(),
+                headers: Vec::new(),
+                timestamp: None,
+            });
+            batch.states.push((customer, bytes));
+        }
+        batch.states.sort_by(|a, b| a.0.cmp(&b.0));
+        let (set, clear) = delta.normalise();
+        batch.timers_set = set;
+        batch.timers_clear = clear;
+        for (topic, next) in next_offsets {
+            batch.input_offsets.push(TopicOffset {
+                topic: topic.to_string(),
+                partition: partition as u32,
+                next_offset: next,
+            });
+            out.kafka_offsets.push((TopicPartition { topic: topic.to_string(), partition }, next));
+        }
+        if !batch.states.is_empty()
+            || !batch.timers_set.is_empty()
+            || !batch.timers_clear.is_empty()
+            || !batch.input_offsets.is_empty()
+        {
+            out.commits.push(batch);
+        }
+        Ok(())
+    }
+
+    fn fire_due_timers(
+        &self,
+        partition: i32,
+        rt: &mut PartitionRuntime,
+        states: &mut HashMap<String, (CustomerState, bool)>,
+        delta: &mut TimerDelta,
+        out: &mut Processed,
+    ) -> anyhow::Result<()> {
+        let engine = &*self.engine;
+        while let Some((due, customer)) = rt.pop_due(rt.watermark.current(), delta) {
+            if !states.contains_key(&customer) {
+                let res = self.store.get(partition as u32, &customer);
+                let state = self.decode_state(partition, &customer, res)?;
+                states.insert(customer.clone(), (state, false));
+            }
+            let Some(entry) = states.get_mut(&customer) else { continue };
+            let decision = apply(&mut entry.0, Input::Timer { customer: &customer, due }, &rt.tables.context(engine));
+            entry.1 = true;
+            out.stats.timers_fired += 1;
+            rt.set_timer(&customer, decision.next_timer, delta);
+            for o in &decision.outputs {
+                out.output_event_times.push(due);
+                self.output(o, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn decode_state(
+        &self,
+        partition: i32,
+        customer: &str,
+        res: Result<Option<cohort_store::Bytes>, cohort_store::StoreError>,
+    ) -> anyhow::Result<CustomerState> {
+        match res {
+            Ok(None) => Ok(CustomerState::default()),
+            Ok(Some(bytes)) => match cohort_core::encode::decode(&bytes) {
+                Ok(s) => Ok(s),
+                Err(e) => {
+                    // A corrupt record must not stop its partition: the
+                    // customer restarts from an empty state, loudly.
+                    warn!(partition, error = %e, "undecodable customer state; starting it afresh");
+                    self.metrics.decode_errors.with_label_values(&["corrupt_state"]).inc();
+                    Ok(CustomerState::default())
+                }
+            },
+            Err(e) if e.class() == cohort_store::ErrorClass::BadData => {
+                warn!(partition, error = %e, "corrupt customer record; starting it afresh");
+                self.metrics.decode_errors.with_label_values(&["corrupt_state"]).inc();
+                Ok(CustomerState::default())
+            }
+            Err(e) => Err(anyhow!("reading customer state: {e}")),
+        }
+    }
+
+    fn dead_letter(&self, rec: &InputRecord, reason: &'static str, detail: &str, out: &mut Processed) {
+        warn!(topic = %rec.topic, partition = rec.partition, offset = rec.offset, reason, "record sent to dlq");
+        out.stats.dlq.push(reason);
+        out.outputs.push(dlq::dead_letter(&self.config.topics.dlq, rec, reason, detail));
+    }
+
+    fn output(&self, o: &Output, out: &mut Processed) -> anyhow::Result<()> {
+        let topics = &self.config.topics;
+        let rec = match o {
+            Output::SegmentChanged(s) => {
+                for e in &s.entered {
+                    *out.stats.entries.entry(e.clone()).or_default() += 1;
+                }
+                for e in &s.exited {
+                    *out.stats.exits.entry(e.clone()).or_default() += 1;
+                }
+                OutputRecord {
+                    topic: topics.segment_changes.clone(),
+                    key: Some(s.customer.clone().into_bytes()),
+                    value: Some(self.encoder.encode_segment_changed(s)?),
+                    headers: vec![
+                        (HEADER_TYPE.into(), b"segment_changed".to_vec()),
+                        (HEADER_ID.into(), s.id.clone().into_bytes()),
+                    ],
+                    timestamp: Some(s.time.as_millis()),
+                }
+            }
+            Output::NextBestOffer(n) => {
+                let label = n.offer.clone().or_else(|| n.holdout_offer.clone()).unwrap_or_default();
+                out.stats.offers.push((label, n.holdout));
+                OutputRecord {
+                    topic: topics.next_best_offers.clone(),
+                    key: Some(n.customer.clone().into_bytes()),
+                    value: Some(self.encoder.encode_next_best_offer(n)?),
+                    headers: vec![
+                        (HEADER_TYPE.into(), b"next_best_offer".to_vec()),
+                        (HEADER_ID.into(), n.id.clone().into_bytes()),
+                    ],
+                    timestamp: Some(n.time.as_millis()),
+                }
+            }
+            Output::Forgotten(f) => OutputRecord {
+                topic: topics.segment_changes.clone(),
+                key: Some(f.customer.clone().into_bytes()),
+                value: None,
+                headers: vec![
+                    (HEADER_TYPE.into(), b"forgotten".to_vec()),
+                    (HEADER_FORGOTTEN.into(), b"true".to_vec()),
+                    (HEADER_ID.into(), f.id.clone().into_bytes()),
+                ],
+                timestamp: Some(f.time.as_millis()),
+            },
+        };
+        out.outputs.push(rec);
+        Ok(())
+    }
+
+    /// Produces every record of the batch and waits for all acknowledgements,
+    /// retrying the whole set while the broker is away (ids are stable, so a
+    /// resend is a duplicate consumers can drop).
+    async fn deliver(&self, producer: &OutputProducer, processed: &Processed) -> anyhow::Result<()> {
+        let mut attempt = 0u32;
+        loop {
+            self.metrics.output_in_flight.set(processed.outputs.len() as i64);
+            match producer.send_all(&processed.outputs).await {
+                Ok(()) => break,
+                Err(e) if e.is_retryable() => {
+                    attempt += 1;
+                    self.metrics.output_errors.with_label_values(&["all"]).inc();
+                    let backoff = Duration::from_millis((100u64 << attempt.min(6)).min(5_000));
+                    warn!(error = %e, attempt, ?backoff, "producing the batch failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.metrics.output_in_flight.set(0);
+        for r in &processed.outputs {
+            self.metrics.output_records.with_label_values(&[&r.topic]).inc();
+        }
+        Ok(())
+    }
+
+    fn record_metrics(&self, p: &Processed, started: Instant) {
+        let m = &self.metrics;
+        m.batch_records.with_label_values(&[]).observe(p.stats.records as f64);
+        m.batch_duration.with_label_values(&[]).observe(started.elapsed().as_secs_f64());
+        m.timers_fired.inc_by(p.stats.timers_fired);
+        for reason in &p.stats.dlq {
+            m.dlq_records.with_label_values(&[reason]).inc();
+        }
+        for (s, n) in &p.stats.entries {
+            m.segment_entries.with_label_values(&[s]).inc_by(*n as u64);
+            m.segment_population.with_label_values(&[s]).add(*n);
+        }
+        for (s, n) in &p.stats.exits {
+            m.segment_exits.with_label_values(&[s]).inc_by(*n as u64);
+            m.segment_population.with_label_values(&[s]).sub(*n);
+        }
+        for (offer, holdout) in &p.stats.offers {
+            m.offers_decided.with_label_values(&[offer, if *holdout { "true" } else { "false" }]).inc();
+        }
+        let now = self.clock.now();
+        for t in &p.output_event_times {
+            let secs = now.since(*t).as_millis().max(0) as f64 / 1000.0;
+            m.event_to_output_latency.with_label_values(&[]).observe(secs);
+        }
+    }
+
+    fn housekeeping(&self, consumer: &InputConsumer) {
+        let m = &self.metrics;
+        if let Ok(stats) = self.store.stats() {
+            m.store_size_bytes.set(stats.live_sst_bytes as i64);
+            m.store_memtable_bytes.set(stats.memtable_bytes as i64);
+            m.store_pending_compaction_bytes.set(stats.pending_compaction_bytes as i64);
+            m.store_write_stalled.set(i64::from(stats.write_stopped || stats.delayed_write_rate > 0));
+            m.state_cache_hits.inc_by(stats.state_cache.hits_total.saturating_sub(m.state_cache_hits.get()));
+            m.state_cache_misses.inc_by(stats.state_cache.misses_total.saturating_sub(m.state_cache_misses.get()));
+        }
+        for p in self.partitions.keys() {
+            for topic in self.config.topics.inputs() {
+                let tp = TopicPartition { topic: topic.to_string(), partition: *p };
+                let next = self.store.input_offset(topic, *p as u32).ok().flatten().unwrap_or(0);
+                if let Ok(high) = consumer.high_watermark(&tp, Duration::from_millis(500)) {
+                    m.consumer_lag_records.with_label_values(&[topic, &p.to_string()]).set((high - next).max(0));
+                }
+            }
+        }
+    }
+}

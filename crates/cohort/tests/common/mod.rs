@@ -1,0 +1,324 @@
+//! What the worker's end-to-end tests share: topics with a unique prefix on
+//! a real broker, a config file, the `cohort` binary as a child process, and
+//! typed events encoded by the codec exactly as a producer would send them.
+
+#![allow(dead_code)]
+
+use cohort_codec::{Encoder, Format, Registry};
+use cohort_core::event::{Event, EventKind};
+use cohort_e2e::{consume_until, create_topic, unique_name, Record};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::util::Timeout;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const INPUTS: [&str; 4] = ["clickstream", "purchases", "customer-profiles", "offer-outcomes"];
+pub const OUTPUTS: [&str; 4] = ["segment-changes", "next-best-offers", "cohort-dlq", "cohort-changelog"];
+
+/// One isolated deployment: its own topics, consumer group, store and rules.
+pub struct Deployment {
+    pub bootstrap: String,
+    pub prefix: String,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub partitions: i32,
+    encoder: Encoder,
+}
+
+impl Deployment {
+    /// Creates the topics (inputs with `partitions` partitions) and writes a
+    /// config; `extra` is appended to the `[processing]` section.
+    pub async fn new(bootstrap: &str, partitions: i32, rules: &str, extra_processing: &str) -> Deployment {
+        Self::with_format(bootstrap, partitions, rules, extra_processing, Format::Json).await
+    }
+
+    /// Like [`Deployment::new`] with inputs in `format`. Confluent Avro uses
+    /// schema ids 1 to 4 for the click, purchase, profile and outcome schemas.
+    pub async fn with_format(
+        bootstrap: &str,
+        partitions: i32,
+        rules: &str,
+        extra_processing: &str,
+        format: Format,
+    ) -> Deployment {
+        let prefix = unique_name("e2e");
+        for t in INPUTS.iter().chain(OUTPUTS.iter()) {
+            create_topic(bootstrap, &format!("{prefix}-{t}"), partitions).await.expect("create topic");
+        }
+        let dir = tempfile::Builder::new().prefix("cohort-e2e-").tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("rules.yaml"), rules).expect("write rules");
+        let config = dir.path().join("cohort.toml");
+        let text = format!(
+            r#"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "{prefix}-group"
+
+[kafka.consumer_properties]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+
+[topics]
+clickstream = "{prefix}-clickstream"
+purchases = "{prefix}-purchases"
+profiles = "{prefix}-customer-profiles"
+offer_outcomes = "{prefix}-offer-outcomes"
+segment_changes = "{prefix}-segment-changes"
+next_best_offers = "{prefix}-next-best-offers"
+dlq = "{prefix}-cohort-dlq"
+changelog = "{prefix}-cohort-changelog"
+
+[rules]
+path = "{rules}"
+
+[store]
+path = "{store}"
+
+[http]
+listen = "127.0.0.1:0"
+
+[log]
+level = "info,librdkafka=warn"
+
+{format_section}
+
+[processing]
+live_clock = false
+batch_max_records = 200
+batch_max_wait = "50ms"
+allowed_lateness = "1m"
+{extra_processing}
+"#,
+            format_section = format_section(format),
+            rules = dir.path().join("rules.yaml").display(),
+            store = dir.path().join("store").display(),
+        );
+        std::fs::write(&config, text).expect("write config");
+        let encoder = Encoder::new(format, Arc::new(registry(format)));
+        Deployment { bootstrap: bootstrap.to_string(), prefix, dir, config, partitions, encoder }
+    }
+
+    pub fn topic(&self, short: &str) -> String {
+        format!("{}-{short}", self.prefix)
+    }
+
+    /// The input topic an event belongs on.
+    pub fn topic_of(&self, ev: &Event) -> String {
+        self.topic(match ev.kind {
+            EventKind::Click(_) => "clickstream",
+            EventKind::Purchase(_) => "purchases",
+            EventKind::ProfileUpdate(_) | EventKind::Forget => "customer-profiles",
+            EventKind::OfferOutcome(_) => "offer-outcomes",
+        })
+    }
+
+    /// The JSON bytes a producer would send for `ev` (`None`: a forget, a null value).
+    pub fn encode(&self, ev: &Event) -> Option<Vec<u8>> {
+        self.encoder.encode_event(ev).expect("encode event")
+    }
+
+    /// Produces events, keyed by customer, each to its topic, in order.
+    pub async fn produce(&self, events: &[Event]) {
+        let mut by_topic: BTreeMap<String, Vec<(Vec<u8>, Option<Vec<u8>>)>> = BTreeMap::new();
+        for ev in events {
+            by_topic.entry(self.topic_of(ev)).or_default().push((ev.customer.clone().into_bytes(), self.encode(ev)));
+        }
+        for (topic, recs) in by_topic {
+            self.produce_raw(&topic, recs).await;
+        }
+    }
+
+    /// Produces raw records (`None` value: a tombstone).
+    pub async fn produce_raw(&self, topic: &str, records: Vec<(Vec<u8>, Option<Vec<u8>>)>) {
+        let p = cohort_kafka::OutputProducer::new(&self.bootstrap, &BTreeMap::new(), 1_000_000).expect("producer");
+        let recs: Vec<cohort_kafka::OutputRecord> = records
+            .into_iter()
+            .map(|(k, v)| cohort_kafka::OutputRecord {
+                topic: topic.to_string(),
+                key: Some(k),
+                value: v,
+                headers: vec![],
+                timestamp: None,
+            })
+            .collect();
+        p.send_all(&recs).await.expect("produce");
+    }
+
+    /// Starts `cohort run` on this deployment's config.
+    pub fn start_worker(&self, name: &str) -> WorkerProcess {
+        WorkerProcess::start(&self.config, &self.dir.path().join(format!("{name}.log")))
+    }
+
+    /// Reads `short` topic from the beginning until `done` holds.
+    pub async fn read(&self, short: &str, deadline: Duration, done: impl FnMut(&[Record]) -> bool) -> Vec<Record> {
+        consume_until(&self.bootstrap, &[&self.topic(short)], deadline, done)
+            .await
+            .unwrap_or_else(|e| panic!("reading {short}: {e:#}"))
+    }
+
+    /// Every record currently in `short` topic.
+    pub async fn read_all(&self, short: &str) -> Vec<Record> {
+        cohort_e2e::consume_to_end(&self.bootstrap, &self.topic(short), Duration::from_secs(120))
+            .await
+            .unwrap_or_else(|e| panic!("reading {short}: {e:#}"))
+    }
+
+    /// Waits until the worker's group has committed every input partition to
+    /// its end: everything produced so far is processed and committed (Kafka
+    /// commits follow the store commit).
+    pub async fn wait_caught_up(&self, deadline: Duration, worker: &mut WorkerProcess) {
+        let until = Instant::now() + deadline;
+        let probe: BaseConsumer = cohort_e2e::client_config(&self.bootstrap)
+            .set("group.id", format!("{}-group", self.prefix))
+            .create()
+            .expect("probe consumer");
+        loop {
+            worker.assert_running();
+            let mut behind = 0i64;
+            let mut tpl = TopicPartitionList::new();
+            for t in INPUTS {
+                for p in 0..self.partitions {
+                    tpl.add_partition(&self.topic(t), p);
+                }
+            }
+            let committed = probe.committed_offsets(tpl, Timeout::After(Duration::from_secs(5)));
+            match committed {
+                Ok(c) => {
+                    for e in c.elements() {
+                        let (_, high) = probe
+                            .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))
+                            .unwrap_or((0, 0));
+                        let done = match e.offset() {
+                            Offset::Offset(o) => o,
+                            _ => 0,
+                        };
+                        behind += (high - done).max(0);
+                    }
+                    if behind == 0 {
+                        return;
+                    }
+                }
+                Err(e) => eprintln!("committed offsets: {e}"),
+            }
+            assert!(
+                Instant::now() < until,
+                "worker still {behind} records behind after {deadline:?}; its log:\n{}",
+                worker.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// `cohort run` as a child process. Dropped: killed.
+pub struct WorkerProcess {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl WorkerProcess {
+    pub fn start(config: &Path, log: &Path) -> WorkerProcess {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_cohort"))
+            .args(["run", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("start cohort run");
+        WorkerProcess { child: Some(child), log: log.to_path_buf() }
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, and waits for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("worker running");
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = c.try_wait().expect("wait") {
+                return s;
+            }
+            assert!(Instant::now() < until, "worker did not stop within 30s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn assert_running(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                panic!("worker exited with {status}; its log:\n{}", self.log_tail());
+            }
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The last value per key of a (changelog) topic's records.
+pub fn latest_per_key(records: &[Record]) -> BTreeMap<String, Option<Vec<u8>>> {
+    let mut m = BTreeMap::new();
+    for r in records {
+        m.insert(r.key_str().to_string(), r.value.clone());
+    }
+    m
+}
+
+/// The schemas directory of this repository.
+pub fn schemas_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas")
+}
+
+/// Confluent schema ids the tests' producers use.
+pub const SCHEMA_IDS: [(u32, &str); 4] = [
+    (1, "io.cohort.v1.ClickEvent.avsc"),
+    (2, "io.cohort.v1.PurchaseEvent.avsc"),
+    (3, "io.cohort.v1.CustomerProfile.avsc"),
+    (4, "io.cohort.v1.OfferOutcome.avsc"),
+];
+
+fn registry(format: Format) -> Registry {
+    match format {
+        Format::ConfluentAvro => Registry::load(&schemas_dir(), SCHEMA_IDS).expect("registry"),
+        _ => Registry::builtin(),
+    }
+}
+
+fn format_section(format: Format) -> String {
+    match format {
+        Format::Json => String::new(),
+        Format::Avro => "[format]\ninput = \"avro\"\n".into(),
+        Format::ConfluentAvro => {
+            let mut s = format!(
+                "[format]\ninput = \"confluent-avro\"\nschemas_dir = \"{}\"\n\n[format.schema_ids]\n",
+                schemas_dir().display()
+            );
+            for (id, file) in SCHEMA_IDS {
+                s.push_str(&format!("{id} = \"{file}\"\n"));
+            }
+            s
+        }
+    }
+}
