@@ -157,7 +157,9 @@ fn bench(c: &mut Criterion) {
             (0..rules.offers().len()).filter(|&i| rules.offer_eligible(i, &cust, &set, NOW)).count()
         })
     });
-    c.bench_function("next_flip 20 segments + 10 offers", |b| b.iter(|| rules.next_flip(black_box(&cust), NOW)));
+    c.bench_function("evaluate_with_next_flip 20 segments + 10 offers", |b| {
+        b.iter(|| rules.evaluate_with_next_flip(black_box(&cust), NOW, &mut set))
+    });
 }
 
 criterion_group!(benches, bench);

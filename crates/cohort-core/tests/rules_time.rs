@@ -103,7 +103,8 @@ fn scenario(seed: u64) -> Scenario {
     let half_life = half(&mut r);
     let mut text = format!("version: 1\nsettings:\n  affinity_half_life: {}ms\nsegments:\n", half_life.as_millis());
     let mut names: Vec<String> = Vec::new();
-    let n_segments = r.range(3, 12);
+    // Now and then more than 32 segments, which takes the large-scratch path.
+    let n_segments = if r.chance(10) { r.range(33, 40) } else { r.range(3, 12) };
     for i in 0..n_segments {
         let name = format!("s{i}");
         text.push_str(&format!("  - name: {name}\n"));

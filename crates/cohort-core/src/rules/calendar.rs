@@ -76,19 +76,17 @@ pub fn birthday_within(birth: CivilDate, now: Timestamp, within: Duration) -> bo
 }
 
 /// The earliest instant `> now` at which [`birthday_within`] can change:
-/// `within` before a birthday starts, or when a birthday ends.
+/// `within` before a birthday starts, or when a birthday ends. Only the
+/// birthday that has not ended yet and the one after it can matter.
 pub fn birthday_within_next_change(birth: CivilDate, now: Timestamp, within: Duration) -> Option<Timestamp> {
     let year = date_of(now).year;
-    let mut best: Option<Timestamp> = None;
-    for y in year.saturating_sub(1)..=year.saturating_add(3) {
-        let b = birthday_in(birth, y);
-        for c in [b - within, b + Duration::from_days(1)] {
-            if c > now && best.is_none_or(|x| c < x) {
-                best = Some(c);
-            }
-        }
+    let (mut b, mut next_year) = (birthday_in(birth, year), year.saturating_add(1));
+    if b + Duration::from_days(1) <= now {
+        b = birthday_in(birth, next_year);
+        next_year = next_year.saturating_add(1);
     }
-    best
+    let after = birthday_in(birth, next_year);
+    [b - within, b + Duration::from_days(1), after - within].into_iter().filter(|&c| c > now).min()
 }
 
 /// Whether `now` falls in the customer's birth month (UTC).
@@ -139,5 +137,42 @@ mod tests {
         assert_eq!(birthday_within_next_change(b, start_of(2026, 1, 1), w), Some(start_of(2026, 6, 3)));
         assert_eq!(birthday_within_next_change(b, start_of(2026, 6, 5), w), Some(start_of(2026, 6, 11)));
         assert_eq!(next_month_start(start_of(2026, 12, 31)), start_of(2027, 1, 1));
+    }
+
+    #[test]
+    fn next_changes_match_hourly_brute_force() {
+        let hour = Duration::from_hours(1);
+        for birth in [d(1990, 6, 10), d(2000, 2, 29), d(1985, 12, 31), d(1970, 1, 1)] {
+            for within in [Duration::ZERO, Duration::from_days(1), Duration::from_days(7), Duration::from_days(366)] {
+                let mut now = start_of(2027, 11, 1) + Duration::from_mins(7);
+                let end = start_of(2029, 3, 1);
+                while now < end {
+                    let next = birthday_within_next_change(birth, now, within).expect("birthdays recur");
+                    assert!(next > now);
+                    let v = birthday_within(birth, now, within);
+                    // Constant until `next` (checked hourly and just before it).
+                    let mut t = now;
+                    while t < next && t < end {
+                        assert_eq!(birthday_within(birth, t, within), v, "{birth:?} {within:?} {t:?}");
+                        t = t + hour;
+                    }
+                    assert_eq!(birthday_within(birth, next - Duration::from_millis(1), within), v);
+                    now = next.max(now + hour);
+                }
+                let mut now = start_of(2027, 11, 1) + Duration::from_mins(7);
+                while now < end {
+                    let next = next_birthday_after(birth, now);
+                    assert_eq!(age_at(birth, next - Duration::from_millis(1)), age_at(birth, now));
+                    assert_eq!(age_at(birth, next), age_at(birth, now) + 1);
+                    let m = birthday_this_month_next_change(birth, now);
+                    assert_eq!(
+                        birthday_this_month(birth, m - Duration::from_millis(1)),
+                        birthday_this_month(birth, now)
+                    );
+                    assert_ne!(birthday_this_month(birth, m), birthday_this_month(birth, now));
+                    now = now + Duration::from_days(3);
+                }
+            }
+        }
     }
 }

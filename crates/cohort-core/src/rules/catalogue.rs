@@ -10,11 +10,17 @@ use std::fmt;
 /// The static type of an expression.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Type {
+    /// A float; counts, sums, ages, affinities.
     Number,
+    /// Exact text.
     String,
+    /// A condition.
     Bool,
+    /// A span of time, from `since(...)` or a literal such as `90d`.
     Duration,
+    /// A point in time; usable through `since` or against another instant.
     Instant,
+    /// A set of strings, usable on the right of `in`.
     StringSet,
     /// A list literal `["a", "b"]`, only valid on the right of `in`.
     List,
@@ -52,13 +58,18 @@ impl fmt::Display for Type {
 /// What a field path resolves to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FieldRef {
+    /// Read through [`super::Facts::number`].
     Num(NumField),
     /// `profile.age`: computed by the rules from the birth date (or the
     /// declared age), so its timer agrees with its value.
     Age,
+    /// Read through [`super::Facts::instant`].
     Time(TimeField),
+    /// Read through [`super::Facts::text`].
     Text(TextField),
+    /// Read through [`super::Facts::set_contains`].
     Set(SetField),
+    /// Read through [`super::Facts::flag`].
     Flag(FlagField),
 }
 
@@ -80,6 +91,7 @@ impl FieldRef {
 pub struct FieldInfo {
     /// The path written in rules, e.g. `orders.30d`.
     pub path: &'static str,
+    /// What the path resolves to.
     pub field: FieldRef,
     /// One line for docs and `cohort validate --list`.
     pub doc: &'static str,
@@ -170,24 +182,34 @@ pub fn field(path: &str) -> Option<&'static FieldInfo> {
 /// The built-in functions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Func {
+    /// `since(instant)`.
     Since,
+    /// `affinity("category")`.
     Affinity,
+    /// `in_segment("name")`.
     InSegment,
+    /// `birthday_within(duration)`.
     BirthdayWithin,
+    /// `birthday_this_month()`.
     BirthdayThisMonth,
+    /// `offers_sent("offer", duration)`.
     OffersSent,
 }
 
 /// One row of the function catalogue.
 #[derive(Clone, Copy, Debug)]
 pub struct FuncInfo {
+    /// The name as written in conditions.
     pub name: &'static str,
+    /// Which function it is.
     pub func: Func,
     /// Argument types; string and duration arguments must be literals.
     pub params: &'static [Type],
+    /// Result type.
     pub returns: Type,
     /// The signature as shown in docs and messages.
     pub signature: &'static str,
+    /// One line for docs.
     pub doc: &'static str,
 }
 

@@ -1,8 +1,9 @@
 //! Evaluation of compiled conditions, and the time analysis behind timers.
 //!
-//! [`eval`] answers "is it true at `now`?"; [`next_change`] answers "what is
-//! the earliest instant after `now` at which the answer could differ, if no
-//! new event arrives?". Both walk the same tree and never allocate.
+//! [`eval`] answers "is it true at `now`?" (short-circuiting, for the hot
+//! path); [`analyse`] answers that and "what is the earliest instant after
+//! `now` at which the answer could differ, if no new event arrives?" in one
+//! pass. Neither allocates.
 
 use super::calendar;
 use super::compile::{Dur, Expr, Num, Text};
@@ -145,11 +146,71 @@ pub fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp>
     }
 }
 
-/// The earliest instant `> env.now` at which `e` could change value with no
-/// new event, or `None` if it cannot. May be early (then nothing changes and
-/// the caller asks again), never late. `seg_next(i)` gives the same for
-/// membership of segment `i`.
-pub fn next_change<F: Facts + ?Sized>(
+/// The value of `e` at `env.now`, and the earliest instant `> env.now` at
+/// which it could change with no new event (`None`: it cannot). The instant
+/// may be early (then nothing changes and the caller asks again), never
+/// late. `seg_next(i)` gives the same for membership of segment `i`.
+pub fn analyse<F: Facts + ?Sized>(
+    e: &Expr,
+    env: &Env<'_, F>,
+    seg_next: &dyn Fn(usize) -> Option<Timestamp>,
+) -> (bool, Option<Timestamp>) {
+    match e {
+        Expr::Not(x) => {
+            let (v, t) = analyse(x, env, seg_next);
+            (!v, t)
+        }
+        Expr::And(xs) => junction(xs, env, seg_next, false),
+        Expr::Or(xs) => junction(xs, env, seg_next, true),
+        Expr::BoolEq { a, b, eq } => {
+            let (va, ta) = analyse(a, env, seg_next);
+            let (vb, tb) = analyse(b, env, seg_next);
+            ((va == vb) == *eq, earliest(ta, tb))
+        }
+        atom => (eval(atom, env), atom_next(atom, env, seg_next)),
+    }
+}
+
+/// An AND that is false stays false until every false operand has changed
+/// at least once; one that is true changes when any operand does. OR is the
+/// mirror image. One pass, no operand evaluated twice.
+fn junction<F: Facts + ?Sized>(
+    xs: &[Expr],
+    env: &Env<'_, F>,
+    seg_next: &dyn Fn(usize) -> Option<Timestamp>,
+    is_or: bool,
+) -> (bool, Option<Timestamp>) {
+    let mut decided = false;
+    let mut decided_forever = false;
+    let mut latest_deciding: Option<Timestamp> = None;
+    let mut earliest_any: Option<Timestamp> = None;
+    for x in xs {
+        let (v, t) = analyse(x, env, seg_next);
+        earliest_any = earliest(earliest_any, t);
+        // An operand that decides the junction: false for AND, true for OR.
+        if v == is_or {
+            decided = true;
+            match t {
+                // Decided until an event arrives: the rest cannot matter.
+                None => {
+                    decided_forever = true;
+                    break;
+                }
+                Some(t) => latest_deciding = Some(latest_deciding.map_or(t, |l| l.max(t))),
+            }
+        }
+    }
+    let value = decided == is_or;
+    let next = match (decided, decided_forever) {
+        (true, true) => None,
+        (true, false) => latest_deciding,
+        (false, _) => earliest_any,
+    };
+    (value, next)
+}
+
+/// [`analyse`] for a leaf (a comparison, flag, membership, calendar test).
+fn atom_next<F: Facts + ?Sized>(
     e: &Expr,
     env: &Env<'_, F>,
     seg_next: &dyn Fn(usize) -> Option<Timestamp>,
@@ -162,18 +223,13 @@ pub fn next_change<F: Facts + ?Sized>(
         | Expr::Text { .. }
         | Expr::TextInList { .. }
         | Expr::TextInSet { .. } => None,
-        Expr::Not(x) => next_change(x, env, seg_next),
-        // An AND that is false stays false until every false operand has
-        // changed at least once; one that is true changes when any operand
-        // does. OR is the mirror image.
-        Expr::And(xs) => junction(xs, env, seg_next, false),
-        Expr::Or(xs) => junction(xs, env, seg_next, true),
         Expr::InSegment(i) => seg_next(usize::from(*i)),
         Expr::BirthdayWithin(d) => {
             env.facts.birth_date().and_then(|b| calendar::birthday_within_next_change(b, now, *d))
         }
         Expr::BirthdayThisMonth => env.facts.birth_date().map(|b| calendar::birthday_this_month_next_change(b, now)),
-        Expr::BoolEq { a, b, .. } => earliest(next_change(a, env, seg_next), next_change(b, env, seg_next)),
+        // Composite expressions are handled by `analyse`.
+        Expr::Not(_) | Expr::And(_) | Expr::Or(_) | Expr::BoolEq { .. } => analyse(e, env, seg_next).1,
         Expr::Num { a, b, .. } => {
             let (Some(va), Some(vb)) = (num(a, env), num(b, env)) else { return None };
             let mut t = earliest(num_step(a, env), num_step(b, env));
@@ -223,27 +279,6 @@ fn field_step<F: Facts + ?Sized>(f: NumField, env: &Env<'_, F>) -> Option<Timest
             env.facts.next_window_change(f, env.now)
         }
         _ => None,
-    }
-}
-
-fn junction<F: Facts + ?Sized>(
-    xs: &[Expr],
-    env: &Env<'_, F>,
-    seg_next: &dyn Fn(usize) -> Option<Timestamp>,
-    is_or: bool,
-) -> Option<Timestamp> {
-    // `deciding`: operands whose value alone decides the junction now (false
-    // for AND, true for OR).
-    let decided = xs.iter().any(|x| eval(x, env) == is_or);
-    if decided {
-        let mut latest = None;
-        for x in xs.iter().filter(|x| eval(x, env) == is_or) {
-            let t = next_change(x, env, seg_next)?;
-            latest = Some(latest.map_or(t, |l: Timestamp| l.max(t)));
-        }
-        latest
-    } else {
-        xs.iter().fold(None, |acc, x| earliest(acc, next_change(x, env, seg_next)))
     }
 }
 

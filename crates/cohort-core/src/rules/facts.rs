@@ -14,10 +14,15 @@ use crate::time::{Duration, Timestamp};
 /// events with `now - window < event_time <= now`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Window {
+    /// Last 7 days.
     D7,
+    /// Last 30 days.
     D30,
+    /// Last 90 days.
     D90,
+    /// Last 365 days.
     D365,
+    /// Everything ever recorded.
     Lifetime,
 }
 
@@ -75,10 +80,15 @@ pub enum NumField {
 /// `last_purchase`); a comparison involving a missing instant is false.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TimeField {
+    /// `cart.last_added`: the last add to the current cart.
     CartLastAdded,
+    /// `last_purchase`.
     LastPurchase,
+    /// `first_purchase`.
     FirstPurchase,
+    /// `first_seen`: the first event of any kind.
     FirstSeen,
+    /// `last_seen`: the latest event of any kind.
     LastSeen,
 }
 
@@ -86,12 +96,19 @@ pub enum TimeField {
 /// Comparisons are exact and case-sensitive: normalise when storing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TextField {
+    /// `profile.gender`.
     Gender,
+    /// `profile.income_band`.
     IncomeBand,
+    /// `profile.education`.
     Education,
+    /// `profile.country`.
     Country,
+    /// `profile.region`.
     Region,
+    /// `profile.city`.
     City,
+    /// `profile.loyalty_tier`.
     LoyaltyTier,
 }
 
@@ -105,17 +122,24 @@ pub enum SetField {
 /// Boolean facts (consents). Unknown consent must be reported as `false`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FlagField {
+    /// `consent.email`.
     ConsentEmail,
+    /// `consent.sms`.
     ConsentSms,
+    /// `consent.push`.
     ConsentPush,
+    /// `consent.web`.
     ConsentWeb,
 }
 
 /// A civil date (proleptic Gregorian, UTC): year, month 1..=12, day 1..=31.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CivilDate {
+    /// Year, e.g. 1990.
     pub year: i32,
+    /// Month, 1 to 12.
     pub month: u8,
+    /// Day of the month, 1 to 31.
     pub day: u8,
 }
 

@@ -335,7 +335,11 @@ pub fn load(file: &str, text: &str) -> Result<RuleSet, RulesError> {
         offer_exprs.push(compiled.expr);
     }
 
+    let seg_timed = raw_segments.iter().map(|r| r.seg.time_dependent).collect();
+    let offer_timed = offer_exprs.iter().map(Expr::depends_on_time).collect();
     Ok(RuleSet {
+        seg_timed,
+        offer_timed,
         version,
         version_string: format!("{version}-{:016x}", fnv1a(text.as_bytes())),
         settings,

@@ -165,7 +165,9 @@ impl Default for Settings {
 /// A segment's definition, for outputs, metrics labels and `inspect`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Segment {
+    /// Unique name, used in outputs and as a metrics label.
     pub name: String,
+    /// Free text for people reading outputs and dashboards.
     pub description: Option<String>,
     /// Exclusive group; at most one member of a group is a member.
     pub group: Option<String>,
@@ -182,13 +184,18 @@ pub struct Segment {
 /// A delivery channel; each has the consent flag that gates it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Channel {
+    /// Gated by `consent.email`.
     Email,
+    /// Gated by `consent.sms`.
     Sms,
+    /// Gated by `consent.push`.
     Push,
+    /// Gated by `consent.web`.
     Web,
 }
 
 impl Channel {
+    /// Every channel, in the order the docs list them.
     pub const ALL: [Channel; 4] = [Channel::Email, Channel::Sms, Channel::Push, Channel::Web];
 
     /// The name used in rules files and outputs.
@@ -215,14 +222,18 @@ impl Channel {
 /// At most `max` sends of an offer in any rolling `per`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cap {
+    /// Most sends allowed in the period.
     pub max: u32,
+    /// Length of the rolling period.
     pub per: Duration,
 }
 
 /// Beta prior of an offer's conversion propensity, before any outcome.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Prior {
+    /// Pseudo-count of conversions.
     pub alpha: f64,
+    /// Pseudo-count of non-conversions.
     pub beta: f64,
 }
 
@@ -250,16 +261,25 @@ pub enum Trigger {
 /// by the engine; the rules decide eligibility.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Offer {
+    /// Unique id, used in outputs, caps and `offers_sent`.
     pub id: String,
+    /// Free text for people.
     pub description: Option<String>,
     /// The eligibility condition as written.
     pub eligible: String,
+    /// Business value, a factor of the score.
     pub value: f64,
+    /// Business priority weight, a factor of the score.
     pub lever: f64,
+    /// Channels it may be sent on, in preference order; never empty.
     pub channels: Vec<Channel>,
+    /// Rolling frequency cap, if any.
     pub cap: Option<Cap>,
+    /// Minimum time between two sends, if any.
     pub cooldown: Option<Duration>,
+    /// Share of customers held out as a control group, in `[0, 1)`.
     pub holdout: f64,
+    /// Propensity prior before any outcome.
     pub prior: Prior,
     /// Never empty: defaults to entering the referenced segments.
     pub triggers: Vec<Trigger>,
@@ -276,11 +296,15 @@ pub struct RuleSet {
     settings: Settings,
     segments: Vec<Segment>,
     seg_exprs: Vec<Expr>,
+    /// `segments[i].time_dependent`, packed for the hot loop.
+    seg_timed: Vec<bool>,
     /// Segment indexes, dependencies first.
     order: Vec<u16>,
     membership: Membership,
     offers: Vec<Offer>,
     offer_exprs: Vec<Expr>,
+    /// Whether each offer's condition can change with time alone.
+    offer_timed: Vec<bool>,
 }
 
 impl RuleSet {
@@ -392,24 +416,48 @@ impl RuleSet {
         now: Timestamp,
         out: &mut SegmentSet,
     ) -> Option<Timestamp> {
-        let raw = self.raw_segments(facts, now);
-        let mut raw_next = [None::<Timestamp>; MAX_SEGMENTS];
+        // The per-segment scratch lives on the stack; small rule sets get a
+        // small array so clearing it costs nothing measurable.
+        if self.segments.len() <= 32 {
+            self.evaluate_with_next_flip_n::<32, F>(facts, now, out)
+        } else {
+            self.evaluate_with_next_flip_n::<MAX_SEGMENTS, F>(facts, now, out)
+        }
+    }
+
+    fn evaluate_with_next_flip_n<const N: usize, F: Facts + ?Sized>(
+        &self,
+        facts: &F,
+        now: Timestamp,
+        out: &mut SegmentSet,
+    ) -> Option<Timestamp> {
+        let mut raw = SegmentSet::new();
+        let mut raw_next = [None::<Timestamp>; N];
         let mut best = None;
         for &i in &self.order {
             let i = usize::from(i);
-            let t = {
+            let (hit, t) = {
                 let env = self.env(facts, now, Segs::Raw(&raw, &self.membership));
-                let seg_next = |j: usize| self.membership_next(&raw_next, j);
-                eval::next_change(&self.seg_exprs[i], &env, &seg_next)
+                if self.seg_timed[i] {
+                    let seg_next = |j: usize| self.membership_next(&raw_next, j);
+                    eval::analyse(&self.seg_exprs[i], &env, &seg_next)
+                } else {
+                    (eval::eval(&self.seg_exprs[i], &env), None)
+                }
             };
+            if hit {
+                raw.insert(i);
+            }
             raw_next[i] = t;
             best = eval::earliest(best, t);
         }
         self.membership.finalize(&raw, out);
         let env = self.env(facts, now, Segs::Final(out));
         let seg_next = |j: usize| self.membership_next(&raw_next, j);
-        for e in &self.offer_exprs {
-            best = eval::earliest(best, eval::next_change(e, &env, &seg_next));
+        for (e, timed) in self.offer_exprs.iter().zip(&self.offer_timed) {
+            if *timed {
+                best = eval::earliest(best, eval::analyse(e, &env, &seg_next).1);
+            }
         }
         best
     }
@@ -421,7 +469,7 @@ impl RuleSet {
             None => raw_next.get(j).copied().flatten(),
             Some(g) => self.membership.groups[usize::from(g)]
                 .iter()
-                .fold(None, |acc, &s| eval::earliest(acc, raw_next[usize::from(s)])),
+                .fold(None, |acc, &s| eval::earliest(acc, raw_next.get(usize::from(s)).copied().flatten())),
         }
     }
 }
