@@ -279,6 +279,18 @@ impl Encoder {
         Ok(Some(out))
     }
 
+    /// Encodes any engine output. `Ok(None)` for `Output::Forgotten`: it
+    /// has no record schema; write a null value (tombstone) keyed by the
+    /// customer, so compacted consumers drop the customer too.
+    pub fn encode_output(&self, o: &cohort_core::engine::Output) -> Result<Option<Vec<u8>>, EncodeError> {
+        use cohort_core::engine::Output;
+        match o {
+            Output::SegmentChanged(o) => self.encode_segment_changed(o).map(Some),
+            Output::NextBestOffer(o) => self.encode_next_best_offer(o).map(Some),
+            Output::Forgotten(_) => Ok(None),
+        }
+    }
+
     /// Encodes a `segment-changes` value.
     pub fn encode_segment_changed(&self, o: &SegmentChanged) -> Result<Vec<u8>, EncodeError> {
         let mut out = Vec::with_capacity(128);

@@ -17,7 +17,7 @@
 //!   the schemas directory), compatibility checked at load;
 //! - `records`: decoded values to `cohort-core` types and back;
 //! - [`codec`]: the public [`Decoder`] and [`Encoder`];
-//! - [`output`]: the output records as encoded.
+//! - [`output`]: the engine output types the codec encodes (re-exported).
 //!
 //! Every decode failure is a [`DecodeError`] with a stable
 //! [`DecodeError::reason`] (the DLQ reason header and metric label).

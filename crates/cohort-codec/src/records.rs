@@ -451,7 +451,7 @@ pub(crate) fn offer_outcome_value<'a>(id: &'a str, customer: &'a str, time: Time
 // ---- outputs ----------------------------------------------------------------
 
 pub(crate) fn cause_value(c: &crate::output::Cause) -> V<'_> {
-    V::Record(vec![e(c.kind.as_str()), os(&c.event_id), os(&c.trigger)])
+    V::Record(vec![e(crate::output::cause_kind_str(c.kind)), os(&c.event_id), os(&c.trigger)])
 }
 
 pub(crate) fn segment_changed_value(o: &crate::output::SegmentChanged) -> V<'_> {

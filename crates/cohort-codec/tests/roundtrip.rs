@@ -145,3 +145,16 @@ fn avro_bytes_interoperate_with_apache_avro() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn engine_outputs_encode_and_forgotten_is_a_tombstone() {
+    use cohort_core::engine::{Forgotten, Output};
+    let enc = Encoder::new(Format::Avro, registry());
+    let dec = Decoder::new(Format::Avro, registry());
+    let bytes = enc.encode_output(&Output::SegmentChanged(segment_changed())).unwrap().unwrap();
+    assert_eq!(dec.decode_segment_changed(&bytes).unwrap(), segment_changed());
+    let bytes = enc.encode_output(&Output::NextBestOffer(next_best_offer())).unwrap().unwrap();
+    assert_eq!(dec.decode_next_best_offer(&bytes).unwrap(), next_best_offer());
+    let forgotten = Output::Forgotten(Forgotten { id: "f-1".into(), customer: "cust-7".into(), time: T });
+    assert_eq!(enc.encode_output(&forgotten).unwrap(), None);
+}
