@@ -191,3 +191,41 @@ segments:
     rules.evaluate_segments(&f, now, &mut out);
     assert_eq!(names(&rules, &out), ["b", "c", "d"]);
 }
+
+#[test]
+fn empty_and_null_lists_are_allowed() {
+    for text in ["version: 1\n", "version: 1\nsegments:\noffers: ~\n", "version: 1\nsegments: []\noffers: []\n"] {
+        let rules = RuleSet::from_yaml("r.yaml", text).expect("compiles");
+        assert!(rules.segments().is_empty() && rules.offers().is_empty());
+        let mut out = SegmentSet::new();
+        assert_eq!(rules.evaluate_with_next_flip(&FakeFacts::default(), ts(0), &mut out), None);
+        assert!(out.is_empty());
+    }
+}
+
+#[test]
+fn large_rule_sets_up_to_the_limit() {
+    let file = |n: usize| {
+        let mut s = String::from("version: 1\nsegments:\n");
+        for i in 0..n {
+            let when =
+                if i == 0 { "since(last_seen) >= 1h".to_string() } else { format!("in_segment(\"s{}\")", i - 1) };
+            s.push_str(&format!("  - name: s{i}\n    when: '{when}'\n"));
+        }
+        s
+    };
+    let rules = RuleSet::from_yaml("r.yaml", &file(256)).expect("256 segments compile");
+    let seen = ts(50 * DAY);
+    let mut f = FakeFacts { events: vec![(seen, Ev::PageView)], ..Default::default() };
+    f.apply_until(seen);
+    let mut out = SegmentSet::new();
+    // A chain of 256 segments, each true iff the previous one is: all flip together.
+    assert_eq!(rules.evaluate_with_next_flip(&f, seen, &mut out), Some(seen + Duration::from_hours(1)));
+    assert!(out.is_empty());
+    assert_eq!(rules.evaluate_with_next_flip(&f, seen + Duration::from_hours(1), &mut out), None);
+    assert_eq!(out.len(), 256);
+    assert!(out.contains(255));
+
+    let e = RuleSet::from_yaml("r.yaml", &file(257)).map(|_| ()).expect_err("257 is too many");
+    assert_eq!(e.to_string(), "r.yaml:515:5: too many segments (257); at most 256");
+}

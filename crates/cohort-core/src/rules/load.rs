@@ -133,6 +133,8 @@ fn duration(ctx: &Ctx<'_>, node: &Node, key: &str) -> Result<Duration, RulesErro
 fn list<'n>(ctx: &Ctx<'_>, node: &'n Node, key: &str) -> Result<&'n [Node], RulesError> {
     match node {
         Node::Seq(items, _) => Ok(items),
+        // `segments:` with nothing after it, or `~` / `null`: an empty list.
+        Node::Scalar(s) if !s.quoted && matches!(s.value.as_str(), "" | "~" | "null") => Ok(&[]),
         other => Err(ctx.at(other.pos(), format!("expected a list for `{key}`, found {}", other.describe()))),
     }
 }
