@@ -303,14 +303,30 @@ pub struct Decision {
     pub forget: bool,
     /// The event id was seen recently for this customer: nothing was done.
     pub duplicate: bool,
-    /// Offers considered at a decision point and why each lost (for logs,
-    /// metrics and `cohort inspect`); empty when there was no decision point.
-    pub rejected: Vec<(String, Rejection)>,
+    /// Offers considered at a decision point and why each lost, as indexes
+    /// into [`RuleSet::offers`] (for logs, metrics and `cohort inspect`);
+    /// empty when there was no decision point.
+    pub rejected: Vec<(usize, Rejection)>,
 }
 
 /// Decides on one input for one customer; see the module docs. `state` is
 /// updated in place; a fresh customer starts from `CustomerState::default()`.
+/// [`Decision::next_timer`] is computed for every input.
 pub fn apply(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>) -> Decision {
+    apply_inner(state, input, ctx, true)
+}
+
+/// The timer to store for this customer as its state stands: the next
+/// instant a rule could flip or the cart becomes abandoned, after the
+/// customer's last decision instant. [`apply`] already returns it; this is
+/// for states loaded from the store (after a rules change, for `inspect`).
+/// `None`: no timer (also for a customer never evaluated).
+pub fn customer_timer(state: &CustomerState, ctx: &Context<'_>) -> Option<Timestamp> {
+    let t = state.evaluated_at?;
+    next_timer(state, ctx.engine, t, None)
+}
+
+fn apply_inner(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>, timer: bool) -> Decision {
     let engine = ctx.engine;
     let customer = input.customer();
     // Hashed only when an output is actually produced (most inputs produce none).
@@ -348,7 +364,9 @@ pub fn apply(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>) -> 
         if state.seen_before(fast64(ev.id.as_bytes())) {
             decision.duplicate = true;
             let t = state.evaluated_at.unwrap_or(ev.time);
-            decision.next_timer = next_timer(state, engine, t, None);
+            if timer {
+                decision.next_timer = next_timer(state, engine, t, None);
+            }
             return decision;
         }
         recorded = state.record(ev, &engine.state_settings);
@@ -362,7 +380,15 @@ pub fn apply(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>) -> 
     // Counters do not change during the evaluation: one pass over the day
     // buckets serves every view below.
     let sums = state.counters.sums_at(t);
-    engine.rules.evaluate_segments(&CustomerView::with_sums(state, &engine.state_settings, sums), t, &mut new_set);
+    let view = CustomerView::with_sums(state, &engine.state_settings, sums);
+    // One pass gives both the membership and the next rule flip; the flip is
+    // recomputed below only if a send changes what offers_sent() counts.
+    let flip = if timer {
+        engine.rules.evaluate_with_next_flip(&view, t, &mut new_set)
+    } else {
+        engine.rules.evaluate_segments(&view, t, &mut new_set);
+        None
+    };
     let mut old_set = SegmentSet::new();
     let mut unknown_exited: Vec<String> = Vec::new();
     for m in &state.segments {
@@ -412,11 +438,17 @@ pub fn apply(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>) -> 
     }
     let points =
         Points { entered: entered_set, cart_abandoned, purchase: recorded.purchase, session: recorded.new_session };
+    let sends_before = state.offers.len();
+    let last_send_before = state.offers.last().map(|s| s.decision);
     if points.any() {
         decide_offer(state, customer, &points, &new_set, t, ctx, &out_id, cause_kind, event_id, &mut decision);
     }
 
-    decision.next_timer = next_timer(state, engine, t, Some(sums));
+    if timer {
+        let sent = state.offers.len() != sends_before || state.offers.last().map(|s| s.decision) != last_send_before;
+        decision.next_timer =
+            if sent { next_timer(state, engine, t, Some(sums)) } else { earliest(flip, cart_timer(state, engine, t)) };
+    }
     decision
 }
 
@@ -433,18 +465,39 @@ impl Points {
         !self.entered.is_empty() || self.cart_abandoned || self.purchase || self.session
     }
 
-    /// The context weight and trigger label of `trigger` if it matches.
-    fn matches(&self, trigger: &Trigger, w: &ContextWeights, rules: &RuleSet) -> Option<(f64, String)> {
+    /// The context weight and decision point of `trigger` if it matches.
+    fn matches(&self, trigger: &Trigger, w: &ContextWeights) -> Option<(f64, Point)> {
         match trigger {
             Trigger::SegmentEntered(set) => {
                 let hit = set.iter().find(|&i| self.entered.contains(i))?;
-                let name = rules.segments().get(hit).map_or("", |s| s.name.as_str());
-                Some((w.segment_entered, format!("segment_entered:{name}")))
+                Some((w.segment_entered, Point::Entered(hit)))
             }
-            Trigger::CartAbandoned if self.cart_abandoned => Some((w.cart_abandoned, "cart_abandoned".to_owned())),
-            Trigger::Purchase if self.purchase => Some((w.purchase, "purchase".to_owned())),
-            Trigger::SessionStart if self.session => Some((w.session_start, "session_start".to_owned())),
+            Trigger::CartAbandoned if self.cart_abandoned => Some((w.cart_abandoned, Point::CartAbandoned)),
+            Trigger::Purchase if self.purchase => Some((w.purchase, Point::Purchase)),
+            Trigger::SessionStart if self.session => Some((w.session_start, Point::SessionStart)),
             _ => None,
+        }
+    }
+}
+
+/// One decision point, labelled only for the winning offer.
+#[derive(Clone, Copy, Debug)]
+enum Point {
+    Entered(usize),
+    CartAbandoned,
+    Purchase,
+    SessionStart,
+}
+
+impl Point {
+    fn label(self, rules: &RuleSet) -> String {
+        match self {
+            Point::Entered(i) => {
+                format!("segment_entered:{}", rules.segments().get(i).map_or("", |s| s.name.as_str()))
+            }
+            Point::CartAbandoned => "cart_abandoned".to_owned(),
+            Point::Purchase => "purchase".to_owned(),
+            Point::SessionStart => "session_start".to_owned(),
         }
     }
 }
@@ -474,35 +527,41 @@ fn decide_offer(
     let engine = ctx.engine;
     let rules = &engine.rules;
     let weights = &engine.settings.context_weights;
-    // Offers whose triggers match, with their best context weight and label.
-    let mut matched: Vec<(usize, f64, String, Vec<Channel>)> = Vec::new();
+    // Offers whose triggers match, with their best context weight and point.
+    let mut matched: Vec<(usize, f64, Point, [Channel; 4], usize)> = Vec::new();
     {
         let view = CustomerView::at(state, &engine.state_settings, t);
         for (i, offer) in rules.offers().iter().enumerate() {
-            let best = offer.triggers.iter().filter_map(|tr| points.matches(tr, weights, rules)).fold(
-                None::<(f64, String)>,
+            let best = offer.triggers.iter().filter_map(|tr| points.matches(tr, weights)).fold(
+                None::<(f64, Point)>,
                 |acc, m| match acc {
                     Some(a) if a.0 >= m.0 => Some(a),
                     _ => Some(m),
                 },
             );
-            let Some((weight, label)) = best else { continue };
+            let Some((weight, point)) = best else { continue };
             if !rules.offer_eligible(i, &view, segments, t) {
                 continue;
             }
-            matched.push((i, weight, label, offer.channels.iter().map(|c| channel_of(*c)).collect()));
+            let mut channels = [Channel::Other; 4];
+            let n = offer.channels.len().min(4);
+            for (slot, c) in channels.iter_mut().zip(&offer.channels) {
+                *slot = channel_of(*c);
+            }
+            matched.push((i, weight, point, channels, n));
         }
     }
     if matched.is_empty() {
         return;
     }
-    let candidates = matched.iter().map(|(i, weight, _, channels)| {
+    let candidates = matched.iter().map(|(i, weight, _, channels, n)| {
         let o = &rules.offers()[*i];
         Candidate {
+            key: *i,
             id: &o.id,
             value: o.value,
             lever: o.lever,
-            channels,
+            channels: &channels[..*n],
             cap: o.cap.map(|c| (c.max, c.per)),
             cooldown: o.cooldown,
             holdout: o.holdout,
@@ -513,7 +572,7 @@ fn decide_offer(
     let choice = choose(state, customer, candidates, ctx.propensity, t);
     decision.rejected = choice.rejected;
     let Some(chosen) = choice.chosen else { return };
-    let trigger = matched.iter().find(|m| rules.offers()[m.0].id == chosen.offer).map(|m| m.2.clone());
+    let trigger = matched.iter().find(|m| m.0 == chosen.key).map(|m| m.2.label(rules));
     let id = out_id(decision.outputs.len() as u64);
     let products = if chosen.holdout {
         Vec::new()
@@ -548,14 +607,21 @@ fn decide_offer(
 fn next_timer(state: &CustomerState, engine: &Engine, t: Timestamp, sums: Option<WindowSums>) -> Option<Timestamp> {
     let sums = sums.unwrap_or_else(|| state.counters.sums_at(t));
     let view = CustomerView::with_sums(state, &engine.state_settings, sums);
-    let flip = engine.rules.next_flip(&view, t);
-    let cart = match state.cart.last_added {
+    earliest(engine.rules.next_flip(&view, t), cart_timer(state, engine, t))
+}
+
+/// When a non-empty cart that has not fired yet becomes abandoned.
+fn cart_timer(state: &CustomerState, engine: &Engine, t: Timestamp) -> Option<Timestamp> {
+    match state.cart.last_added {
         Some(last) if !state.cart.lines.is_empty() && !state.cart.abandon_fired => {
             Some((last + engine.settings.cart_abandon_after).max(Timestamp(t.as_millis().saturating_add(1))))
         }
         _ => None,
-    };
-    match (flip, cart) {
+    }
+}
+
+fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }

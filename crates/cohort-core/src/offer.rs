@@ -25,6 +25,9 @@ use std::collections::BTreeMap;
 /// rules by the engine so that ranking does not depend on the rules' types.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Candidate<'a> {
+    /// The caller's handle for this offer (the engine uses its index in the
+    /// rules), echoed in [`Choice`] so ranking allocates nothing per loser.
+    pub key: usize,
     pub id: &'a str,
     /// Business value (e.g. expected margin), from the rules.
     pub value: f64,
@@ -84,6 +87,8 @@ impl Rejection {
 /// The winner of a ranking.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Chosen {
+    /// [`Candidate::key`] of the winner.
+    pub key: usize,
     pub offer: String,
     pub channel: Channel,
     pub scores: Scores,
@@ -96,7 +101,8 @@ pub struct Chosen {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Choice {
     pub chosen: Option<Chosen>,
-    pub rejected: Vec<(String, Rejection)>,
+    /// [`Candidate::key`] of each loser, with the reason.
+    pub rejected: Vec<(usize, Rejection)>,
 }
 
 /// Ranks `candidates` for one customer at `now` (see the module docs).
@@ -111,18 +117,18 @@ pub fn choose<'a>(
     let mut best: Option<(Candidate<'a>, Channel, Scores)> = None;
     for c in candidates {
         let Some(channel) = c.channels.iter().copied().find(|ch| state.profile.consent.allows(*ch)) else {
-            choice.rejected.push((c.id.to_owned(), Rejection::NoConsent));
+            choice.rejected.push((c.key, Rejection::NoConsent));
             continue;
         };
         if let Some((max, per)) = c.cap {
             if state.sends_in(c.id, per, now) >= max {
-                choice.rejected.push((c.id.to_owned(), Rejection::Capped));
+                choice.rejected.push((c.key, Rejection::Capped));
                 continue;
             }
         }
         if let (Some(cd), Some(last)) = (c.cooldown, state.last_send(c.id)) {
             if now < last + cd {
-                choice.rejected.push((c.id.to_owned(), Rejection::CoolingDown));
+                choice.rejected.push((c.key, Rejection::CoolingDown));
                 continue;
             }
         }
@@ -137,15 +143,15 @@ pub fn choose<'a>(
         // Strictly greater wins, so ties go to the offer listed first.
         if best.as_ref().is_none_or(|(_, _, bs)| scores.total > bs.total) {
             if let Some((b, _, _)) = best.replace((c, channel, scores)) {
-                choice.rejected.push((b.id.to_owned(), Rejection::Outranked));
+                choice.rejected.push((b.key, Rejection::Outranked));
             }
         } else {
-            choice.rejected.push((c.id.to_owned(), Rejection::Outranked));
+            choice.rejected.push((c.key, Rejection::Outranked));
         }
     }
     if let Some((c, channel, scores)) = best {
         let holdout = c.holdout > 0.0 && unit_interval(customer, c.id) < c.holdout;
-        choice.chosen = Some(Chosen { offer: c.id.to_owned(), channel, scores, holdout });
+        choice.chosen = Some(Chosen { key: c.key, offer: c.id.to_owned(), channel, scores, holdout });
     }
     choice
 }
@@ -472,6 +478,7 @@ mod tests {
 
     fn cand<'a>(id: &'a str, value: f64, channels: &'a [Channel]) -> Candidate<'a> {
         Candidate {
+            key: id.len(),
             id,
             value,
             lever: 1.0,
@@ -497,8 +504,8 @@ mod tests {
         assert_eq!(chosen.offer, "b");
         assert_eq!(chosen.channel, Channel::Email);
         assert!((chosen.scores.total - 0.1 * 20.0).abs() < 1e-12);
-        assert!(c.rejected.contains(&("s".to_owned(), Rejection::NoConsent)));
-        assert!(c.rejected.contains(&("a".to_owned(), Rejection::Outranked)));
+        // keys are the ids' lengths here: "s" and "a" are both 1
+        assert_eq!(c.rejected, vec![(1, Rejection::Outranked), (1, Rejection::NoConsent)]);
 
         st.record_send(OfferSend {
             decision: 1,

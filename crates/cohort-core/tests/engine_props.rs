@@ -2,7 +2,7 @@
 //! make evaluating only at events and timer instants exactly as good as
 //! evaluating all the time.
 
-use cohort_core::engine::{apply, Engine, EngineSettings, Input, Output, Tables};
+use cohort_core::engine::{apply, customer_timer, Engine, EngineSettings, Input, Output, Tables};
 use cohort_core::event::{Click, ClickKind, ConsentUpdate, Date, Event, EventKind, LineItem, ProfileUpdate, Purchase};
 use cohort_core::rules::RuleSet;
 use cohort_core::state::CustomerState;
@@ -212,6 +212,21 @@ proptest! {
         let d3 = apply(&mut s1, Input::Event(&evs[0]), &tables.context(&engine));
         prop_assert!(d3.duplicate && d3.outputs.is_empty());
         prop_assert_eq!(s1, before);
+    }
+
+    /// The timer recomputed from a stored state equals the one `apply`
+    /// returned with it.
+    #[test]
+    fn customer_timer_equals_apply_timer(steps in prop::collection::vec((gaps(20 * MS_PER_DAY), step()), 1..40)) {
+        let engine = engine();
+        let evs = events("c", &steps);
+        let tables = Tables::default();
+        let ctx = tables.context(&engine);
+        let mut st = CustomerState::default();
+        for e in &evs {
+            let d = apply(&mut st, Input::Event(e), &ctx);
+            prop_assert_eq!(customer_timer(&st, &ctx), d.next_timer);
+        }
     }
 
     /// Over months, sampled every hour: timers catch every flip (lapsed,
