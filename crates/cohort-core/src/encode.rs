@@ -144,8 +144,8 @@ pub fn encode_into(state: &CustomerState, out: &mut Vec<u8>) {
     let a = &state.affinities;
     w.sv(a.as_of.as_millis());
     w.f64(a.total);
-    w.uv(a.weights.len() as u64);
-    for (c, x) in &a.weights {
+    w.uv(a.weights().len() as u64);
+    for (c, x) in a.weights() {
         w.str(c);
         w.f64(*x);
     }
@@ -275,7 +275,7 @@ fn decode_v1(r: &mut Reader<'_>) -> Result<CustomerState, DecodeError> {
         let c = r.string()?;
         weights.push((c, r.f64()?));
     }
-    st.affinities = Affinities { as_of, total, weights };
+    st.affinities = Affinities::from_parts(as_of, total, weights);
     let n = r.len(MAX_PURCHASED)?;
     st.purchased = (0..n).map(|_| r.string()).collect::<Result<_, _>>()?;
     // offers

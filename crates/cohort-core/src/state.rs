@@ -17,8 +17,10 @@
 //! countries trimmed and upper-cased; region and city trimmed.
 
 use crate::event::{Channel, Click, ClickKind, ConsentUpdate, Date, Event, EventKind, Geo, ProfileUpdate, Purchase};
+use crate::hash::fast64;
 use crate::time::{Duration, Timestamp};
 use crate::window::{Counter, DayBuckets};
+use std::borrow::Cow;
 
 /// Longest text kept in state, in bytes (cut at a character boundary).
 pub const MAX_TEXT: usize = 64;
@@ -169,10 +171,30 @@ pub struct Affinities {
     pub total: f64,
     /// Strongest categories, by weight as of `as_of`, at most
     /// [`MAX_CATEGORIES`]; no particular order.
-    pub weights: Vec<(String, f64)>,
+    weights: Vec<(String, f64)>,
+    /// `fast64` of each category name, parallel to `weights`: rules ask for
+    /// affinities by name several times per event, and comparing hashes
+    /// first avoids a string comparison per stored category.
+    hashes: Vec<u64>,
 }
 
 impl Affinities {
+    /// Rebuilds from stored parts (the decoder).
+    pub fn from_parts(as_of: Timestamp, total: f64, weights: Vec<(String, f64)>) -> Affinities {
+        let hashes = weights.iter().map(|(c, _)| fast64(c.as_bytes())).collect();
+        Affinities { as_of, total, weights, hashes }
+    }
+
+    /// Categories and their weights as of [`Affinities::as_of`].
+    pub fn weights(&self) -> &[(String, f64)] {
+        &self.weights
+    }
+
+    fn position(&self, category: &str) -> Option<usize> {
+        let h = fast64(category.as_bytes());
+        self.hashes.iter().zip(&self.weights).position(|(x, (c, _))| *x == h && c == category)
+    }
+
     fn decay_factor(dt: Duration, half_life: Duration) -> f64 {
         if half_life.as_millis() <= 0 {
             return if dt.as_millis() > 0 { 0.0 } else { 1.0 };
@@ -201,12 +223,13 @@ impl Affinities {
             weight * Self::decay_factor(self.as_of.since(time), half_life)
         };
         self.total += w;
-        if let Some(e) = self.weights.iter_mut().find(|(c, _)| c == category) {
-            e.1 += w;
+        if let Some(i) = self.position(category) {
+            self.weights[i].1 += w;
             return;
         }
         if self.weights.len() < MAX_CATEGORIES {
             self.weights.push((category.to_owned(), w));
+            self.hashes.push(fast64(category.as_bytes()));
             return;
         }
         // Full: replace the weakest if the newcomer is stronger.
@@ -218,13 +241,14 @@ impl Affinities {
         }
         if self.weights[weakest].1 < w {
             self.weights[weakest] = (category.to_owned(), w);
+            self.hashes[weakest] = fast64(category.as_bytes());
         }
     }
 
     /// The normalised affinity for `category` at `now` (see the type docs).
     pub fn get(&self, category: &str, now: Timestamp, settings: &StateSettings) -> f64 {
-        let Some((_, w)) = self.weights.iter().find(|(c, _)| c == category) else { return 0.0 };
-        self.normalise(*w, now, settings)
+        let Some(i) = self.position(category) else { return 0.0 };
+        self.normalise(self.weights[i].1, now, settings)
     }
 
     fn normalise(&self, w: f64, now: Timestamp, settings: &StateSettings) -> f64 {
@@ -320,6 +344,17 @@ pub fn bounded(s: &str) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+/// [`norm_lower`] without allocating when `s` is already normalised (the
+/// common case for categories on the hot path).
+pub fn norm_lower_cow(s: &str) -> Cow<'_, str> {
+    let t = bounded(s.trim());
+    if t.len() == s.len() && t.is_ascii() && !t.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Borrowed(t)
+    } else {
+        Cow::Owned(norm_lower(s))
+    }
 }
 
 /// Normalises a category-like token: trimmed, lower-case, bounded.
@@ -461,7 +496,7 @@ impl CustomerState {
         if let Some(cat) = &c.category {
             let w = affinity_weight(c.kind);
             if w > 0.0 {
-                let cat = norm_lower(cat);
+                let cat = norm_lower_cow(cat);
                 self.affinities.add(&cat, w, t, settings.affinity_half_life);
             }
         }
@@ -485,7 +520,7 @@ impl CustomerState {
         self.last_purchase = Some(self.last_purchase.map_or(t, |l| l.max(t)));
         for item in &p.items {
             if let Some(cat) = &item.category {
-                let cat = norm_lower(cat);
+                let cat = norm_lower_cow(cat);
                 self.affinities.add(&cat, PURCHASE_AFFINITY_WEIGHT, t, settings.affinity_half_life);
             }
             let pid = bounded(&item.product_id);
