@@ -170,8 +170,8 @@ pub fn encode_into(state: &CustomerState, out: &mut Vec<u8>) {
         w.sv(m.since.as_millis());
     }
     w.opt_ts(state.evaluated_at);
-    w.uv(state.recent_events.len() as u64);
-    for h in &state.recent_events {
+    w.uv(state.recent_events.as_slice().len() as u64);
+    for h in state.recent_events.as_slice() {
         w.0.extend_from_slice(&h.to_le_bytes());
     }
 }
