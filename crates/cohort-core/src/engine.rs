@@ -626,3 +626,83 @@ fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
         (a, b) => a.or(b),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Click, ClickKind};
+
+    const RULES: &str = "version: 1
+segments:
+  - name: visitor
+    when: sessions.lifetime > 0
+  - name: browsing_now
+    when: since(last_seen) < 30m
+";
+
+    fn engine() -> Engine {
+        Engine::new(RuleSet::from_yaml("t.yaml", RULES).expect("test rules load"), EngineSettings::default())
+    }
+
+    fn click(id: &str, t: i64) -> Event {
+        Event {
+            id: id.into(),
+            customer: "c".into(),
+            time: Timestamp(t),
+            kind: EventKind::Click(Click::new(ClickKind::PageView)),
+        }
+    }
+
+    #[test]
+    fn rules_change_exits_segments_the_rules_no_longer_define() {
+        let e = engine();
+        let tables = Tables::default();
+        let mut st = CustomerState::default();
+        st.segments.push(Membership { segment: "retired".into(), since: Timestamp(0) });
+        let d = apply(&mut st, Input::RulesChanged { customer: "c", at: Timestamp(1_000) }, &tables.context(&e));
+        let Some(Output::SegmentChanged(s)) = d.outputs.first() else { panic!("expected a segment change") };
+        assert_eq!(s.exited, vec!["retired".to_owned()]);
+        assert!(s.entered.is_empty() && s.segments.is_empty());
+        assert_eq!(s.cause.kind, CauseKind::RulesChanged);
+        assert!(st.segments.is_empty());
+    }
+
+    #[test]
+    fn timer_flips_and_late_events_do_not_go_back_in_time() {
+        let e = engine();
+        let tables = Tables::default();
+        let ctx = tables.context(&e);
+        let mut st = CustomerState::default();
+        let t0 = 1_700_000_000_000;
+        let d = apply(&mut st, Input::Event(&click("a", t0)), &ctx);
+        assert_eq!(d.next_timer, Some(Timestamp(t0 + 30 * 60_000)));
+        let d = apply(&mut st, Input::Timer { customer: "c", due: Timestamp(t0 + 30 * 60_000) }, &ctx);
+        let Some(Output::SegmentChanged(s)) = d.outputs.first() else { panic!("expected a segment change") };
+        assert_eq!(s.exited, vec!["browsing_now".to_owned()]);
+        assert_eq!(s.time, Timestamp(t0 + 30 * 60_000));
+        // A late click is folded in but evaluated at the customer's latest
+        // instant: it was 29 minutes ago then, so the customer is browsing
+        // again until a minute later.
+        let d = apply(&mut st, Input::Event(&click("late", t0 + 60_000)), &ctx);
+        let Some(Output::SegmentChanged(s)) = d.outputs.first() else { panic!("expected a segment change") };
+        assert_eq!(s.entered, vec!["browsing_now".to_owned()]);
+        assert_eq!(s.time, Timestamp(t0 + 30 * 60_000));
+        assert_eq!(d.next_timer, Some(Timestamp(t0 + 31 * 60_000)));
+        assert_eq!(st.evaluated_at, Some(Timestamp(t0 + 30 * 60_000)));
+    }
+
+    #[test]
+    fn forget_erases_and_reports() {
+        let e = engine();
+        let tables = Tables::default();
+        let ctx = tables.context(&e);
+        let mut st = CustomerState::default();
+        apply(&mut st, Input::Event(&click("a", 1_700_000_000_000)), &ctx);
+        let forget =
+            Event { id: "f".into(), customer: "c".into(), time: Timestamp(1_700_000_100_000), kind: EventKind::Forget };
+        let d = apply(&mut st, Input::Event(&forget), &ctx);
+        assert!(d.forget && d.next_timer.is_none());
+        assert!(matches!(d.outputs.as_slice(), [Output::Forgotten(_)]));
+        assert!(st.is_empty());
+    }
+}
