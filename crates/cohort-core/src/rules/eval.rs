@@ -7,7 +7,7 @@
 
 use super::calendar;
 use super::compile::{Dur, Expr, Num, Text};
-use super::facts::{Facts, NumField, TimeField};
+use super::facts::{Facts, NumField};
 use super::parse::CmpOp;
 use super::segset::SegmentSet;
 use crate::time::{Duration, Timestamp};
@@ -136,25 +136,42 @@ fn text<'a, F: Facts + ?Sized>(t: &'a Text, env: &Env<'a, F>) -> Option<&'a str>
     }
 }
 
-/// The earlier of two optional instants.
-#[inline]
-pub fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
-    match (a, b) {
-        (Some(x), Some(y)) => Some(x.min(y)),
-        (x, None) => x,
-        (None, y) => y,
+/// "When could this change next": an instant, or never. Packed into one
+/// `i64` (never is `i64::MAX`) so the `(bool, Next)` pairs that
+/// [`analyse`] returns travel in registers; `Timestamp::MAX` itself, the
+/// end of time, is indistinguishable from never and needs no timer anyway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Next(i64);
+
+impl Next {
+    /// Cannot change with no new event.
+    pub const NEVER: Next = Next(i64::MAX);
+
+    /// At `t`.
+    #[inline]
+    pub fn at(t: Timestamp) -> Next {
+        Next(t.as_millis())
+    }
+
+    /// From an optional instant.
+    #[inline]
+    pub fn from_opt(t: Option<Timestamp>) -> Next {
+        t.map_or(Next::NEVER, Next::at)
+    }
+
+    /// Back to an optional instant.
+    #[inline]
+    pub fn get(self) -> Option<Timestamp> {
+        (self != Next::NEVER).then_some(Timestamp::from_millis(self.0))
     }
 }
 
 /// The value of `e` at `env.now`, and the earliest instant `> env.now` at
-/// which it could change with no new event (`None`: it cannot). The instant
-/// may be early (then nothing changes and the caller asks again), never
-/// late. `seg_next(i)` gives the same for membership of segment `i`.
-pub fn analyse<F: Facts + ?Sized>(
-    e: &Expr,
-    env: &Env<'_, F>,
-    seg_next: &dyn Fn(usize) -> Option<Timestamp>,
-) -> (bool, Option<Timestamp>) {
+/// which it could change with no new event ([`Next::NEVER`]: it cannot).
+/// The instant may be early (then nothing changes and the caller asks
+/// again), never late. `seg_next(i)` gives the same for membership of
+/// segment `i`.
+pub fn analyse<F: Facts + ?Sized>(e: &Expr, env: &Env<'_, F>, seg_next: &dyn Fn(usize) -> Next) -> (bool, Next) {
     match e {
         Expr::Not(x) => {
             let (v, t) = analyse(x, env, seg_next);
@@ -165,9 +182,9 @@ pub fn analyse<F: Facts + ?Sized>(
         Expr::BoolEq { a, b, eq } => {
             let (va, ta) = analyse(a, env, seg_next);
             let (vb, tb) = analyse(b, env, seg_next);
-            ((va == vb) == *eq, earliest(ta, tb))
+            ((va == vb) == *eq, ta.min(tb))
         }
-        atom => (eval(atom, env), atom_next(atom, env, seg_next)),
+        atom => analyse_atom(atom, env, seg_next),
     }
 }
 
@@ -177,97 +194,108 @@ pub fn analyse<F: Facts + ?Sized>(
 fn junction<F: Facts + ?Sized>(
     xs: &[Expr],
     env: &Env<'_, F>,
-    seg_next: &dyn Fn(usize) -> Option<Timestamp>,
+    seg_next: &dyn Fn(usize) -> Next,
     is_or: bool,
-) -> (bool, Option<Timestamp>) {
+) -> (bool, Next) {
     let mut decided = false;
-    let mut decided_forever = false;
-    let mut latest_deciding: Option<Timestamp> = None;
-    let mut earliest_any: Option<Timestamp> = None;
+    // Over the deciding operands (false for AND, true for OR): the latest
+    // change. Over all operands: the earliest.
+    let mut latest_deciding = Next(i64::MIN);
+    let mut earliest_any = Next::NEVER;
     for x in xs {
         let (v, t) = analyse(x, env, seg_next);
-        earliest_any = earliest(earliest_any, t);
-        // An operand that decides the junction: false for AND, true for OR.
+        earliest_any = earliest_any.min(t);
         if v == is_or {
             decided = true;
-            match t {
+            latest_deciding = latest_deciding.max(t);
+            if t == Next::NEVER {
                 // Decided until an event arrives: the rest cannot matter.
-                None => {
-                    decided_forever = true;
-                    break;
-                }
-                Some(t) => latest_deciding = Some(latest_deciding.map_or(t, |l| l.max(t))),
+                break;
             }
         }
     }
-    let value = decided == is_or;
-    let next = match (decided, decided_forever) {
-        (true, true) => None,
-        (true, false) => latest_deciding,
-        (false, _) => earliest_any,
-    };
-    (value, next)
+    if decided {
+        (is_or, latest_deciding)
+    } else {
+        (!is_or, earliest_any)
+    }
 }
 
-/// [`analyse`] for a leaf (a comparison, flag, membership, calendar test).
-fn atom_next<F: Facts + ?Sized>(
-    e: &Expr,
-    env: &Env<'_, F>,
-    seg_next: &dyn Fn(usize) -> Option<Timestamp>,
-) -> Option<Timestamp> {
+/// [`analyse`] for a leaf (a comparison, flag, membership, calendar test):
+/// value and next change from one read of the facts.
+fn analyse_atom<F: Facts + ?Sized>(e: &Expr, env: &Env<'_, F>, seg_next: &dyn Fn(usize) -> Next) -> (bool, Next) {
     let now = env.now;
     match e {
-        Expr::Const(_)
-        | Expr::Flag(_)
-        | Expr::Instant { .. }
-        | Expr::Text { .. }
-        | Expr::TextInList { .. }
-        | Expr::TextInSet { .. } => None,
-        Expr::InSegment(i) => seg_next(usize::from(*i)),
-        Expr::BirthdayWithin(d) => {
-            env.facts.birth_date().and_then(|b| calendar::birthday_within_next_change(b, now, *d))
-        }
-        Expr::BirthdayThisMonth => env.facts.birth_date().map(|b| calendar::birthday_this_month_next_change(b, now)),
-        // Composite expressions are handled by `analyse`.
-        Expr::Not(_) | Expr::And(_) | Expr::Or(_) | Expr::BoolEq { .. } => analyse(e, env, seg_next).1,
-        Expr::Num { a, b, .. } => {
-            let (Some(va), Some(vb)) = (num(a, env), num(b, env)) else { return None };
-            let mut t = earliest(num_step(a, env), num_step(b, env));
+        Expr::Flag(f) => (env.facts.flag(*f), Next::NEVER),
+        Expr::FieldCmp { f, op, x } => (op.test(env.facts.number(*f, now), *x), field_step(*f, env)),
+        Expr::SinceCmp { f, op, d } => match env.facts.instant(*f) {
+            Some(t) => (op.test(now.since(t), *d), since_flip(t, *op, *d, now)),
+            None => (false, Next::NEVER),
+        },
+        Expr::InSegment(i) => (eval(e, env), seg_next(usize::from(*i))),
+        Expr::BirthdayWithin(d) => match env.facts.birth_date() {
+            Some(b) => (
+                calendar::birthday_within(b, now, *d),
+                Next::from_opt(calendar::birthday_within_next_change(b, now, *d)),
+            ),
+            None => (false, Next::NEVER),
+        },
+        Expr::BirthdayThisMonth => match env.facts.birth_date() {
+            Some(b) => {
+                (calendar::birthday_this_month(b, now), Next::at(calendar::birthday_this_month_next_change(b, now)))
+            }
+            None => (false, Next::NEVER),
+        },
+        Expr::Num { op, a, b } => {
+            // A missing value (unknown age) stays missing until an event.
+            let (Some(va), Some(vb)) = (num(a, env), num(b, env)) else { return (false, Next::NEVER) };
+            let mut t = num_step(a, env).min(num_step(b, env));
             match (a, b) {
                 // Both decay at the same rate: their order never changes.
                 (Num::Affinity(_), Num::Affinity(_)) => {}
-                (Num::Affinity(_), _) => t = earliest(t, decay_crossing(va, vb, env)),
-                (_, Num::Affinity(_)) => t = earliest(t, decay_crossing(vb, va, env)),
+                (Num::Affinity(_), _) => t = t.min(decay_crossing(va, vb, env)),
+                (_, Num::Affinity(_)) => t = t.min(decay_crossing(vb, va, env)),
                 _ => {}
             }
-            t
+            (op.test(va, vb), t)
         }
-        Expr::FieldCmp { f, .. } => field_step(*f, env),
-        Expr::SinceCmp { f, op, d } => since_flip(*f, *op, *d, env),
-        Expr::Dur { op, a, b } => match (a, b) {
-            (Dur::Since(f), Dur::Lit(d)) => since_flip(*f, *op, *d, env),
-            (Dur::Lit(d), Dur::Since(f)) => since_flip(*f, op.swapped(), *d, env),
-            // since(x) - since(y) is constant; literals are folded.
-            _ => None,
-        },
+        Expr::Dur { op, a, b } => {
+            let (x, op, d) = match (a, b) {
+                (Dur::Since(f), Dur::Lit(d)) => (env.facts.instant(*f), *op, *d),
+                (Dur::Lit(d), Dur::Since(f)) => (env.facts.instant(*f), op.swapped(), *d),
+                // since(x) - since(y) is constant; literals are folded.
+                _ => (None, *op, Duration::ZERO),
+            };
+            (eval(e, env), x.map_or(Next::NEVER, |x| since_flip(x, op, d, now)))
+        }
+        // Composite expressions are handled by `analyse`.
+        Expr::Not(_) | Expr::And(_) | Expr::Or(_) | Expr::BoolEq { .. } => analyse(e, env, seg_next),
+        // Constants, instants compared with instants, and text never change
+        // by time alone.
+        Expr::Const(_)
+        | Expr::Instant { .. }
+        | Expr::Text { .. }
+        | Expr::TextInList { .. }
+        | Expr::TextInSet { .. } => (eval(e, env), Next::NEVER),
     }
 }
 
-/// When `since(f) OP d` can change. It is `now OP f + d`: `>=` and `<`
-/// change at f + d, `>` and `<=` one millisecond later, `==` and `!=` at both.
-fn since_flip<F: Facts + ?Sized>(f: TimeField, op: CmpOp, d: Duration, env: &Env<'_, F>) -> Option<Timestamp> {
-    let at = env.facts.instant(f)? + d;
+/// When `since(x) OP d` can change, for an instant `x`. It is
+/// `now OP x + d`: `>=` and `<` change at x + d, `>` and `<=` one
+/// millisecond later, `==` and `!=` at both.
+fn since_flip(x: Timestamp, op: CmpOp, d: Duration, now: Timestamp) -> Next {
+    let at = x + d;
     let after = at + Duration::from_millis(1);
     let candidates = match op {
         CmpOp::Ge | CmpOp::Lt => [Some(at), None],
         CmpOp::Gt | CmpOp::Le => [Some(after), None],
         CmpOp::Eq | CmpOp::Ne => [Some(at), Some(after)],
     };
-    candidates.into_iter().flatten().find(|&c| c > env.now)
+    Next::from_opt(candidates.into_iter().flatten().find(|&c| c > now))
 }
 
 /// When a windowed number next changes; `None` for the others.
-fn field_step<F: Facts + ?Sized>(f: NumField, env: &Env<'_, F>) -> Option<Timestamp> {
+fn field_step<F: Facts + ?Sized>(f: NumField, env: &Env<'_, F>) -> Next {
     match f {
         NumField::Orders(w)
         | NumField::Spend(w)
@@ -276,37 +304,37 @@ fn field_step<F: Facts + ?Sized>(f: NumField, env: &Env<'_, F>) -> Option<Timest
         | NumField::Sessions(w)
             if w.length().is_some() =>
         {
-            env.facts.next_window_change(f, env.now)
+            Next::from_opt(env.facts.next_window_change(f, env.now))
         }
-        _ => None,
+        _ => Next::NEVER,
     }
 }
 
 /// When a piecewise-constant number next steps (windowed counts, age,
 /// offer sends); `None` for constants and for affinities (continuous).
-fn num_step<F: Facts + ?Sized>(n: &Num, env: &Env<'_, F>) -> Option<Timestamp> {
+fn num_step<F: Facts + ?Sized>(n: &Num, env: &Env<'_, F>) -> Next {
     match n {
-        Num::Lit(_) | Num::Affinity(_) => None,
+        Num::Lit(_) | Num::Affinity(_) => Next::NEVER,
         Num::Field(f) => field_step(*f, env),
-        Num::Age => env.facts.birth_date().map(|b| calendar::next_birthday_after(b, env.now)),
-        Num::OffersSent(o, w) => env.facts.next_offers_sent_change(o, *w, env.now),
+        Num::Age => Next::from_opt(env.facts.birth_date().map(|b| calendar::next_birthday_after(b, env.now))),
+        Num::OffersSent(o, w) => Next::from_opt(env.facts.next_offers_sent_change(o, *w, env.now)),
     }
 }
 
 /// When a value `v` decaying with the configured half-life falls to `c`.
 /// Rounded down by a millisecond so float error can only make it early.
-fn decay_crossing<F: Facts + ?Sized>(v: f64, c: f64, env: &Env<'_, F>) -> Option<Timestamp> {
+fn decay_crossing<F: Facts + ?Sized>(v: f64, c: f64, env: &Env<'_, F>) -> Next {
     let now = env.now;
     if !(v > 0.0 && c > 0.0 && v >= c) || env.half_life <= Duration::ZERO {
-        return None;
+        return Next::NEVER;
     }
     if v == c {
-        return Some(now + Duration::from_millis(1));
+        return Next::at(now + Duration::from_millis(1));
     }
     let dt = env.half_life.as_millis() as f64 * (v / c).log2();
     if !dt.is_finite() || dt > 1e15 {
-        return None;
+        return Next::NEVER;
     }
     let step = (dt.floor() as i64 - 1).max(1);
-    Some(now + Duration::from_millis(step))
+    Next::at(now + Duration::from_millis(step))
 }

@@ -105,7 +105,7 @@ pub use segset::{SegmentSet, MAX_SEGMENTS};
 
 use crate::time::{Duration, Timestamp};
 use compile::Expr;
-use eval::{Env, Membership, Segs};
+use eval::{Env, Membership, Next, Segs};
 
 /// A rules file that cannot be used, with where and why.
 ///
@@ -432,8 +432,8 @@ impl RuleSet {
         out: &mut SegmentSet,
     ) -> Option<Timestamp> {
         let mut raw = SegmentSet::new();
-        let mut raw_next = [None::<Timestamp>; N];
-        let mut best = None;
+        let mut raw_next = [Next::NEVER; N];
+        let mut best = Next::NEVER;
         for &i in &self.order {
             let i = usize::from(i);
             let (hit, t) = {
@@ -442,34 +442,34 @@ impl RuleSet {
                     let seg_next = |j: usize| self.membership_next(&raw_next, j);
                     eval::analyse(&self.seg_exprs[i], &env, &seg_next)
                 } else {
-                    (eval::eval(&self.seg_exprs[i], &env), None)
+                    (eval::eval(&self.seg_exprs[i], &env), Next::NEVER)
                 }
             };
             if hit {
                 raw.insert(i);
             }
             raw_next[i] = t;
-            best = eval::earliest(best, t);
+            best = best.min(t);
         }
         self.membership.finalize(&raw, out);
         let env = self.env(facts, now, Segs::Final(out));
         let seg_next = |j: usize| self.membership_next(&raw_next, j);
         for (e, timed) in self.offer_exprs.iter().zip(&self.offer_timed) {
             if *timed {
-                best = eval::earliest(best, eval::analyse(e, &env, &seg_next).1);
+                best = best.min(eval::analyse(e, &env, &seg_next).1);
             }
         }
-        best
+        best.get()
     }
 
     /// When membership of `j` could next change: its own condition, or any
     /// condition in its group.
-    fn membership_next(&self, raw_next: &[Option<Timestamp>], j: usize) -> Option<Timestamp> {
+    fn membership_next(&self, raw_next: &[Next], j: usize) -> Next {
         match self.membership.group_of.get(j).copied().flatten() {
-            None => raw_next.get(j).copied().flatten(),
+            None => raw_next.get(j).copied().unwrap_or(Next::NEVER),
             Some(g) => self.membership.groups[usize::from(g)]
                 .iter()
-                .fold(None, |acc, &s| eval::earliest(acc, raw_next.get(usize::from(s)).copied().flatten())),
+                .fold(Next::NEVER, |acc, &s| acc.min(raw_next.get(usize::from(s)).copied().unwrap_or(Next::NEVER))),
         }
     }
 }
