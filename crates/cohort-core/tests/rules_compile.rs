@@ -62,6 +62,10 @@ fn example_compiles_with_all_attributes() {
     let vip = &rules.segments()[2];
     assert_eq!((vip.group.as_deref(), vip.priority), (Some("value_tier"), Some(1)));
     assert!(rules.segments()[0].time_dependent);
+    assert!(rules.depends_on_time());
+    let timeless = RuleSet::from_yaml("t.yaml", "version: 1\nsegments:\n  - name: a\n    when: orders.lifetime > 2\n")
+        .expect("compiles");
+    assert!(!timeless.depends_on_time());
     assert!(!rules.segments()[5].time_dependent);
     assert_eq!(rules.settings().affinity_half_life, Duration::from_days(30));
 

@@ -184,10 +184,48 @@ fn state(rules: &RuleSet, f: &mut FakeFacts, now: Timestamp) -> State {
     State { segments, offer }
 }
 
+/// Exclusive groups: a grouped segment is a member iff its own condition
+/// holds and no member of its group with a lower priority qualifies.
+/// (Generated grouped segments read no other segment, so their own
+/// condition is the same with or without groups.)
+fn check_groups(
+    rules: &RuleSet,
+    ungrouped: &RuleSet,
+    facts: &FakeFacts,
+    now: Timestamp,
+    got: &SegmentSet,
+) -> Result<(), String> {
+    let mut own = SegmentSet::new();
+    ungrouped.evaluate_segments(facts, now, &mut own);
+    for (i, seg) in rules.segments().iter().enumerate() {
+        let Some(group) = &seg.group else { continue };
+        let beaten =
+            rules.segments().iter().enumerate().any(|(j, other)| {
+                other.group.as_ref() == Some(group) && other.priority < seg.priority && own.contains(j)
+            });
+        let expected = own.contains(i) && !beaten;
+        if got.contains(i) != expected {
+            return Err(format!(
+                "group {group}: segment {} membership {} expected {expected}",
+                seg.name,
+                got.contains(i)
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check(seed: u64) -> Result<usize, String> {
     let Scenario { rules_text, mut facts, start } = scenario(seed);
     let rules = RuleSet::from_yaml("gen.yaml", &rules_text).map_err(|e| format!("{e}\n{rules_text}"))?;
     let end = start + Duration::from_millis(HORIZON);
+    // The same rules without groups: each segment's own condition.
+    let ungrouped_text: String = rules_text
+        .lines()
+        .filter(|l| !l.contains("group:") && !l.contains("priority:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let ungrouped = RuleSet::from_yaml("ungrouped.yaml", &ungrouped_text).map_err(|e| format!("{e}"))?;
 
     // Sparse: at events and timers only.
     let mut points: Vec<(Timestamp, State)> = vec![(start, state(&rules, &mut facts, start))];
@@ -219,6 +257,8 @@ fn check(seed: u64) -> Result<usize, String> {
         }
         t = next;
         points.push((t, state(&rules, &mut facts, t)));
+        check_groups(&rules, &ungrouped, &facts, t, &points[points.len() - 1].1.segments)
+            .map_err(|e| format!("{e}\n{rules_text}"))?;
         if points.len() > 200_000 {
             return Err(format!("timer storm\n{rules_text}"));
         }

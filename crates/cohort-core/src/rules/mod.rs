@@ -343,6 +343,13 @@ impl RuleSet {
         self.segments.iter().position(|s| s.name == name)
     }
 
+    /// Whether any segment or offer condition can change with time alone.
+    /// When false, [`RuleSet::next_flip`] is always `None` and the engine
+    /// can skip timers entirely.
+    pub fn depends_on_time(&self) -> bool {
+        self.seg_timed.iter().chain(&self.offer_timed).any(|t| *t)
+    }
+
     /// Offers in file order.
     pub fn offers(&self) -> &[Offer] {
         &self.offers
