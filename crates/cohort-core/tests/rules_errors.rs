@@ -147,6 +147,14 @@ fn cycle_of_in_segment_references() {
 }
 
 #[test]
+fn cycle_is_reported_at_the_reference_that_closes_it() {
+    let text = with_segments(
+        "  - name: a\n    when: in_segment(\"buyer\") && in_segment(\"b\")\n  - name: b\n    when: in_segment(\"a\")\n",
+    );
+    assert_eq!(err(&text), "rules.yaml:6:34: cycle of in_segment references: a -> b -> a");
+}
+
+#[test]
 fn longer_cycle_and_self_reference() {
     let text = with_segments(
         "  - name: a\n    when: in_segment(\"b\")\n  - name: b\n    when: consent.sms || in_segment(\"c\")\n  \

@@ -535,24 +535,18 @@ fn topological_order(
                         let mut path: Vec<&str> =
                             stack[start..].iter().map(|&(s, _)| segs[s].seg.name.as_str()).collect();
                         path.push(segs[t].seg.name.as_str());
-                        // Report at the reference made by the first segment of the cycle.
-                        let (first, _) = stack[start];
-                        let (first_offset, first_via) = if start + 1 < stack.len() {
-                            let succ = stack[start + 1].0;
-                            edges[first].iter().find(|e| usize::from(e.0) == succ).map_or((offset, via), |e| (e.1, e.2))
+                        // Report at the reference the first segment of the
+                        // cycle made: the edge it was following.
+                        let (first, next_edge) = stack[start];
+                        let (succ, first_offset, first_via) =
+                            edges[first].get(next_edge.saturating_sub(1)).copied().unwrap_or((target, offset, via));
+                        let via_note = if first_via != succ {
+                            format!(
+                                " (through group `{}`)",
+                                segs[usize::from(succ)].seg.group.as_deref().unwrap_or_default()
+                            )
                         } else {
-                            (offset, via)
-                        };
-                        let via_note = {
-                            let target_of_first = if start + 1 < stack.len() { stack[start + 1].0 } else { t };
-                            if usize::from(first_via) != target_of_first {
-                                format!(
-                                    " (through group `{}`)",
-                                    segs[target_of_first].seg.group.as_deref().unwrap_or_default()
-                                )
-                            } else {
-                                String::new()
-                            }
+                            String::new()
                         };
                         return Err(ctx.in_scalar(
                             segs[first].when,
