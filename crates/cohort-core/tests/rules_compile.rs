@@ -233,3 +233,23 @@ fn large_rule_sets_up_to_the_limit() {
     let e = RuleSet::from_yaml("r.yaml", &file(257)).map(|_| ()).expect_err("257 is too many");
     assert_eq!(e.to_string(), "r.yaml:515:5: too many segments (257); at most 256");
 }
+
+#[test]
+fn examples_in_the_docs_compile() {
+    let docs = include_str!("../../../docs/rules.md");
+    let mut blocks = 0;
+    let mut rest = docs;
+    while let Some(start) = rest.find("```yaml\n") {
+        let body = &rest[start + 8..];
+        let Some(end) = body.find("```") else { break };
+        let block = &body[..end];
+        if block.starts_with("version:") {
+            blocks += 1;
+            if let Err(e) = RuleSet::from_yaml("docs/rules.md", block) {
+                panic!("example in docs/rules.md does not compile: {e}\n{block}");
+            }
+        }
+        rest = &body[end..];
+    }
+    assert!(blocks >= 1, "docs/rules.md should hold a complete example");
+}
