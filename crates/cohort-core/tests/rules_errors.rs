@@ -391,3 +391,14 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
     let e = err(&format!("version: 1\nsegments: {}{}\n", "[".repeat(100_000), "]".repeat(100_000)));
     assert!(e.starts_with("rules.yaml:2:"), "{e}");
 }
+
+#[test]
+fn yaml_pitfalls_in_conditions_get_a_hint() {
+    assert_eq!(
+        err(&with_segments("  - name: x\n    when: !in_segment(\"buyer\") && consent.sms\n")),
+        "rules.yaml:6:11: while scanning a tag, did not find expected whitespace or line break; a condition that \
+         starts with `!`, `\"`, `[`, `{`, `&`, `*` or `'` must be quoted as a whole, e.g. when: '!consent.sms'"
+    );
+    assert!(err(&with_segments("  - name: x\n    when: \"vegan\" in profile.interests\n"))
+        .ends_with("must be quoted as a whole, e.g. when: '!consent.sms'"));
+}

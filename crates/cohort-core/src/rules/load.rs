@@ -160,7 +160,7 @@ fn condition(ctx: &Ctx<'_>, s: &Scalar, scope: &Scope<'_>) -> Result<compile::Co
 
 pub fn load(file: &str, text: &str) -> Result<RuleSet, RulesError> {
     let ctx = Ctx { file, locator: Locator::new(text) };
-    let root = yaml::parse(text).map_err(|e| ctx.at(e.pos, e.message))?;
+    let root = yaml::parse(text).map_err(|e| ctx.at(e.pos, format!("{}{}", e.message, quoting_hint(text, e.pos))))?;
     let top = Map::new(&ctx, &root, "the rules file", TOP_KEYS)?;
 
     // version
@@ -495,6 +495,22 @@ fn triggers(
         out.push(t);
     }
     Ok(out)
+}
+
+/// YAML reads `when: !x` as a tag and `when: "a" in b` as a quoted string
+/// followed by junk. When a YAML error sits on such a line, say how to
+/// write it.
+fn quoting_hint(text: &str, pos: Pos) -> &'static str {
+    let Some(line) = text.lines().nth(pos.line.saturating_sub(1)) else { return "" };
+    let line = line.trim_start().trim_start_matches("- ");
+    let value = ["when:", "eligible:"].iter().find_map(|k| line.strip_prefix(k)).map(str::trim_start);
+    match value.and_then(|v| v.chars().next()) {
+        Some('!' | '"' | '[' | '{' | '&' | '*' | '\'') => {
+            "; a condition that starts with `!`, `\"`, `[`, `{`, `&`, `*` or `'` must be quoted as a whole, \
+             e.g. when: '!consent.sms'"
+        }
+        _ => "",
+    }
 }
 
 /// Depth-first topological order (dependencies first); a cycle is an error
