@@ -253,3 +253,11 @@ fn examples_in_the_docs_compile() {
     }
     assert!(blocks >= 1, "docs/rules.md should hold a complete example");
 }
+
+#[test]
+fn a_ruleset_can_be_shared_across_threads() {
+    fn shareable<T: Send + Sync + Clone + 'static>() {}
+    shareable::<RuleSet>();
+    shareable::<SegmentSet>();
+    shareable::<cohort_core::rules::RulesError>();
+}
