@@ -25,7 +25,8 @@
 //! purchased uv n + n str
 //! offers    uv n, each: 16 bytes LE decision, str offer, sv time, u8 channel,
 //!           u8 flags (0x80 holdout | outcome bits)
-//! segments  uv n, each: str name, sv since (sorted by name)
+//! segments  uv n, each: str name, sv since (sorted by name); then
+//!           opt<u64 LE rules fingerprint (not 0), uv n + n u8 member indexes>
 //! evaluated opt<sv>
 //! recent    uv n + n × 8 bytes LE
 //! ```
@@ -33,6 +34,7 @@
 //! To change the format, add version 2 next to version 1 and keep decoding 1.
 
 use crate::event::{Channel, Date};
+use crate::rules::SegmentSet;
 use crate::state::{
     Affinities, Cart, CartLine, Consent, CustomerState, Membership, OfferSend, MAX_CART_LINES, MAX_CATEGORIES,
     MAX_INTERESTS, MAX_OFFER_SENDS, MAX_PURCHASED, RECENT_EVENTS,
@@ -169,6 +171,18 @@ pub fn encode_into(state: &CustomerState, out: &mut Vec<u8>) {
         w.str(&m.segment);
         w.sv(m.since.as_millis());
     }
+    if state.segment_bits.rules == 0 {
+        w.u8(0);
+    } else {
+        w.u8(1);
+        w.0.extend_from_slice(&state.segment_bits.rules.to_le_bytes());
+        // At most 256 segments: a count and one byte per member index.
+        let members: Vec<usize> = state.segment_bits.set.iter().collect();
+        w.uv(members.len() as u64);
+        for i in members {
+            w.u8(i as u8);
+        }
+    }
     w.opt_ts(state.evaluated_at);
     w.uv(state.recent_events.as_slice().len() as u64);
     for h in state.recent_events.as_slice() {
@@ -304,6 +318,18 @@ fn decode_v1(r: &mut Reader<'_>) -> Result<CustomerState, DecodeError> {
             return Err(DecodeError::Invalid("segment order"));
         }
         st.segments.push(Membership { segment, since });
+    }
+    if r.flag()? {
+        st.segment_bits.rules = u64::from_le_bytes(r.array::<8>()?);
+        if st.segment_bits.rules == 0 {
+            return Err(DecodeError::Invalid("segment bitset fingerprint"));
+        }
+        let n = r.len(crate::rules::MAX_SEGMENTS)?;
+        let mut set = SegmentSet::new();
+        for _ in 0..n {
+            set.insert(usize::from(r.u8()?));
+        }
+        st.segment_bits.set = set;
     }
     st.evaluated_at = r.opt_ts()?;
     let n = r.len(RECENT_EVENTS)?;

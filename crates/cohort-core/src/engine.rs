@@ -29,7 +29,7 @@ use crate::event::{Channel, Event, EventKind};
 use crate::hash::{fast64, hex128, FastBuildHasher, StableHasher};
 use crate::offer::{choose, recommend, Candidate, Popularity, Propensity, Rejection, Scores};
 use crate::rules::{self, RuleSet, SegmentSet, Trigger};
-use crate::state::{CustomerState, Membership, OfferSend, Recorded, StateSettings};
+use crate::state::{CustomerState, Membership, OfferSend, Recorded, SegmentBits, StateSettings};
 use crate::time::{Duration, Timestamp};
 use crate::view::CustomerView;
 use crate::window::WindowSums;
@@ -87,6 +87,8 @@ pub struct Engine {
     settings: EngineSettings,
     state_settings: StateSettings,
     seg_index: HashMap<String, u16, FastBuildHasher>,
+    /// Tags [`CustomerState::segment_bits`] computed with these rules.
+    fingerprint: u64,
 }
 
 impl Engine {
@@ -97,7 +99,9 @@ impl Engine {
             affinity_min_evidence: settings.affinity_min_evidence,
         };
         let seg_index = rules.segments().iter().enumerate().map(|(i, s)| (s.name.clone(), i as u16)).collect();
-        Engine { rules, settings, state_settings, seg_index }
+        // Never 0, which marks "no bitset".
+        let fingerprint = fast64(rules.version().as_bytes()) | 1;
+        Engine { rules, settings, state_settings, seg_index, fingerprint }
     }
 
     pub fn rules(&self) -> &RuleSet {
@@ -391,12 +395,17 @@ fn apply_inner(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>, t
     };
     let mut old_set = SegmentSet::new();
     let mut unknown_exited: Vec<String> = Vec::new();
-    for m in &state.segments {
-        match engine.seg_index.get(&m.segment) {
-            Some(&i) => old_set.insert(usize::from(i)),
-            None => unknown_exited.push(m.segment.clone()),
+    if state.segment_bits.rules == engine.fingerprint {
+        old_set = state.segment_bits.set;
+    } else {
+        for m in &state.segments {
+            match engine.seg_index.get(&m.segment) {
+                Some(&i) => old_set.insert(usize::from(i)),
+                None => unknown_exited.push(m.segment.clone()),
+            }
         }
     }
+    state.segment_bits = SegmentBits { rules: engine.fingerprint, set: new_set };
     let entered_set = new_set.difference(&old_set);
     if new_set != old_set || !unknown_exited.is_empty() {
         let segs = engine.rules.segments();

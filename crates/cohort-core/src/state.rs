@@ -18,6 +18,7 @@
 
 use crate::event::{Channel, Click, ClickKind, ConsentUpdate, Date, Event, EventKind, Geo, ProfileUpdate, Purchase};
 use crate::hash::fast64;
+use crate::rules::SegmentSet;
 use crate::time::{Duration, Timestamp};
 use crate::window::{Counter, DayBuckets};
 use std::borrow::Cow;
@@ -322,6 +323,11 @@ pub struct CustomerState {
     pub offers: Vec<OfferSend>,
     /// Current segments, sorted by name.
     pub segments: Vec<Membership>,
+    /// The same membership as indexes into the rules that computed it,
+    /// tagged with a fingerprint of those rules, so the engine can skip name
+    /// lookups on every event. Ignored (and rebuilt from `segments`) when the
+    /// fingerprint is not the current rules'.
+    pub segment_bits: SegmentBits,
     /// The latest instant this customer was evaluated at; evaluation never
     /// goes back in time, so late events cannot make segments flicker.
     pub evaluated_at: Option<Timestamp>,
@@ -359,6 +365,14 @@ impl RecentEvents {
             self.len += 1;
         }
     }
+}
+
+/// See [`CustomerState::segment_bits`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SegmentBits {
+    /// Fingerprint of the rules version the set is indexed by; 0: none.
+    pub rules: u64,
+    pub set: SegmentSet,
 }
 
 /// What folding one event changed, for decision triggers.

@@ -6,7 +6,7 @@ use cohort_core::event::{
     Channel, Click, ClickKind, ConsentUpdate, Date, Event, EventKind, LineItem, ProfileUpdate, Purchase,
 };
 use cohort_core::rules::{Facts, NumField, Window};
-use cohort_core::state::{CustomerState, Membership, OfferSend, StateSettings};
+use cohort_core::state::{CustomerState, Membership, OfferSend, SegmentBits, StateSettings};
 use cohort_core::time::{Duration, Timestamp, MS_PER_DAY};
 use cohort_core::view::CustomerView;
 use proptest::prelude::*;
@@ -225,7 +225,11 @@ proptest! {
         steps in prop::collection::vec((gap(), step()), 0..80),
         sends in prop::collection::vec((0..5usize, 0..(100 * MS_PER_DAY), any::<bool>(), any::<u128>()), 0..40),
         segs in prop::collection::btree_set("[a-z_]{1,12}", 0..10),
+        fingerprint in any::<u64>(),
+        bits in prop::collection::vec(any::<u8>(), 0..30),
     ) {
+        // A zero fingerprint means "no bitset": the set is not stored.
+        let bits = if fingerprint == 0 { Vec::new() } else { bits };
         let settings = StateSettings::default();
         let mut st = CustomerState::default();
         for e in build(&steps) {
@@ -244,6 +248,7 @@ proptest! {
             });
         }
         st.segments = segs.into_iter().enumerate().map(|(i, s)| Membership { segment: s, since: Timestamp(BASE + i as i64) }).collect();
+        st.segment_bits = SegmentBits { rules: fingerprint, set: bits.iter().map(|b| usize::from(*b)).collect() };
         st.evaluated_at = Some(Timestamp(t));
         st.seen_before(42);
         let bytes = encode(&st);
