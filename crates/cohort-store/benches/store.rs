@@ -1,0 +1,168 @@
+//! cohort-store benchmarks: commit throughput, cached and uncached reads, and
+//! disk bytes per customer.
+//!
+//! `CARGO_TARGET_DIR=/root/.cache/cohort/target cargo bench -p cohort-store --bench store`
+//!
+//! States are 1 KiB payloads shaped like an encoded customer state: half
+//! pseudo-random bytes (ids, timestamps, counters), half low-entropy
+//! structure (small integers, repeated field tags), so compression figures
+//! are neither best nor worst case.
+
+use std::time::{Duration, Instant};
+
+use cohort_core::time::Timestamp;
+use cohort_store::{Batch, Store, StoreConfig, Timer, TopicOffset};
+use criterion::{black_box, BatchSize, Criterion, Throughput};
+
+const BATCH: usize = 1_000;
+const STATE_BYTES: usize = 1_024;
+const CUSTOMERS: usize = 200_000;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+fn customer(i: usize) -> String {
+    format!("customer-{i:08}")
+}
+
+fn state(rng: &mut Rng, version: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(STATE_BYTES);
+    out.extend_from_slice(&version.to_le_bytes());
+    while out.len() < STATE_BYTES {
+        let r = rng.next();
+        out.extend_from_slice(&r.to_le_bytes()[..4]);
+        out.extend_from_slice(&[0x08, (r >> 60) as u8, 0x10, 0x00]);
+    }
+    out.truncate(STATE_BYTES);
+    out
+}
+
+fn batch(rng: &mut Rng, n: u64, with_timers: bool) -> Batch {
+    let start = (n as usize * BATCH) % CUSTOMERS;
+    let states = (0..BATCH).map(|i| (customer((start + i) % CUSTOMERS), Some(state(rng, n)))).collect::<Vec<_>>();
+    let (timers_set, timers_clear) = if with_timers {
+        let set = states.iter().map(|(c, _)| Timer { due: Timestamp::from_millis(n as i64 + 1), customer: c.clone() });
+        let clear = states.iter().map(|(c, _)| Timer { due: Timestamp::from_millis(n as i64), customer: c.clone() });
+        (set.collect(), clear.collect())
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    Batch {
+        partition: 0,
+        states,
+        timers_set,
+        timers_clear,
+        input_offsets: vec![TopicOffset { topic: "clickstream".into(), partition: 0, next_offset: n as i64 + 1 }],
+        changelog_offsets: vec![TopicOffset { topic: "cohort-changelog".into(), partition: 0, next_offset: n as i64 }],
+    }
+}
+
+fn bench_commit(c: &mut Criterion) {
+    let mut group = c.benchmark_group("commit");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.sample_size(30).measurement_time(Duration::from_secs(10));
+    for with_timers in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), &StoreConfig::default()).expect("open");
+        let mut rng = Rng(0x5EED);
+        let mut n = 0u64;
+        let name = if with_timers { "1000x1KiB_states_timers_offsets_wal" } else { "1000x1KiB_states_offsets_wal" };
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    n += 1;
+                    batch(&mut rng, n, with_timers)
+                },
+                |batch| store.commit(&batch).expect("commit"),
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+fn bench_reads(c: &mut Criterion) {
+    let mut group = c.benchmark_group("get_many");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.sample_size(30).measurement_time(Duration::from_secs(5));
+    let ids: Vec<String> = (0..BATCH * 20).map(customer).collect();
+    for cached in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = StoreConfig { state_cache_bytes: if cached { 256 << 20 } else { 0 }, ..StoreConfig::default() };
+        let store = Store::open(dir.path(), &config).expect("open");
+        let mut rng = Rng(7);
+        for chunk in ids.chunks(BATCH) {
+            let states = chunk.iter().map(|c| (c.clone(), Some(state(&mut rng, 1)))).collect();
+            store.commit(&Batch { partition: 0, states, ..Batch::default() }).expect("commit");
+        }
+        store.flush().expect("flush");
+        let mut round = 0usize;
+        let name = if cached { "1000_cached" } else { "1000_rocksdb_block_cache" };
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    round = (round + 1) % 20;
+                    ids[round * BATCH..(round + 1) * BATCH].iter().map(String::as_str).collect::<Vec<_>>()
+                },
+                |keys| black_box(store.get_many(0, &keys)),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+/// Writes `CUSTOMERS` states with a timer each, compacts, and prints bytes per customer.
+fn report_disk_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), &StoreConfig::default()).expect("open");
+    let mut rng = Rng(11);
+    let start = Instant::now();
+    for (n, first) in (0..CUSTOMERS).step_by(BATCH).enumerate() {
+        let mut b = batch(&mut rng, n as u64, true);
+        b.timers_clear.clear();
+        for (i, (c, _)) in b.states.iter_mut().enumerate() {
+            *c = customer(first + i);
+        }
+        for (i, t) in b.timers_set.iter_mut().enumerate() {
+            t.customer = customer(first + i);
+        }
+        store.commit(&b).expect("commit");
+    }
+    let load = start.elapsed();
+    store.compact().expect("compact");
+    let stats = store.stats().expect("stats");
+    let dir_bytes: u64 = std::fs::read_dir(dir.path())
+        .expect("read_dir")
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum();
+    let per = |bytes: u64| bytes as f64 / CUSTOMERS as f64;
+    println!(
+        "disk: {CUSTOMERS} customers x {STATE_BYTES} B state + 1 timer, loaded in {load:.2?}, after full compaction: \
+         live SST {:.0} B/customer, whole directory {:.0} B/customer ({} bytes)",
+        per(stats.live_sst_bytes),
+        per(dir_bytes),
+        dir_bytes
+    );
+    for cf in &stats.column_families {
+        println!("disk:   {:<18} live SST {:>12} B", cf.name, cf.live_sst_bytes);
+    }
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    bench_commit(&mut c);
+    bench_reads(&mut c);
+    c.final_summary();
+    report_disk_bytes();
+}

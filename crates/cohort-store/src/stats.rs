@@ -1,0 +1,67 @@
+//! Plain figures for the metrics layer: RocksDB properties and cache counters.
+
+pub use crate::cache::CacheStats;
+
+/// One column family's RocksDB properties.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CfStats {
+    pub name: &'static str,
+    /// `rocksdb.live-sst-files-size`: SST bytes of the current version.
+    pub live_sst_bytes: u64,
+    /// `rocksdb.total-sst-files-size`: all SST bytes, including files still
+    /// pinned by iterators or waiting for deletion.
+    pub total_sst_bytes: u64,
+    /// `rocksdb.cur-size-all-mem-tables`: active and unflushed immutable memtables.
+    pub memtable_bytes: u64,
+    /// `rocksdb.size-all-mem-tables`: the above plus flushed memtables still pinned.
+    pub memtable_pinned_bytes: u64,
+    /// `rocksdb.estimate-pending-compaction-bytes`.
+    pub pending_compaction_bytes: u64,
+    /// `rocksdb.estimate-num-keys`: an estimate (deletes and overwrites skew it).
+    pub estimated_keys: u64,
+}
+
+/// A snapshot of the store's figures. Counters end in `_total`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoreStats {
+    /// Sums over the column families.
+    pub live_sst_bytes: u64,
+    pub total_sst_bytes: u64,
+    pub memtable_bytes: u64,
+    pub memtable_pinned_bytes: u64,
+    pub pending_compaction_bytes: u64,
+    /// Estimated number of customer states (the `states` family only).
+    pub estimated_customers: u64,
+    /// `rocksdb.is-write-stopped`: commits are blocked until compaction catches up.
+    pub write_stopped: bool,
+    /// `rocksdb.actual-delayed-write-rate`: bytes/s commits are throttled to; 0 = not delayed.
+    pub delayed_write_rate: u64,
+    pub running_compactions: u64,
+    pub running_flushes: u64,
+    pub block_cache_usage_bytes: u64,
+    pub block_cache_capacity_bytes: u64,
+    /// The hot-customer cache.
+    pub state_cache: CacheStats,
+    /// Records that failed to decode (checksum, truncation, unknown version).
+    pub corrupt_records_total: u64,
+    pub commits_total: u64,
+    pub column_families: Vec<CfStats>,
+}
+
+impl StoreStats {
+    /// Commits are stalled or throttled by RocksDB.
+    pub fn write_stall(&self) -> bool {
+        self.write_stopped || self.delayed_write_rate > 0
+    }
+
+    pub(crate) fn add(&mut self, cf: &CfStats) {
+        self.live_sst_bytes += cf.live_sst_bytes;
+        self.total_sst_bytes += cf.total_sst_bytes;
+        self.memtable_bytes += cf.memtable_bytes;
+        self.memtable_pinned_bytes += cf.memtable_pinned_bytes;
+        self.pending_compaction_bytes += cf.pending_compaction_bytes;
+        if cf.name == crate::keys::CF_STATES {
+            self.estimated_customers = cf.estimated_keys;
+        }
+    }
+}
