@@ -384,7 +384,7 @@ fn apply_inner(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>, t
     // Counters do not change during the evaluation: one pass over the day
     // buckets serves every view below.
     let sums = state.counters.sums_at(t);
-    let view = CustomerView::with_sums(state, &engine.state_settings, sums);
+    let view = CustomerView::with_sums(state, &engine.state_settings, sums, t);
     // One pass gives both the membership and the next rule flip; the flip is
     // recomputed below only if a send changes what offers_sent() counts.
     let flip = if timer {
@@ -615,7 +615,7 @@ fn decide_offer(
 /// a rule flipping, or the cart becoming abandoned.
 fn next_timer(state: &CustomerState, engine: &Engine, t: Timestamp, sums: Option<WindowSums>) -> Option<Timestamp> {
     let sums = sums.unwrap_or_else(|| state.counters.sums_at(t));
-    let view = CustomerView::with_sums(state, &engine.state_settings, sums);
+    let view = CustomerView::with_sums(state, &engine.state_settings, sums, t);
     earliest(engine.rules.next_flip(&view, t), cart_timer(state, engine, t))
 }
 

@@ -256,13 +256,27 @@ impl Affinities {
     }
 
     fn normalise(&self, w: f64, now: Timestamp, settings: &StateSettings) -> f64 {
+        (w * self.scale(now, settings)).clamp(0.0, 1.0)
+    }
+
+    /// The factor that turns a stored weight into the affinity at `now`:
+    /// the decay since `as_of` over the normalising denominator.
+    pub fn scale(&self, now: Timestamp, settings: &StateSettings) -> f64 {
         let denom = self.total.max(settings.affinity_min_evidence);
         if denom <= 0.0 {
             return 0.0;
         }
         let f =
             if now > self.as_of { Self::decay_factor(now.since(self.as_of), settings.affinity_half_life) } else { 1.0 };
-        (w * f / denom).clamp(0.0, 1.0)
+        f / denom
+    }
+
+    /// The affinity for `category` given [`Affinities::scale`] at some instant.
+    pub fn get_scaled(&self, category: &str, scale: f64) -> f64 {
+        match self.position(category) {
+            Some(i) => (self.weights[i].1 * scale).clamp(0.0, 1.0),
+            None => 0.0,
+        }
     }
 
     /// Categories by affinity at `now`, strongest first (ties by name).

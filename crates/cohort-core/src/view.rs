@@ -16,24 +16,29 @@ pub struct CustomerView<'a> {
     pub state: &'a CustomerState,
     pub settings: &'a StateSettings,
     sums: Option<WindowSums>,
+    /// `(now, scale)`: affinities at `now` are `weight * scale`, computed
+    /// once instead of one `exp2` per `affinity()` call.
+    affinity_scale: Option<(Timestamp, f64)>,
 }
 
 impl<'a> CustomerView<'a> {
     /// A view with no cached sums (every windowed read scans the buckets).
     pub fn new(state: &'a CustomerState, settings: &'a StateSettings) -> Self {
-        CustomerView { state, settings, sums: None }
+        CustomerView { state, settings, sums: None, affinity_scale: None }
     }
 
     /// A view with the windowed sums precomputed for `now`'s day: reads at
     /// any instant of that day are answered from the cache.
     pub fn at(state: &'a CustomerState, settings: &'a StateSettings, now: Timestamp) -> Self {
-        CustomerView { state, settings, sums: Some(state.counters.sums_at(now)) }
+        Self::with_sums(state, settings, state.counters.sums_at(now), now)
     }
 
     /// A view with sums already computed by [`crate::window::DayBuckets::sums_at`]
     /// (so several views of one evaluation share one pass over the buckets).
-    pub fn with_sums(state: &'a CustomerState, settings: &'a StateSettings, sums: WindowSums) -> Self {
-        CustomerView { state, settings, sums: Some(sums) }
+    /// `sums` must be `state.counters.sums_at(now)`.
+    pub fn with_sums(state: &'a CustomerState, settings: &'a StateSettings, sums: WindowSums, now: Timestamp) -> Self {
+        let scale = state.affinities.scale(now, settings);
+        CustomerView { state, settings, sums: Some(sums), affinity_scale: Some((now, scale)) }
     }
 }
 
@@ -132,7 +137,10 @@ impl Facts for CustomerView<'_> {
     }
 
     fn affinity(&self, category: &str, now: Timestamp) -> f64 {
-        self.state.affinities.get(category, now, self.settings)
+        match self.affinity_scale {
+            Some((t, scale)) if t == now => self.state.affinities.get_scaled(category, scale),
+            _ => self.state.affinities.get(category, now, self.settings),
+        }
     }
 
     fn birth_date(&self) -> Option<CivilDate> {
