@@ -11,8 +11,8 @@
 pub mod encode;
 pub mod engine;
 pub mod event;
-pub mod offer;
 pub mod hash;
+pub mod offer;
 pub mod rules;
 pub mod state;
 pub mod time;
