@@ -102,6 +102,8 @@ impl Facts for CustomerView<'_> {
             }
             TimeField::LastPurchase => st.last_purchase,
             TimeField::FirstPurchase => st.first_purchase,
+            // Customer activity only (clicks and purchases): a CRM profile
+            // update or a delivery receipt is not the customer being seen.
             TimeField::FirstSeen => st.first_seen,
             TimeField::LastSeen => st.last_seen,
         }
