@@ -353,6 +353,13 @@ fn apply_inner(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>, t
     };
     let mut decision = Decision::default();
 
+    // A timer or rules change for a customer never evaluated (or forgotten
+    // since the timer was set) has nothing to decide on, and must not
+    // resurrect a forgotten customer.
+    if !matches!(input, Input::Event(_)) && state.evaluated_at.is_none() {
+        return decision;
+    }
+
     let mut recorded = Recorded::default();
     if let Input::Event(ev) = input {
         if matches!(ev.kind, EventKind::Forget) {
@@ -668,6 +675,7 @@ segments:
         let tables = Tables::default();
         let mut st = CustomerState::default();
         st.segments.push(Membership { segment: "retired".into(), since: Timestamp(0) });
+        st.evaluated_at = Some(Timestamp(0));
         let d = apply(&mut st, Input::RulesChanged { customer: "c", at: Timestamp(1_000) }, &tables.context(&e));
         let Some(Output::SegmentChanged(s)) = d.outputs.first() else { panic!("expected a segment change") };
         assert_eq!(s.exited, vec!["retired".to_owned()]);
@@ -712,6 +720,10 @@ segments:
         let d = apply(&mut st, Input::Event(&forget), &ctx);
         assert!(d.forget && d.next_timer.is_none());
         assert!(matches!(d.outputs.as_slice(), [Output::Forgotten(_)]));
+        assert!(st.is_empty());
+        // A stale timer for the forgotten customer does nothing.
+        let d = apply(&mut st, Input::Timer { customer: "c", due: Timestamp(1_700_000_200_000) }, &ctx);
+        assert_eq!(d, Decision::default());
         assert!(st.is_empty());
     }
 }
