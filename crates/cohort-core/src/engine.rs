@@ -92,6 +92,9 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// Prepares compiled rules for evaluation. Build one per rules version
+    /// and share it (it is `Send + Sync`); after replacing it, feed each
+    /// customer an [`Input::RulesChanged`] to re-evaluate them.
     pub fn new(rules: RuleSet, settings: EngineSettings) -> Engine {
         let state_settings = StateSettings {
             session_gap: rules.settings().session_gap,
@@ -104,10 +107,12 @@ impl Engine {
         Engine { rules, settings, state_settings, seg_index, fingerprint }
     }
 
+    /// The compiled rules (segment and offer names for outputs and metrics).
     pub fn rules(&self) -> &RuleSet {
         &self.rules
     }
 
+    /// The engine settings it was built with.
     pub fn settings(&self) -> &EngineSettings {
         &self.settings
     }
@@ -287,6 +292,7 @@ pub enum Output {
 }
 
 impl Output {
+    /// The output's deterministic id: the idempotency key downstream.
     pub fn id(&self) -> &str {
         match self {
             Output::SegmentChanged(o) => &o.id,

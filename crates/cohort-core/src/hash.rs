@@ -19,6 +19,7 @@ impl Default for StableHasher {
 }
 
 impl StableHasher {
+    /// A hasher at the FNV-1a offset basis.
     pub fn new() -> Self {
         Self::default()
     }

@@ -3,7 +3,7 @@
 //! [`CustomerState`] is what the store persists (see [`crate::encode`]) and
 //! what [`CustomerState::record`] folds events into. It is plain data: no
 //! clock, no rules. The engine ([`crate::engine`]) decides when to evaluate
-//! it; [`crate::facts`] exposes it to rules.
+//! it; [`crate::view`] exposes it to rules.
 //!
 //! Bounds (so a customer with 100,000 events a year still encodes in a few
 //! kilobytes): windowed counters are per-day buckets for 365 days
