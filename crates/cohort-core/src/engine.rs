@@ -463,7 +463,7 @@ fn apply_inner(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>, t
     let sends_before = state.offers.len();
     let last_send_before = state.offers.last().map(|s| s.decision);
     if points.any() {
-        decide_offer(state, customer, &points, &new_set, t, ctx, &out_id, cause_kind, event_id, &mut decision);
+        decide_offer(state, customer, &points, &new_set, t, sums, ctx, &out_id, cause_kind, event_id, &mut decision);
     }
 
     if timer {
@@ -540,6 +540,7 @@ fn decide_offer(
     points: &Points,
     segments: &SegmentSet,
     t: Timestamp,
+    sums: WindowSums,
     ctx: &Context<'_>,
     out_id: &dyn Fn(u64) -> u128,
     cause_kind: CauseKind,
@@ -552,7 +553,7 @@ fn decide_offer(
     // Offers whose triggers match, with their best context weight and point.
     let mut matched: Vec<(usize, f64, Point, [Channel; 4], usize)> = Vec::new();
     {
-        let view = CustomerView::at(state, &engine.state_settings, t);
+        let view = CustomerView::with_sums(state, &engine.state_settings, sums, t);
         for (i, offer) in rules.offers().iter().enumerate() {
             let best = offer.triggers.iter().filter_map(|tr| points.matches(tr, weights)).fold(
                 None::<(f64, Point)>,

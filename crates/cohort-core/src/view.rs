@@ -87,6 +87,13 @@ impl Facts for CustomerView<'_> {
 
     fn next_window_change(&self, f: NumField, now: Timestamp) -> Option<Timestamp> {
         let (c, w) = counter_of(f)?;
+        if let Some(s) = &self.sums {
+            if s.day == now.day() {
+                if let Some(answer) = s.next_change(c, w) {
+                    return answer;
+                }
+            }
+        }
         self.state.counters.next_change(c, w, now)
     }
 

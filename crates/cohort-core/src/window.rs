@@ -63,6 +63,12 @@ pub struct WindowSums {
     pub day: i64,
     /// `sums[window][counter]` for windows 7, 30, 90, 365 days.
     pub sums: [[i64; COUNTERS]; 4],
+    /// Day of the oldest bucket with a non-zero count, per window and
+    /// counter (`i64::MAX`: none), for [`WindowSums::next_change`].
+    pub oldest: [[i64; COUNTERS]; 4],
+    /// Whether some bucket lies after `day` (then `next_change` defers to
+    /// [`DayBuckets::next_change`]).
+    pub future: bool,
 }
 
 fn window_index(w: Window) -> Option<usize> {
@@ -145,17 +151,23 @@ impl DayBuckets {
     /// Every windowed sum at `now` in one pass.
     pub fn sums_at(&self, now: Timestamp) -> WindowSums {
         let today = now.day();
-        let mut out = WindowSums { day: today, sums: [[0; COUNTERS]; 4] };
+        let mut out =
+            WindowSums { day: today, sums: [[0; COUNTERS]; 4], oldest: [[i64::MAX; COUNTERS]; 4], future: false };
         let start = self.buckets.partition_point(|b| i64::from(b.day) <= today - 365);
         for b in &self.buckets[start..] {
-            let age = today - i64::from(b.day);
+            let day = i64::from(b.day);
+            let age = today - day;
             if age < 0 {
+                out.future = true;
                 break;
             }
             for (wi, &days) in WINDOW_DAYS.iter().enumerate() {
                 if age < days {
                     for c in 0..COUNTERS {
                         out.sums[wi][c] += b.counts[c];
+                        if b.counts[c] != 0 && out.oldest[wi][c] == i64::MAX {
+                            out.oldest[wi][c] = day;
+                        }
                     }
                 }
             }
@@ -217,6 +229,21 @@ impl WindowSums {
     /// The precomputed sum for `counter` over `w`; `None` for lifetime.
     pub fn get(&self, counter: Counter, w: Window) -> Option<i64> {
         window_index(w).map(|i| self.sums[i][counter as usize])
+    }
+
+    /// [`DayBuckets::next_change`] at any instant of day `self.day`, from the
+    /// same pass: `Some(answer)`, or `None` when it cannot tell (a future
+    /// bucket exists) and the buckets must be asked.
+    pub fn next_change(&self, counter: Counter, w: Window) -> Option<Option<Timestamp>> {
+        let Some(wi) = window_index(w) else { return Some(None) };
+        if self.future {
+            return None;
+        }
+        let oldest = self.oldest[wi][counter as usize];
+        if oldest == i64::MAX {
+            return Some(None);
+        }
+        Some(Some(Timestamp((oldest + WINDOW_DAYS[wi]).saturating_mul(MS_PER_DAY))))
     }
 }
 

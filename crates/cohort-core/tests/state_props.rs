@@ -209,6 +209,7 @@ proptest! {
                 prop_assert_eq!(plain.number(f, now), want, "{:?} at {:?}", f, now);
                 // The reported next change is exact: nothing changes before
                 // it, and the value differs at it.
+                prop_assert_eq!(cached.next_window_change(f, now), plain.next_window_change(f, now), "{:?}", f);
                 if let Some(next) = plain.next_window_change(f, now) {
                     prop_assert!(next > now);
                     prop_assert_eq!(brute.value(f, next.as_millis() - 1), want);
