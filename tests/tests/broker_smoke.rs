@@ -82,7 +82,7 @@ async fn a_broker_killed_mid_stream_and_restarted_loses_nothing() {
         let p = p.clone();
         let topic = topic.clone();
         let second = second.to_vec();
-        async move { send_all(&p, &topic, second.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()))).await }
+        async move { send_all(&p, &topic, second.into_iter().map(|(k, v)| (k.into_bytes(), v.into_bytes()))).await }
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
     tansu.restart().unwrap_or_else(|e| panic!("restart broker: {e:#}\n{}", tansu.log_tail()));

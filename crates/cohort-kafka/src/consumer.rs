@@ -248,12 +248,12 @@ impl InputConsumer {
 
     /// Stops fetching these partitions (backpressure); their position is kept.
     pub fn pause(&self, parts: &[TopicPartition]) -> Result<(), KafkaAdapterError> {
-        Ok(self.consumer.pause(&tpl(parts, None))?)
+        Ok(self.consumer.pause(&tpl(parts))?)
     }
 
     /// Resumes partitions paused by [`InputConsumer::pause`].
     pub fn resume(&self, parts: &[TopicPartition]) -> Result<(), KafkaAdapterError> {
-        Ok(self.consumer.resume(&tpl(parts, None))?)
+        Ok(self.consumer.resume(&tpl(parts))?)
     }
 
     /// Moves a partition's position, e.g. after restoring its state.
@@ -299,13 +299,10 @@ impl InputConsumer {
     }
 }
 
-fn tpl(parts: &[TopicPartition], offset: Option<Offset>) -> TopicPartitionList {
+fn tpl(parts: &[TopicPartition]) -> TopicPartitionList {
     let mut list = TopicPartitionList::new();
     for p in parts {
-        let e = list.add_partition(&p.topic, p.partition);
-        if let Some(o) = offset {
-            let _ = e.set_offset(o);
-        }
+        list.add_partition(&p.topic, p.partition);
     }
     list
 }
