@@ -350,10 +350,7 @@ impl Store {
         }
         self.with_db(|db| {
             let (states, timers, index) = (cf(db, CF_STATES)?, cf(db, CF_TIMERS)?, cf(db, CF_TIMER_INDEX)?);
-            let value_bytes: usize =
-                batch.states.iter().map(|(c, s)| c.len() + s.as_ref().map_or(0, Vec::len) + 24).sum();
-            let mut wb =
-                WriteBatch::with_capacity_bytes(value_bytes + 64 * (batch.timers_set.len() + batch.timers_clear.len()));
+            let mut wb = WriteBatch::default();
             let mut key = Vec::new();
             let mut sealed = Vec::new();
             for (customer, state) in &batch.states {
@@ -832,16 +829,17 @@ impl Store {
 }
 
 fn flush_all(db: &DB) -> Result<(), StoreError> {
+    // One family at a time (what `flush_cfs` does without atomic flush);
+    // once every family has flushed, no WAL holds data older than the flush.
     let mut opts = FlushOptions::default();
     opts.set_wait(true);
-    let mut handles = Vec::with_capacity(ALL_CFS.len() + 1);
     for name in ALL_CFS {
-        handles.push(cf(db, name)?);
+        db.flush_cf_opt(cf(db, name)?, &opts).map_err(|e| StoreError::rocks("flush", e))?;
     }
     if let Some(default) = db.cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME) {
-        handles.push(default);
+        db.flush_cf_opt(default, &opts).map_err(|e| StoreError::rocks("flush", e))?;
     }
-    db.flush_cfs_opt(&handles, &opts).map_err(|e| StoreError::rocks("flush", e))
+    Ok(())
 }
 
 /// Due times of `customer`'s timers in `partition`, from the reverse index.
