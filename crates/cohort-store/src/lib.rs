@@ -23,7 +23,21 @@
 //! - [`stats`]: [`StoreStats`], plain figures for the metrics layer.
 //! - [`error`]: [`StoreError`], classified retryable / fatal / bad data.
 //!
-//! All calls block (RocksDB I/O); async callers use `spawn_blocking`.
+//! API at a glance (all on [`Store`], all blocking; async callers use
+//! `spawn_blocking`):
+//! - [`Store::open`] with a [`StoreConfig`]; refuses a newer store format.
+//! - [`Store::commit`] one [`Batch`]: states (`None` deletes the customer and
+//!   its timers), timer sets and clears, input and changelog offsets.
+//! - [`Store::get_many`] / [`Store::get`]: states by customer, cache first,
+//!   then one batched multi-get; a corrupt record is an error for its key only.
+//! - [`Store::input_offset`], [`Store::changelog_offset`]: where to resume.
+//! - [`Store::due_timers`]: timers due at or before a watermark, in order.
+//! - [`Store::drop_partition`], [`Store::iter_partition_states`],
+//!   [`Store::partitions`]: rebalancing and restore.
+//! - [`Store::forget`]: delete a customer everywhere and erase it from disk;
+//!   [`Store::purge`] erases deletes that arrived on the stream.
+//! - [`Store::inspect`]: a customer's raw state bytes, partition and timers.
+//! - [`Store::metadata`] / [`Store::set_metadata`], [`Store::stats`].
 //!
 //! This crate must not depend on Kafka (rdkafka), on an async runtime
 //! (tokio), or on core's state types: it stores bytes, and only
