@@ -600,6 +600,10 @@ impl Store {
     /// MANIFEST (the old one can name the key as a file boundary). After it
     /// returns, neither the id nor the data is in any file of the store
     /// directory. Blocks other callers during the reopen only.
+    ///
+    /// Partitions removed with [`Store::drop_partition`] are not searched:
+    /// their range tombstones hide the data, and [`Store::purge`] (or
+    /// periodic compaction) erases it from disk.
     pub fn forget(&self, customer: &str) -> Result<ForgetReport, StoreError> {
         let (report, purge_keys) = self.with_db(|db| {
             let mut report = ForgetReport::default();
