@@ -37,11 +37,12 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-"$TANSU_BIN" broker \
+# tansu resolves the sqlite path relative to its working directory.
+(cd "$DATA_DIR" && exec "$TANSU_BIN" broker \
     --listener-url "tcp://127.0.0.1:$PORT" \
     --advertised-listener-url "tcp://127.0.0.1:$PORT" \
-    --storage-engine "sqlite://$DATA_DIR/tansu.db" \
-    >"$DATA_DIR/broker.log" 2>&1 &
+    --storage-engine "sqlite://tansu.db" \
+    >"$DATA_DIR/broker.log" 2>&1) &
 BROKER_PID=$!
 
 for _ in $(seq 300); do

@@ -121,11 +121,13 @@ impl Tansu {
 
     fn spawn(&mut self) -> Result<()> {
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let db = format!("sqlite://{}/tansu.db", self.dir.path().display());
+        // tansu resolves the sqlite path relative to its working directory.
+        let db = "sqlite://tansu.db".to_string();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("broker.log"))?;
         let child = Command::new(&self.bin)
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--storage-engine", &db])
+            .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
