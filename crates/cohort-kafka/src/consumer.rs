@@ -7,8 +7,8 @@
 //! only ones that always match the state. Kafka's committed offsets are
 //! written afterwards, for lag monitoring, and may be behind after a crash.
 
-use crate::error::KafkaAdapterError;
 use crate::client_config;
+use crate::error::KafkaAdapterError;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{Headers, Message};
@@ -225,15 +225,13 @@ impl InputConsumer {
     }
 
     fn owned<M: Message>(&self, m: &M) -> InputRecord {
-        let topic = self
-            .topic_names
-            .iter()
-            .find(|t| t.as_ref() == m.topic())
-            .cloned()
-            .unwrap_or_else(|| Arc::from(m.topic()));
+        let topic =
+            self.topic_names.iter().find(|t| t.as_ref() == m.topic()).cloned().unwrap_or_else(|| Arc::from(m.topic()));
         let headers = m
             .headers()
-            .map(|h| h.iter().map(|hd| (hd.key.to_string(), hd.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
+            .map(|h| {
+                h.iter().map(|hd| (hd.key.to_string(), hd.value.map(<[u8]>::to_vec).unwrap_or_default())).collect()
+            })
             .unwrap_or_default();
         InputRecord {
             topic,

@@ -15,7 +15,7 @@ use std::time::Duration;
 /// The prefix of environment overrides; `__` separates nested keys.
 pub const ENV_PREFIX: &str = "COHORT__";
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -270,21 +270,6 @@ impl Default for LogConfig {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            kafka: KafkaConfig::default(),
-            topics: Topics::default(),
-            format: FormatConfig::default(),
-            rules: RulesConfig::default(),
-            store: StoreSection::default(),
-            processing: ProcessingConfig::default(),
-            http: HttpConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
-}
-
 /// A configuration that cannot be used, with where and why.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -340,7 +325,8 @@ impl Config {
 
     /// Checks what serde cannot, without I/O.
     pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
-        let bad = |key: &str, message: String| ConfigError::Invalid { path: name.to_string(), key: key.into(), message };
+        let bad =
+            |key: &str, message: String| ConfigError::Invalid { path: name.to_string(), key: key.into(), message };
         if self.kafka.bootstrap_servers.trim().is_empty() {
             return Err(bad("kafka.bootstrap_servers", "must name at least one broker (host:port)".into()));
         }
@@ -536,7 +522,10 @@ mod tests {
     #[test]
     fn validate_refuses_duplicate_topics_and_reserved_properties() {
         let e = Config::from_toml("c.toml", "[topics]\ndlq = \"clickstream\"\n", none()).expect_err("dup");
-        assert_eq!(e.to_string(), "c.toml: topics.dlq: `clickstream` is also topics.clickstream; every topic must be distinct");
+        assert_eq!(
+            e.to_string(),
+            "c.toml: topics.dlq: `clickstream` is also topics.clickstream; every topic must be distinct"
+        );
         let e = Config::from_toml("c.toml", "[kafka.properties]\n\"enable.auto.commit\" = \"true\"\n", none())
             .expect_err("reserved");
         assert!(e.to_string().contains("set by cohort"), "{e}");

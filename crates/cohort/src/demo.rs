@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::worker::{self, Clock, Worker};
 use anyhow::{anyhow, bail, Context as _};
 use cohort_codec::{CauseKind, Decoder, Encoder, Format, Registry};
-use cohort_core::engine::{Engine, EngineSettings};
+use cohort_core::engine::Engine;
 use cohort_core::event::{Event, EventKind};
 use cohort_core::time::{Duration as SimDuration, Timestamp, MS_PER_DAY};
 use cohort_kafka::{EmbeddedBroker, OutputProducer, OutputRecord};
@@ -32,7 +32,7 @@ use cohort_store::Store;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
 use std::net::SocketAddr;
@@ -303,6 +303,12 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     // The worker validates event times against the accelerated clock, which
     // is what matters; the real clock may lag it by months.
     config.processing.max_future_skew = Duration::from_secs(3650 * 86_400);
+    // Inputs reach the worker up to a few hundred wall milliseconds after
+    // their simulated time (the sender's tick, the producer, the consumer's
+    // batch), which at 3 days a second is hours of simulated time. A second
+    // of wall time as allowed lateness keeps timers (cart abandoned, lapsed)
+    // from firing before the events that would have prevented them arrive.
+    config.processing.allowed_lateness = Duration::from_secs_f64(args.speed.0.max(60.0));
     config.http.listen = args.listen.to_string();
     config.validate("<demo>").map_err(|e| anyhow!("{e}"))?;
 
@@ -654,15 +660,11 @@ impl Snapshot {
         for family in metrics.registry.gather() {
             for m in family.get_metric() {
                 let label = |name: &str| {
-                    m.get_label()
-                        .iter()
-                        .find(|l| l.get_name() == name)
-                        .map(|l| l.get_value().to_string())
-                        .unwrap_or_default()
+                    m.get_label().iter().find(|l| l.name() == name).map(|l| l.value().to_string()).unwrap_or_default()
                 };
                 let counter = m.get_counter().get_value();
                 let gauge = m.get_gauge().get_value();
-                match family.get_name() {
+                match family.name() {
                     "cohort_input_records_total" => {
                         s.consumed.insert(label("topic"), counter);
                     }

@@ -63,7 +63,7 @@ pub fn customer_json(
         "segments": state.segments.iter().map(|m| json!({"segment": m.segment, "since": m.since.as_millis()})).collect::<Vec<_>>(),
         "profile": {
             "birth_date": p.birth_date.map(|d| format!("{:04}-{:02}-{:02}", d.year, d.month, d.day)),
-            "age": view.number(NumField::Age, now),
+            "declared_age": p.declared_age,
             "gender": p.gender, "income_band": p.income_band, "education": p.education,
             "country": p.country, "region": p.region, "city": p.city,
             "interests": p.interests, "loyalty_tier": p.loyalty_tier,

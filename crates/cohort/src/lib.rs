@@ -3,9 +3,9 @@
 //! in-process as well as the binary.
 
 pub mod config;
-pub mod http;
-pub mod metrics;
-pub mod dlq;
-pub mod worker;
-pub mod inspect;
 pub mod demo;
+pub mod dlq;
+pub mod http;
+pub mod inspect;
+pub mod metrics;
+pub mod worker;

@@ -94,7 +94,11 @@ fn main() -> anyhow::Result<()> {
             println!("{}: valid, rules version {}", rules.display(), set.version());
             println!("{} segments:", set.segments().len());
             for s in set.segments() {
-                let group = s.group.as_deref().map(|g| format!(" [group {g}, priority {}]", s.priority)).unwrap_or_default();
+                let group = s
+                    .group
+                    .as_deref()
+                    .map(|g| format!(" [group {g}, priority {}]", s.priority.unwrap_or_default()))
+                    .unwrap_or_default();
                 println!("  {}{group}", s.name);
             }
             println!("{} offers:", set.offers().len());
@@ -176,7 +180,12 @@ fn init_tracing(config: &Config) {
 }
 
 /// The customer's inspection JSON, from whichever partition holds it.
-fn lookup_json(store: &Store, engine: &Engine, customer: &str, now: cohort_core::time::Timestamp) -> anyhow::Result<Option<String>> {
+fn lookup_json(
+    store: &Store,
+    engine: &Engine,
+    customer: &str,
+    now: cohort_core::time::Timestamp,
+) -> anyhow::Result<Option<String>> {
     let found = store.inspect(customer)?;
     let Some(first) = found.into_iter().find(|i| i.state.is_some()) else { return Ok(None) };
     let state = match &first.state {

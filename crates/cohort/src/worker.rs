@@ -89,10 +89,18 @@ pub struct Worker {
     kinds: HashMap<String, InputKind>,
 }
 
+/// Reserved store keys under which each partition's learned tables are
+/// committed with its states. Customer ids starting with NUL are refused at
+/// input (DLQ reason `invalid_key`), so no customer can collide with them.
+pub const KEY_POPULARITY: &str = "\u{0}cohort.popularity";
+pub const KEY_PROPENSITY: &str = "\u{0}cohort.propensity";
+
 /// What the worker keeps in memory for a partition it owns.
 struct PartitionRuntime {
     watermark: Watermark,
     tables: Tables,
+    /// The tables learned something in this batch and must be committed.
+    tables_dirty: bool,
     /// Pending timers, by due time, and each customer's one pending timer.
     timers: BTreeSet<(Timestamp, String)>,
     timer_of: HashMap<String, Timestamp>,
@@ -350,6 +358,25 @@ impl Worker {
         Ok(())
     }
 
+    /// Takes ownership of `partitions` as an assignment would, without Kafka
+    /// (benchmarks, offline replays and tests).
+    pub fn assign(&mut self, topic: &str, partitions: &[i32]) -> anyhow::Result<()> {
+        let parts =
+            partitions.iter().map(|p| (TopicPartition { topic: topic.to_string(), partition: *p }, None)).collect();
+        self.on_partition_event(PartitionEvent::Assigned(parts))
+    }
+
+    /// Processes records and commits the result to the store without a
+    /// broker: everything a batch does except producing. Returns the output
+    /// records the batch would have produced (outputs, dead letters, changelog).
+    pub fn process_offline(&mut self, records: &[InputRecord]) -> anyhow::Result<Vec<OutputRecord>> {
+        let processed = self.process(records, false)?;
+        for b in &processed.commits {
+            self.store.commit(b)?;
+        }
+        Ok(processed.outputs)
+    }
+
     fn on_partition_event(&mut self, ev: PartitionEvent) -> anyhow::Result<()> {
         match ev {
             PartitionEvent::Assigned(parts) => {
@@ -366,7 +393,8 @@ impl Worker {
                             CoreDuration::from_millis(self.config.processing.allowed_lateness.as_millis() as i64),
                             Timestamp::MIN,
                         ),
-                        tables: Tables::default(),
+                        tables: self.load_tables(p)?,
+                        tables_dirty: false,
                         timers: BTreeSet::new(),
                         timer_of: HashMap::new(),
                     };
@@ -459,6 +487,10 @@ impl Worker {
                     continue;
                 }
             };
+            if event.customer.starts_with('\u{0}') {
+                self.dead_letter(r, "invalid_key", "customer ids may not start with a NUL byte (reserved)", out);
+                continue;
+            }
             if let Err(e) = event.validate_with_skew(now, skew) {
                 self.dead_letter(r, e.reason(), &e.to_string(), out);
                 continue;
@@ -474,7 +506,7 @@ impl Worker {
             wanted.dedup();
             let loaded = self.store.get_many(partition as u32, &wanted);
             for (c, res) in wanted.iter().zip(loaded) {
-                let state = self.decode_state(partition, c, res)?;
+                let state = self.decode_state(partition, res)?;
                 states.insert(c.to_string(), (state, false));
             }
         }
@@ -499,6 +531,7 @@ impl Worker {
                 continue;
             }
             rt.tables.observe(event);
+            rt.tables_dirty |= matches!(event.kind, EventKind::Purchase(_) | EventKind::OfferOutcome(_));
             entry.1 = true;
             if decision.forget {
                 entry.0 = CustomerState::default();
@@ -538,6 +571,21 @@ impl Worker {
             });
             batch.states.push((customer, bytes));
         }
+        if rt.tables_dirty {
+            rt.tables_dirty = false;
+            for (key, bytes) in
+                [(KEY_POPULARITY, rt.tables.popularity.encode()), (KEY_PROPENSITY, rt.tables.propensity.encode())]
+            {
+                out.outputs.push(OutputRecord {
+                    topic: topics.changelog.clone(),
+                    key: Some(key.as_bytes().to_vec()),
+                    value: Some(bytes.clone()),
+                    headers: Vec::new(),
+                    timestamp: None,
+                });
+                batch.states.push((key.to_string(), Some(bytes)));
+            }
+        }
         batch.states.sort_by(|a, b| a.0.cmp(&b.0));
         let (set, clear) = delta.normalise();
         batch.timers_set = set;
@@ -560,6 +608,25 @@ impl Worker {
         Ok(())
     }
 
+    /// The partition's learned tables as last committed, or empty ones.
+    fn load_tables(&self, partition: i32) -> anyhow::Result<Tables> {
+        let mut tables = Tables::default();
+        let get = |key: &str| self.store.get(partition as u32, key).map_err(|e| anyhow!("reading {key:?}: {e}"));
+        if let Some(b) = get(KEY_POPULARITY)? {
+            match cohort_core::offer::Popularity::decode(&b) {
+                Ok(p) => tables.popularity = p,
+                Err(e) => warn!(partition, error = %e, "undecodable popularity table; relearning it"),
+            }
+        }
+        if let Some(b) = get(KEY_PROPENSITY)? {
+            match cohort_core::offer::Propensity::decode(&b) {
+                Ok(p) => tables.propensity = p,
+                Err(e) => warn!(partition, error = %e, "undecodable propensity table; relearning it"),
+            }
+        }
+        Ok(tables)
+    }
+
     fn fire_due_timers(
         &self,
         partition: i32,
@@ -572,7 +639,7 @@ impl Worker {
         while let Some((due, customer)) = rt.pop_due(rt.watermark.current(), delta) {
             if !states.contains_key(&customer) {
                 let res = self.store.get(partition as u32, &customer);
-                let state = self.decode_state(partition, &customer, res)?;
+                let state = self.decode_state(partition, res)?;
                 states.insert(customer.clone(), (state, false));
             }
             let Some(entry) = states.get_mut(&customer) else { continue };
@@ -591,7 +658,6 @@ impl Worker {
     fn decode_state(
         &self,
         partition: i32,
-        customer: &str,
         res: Result<Option<cohort_store::Bytes>, cohort_store::StoreError>,
     ) -> anyhow::Result<CustomerState> {
         match res {
@@ -700,8 +766,8 @@ impl Worker {
 
     fn record_metrics(&self, p: &Processed, started: Instant) {
         let m = &self.metrics;
-        m.batch_records.with_label_values(&[]).observe(p.stats.records as f64);
-        m.batch_duration.with_label_values(&[]).observe(started.elapsed().as_secs_f64());
+        m.batch_records.observe(p.stats.records as f64);
+        m.batch_duration.observe(started.elapsed().as_secs_f64());
         m.timers_fired.inc_by(p.stats.timers_fired);
         for reason in &p.stats.dlq {
             m.dlq_records.with_label_values(&[reason]).inc();
@@ -715,12 +781,12 @@ impl Worker {
             m.segment_population.with_label_values(&[s]).sub(*n);
         }
         for (offer, holdout) in &p.stats.offers {
-            m.offers_decided.with_label_values(&[offer, if *holdout { "true" } else { "false" }]).inc();
+            m.offers_decided.with_label_values(&[offer.as_str(), if *holdout { "true" } else { "false" }]).inc();
         }
         let now = self.clock.now();
         for t in &p.output_event_times {
             let secs = now.since(*t).as_millis().max(0) as f64 / 1000.0;
-            m.event_to_output_latency.with_label_values(&[]).observe(secs);
+            m.event_to_output_latency.observe(secs);
         }
     }
 

@@ -61,32 +61,33 @@ async fn every_kind_of_bad_json_input_is_dead_lettered_and_the_partition_keeps_f
     let far_future = 4_102_444_800_000; // 2100-01-01
     let before_2000 = 900_000_000_000; // 1998
     let dup = click("dup-1", "c-dup", T0, 5.0, 1);
-    let bad: Vec<(&str, Vec<u8>, Option<Vec<u8>>)> = vec![
-        ("invalid_json", b"c-bad".to_vec(), Some(b"{not json".to_vec())),
-        ("missing_customer_id", Vec::new(), d.encode(&click("nokey", "", T0, 1.0, 1))),
-        ("time_in_future", b"c-bad".to_vec(), d.encode(&click("future", "c-bad", far_future, 1.0, 1))),
-        ("time_too_old", b"c-bad".to_vec(), d.encode(&click("old", "c-bad", before_2000, 1.0, 1))),
-        ("negative_value", b"c-bad".to_vec(), d.encode(&click("neg-price", "c-bad", T0, -3.0, 1))),
-        ("negative_value", b"c-bad".to_vec(), d.encode(&click("neg-qty", "c-bad", T0, 3.0, -2))),
-        ("oversized", b"c-bad".to_vec(), Some(vec![b' '; 10_000])),
-        ("duplicate_event_id", b"c-dup".to_vec(), d.encode(&dup)),
+    // (expected reason, key, value)
+    let bad: Vec<(&str, common::RawRecord)> = vec![
+        ("invalid_json", (b"c-bad".to_vec(), Some(b"{not json".to_vec()))),
+        ("missing_customer_id", (Vec::new(), d.encode(&click("nokey", "", T0, 1.0, 1)))),
+        ("time_in_future", (b"c-bad".to_vec(), d.encode(&click("future", "c-bad", far_future, 1.0, 1)))),
+        ("time_too_old", (b"c-bad".to_vec(), d.encode(&click("old", "c-bad", before_2000, 1.0, 1)))),
+        ("negative_value", (b"c-bad".to_vec(), d.encode(&click("neg-price", "c-bad", T0, -3.0, 1)))),
+        ("negative_value", (b"c-bad".to_vec(), d.encode(&click("neg-qty", "c-bad", T0, 3.0, -2)))),
+        ("oversized", (b"c-bad".to_vec(), Some(vec![b' '; 10_000]))),
+        ("duplicate_event_id", (b"c-dup".to_vec(), d.encode(&dup))),
     ];
     let mut worker = d.start_worker("worker");
     // A good event before, the bad ones (and the original of the duplicate), a good event after.
     d.produce(&[good_profile("c-before", 0)]).await;
     let mut records: Vec<(Vec<u8>, Option<Vec<u8>>)> = vec![(b"c-dup".to_vec(), d.encode(&dup))];
-    records.extend(bad.iter().map(|(_, k, v)| (k.clone(), v.clone())));
+    records.extend(bad.iter().map(|(_, r)| r.clone()));
     d.produce_raw(&clicks, records).await;
     d.produce(&[good_profile("c-after", 1)]).await;
     d.wait_caught_up(Duration::from_secs(90), &mut worker).await;
 
     let dlq = d.read("cohort-dlq", Duration::from_secs(60), |r| r.len() >= bad.len()).await;
     let mut want: BTreeMap<String, usize> = BTreeMap::new();
-    for (reason, _, _) in &bad {
+    for (reason, _) in &bad {
         *want.entry(reason.to_string()).or_insert(0) += 1;
     }
     assert_eq!(reasons(&dlq), want, "one dead letter per bad record, with its reason");
-    for (r, (_, key, value)) in dlq.iter().zip(bad.iter()) {
+    for (r, (_, (key, value))) in dlq.iter().zip(bad.iter()) {
         assert_eq!(r.key.clone().unwrap_or_default(), *key, "the original key is kept");
         assert_eq!(r.value, *value, "the original value is kept");
         assert_eq!(r.header("cohort.dlq.topic"), Some(clicks.as_bytes()));
@@ -129,8 +130,10 @@ async fn confluent_avro_input_with_an_unknown_schema_id_or_bad_bytes_is_dead_let
     .await;
     d.wait_caught_up(Duration::from_secs(90), &mut worker).await;
     let dlq = d.read("cohort-dlq", Duration::from_secs(60), |r| r.len() >= 3).await;
-    let got: Vec<String> =
-        dlq.iter().map(|r| String::from_utf8_lossy(r.header("cohort.dlq.reason").unwrap_or_default()).to_string()).collect();
+    let got: Vec<String> = dlq
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.header("cohort.dlq.reason").unwrap_or_default()).to_string())
+        .collect();
     assert_eq!(got, vec!["unknown_schema_id", "bad_magic_byte", "undecodable"]);
     assert_eq!(dlq[0].value.as_deref(), Some(unknown_id.as_slice()));
     let changes = d.read("segment-changes", Duration::from_secs(60), |r| !r.is_empty()).await;

@@ -70,19 +70,33 @@ async fn a_worker_killed_mid_stream_recovers_to_the_same_outputs_and_states() {
         assert!(!want_ids.is_empty(), "the traffic produces {topic}");
         let missing: Vec<&String> = want_ids.keys().filter(|k| !got_ids.contains_key(*k)).collect();
         let extra: Vec<&String> = got_ids.keys().filter(|k| !want_ids.contains_key(*k)).collect();
-        assert!(missing.is_empty(), "{topic}: {} outputs lost across the crash, e.g. {:?}", missing.len(), &missing[..missing.len().min(3)]);
+        assert!(
+            missing.is_empty(),
+            "{topic}: {} outputs lost across the crash, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(3)]
+        );
         assert!(extra.is_empty(), "{topic}: {} outputs the uninterrupted run never emitted", extra.len());
         for (id, v) in &want_ids {
             assert_eq!(got_ids.get(id), Some(v), "{topic}: output {id} differs from the uninterrupted run");
         }
-        eprintln!("{topic}: {} outputs, {} records after the crash ({} duplicates)", want_ids.len(), got.len(), got.len() - got_ids.len());
+        eprintln!(
+            "{topic}: {} outputs, {} records after the crash ({} duplicates)",
+            want_ids.len(),
+            got.len(),
+            got.len() - got_ids.len()
+        );
     }
 
     let want_states = latest_per_key(&reference.read_all("cohort-changelog").await);
     let got_states = latest_per_key(&crashed.read_all("cohort-changelog").await);
     assert_eq!(got_states.len(), want_states.len(), "the same customers have state");
     for (customer, state) in &want_states {
-        assert_eq!(got_states.get(customer), Some(state), "final state of {customer} differs from the uninterrupted run");
+        assert_eq!(
+            got_states.get(customer),
+            Some(state),
+            "final state of {customer} differs from the uninterrupted run"
+        );
     }
     assert!(worker.terminate().success());
     assert!(ref_worker.terminate().success());

@@ -6,9 +6,7 @@
 mod common;
 
 use cohort_core::engine::{apply, Engine, EngineSettings, Input, Output, Tables};
-use cohort_core::event::{
-    Click, ClickKind, ConsentUpdate, Date, Event, EventKind, LineItem, ProfileUpdate, Purchase,
-};
+use cohort_core::event::{Click, ClickKind, ConsentUpdate, Date, Event, EventKind, LineItem, ProfileUpdate, Purchase};
 use cohort_core::rules::RuleSet;
 use cohort_core::state::CustomerState;
 use cohort_core::time::{Duration, Timestamp};
@@ -162,10 +160,8 @@ async fn events_in_expected_segment_changes_and_offers_out() {
     }
     let all: Vec<Event> = phases().into_iter().flatten().collect();
     let expected = expected_outputs(RULES, &all);
-    let encoder = cohort_codec::Encoder::new(
-        cohort_codec::Format::Json,
-        std::sync::Arc::new(cohort_codec::Registry::builtin()),
-    );
+    let encoder =
+        cohort_codec::Encoder::new(cohort_codec::Format::Json, std::sync::Arc::new(cohort_codec::Registry::builtin()));
     let mut want_changes = Vec::new();
     let mut want_offers = Vec::new();
     for o in &expected {
@@ -178,8 +174,10 @@ async fn events_in_expected_segment_changes_and_offers_out() {
 
     let changes = d.read("segment-changes", StdDuration::from_secs(60), |r| r.len() >= want_changes.len()).await;
     let offers = d.read("next-best-offers", StdDuration::from_secs(60), |r| r.len() >= want_offers.len()).await;
-    let got_changes: Vec<serde_json::Value> = changes.iter().map(|r| json(r.value.as_deref().unwrap_or(b"null"))).collect();
-    let got_offers: Vec<serde_json::Value> = offers.iter().map(|r| json(r.value.as_deref().unwrap_or(b"null"))).collect();
+    let got_changes: Vec<serde_json::Value> =
+        changes.iter().map(|r| json(r.value.as_deref().unwrap_or(b"null"))).collect();
+    let got_offers: Vec<serde_json::Value> =
+        offers.iter().map(|r| json(r.value.as_deref().unwrap_or(b"null"))).collect();
     assert_eq!(got_changes, want_changes, "segment-changes, in order, ids and contents");
     assert_eq!(got_offers, want_offers, "next-best-offers, in order, ids and contents");
 
@@ -205,10 +203,8 @@ async fn events_in_expected_segment_changes_and_offers_out() {
     }
 
     // The changelog holds every customer's state.
-    let changelog = d.read("cohort-changelog", StdDuration::from_secs(30), |r| {
-        common::latest_per_key(r).len() >= 4
-    })
-    .await;
+    let changelog =
+        d.read("cohort-changelog", StdDuration::from_secs(30), |r| common::latest_per_key(r).len() >= 4).await;
     let latest = common::latest_per_key(&changelog);
     for c in ["c1", "c2", "c3", "c9"] {
         let bytes = latest.get(c).cloned().flatten().unwrap_or_else(|| panic!("{c} in the changelog"));

@@ -16,6 +16,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A record to produce: key and value (`None`: a tombstone).
+pub type RawRecord = (Vec<u8>, Option<Vec<u8>>);
+
 pub const INPUTS: [&str; 4] = ["clickstream", "purchases", "customer-profiles", "offer-outcomes"];
 pub const OUTPUTS: [&str; 4] = ["segment-changes", "next-best-offers", "cohort-dlq", "cohort-changelog"];
 
@@ -123,7 +126,7 @@ allowed_lateness = "1m"
 
     /// Produces events, keyed by customer, each to its topic, in order.
     pub async fn produce(&self, events: &[Event]) {
-        let mut by_topic: BTreeMap<String, Vec<(Vec<u8>, Option<Vec<u8>>)>> = BTreeMap::new();
+        let mut by_topic: BTreeMap<String, Vec<RawRecord>> = BTreeMap::new();
         for ev in events {
             by_topic.entry(self.topic_of(ev)).or_default().push((ev.customer.clone().into_bytes(), self.encode(ev)));
         }
@@ -133,7 +136,7 @@ allowed_lateness = "1m"
     }
 
     /// Produces raw records (`None` value: a tombstone).
-    pub async fn produce_raw(&self, topic: &str, records: Vec<(Vec<u8>, Option<Vec<u8>>)>) {
+    pub async fn produce_raw(&self, topic: &str, records: Vec<RawRecord>) {
         let p = cohort_kafka::OutputProducer::new(&self.bootstrap, &BTreeMap::new(), 1_000_000).expect("producer");
         let recs: Vec<cohort_kafka::OutputRecord> = records
             .into_iter()
@@ -189,9 +192,8 @@ allowed_lateness = "1m"
             match committed {
                 Ok(c) => {
                     for e in c.elements() {
-                        let (_, high) = probe
-                            .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))
-                            .unwrap_or((0, 0));
+                        let (_, high) =
+                            probe.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5)).unwrap_or((0, 0));
                         let done = match e.offset() {
                             Offset::Offset(o) => o,
                             _ => 0,
