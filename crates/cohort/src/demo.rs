@@ -647,6 +647,7 @@ struct Snapshot {
     /// (offer, holdout) → decisions.
     offers: BTreeMap<(String, bool), f64>,
     timers_fired: f64,
+    batched: f64,
     dlq: f64,
     lag: f64,
 }
@@ -683,6 +684,9 @@ impl Snapshot {
                     "cohort_offers_decided_total" => {
                         s.offers.insert((label("offer"), label("holdout") == "true"), counter);
                     }
+                    // Records the worker processed, for when it does not
+                    // count cohort_input_records_total per topic.
+                    "cohort_batch_size_records" => s.batched += m.get_histogram().get_sample_sum(),
                     "cohort_timers_fired_total" => s.timers_fired = counter,
                     "cohort_dlq_records_total" => s.dlq += counter,
                     "cohort_consumer_lag_records" => s.lag += gauge,
@@ -694,7 +698,12 @@ impl Snapshot {
     }
 
     fn total_consumed(&self) -> f64 {
-        self.consumed.values().sum()
+        let by_topic: f64 = self.consumed.values().sum();
+        if by_topic > 0.0 {
+            by_topic
+        } else {
+            self.batched
+        }
     }
 
     fn total_produced(&self) -> u64 {
@@ -820,18 +829,21 @@ impl View {
         );
         line(&mut out, String::new());
         let inputs: Vec<String> = now
-            .consumed
+            .produced
             .iter()
-            .map(|(t, v)| format!("{t} {}", group_digits(rate(get(&prev.consumed, t), *v) as u64)))
+            .map(|(t, v)| {
+                let before = prev.produced.get(t).copied().unwrap_or(0) as f64;
+                format!("{t} {}", group_digits(rate(before, *v as f64) as u64))
+            })
             .collect();
         line(
             &mut out,
             format!(
-                "events/s    {:>7}  ({})   produced {} (expected ~{})",
+                "events/s    {:>7}  processed; produced {} (expected ~{}): {}",
                 group_digits(consumed_rate as u64),
-                if inputs.is_empty() { "waiting for the first batch".to_string() } else { inputs.join(", ") },
                 group_digits(produced_rate as u64),
-                group_digits(self.expected_rate as u64)
+                group_digits(self.expected_rate as u64),
+                inputs.join(", ")
             ),
         );
         let outputs: Vec<String> = now
