@@ -21,7 +21,7 @@ setup:
 	@scripts/setup.sh
 
 run: setup
-	$(CARGO) run $(PROFILE_FLAGS) -p cohort -- demo
+	$(CARGO) run $(PROFILE_FLAGS) -p cohort -- demo $(ARGS)
 
 lint: setup
 	$(CARGO) fmt --all -- --check

@@ -62,7 +62,7 @@ pub const CATEGORIES: [CategorySpec; 12] = [
         weight: 5.0,
     },
     CategorySpec {
-        name: "gluten_free",
+        name: "gluten-free",
         interests: ["gluten_free", "healthy_eating"],
         queries: ["gluten free pasta", "gluten free flour", "rice crackers"],
         price_range: (2.0, 25.0),

@@ -204,9 +204,9 @@ pub fn default_offers() -> Vec<OfferSpec> {
         OfferSpec {
             id: "gluten_free_starter".into(),
             channel: Channel::Push,
-            category: Some("gluten_free".into()),
+            category: Some("gluten-free".into()),
             base_rate: 0.01,
-            rates: vec![prefers("gluten_free", 0.25)],
+            rates: vec![prefers("gluten-free", 0.25)],
         },
         OfferSpec {
             id: "outdoor_season".into(),

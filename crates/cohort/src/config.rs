@@ -143,8 +143,17 @@ pub struct FormatConfig {
     pub input: WireFormat,
     pub output: WireFormat,
     pub schemas_dir: PathBuf,
-    /// Confluent schema ids and the `.avsc` file (in `schemas_dir`) each names.
-    pub schema_ids: BTreeMap<u32, String>,
+    /// Confluent schema ids and the `.avsc` file (in `schemas_dir`) each
+    /// names: `1 = "io.cohort.v1.ClickEvent.avsc"`. (TOML keys are strings;
+    /// [`FormatConfig::schema_id_list`] parses them.)
+    pub schema_ids: BTreeMap<String, String>,
+}
+
+impl FormatConfig {
+    /// The schema ids as numbers; `validate` has checked every key.
+    pub fn schema_id_list(&self) -> Vec<(u32, String)> {
+        self.schema_ids.iter().filter_map(|(k, v)| k.trim().parse().ok().map(|id| (id, v.clone()))).collect()
+    }
 }
 
 impl Default for FormatConfig {
@@ -378,6 +387,14 @@ impl Config {
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(bad("http.listen", format!("`{}` is not an address such as 127.0.0.1:9464", self.http.listen)));
         }
+        for key in self.format.schema_ids.keys() {
+            if key.trim().parse::<u32>().is_err() {
+                return Err(bad(
+                    "format.schema_ids",
+                    format!("`{key}` is not a schema id: expected a number from 0 to 4294967295"),
+                ));
+            }
+        }
         if matches!(self.format.input, WireFormat::ConfluentAvro) && self.format.schema_ids.is_empty() {
             return Err(bad(
                 "format.schema_ids",
@@ -517,6 +534,16 @@ mod tests {
         let env = vec![("COHORT__PROCESSING__BATCH_MAX_RECORDS".to_string(), "lots".to_string())];
         let e = Config::from_toml("c.toml", "", env).expect_err("bad env");
         assert!(e.to_string().contains("COHORT__PROCESSING__BATCH_MAX_RECORDS"), "{e}");
+    }
+
+    #[test]
+    fn confluent_schema_ids_are_numbers() {
+        let ok = "[format]\ninput = \"confluent-avro\"\n[format.schema_ids]\n7 = \"io.cohort.v1.ClickEvent.avsc\"\n";
+        let c = Config::from_toml("c.toml", ok, none()).expect("valid");
+        assert_eq!(c.format.schema_id_list(), vec![(7, "io.cohort.v1.ClickEvent.avsc".to_string())]);
+        let bad = "[format.schema_ids]\nclick = \"io.cohort.v1.ClickEvent.avsc\"\n";
+        let e = Config::from_toml("c.toml", bad, none()).expect_err("not a number");
+        assert!(e.to_string().contains("`click` is not a schema id"), "{e}");
     }
 
     #[test]

@@ -94,6 +94,10 @@ pub struct Worker {
 /// input (DLQ reason `invalid_key`), so no customer can collide with them.
 pub const KEY_POPULARITY: &str = "\u{0}cohort.popularity";
 pub const KEY_PROPENSITY: &str = "\u{0}cohort.propensity";
+/// The partition's watermark (i64 big-endian milliseconds). Committed with
+/// the batch: a restarted worker fires timers exactly where an
+/// uninterrupted one would, so replays re-emit the same outputs.
+pub const KEY_WATERMARK: &str = "\u{0}cohort.watermark";
 
 /// What the worker keeps in memory for a partition it owns.
 struct PartitionRuntime {
@@ -112,15 +116,14 @@ impl PartitionRuntime {
         if old == due {
             return;
         }
+        delta.touch(customer, old);
         if let Some(old) = old {
             self.timers.remove(&(old, customer.to_string()));
             self.timer_of.remove(customer);
-            delta.clear.push(Timer { due: old, customer: customer.to_string() });
         }
         if let Some(due) = due {
             self.timers.insert((due, customer.to_string()));
             self.timer_of.insert(customer.to_string(), due);
-            delta.set.push(Timer { due, customer: customer.to_string() });
         }
     }
 
@@ -130,29 +133,46 @@ impl PartitionRuntime {
         if first.0 > watermark {
             return None;
         }
+        delta.touch(&first.1, Some(first.0));
         self.timers.remove(&first);
         self.timer_of.remove(&first.1);
-        delta.clear.push(Timer { due: first.0, customer: first.1.clone() });
         Some(first)
     }
 }
 
+/// Each customer's timer as it was when the batch first touched it; the
+/// store is told only the difference to its timer at the end of the batch.
+/// (A timer cleared and set again within one batch must survive.)
 #[derive(Default)]
 struct TimerDelta {
-    set: Vec<Timer>,
-    clear: Vec<Timer>,
+    initial: HashMap<String, Option<Timestamp>>,
 }
 
 impl TimerDelta {
-    /// Drops a set followed by a clear of the same timer within one batch.
-    fn normalise(self) -> (Vec<Timer>, Vec<Timer>) {
-        let set: BTreeSet<Timer> = self.set.into_iter().collect();
-        let clear: BTreeSet<Timer> = self.clear.into_iter().collect();
-        let both: BTreeSet<Timer> = set.intersection(&clear).cloned().collect();
-        // Applied as: clears, then sets. A timer both set and cleared in this
-        // batch was set then fired or replaced: it must not survive.
-        let set = set.difference(&both).cloned().collect();
-        let clear = clear.into_iter().collect();
+    fn touch(&mut self, customer: &str, due: Option<Timestamp>) {
+        if !self.initial.contains_key(customer) {
+            self.initial.insert(customer.to_string(), due);
+        }
+    }
+
+    /// `(timers to set, timers to clear)`, given the timers at the end of the batch.
+    fn finish(self, now: &HashMap<String, Timestamp>) -> (Vec<Timer>, Vec<Timer>) {
+        let mut set = Vec::new();
+        let mut clear = Vec::new();
+        for (customer, before) in self.initial {
+            let after = now.get(&customer).copied();
+            if before == after {
+                continue;
+            }
+            if let Some(due) = before {
+                clear.push(Timer { due, customer: customer.clone() });
+            }
+            if let Some(due) = after {
+                set.push(Timer { due, customer });
+            }
+        }
+        set.sort();
+        clear.sort();
         (set, clear)
     }
 }
@@ -186,6 +206,7 @@ struct Processed {
 #[derive(Default)]
 struct BatchStats {
     records: u64,
+    by_topic: BTreeMap<Arc<str>, u64>,
     timers_fired: u64,
     dlq: Vec<&'static str>,
     entries: HashMap<String, i64>,
@@ -212,7 +233,7 @@ pub fn load_registry(config: &Config) -> anyhow::Result<Registry> {
     if config.format.schema_ids.is_empty() && !config.format.schemas_dir.join("io.cohort.v1.ClickEvent.avsc").exists() {
         return Ok(Registry::builtin());
     }
-    let ids: Vec<(u32, String)> = config.format.schema_ids.iter().map(|(k, v)| (*k, v.clone())).collect();
+    let ids = config.format.schema_id_list();
     Registry::load(&config.format.schemas_dir, ids).map_err(|e| anyhow!("{e}"))
 }
 
@@ -391,7 +412,7 @@ impl Worker {
                     let mut rt = PartitionRuntime {
                         watermark: Watermark::new(
                             CoreDuration::from_millis(self.config.processing.allowed_lateness.as_millis() as i64),
-                            Timestamp::MIN,
+                            self.load_watermark(p)?,
                         ),
                         tables: self.load_tables(p)?,
                         tables_dirty: false,
@@ -470,6 +491,7 @@ impl Worker {
         for r in recs {
             next_offsets.insert(&r.topic, r.offset + 1);
             out.stats.records += 1;
+            *out.stats.by_topic.entry(r.topic.clone()).or_default() += 1;
             let Some(kind) = self.kinds.get(r.topic.as_ref()).copied() else { continue };
             let rec = cohort_codec::Record {
                 topic: &r.topic,
@@ -512,6 +534,7 @@ impl Worker {
         }
 
         let engine = &*self.engine;
+        let watermark_before = rt.watermark.current();
         let mut delta = TimerDelta::default();
         let mut forgotten: Vec<String> = Vec::new();
         for (event, rec) in &events {
@@ -571,6 +594,17 @@ impl Worker {
             });
             batch.states.push((customer, bytes));
         }
+        if rt.watermark.current() != watermark_before {
+            let bytes = rt.watermark.current().as_millis().to_be_bytes().to_vec();
+            out.outputs.push(OutputRecord {
+                topic: topics.changelog.clone(),
+                key: Some(KEY_WATERMARK.as_bytes().to_vec()),
+                value: Some(bytes.clone()),
+                headers: Vec::new(),
+                timestamp: None,
+            });
+            batch.states.push((KEY_WATERMARK.to_string(), Some(bytes)));
+        }
         if rt.tables_dirty {
             rt.tables_dirty = false;
             for (key, bytes) in
@@ -587,7 +621,7 @@ impl Worker {
             }
         }
         batch.states.sort_by(|a, b| a.0.cmp(&b.0));
-        let (set, clear) = delta.normalise();
+        let (set, clear) = delta.finish(&rt.timer_of);
         batch.timers_set = set;
         batch.timers_clear = clear;
         for (topic, next) in next_offsets {
@@ -606,6 +640,20 @@ impl Worker {
             out.commits.push(batch);
         }
         Ok(())
+    }
+
+    /// The partition's watermark as last committed, or the beginning of time.
+    fn load_watermark(&self, partition: i32) -> anyhow::Result<Timestamp> {
+        let bytes =
+            self.store.get(partition as u32, KEY_WATERMARK).map_err(|e| anyhow!("reading the watermark: {e}"))?;
+        Ok(match bytes.as_deref().map(<[u8; 8]>::try_from) {
+            Some(Ok(b)) => Timestamp(i64::from_be_bytes(b)),
+            Some(Err(_)) => {
+                warn!(partition, "stored watermark has the wrong length; starting from the beginning of time");
+                Timestamp::MIN
+            }
+            None => Timestamp::MIN,
+        })
     }
 
     /// The partition's learned tables as last committed, or empty ones.
@@ -767,6 +815,9 @@ impl Worker {
     fn record_metrics(&self, p: &Processed, started: Instant) {
         let m = &self.metrics;
         m.batch_records.observe(p.stats.records as f64);
+        for (topic, n) in &p.stats.by_topic {
+            m.input_records.with_label_values(&[topic.as_ref()]).inc_by(*n);
+        }
         m.batch_duration.observe(started.elapsed().as_secs_f64());
         m.timers_fired.inc_by(p.stats.timers_fired);
         for reason in &p.stats.dlq {

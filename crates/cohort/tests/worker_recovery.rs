@@ -3,11 +3,13 @@
 //! only with identical ids and contents) and ends with the same customer
 //! states.
 //!
-//! Both workers read the same generated traffic from their own topics. The
-//! traffic is clicks only, on one input topic: per partition the worker then
-//! sees events in one order whatever the batch boundaries, which is what makes
+//! Both workers read the same generated traffic from their own topics, in
+//! two phases, one input topic each: the customers' profiles (with consent,
+//! so offers are decided), then their clicks. Per partition a worker then sees
+//! events in one order whatever the batch boundaries, which is what makes
 //! "the same outputs" well defined (across input topics the order of two
-//! records depends on fetching; see README, "Guarantees").
+//! records depends on fetching; see README, "Guarantees"). The crash happens
+//! during the clicks.
 
 mod common;
 
@@ -21,13 +23,14 @@ use std::time::Duration;
 const RULES: &str = include_str!("../../../deploy/rules.yaml");
 const EVENTS: usize = 12_000;
 
-fn traffic() -> Vec<Event> {
+/// Profiles (with consent, so offers can be sent) and clicks, as two
+/// phases: each phase is one input topic.
+fn traffic() -> (Vec<Event>, Vec<Event>) {
     let config = LoadConfig { customers: 400, seed: 11, ..LoadConfig::default() };
-    Generator::new(config)
-        .expect("loadgen config")
-        .filter(|e| matches!(e.kind, EventKind::Click(_)))
-        .take(EVENTS)
-        .collect()
+    let events: Vec<Event> = Generator::new(config).expect("loadgen config").take(EVENTS * 2).collect();
+    let profiles = events.iter().filter(|e| matches!(e.kind, EventKind::ProfileUpdate(_))).cloned().collect();
+    let clicks = events.into_iter().filter(|e| matches!(e.kind, EventKind::Click(_))).take(EVENTS).collect();
+    (profiles, clicks)
 }
 
 /// Outputs by id; fails if one id carries two different contents.
@@ -46,16 +49,20 @@ fn by_id(records: &[Record]) -> BTreeMap<String, Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_stream_recovers_to_the_same_outputs_and_states() {
     let broker = TestBroker::shared();
-    let events = traffic();
+    let (profiles, clicks) = traffic();
     let reference = Deployment::new(broker.bootstrap(), 2, RULES, "").await;
     let crashed = Deployment::new(broker.bootstrap(), 2, RULES, "").await;
-    reference.produce(&events).await;
-    crashed.produce(&events).await;
-
+    reference.produce(&profiles).await;
+    crashed.produce(&profiles).await;
     let mut ref_worker = reference.start_worker("reference");
     let mut worker = crashed.start_worker("first");
+    reference.wait_caught_up(Duration::from_secs(120), &mut ref_worker).await;
+    crashed.wait_caught_up(Duration::from_secs(120), &mut worker).await;
+    let changelog_before = crashed.read_all("cohort-changelog").await.len();
+    reference.produce(&clicks).await;
+    crashed.produce(&clicks).await;
     // Let it commit part of the stream, then kill it without warning.
-    let _ = crashed.read("cohort-changelog", Duration::from_secs(120), |r| r.len() >= 300).await;
+    let _ = crashed.read("cohort-changelog", Duration::from_secs(120), |r| r.len() >= changelog_before + 300).await;
     worker.kill();
     let mut worker = crashed.start_worker("restarted");
 
@@ -70,6 +77,16 @@ async fn a_worker_killed_mid_stream_recovers_to_the_same_outputs_and_states() {
         assert!(!want_ids.is_empty(), "the traffic produces {topic}");
         let missing: Vec<&String> = want_ids.keys().filter(|k| !got_ids.contains_key(*k)).collect();
         let extra: Vec<&String> = got_ids.keys().filter(|k| !want_ids.contains_key(*k)).collect();
+        for id in missing.iter().take(3) {
+            let v: serde_json::Value = serde_json::from_slice(&want_ids[*id]).unwrap_or_default();
+            eprintln!("missing {topic} {id}: {v}");
+            let customer = v["customer"].as_str().unwrap_or_default().to_string();
+            for r in got.iter().filter(|r| r.key_str() == customer) {
+                let g: serde_json::Value =
+                    serde_json::from_slice(r.value.as_deref().unwrap_or(b"null")).unwrap_or_default();
+                eprintln!("   crashed run has for {customer}: {g}");
+            }
+        }
         assert!(
             missing.is_empty(),
             "{topic}: {} outputs lost across the crash, e.g. {:?}",

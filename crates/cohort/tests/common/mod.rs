@@ -266,10 +266,14 @@ impl WorkerProcess {
         }
     }
 
+    /// The log's first lines (a start-up error) and its last ones.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        if lines.len() <= 50 {
+            return lines.join("\n");
+        }
+        format!("{}\n...\n{}", lines[..10].join("\n"), lines[lines.len() - 40..].join("\n"))
     }
 }
 
