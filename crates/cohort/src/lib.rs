@@ -7,5 +7,6 @@ pub mod demo;
 pub mod dlq;
 pub mod http;
 pub mod inspect;
+pub mod loadgen_cmd;
 pub mod metrics;
 pub mod worker;

@@ -40,6 +40,10 @@ enum Command {
     /// Run everything in one process on an embedded broker with generated
     /// traffic and a live view (what `make run` does).
     Demo(cohort::demo::DemoArgs),
+    /// Generate realistic synthetic traffic (profiles, sessions, carts,
+    /// purchases, lapsing customers, offer outcomes; Zipf-skewed) and write
+    /// it to Kafka or to a file. Deterministic for a seed.
+    Loadgen(cohort::loadgen_cmd::LoadgenArgs),
     /// Check a rules file: parse, type-check and compile it, then list its
     /// segments and offers. Errors name the file, line and column.
     Validate {
@@ -89,6 +93,7 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(run(config))
         }
         Command::Demo(args) => cohort::demo::run(args),
+        Command::Loadgen(args) => cohort::loadgen_cmd::run(args, SystemClock.now()).map(|_| ()),
         Command::Validate { rules } => {
             let set = worker::load_rules(&rules)?;
             println!("{}: valid, rules version {}", rules.display(), set.version());
