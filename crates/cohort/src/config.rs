@@ -208,9 +208,6 @@ pub struct ProcessingConfig {
     /// Events stamped further than this in the future go to the DLQ.
     #[serde(with = "humantime_serde")]
     pub max_future_skew: Duration,
-    /// A repeated event id within this window goes to the DLQ as a duplicate.
-    #[serde(with = "humantime_serde")]
-    pub dedup_window: Duration,
     /// Records larger than this go to the DLQ unread.
     pub max_record_bytes: usize,
     /// Advance idle partitions' watermarks with the wall clock, so time-based
@@ -232,7 +229,6 @@ impl Default for ProcessingConfig {
             batch_max_wait: Duration::from_millis(50),
             allowed_lateness: Duration::from_secs(60),
             max_future_skew: Duration::from_secs(3_600),
-            dedup_window: Duration::from_secs(24 * 3_600),
             // Kafka's default message.max.bytes.
             max_record_bytes: 1_048_588,
             live_clock: true,

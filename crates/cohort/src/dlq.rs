@@ -19,7 +19,8 @@ pub const HEADER_OFFSET: &str = "cohort.dlq.offset";
 pub mod reason {
     /// Larger than `processing.max_record_bytes`; not decoded.
     pub const OVERSIZED: &str = "oversized";
-    /// An event id already processed within `processing.dedup_window`.
+    /// An event id among the customer's most recent ones (core's
+    /// `RECENT_EVENTS`, 16): a producer retry that got a new offset.
     pub const DUPLICATE_EVENT_ID: &str = "duplicate_event_id";
 }
 
