@@ -346,7 +346,7 @@ impl Worker {
                 continue;
             }
             let started = Instant::now();
-            let processed = {
+            let mut processed = {
                 let _span = info_span!("batch", records = records.len()).entered();
                 tokio::task::block_in_place(|| self.process(&records, live))?
             };
@@ -354,7 +354,8 @@ impl Worker {
                 continue;
             }
             self.deliver(&producer, &processed).await?;
-            let commits = processed.commits.clone();
+            // Moved, not copied: the batch's state bytes are not needed after the commit.
+            let commits = std::mem::take(&mut processed.commits);
             let store = self.store.clone();
             tokio::task::spawn_blocking(move || -> Result<(), cohort_store::StoreError> {
                 for b in &commits {
@@ -369,7 +370,8 @@ impl Worker {
             self.record_metrics(&processed, started);
             if last_housekeeping.elapsed() > Duration::from_secs(5) {
                 last_housekeeping = Instant::now();
-                self.housekeeping(&consumer);
+                // Broker round trips and RocksDB property reads: off the async workers.
+                tokio::task::block_in_place(|| self.housekeeping(&consumer));
             }
         }
         info!("shutting down: leaving the group");
