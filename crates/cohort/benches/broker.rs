@@ -1,0 +1,1220 @@
+//! Through the broker: the real `cohort run` worker against a private tansu
+//! broker on loopback (sqlite storage), compared with a plain rdkafka
+//! consumer reading the same records in the same run.
+//!
+//! 1. Loads `BROKER_EVENTS` cohort-loadgen events (Avro, keyed by customer,
+//!    each on its input topic; one partition per topic) before measuring.
+//! 2. Throughput: a plain rdkafka `BaseConsumer` (fresh group, earliest)
+//!    reads them; then the worker (fresh group and store, default processing
+//!    settings) processes them from the beginning. Both are timed from their
+//!    group's assignment to the last record read (plain) or committed
+//!    (worker, from its /metrics). The ratio worker/plain is the figure
+//!    (goal 0.5).
+//! 3. Latency: fresh events stamped with the wall clock, sent at half the
+//!    worker's measured rate for `BROKER_LATENCY_SECS`; a consumer on
+//!    `segment-changes` and `next-best-offers` takes receive time minus the
+//!    output's `time` (the cause event's time) for every output caused by
+//!    one of those events. When the worker does not keep up, once more at a
+//!    quarter of its rate.
+//! 4. The broker alone at the same rate: the same kind of events, read back
+//!    from the input topics by a plain consumer (the latency floor).
+//! 5. The plain consumer reads the loaded records again after the worker has
+//!    stopped, to show the run-to-run spread.
+//! 6. The worker's outputs alone: records it wrote, re-produced in batches of
+//!    its mean output per batch with its own producer, each batch awaited as
+//!    the worker awaits its batch: the broker's share of a batch.
+//!
+//! Every consumer uses `fetch.wait.max.ms = BROKER_FETCH_WAIT_MS` (10): tansu
+//! holds every fetch for (half) its max wait even when it has records. The
+//! bench adds an index to tansu's header table (`BROKER_TANSU_HEADER_INDEX=0`
+//! leaves it out): see [`index_tansu_headers`].
+//!
+//! `cargo bench --workspace --bench broker` prints the figures; nothing is
+//! asserted. Set `BROKER_EVENTS`, `BROKER_CUSTOMERS`, `BROKER_LATENCY_SECS`.
+//! Under `cargo test --benches` it does a tiny run, or skips when tansu is
+//! not installed.
+
+use anyhow::{anyhow, bail, Context as _};
+use cohort_codec::{Decoder, Encoder, Format, Registry};
+use cohort_core::engine::CauseKind;
+use cohort_core::event::{Event, EventKind};
+use cohort_core::time::{Duration as SimDuration, Timestamp};
+use cohort_e2e::{create_topic, Tansu};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const INPUTS: [&str; 4] = ["clickstream", "purchases", "customer-profiles", "offer-outcomes"];
+const OUTPUTS: [&str; 4] = ["segment-changes", "next-best-offers", "cohort-dlq", "cohort-changelog"];
+/// How often the worker's /metrics is read while it runs.
+const POLL: Duration = Duration::from_millis(50);
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn topic_of(e: &Event) -> &'static str {
+    match e.kind {
+        EventKind::Click(_) => "clickstream",
+        EventKind::Purchase(_) => "purchases",
+        EventKind::ProfileUpdate(_) | EventKind::Forget => "customer-profiles",
+        EventKind::OfferOutcome(_) => "offer-outcomes",
+    }
+}
+
+/// `1234567.8` as `1,234,568`.
+fn thousands(x: f64) -> String {
+    let s = format!("{:.0}", x.max(0.0));
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing
+    // and expects a quick run.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let events = if quick { 3_000 } else { env("BROKER_EVENTS", 200_000) };
+    let customers = if quick { 1_000 } else { env("BROKER_CUSTOMERS", 100_000) };
+    let latency_secs = if quick { 2 } else { env("BROKER_LATENCY_SECS", 15) };
+    // tansu answers a fetch only after half its max wait (the whole wait
+    // below 250 ms) even when it has records, where Kafka answers at once;
+    // librdkafka's default of 500 ms would time tansu's sleep, not cohort.
+    let fetch_wait_ms = env("BROKER_FETCH_WAIT_MS", 10) as u64;
+    let index_headers = env("BROKER_TANSU_HEADER_INDEX", 1) != 0;
+    let started = Instant::now();
+
+    let tansu = match Tansu::start() {
+        Ok(t) => t,
+        Err(e) if quick => {
+            println!("broker: skipped, no tansu broker ({e:#})");
+            return Ok(());
+        }
+        Err(e) => return Err(e.context("starting tansu (run `make test` once to install it)")),
+    };
+    let bootstrap = tansu.bootstrap();
+    let tansu_pid = find_tansu_pid(&bootstrap);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async {
+        for t in INPUTS.iter().chain(OUTPUTS.iter()) {
+            create_topic(&bootstrap, t, 1).await?;
+        }
+        anyhow::Ok(())
+    })?;
+    let indexed =
+        if index_headers { index_tansu_headers(tansu.data_dir()) } else { Err(anyhow!("BROKER_TANSU_HEADER_INDEX=0")) };
+    println!(
+        "broker: tansu 0.6.0 (sqlite) on {bootstrap}; topics {} and {} with 1 partition each; every consumer with \
+         fetch.wait.max.ms={fetch_wait_ms}; {}",
+        INPUTS.join(", "),
+        OUTPUTS.join(", "),
+        match &indexed {
+            Ok(()) => "index added on tansu's header table (topition, offset_id)".to_string(),
+            Err(e) => format!(
+                "tansu's header table NOT indexed ({e:#}): every record served scans every stored header, and the \
+                 worker's outputs carry two each, so figures degrade as outputs accumulate"
+            ),
+        }
+    );
+
+    // Traffic: cohort-loadgen's Zipf mix, its event times moved so that the
+    // last loaded event is a minute old (the latency phase continues at the
+    // wall clock, without a jump that would fire every timer at once).
+    let registry = Arc::new(Registry::builtin());
+    let encoder = Encoder::new(Format::Avro, registry.clone());
+    let mut gen = traffic(customers, events)?;
+    let loaded: Vec<Event> = gen.by_ref().take(events).collect();
+    let span = loaded.last().map(|l| l.time.since(loaded[0].time).as_millis()).unwrap_or(0);
+    let t = Instant::now();
+    let producer = cohort_e2e::producer(&bootstrap, Duration::from_secs(120))?;
+    rt.block_on(async {
+        let mut pending = Vec::new();
+        for ev in &loaded {
+            let value = encoder.encode_event(ev)?;
+            let mut rec = FutureRecord::to(topic_of(ev)).key(ev.customer.as_bytes()).timestamp(ev.time.as_millis());
+            if let Some(v) = &value {
+                rec = rec.payload(v.as_slice());
+            }
+            pending.push(producer.send_result(rec).map_err(|(e, _)| anyhow!("enqueueing: {e}"))?);
+            if pending.len() >= 10_000 {
+                for f in pending.drain(..) {
+                    f.await?.map_err(|(e, _)| anyhow!("delivery: {e}"))?;
+                }
+            }
+        }
+        for f in pending {
+            f.await?.map_err(|(e, _)| anyhow!("delivery: {e}"))?;
+        }
+        anyhow::Ok(())
+    })?;
+    let load_secs = t.elapsed().as_secs_f64();
+    let ends = high_watermarks(&bootstrap, &INPUTS)?;
+    let per_topic: Vec<String> = INPUTS.iter().map(|t| format!("{t} {}", thousands(ends[*t] as f64))).collect();
+    println!(
+        "broker: loaded {} events ({} customers, {:.1} h of event time, Avro; {}) in {load_secs:.1}s = {} rec/s produced (acks=all, idempotent, linger 5ms)",
+        thousands(events as f64),
+        thousands(customers as f64),
+        span as f64 / 3_600_000.0,
+        per_topic.join(", "),
+        thousands(events as f64 / load_secs),
+    );
+    drop(loaded);
+
+    // 1. The plain consumer.
+    let plain1 = plain_consume(&bootstrap, &ends, fetch_wait_ms, tansu_pid)?;
+    println!("broker: plain rdkafka consumer (before the worker): {}", plain1.describe());
+
+    // 2. The worker, from the beginning.
+    let dir = tempfile::Builder::new().prefix("cohort-bench-broker-").tempdir()?;
+    let http_port = free_port()?;
+    let config = write_config(dir.path(), &bootstrap, http_port, fetch_wait_ms)?;
+    let mut worker = WorkerProcess::start(&config, &dir.path().join("worker.log"))?;
+    let cpu = Cpu::start(tansu_pid, worker.pid());
+    let metrics_addr = format!("127.0.0.1:{http_port}");
+    let w = measure_worker(&mut worker, &metrics_addr, events as f64, cpu)?;
+    println!("broker: cohort worker: {}", w.describe());
+    println!("broker: cohort worker, where the time went: {}", w.breakdown());
+    let mut sent_so_far = 0.0;
+
+    // 3. Latency at half the worker's rate; when it does not keep up there,
+    // once more at a quarter, for a latency the worker can sustain.
+    let length = Duration::from_secs(latency_secs as u64);
+    let half = (w.steady_rate / 2.0).max(10.0);
+    let mut phases = Vec::new();
+    for (label, rate) in [("half", half), ("a quarter of", half / 2.0)] {
+        let watch = Watch::Worker { worker: &mut worker, metrics: &metrics_addr, already: events as f64 + sent_so_far };
+        let p = paced(
+            &rt,
+            &producer,
+            &bootstrap,
+            &mut gen,
+            &encoder,
+            &registry,
+            rate,
+            length,
+            fetch_wait_ms,
+            tansu_pid,
+            watch,
+        )?;
+        println!("broker: cohort worker's event-to-output latency at {label} its rate: {}", p.describe());
+        sent_so_far += p.sent as f64;
+        let kept_up = p.kept_up();
+        phases.push((label, p));
+        if kept_up || quick {
+            break;
+        }
+    }
+    let status = worker.terminate()?;
+
+    // 4. The broker alone at the same rate: the same kind of events read back
+    // from the input topics by a plain consumer.
+    let floor = paced(
+        &rt,
+        &producer,
+        &bootstrap,
+        &mut gen,
+        &encoder,
+        &registry,
+        half,
+        length,
+        fetch_wait_ms,
+        tansu_pid,
+        Watch::Broker,
+    )?;
+    println!(
+        "broker: the broker alone (plain consumer of the input topics) at half the worker's rate: {}",
+        floor.describe()
+    );
+
+    // 5. The plain consumer again, on the same records.
+    let plain2 = plain_consume(&bootstrap, &ends, fetch_wait_ms, tansu_pid)?;
+    println!("broker: plain rdkafka consumer (after the worker stopped, {status}): {}", plain2.describe());
+
+    // 6. The broker's share of a worker batch: its outputs produced alone.
+    let replay = replay_outputs(&rt, &bootstrap, &w.outputs_per_batch(), if quick { 2 } else { 10 })?;
+    let batch_ms = 1000.0 * w.batch_busy_secs / w.batches.max(1.0);
+    println!(
+        "broker: the worker's outputs alone, re-produced with its producer: {}; the worker's batches took {batch_ms:.0} ms \
+         (decode, rules, produce and await, commit), so producing its outputs is about {:.0}% of a batch",
+        replay.describe(),
+        100.0 * replay.mean_ms() / batch_ms.max(1e-9),
+    );
+
+    let plain = (plain1.steady_rate + plain2.steady_rate) / 2.0;
+    let plain_total = (plain1.total_rate + plain2.total_rate) / 2.0;
+    println!(
+        "broker: plain rdkafka consumer {} rec/s (mean of {} and {}); cohort worker {} rec/s; ratio {:.2} (goal 0.5) \
+         [with start-up and group join: plain {} rec/s, worker {} rec/s, ratio {:.2}]",
+        thousands(plain),
+        thousands(plain1.steady_rate),
+        thousands(plain2.steady_rate),
+        thousands(w.steady_rate),
+        w.steady_rate / plain,
+        thousands(plain_total),
+        thousands(w.total_rate),
+        w.total_rate / plain_total,
+    );
+    for (label, p) in &phases {
+        println!(
+            "broker: event-to-output latency at {} events/s ({label} the worker's rate): {}",
+            thousands(p.achieved_rate),
+            p.summary()
+        );
+    }
+    println!(
+        "broker: the broker alone at {} events/s (send to a plain consumer's receipt): {}",
+        thousands(floor.achieved_rate),
+        floor.summary()
+    );
+    println!("broker: whole run {:.1}s", started.elapsed().as_secs_f64());
+    drop(tansu);
+    Ok(())
+}
+
+/// A generator whose `events` first events end about a minute before now.
+fn traffic(customers: usize, events: usize) -> anyhow::Result<cohort_loadgen::Generator> {
+    let config =
+        |start: Timestamp| cohort_loadgen::Config { customers: customers as u32, seed: 1, start, ..Default::default() };
+    let probe_start = Timestamp(now_ms()) - SimDuration::from_days(365);
+    let mut probe = cohort_loadgen::Generator::new(config(probe_start)).map_err(|e| anyhow!("loadgen: {e}"))?;
+    let last = probe.by_ref().take(events).last().map(|e| e.time).unwrap_or(probe_start);
+    let span = last.since(probe_start);
+    let start = Timestamp(now_ms()) - span - SimDuration::from_millis(60_000);
+    cohort_loadgen::Generator::new(config(start)).map_err(|e| anyhow!("loadgen: {e}"))
+}
+
+/// tansu 0.6.0's sqlite schema has no index on `header (topition, offset_id)`,
+/// and it looks up every record's headers when serving a fetch: each record
+/// served scans the whole header table. cohort's outputs carry two headers
+/// each, so without the index the worker's own output slows its input fetches
+/// (and the observers') more with every batch, until nothing moves. Kafka
+/// keeps headers inside the record batch; the index makes tansu cost about
+/// the same per record whatever was written before.
+fn index_tansu_headers(dir: &Path) -> anyhow::Result<()> {
+    let status = Command::new("sqlite3")
+        .arg(dir.join("tansu.db"))
+        .arg("create index if not exists cohort_bench_header on header (topition, offset_id);")
+        .stdout(Stdio::null())
+        .status()
+        .context("running the sqlite3 command-line tool")?;
+    if !status.success() {
+        bail!("sqlite3 exited with {status}");
+    }
+    Ok(())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn write_config(dir: &Path, bootstrap: &str, http_port: u16, fetch_wait_ms: u64) -> anyhow::Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let group = format!("cohort-bench-{}", now_ms());
+    // Everything but the broker, the store, the port, JSON logs (to read the
+    // assignment's time) and the consumer's fetch wait is the worker's
+    // default: batches of up to 2,000 records or 50 ms, live clock on.
+    let text = format!(
+        r#"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "{group}"
+
+[format]
+input = "avro"
+output = "avro"
+schemas_dir = "{schemas}"
+
+[rules]
+path = "{rules}"
+
+[store]
+path = "{store}"
+
+[http]
+listen = "127.0.0.1:{http_port}"
+
+[log]
+format = "json"
+level = "info,librdkafka=warn"
+
+[kafka.consumer_properties]
+"fetch.wait.max.ms" = "{fetch_wait_ms}"
+"#,
+        schemas = root.join("schemas").display(),
+        rules = root.join("deploy/rules.yaml").display(),
+        store = dir.join("store").display(),
+    );
+    let path = dir.join("cohort.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+fn high_watermarks(bootstrap: &str, topics: &[&str]) -> anyhow::Result<HashMap<String, i64>> {
+    let probe: BaseConsumer = cohort_e2e::client_config(bootstrap).create()?;
+    let mut out = HashMap::new();
+    for t in topics {
+        let (_, high) = probe.fetch_watermarks(t, 0, Duration::from_secs(10))?;
+        out.insert(t.to_string(), high);
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------- CPU time
+
+/// CPU seconds (user + system, all threads) of a process so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here; in USER_HZ (100).
+    let ticks: u64 =
+        f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+/// The tansu process serving `bootstrap` (the harness does not expose its pid).
+fn find_tansu_pid(bootstrap: &str) -> Option<u32> {
+    let url = format!("tcp://{bootstrap}");
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd);
+            if cmd.contains("tansu") && cmd.contains(&url) {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
+/// CPU use of the parties over a window.
+struct Cpu {
+    tansu: Option<u32>,
+    other: u32,
+    start: (f64, f64),
+}
+
+impl Cpu {
+    fn start(tansu: Option<u32>, other: u32) -> Cpu {
+        Cpu { tansu, other, start: (tansu.map(cpu_secs).unwrap_or(0.0), cpu_secs(other)) }
+    }
+    /// (tansu, other) in cores over `wall` seconds.
+    fn cores(&self, wall: f64) -> (f64, f64) {
+        let t = self.tansu.map(cpu_secs).unwrap_or(0.0) - self.start.0;
+        let o = cpu_secs(self.other) - self.start.1;
+        (t / wall.max(1e-9), o / wall.max(1e-9))
+    }
+}
+
+// ---------------------------------------------------------- plain consumer
+
+struct Throughput {
+    records: f64,
+    /// From the group's assignment to the last record read (plain) or
+    /// committed (worker).
+    steady_secs: f64,
+    steady_rate: f64,
+    /// From creating the client (or starting the process) to the last record.
+    total_secs: f64,
+    total_rate: f64,
+    /// Cores used by tansu and by the reader, from start to end.
+    cpu: (f64, f64),
+}
+
+impl Throughput {
+    fn new(records: f64, steady_secs: f64, total_secs: f64, cpu: (f64, f64)) -> Throughput {
+        Throughput {
+            records,
+            steady_secs,
+            steady_rate: records / steady_secs.max(1e-9),
+            total_secs,
+            total_rate: records / total_secs.max(1e-9),
+            cpu,
+        }
+    }
+    fn describe(&self) -> String {
+        format!(
+            "{} rec/s ({} records, {:.2}s from the group's assignment to the last record; {:.2}s and {} rec/s with start-up \
+             and group join); CPU: tansu {:.2} cores, reader {:.2} cores",
+            thousands(self.steady_rate),
+            thousands(self.records),
+            self.steady_secs,
+            self.total_secs,
+            thousands(self.total_rate),
+            self.cpu.0,
+            self.cpu.1,
+        )
+    }
+}
+
+/// Remembers when the group assigned partitions.
+#[derive(Default)]
+struct AssignedAt(std::sync::Mutex<Option<Instant>>);
+
+impl rdkafka::ClientContext for AssignedAt {}
+
+impl rdkafka::consumer::ConsumerContext for AssignedAt {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        if let rdkafka::consumer::Rebalance::Assign(tpl) = rebalance {
+            if tpl.count() > 0 {
+                if let Ok(mut at) = self.0.lock() {
+                    at.get_or_insert_with(Instant::now);
+                }
+            }
+        }
+    }
+}
+
+/// Reads every input record below `ends` with a fresh group from the earliest
+/// offset, with the worker's consumer settings (librdkafka defaults but the
+/// fetch wait, auto commit off), touching each key and value.
+fn plain_consume(
+    bootstrap: &str,
+    ends: &HashMap<String, i64>,
+    fetch_wait_ms: u64,
+    tansu: Option<u32>,
+) -> anyhow::Result<Throughput> {
+    let created = Instant::now();
+    let cpu = Cpu::start(tansu, std::process::id());
+    let consumer: BaseConsumer<AssignedAt> = cohort_kafka::client_config(bootstrap, &BTreeMap::new())
+        .set("group.id", format!("plain-{}", now_ms()))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("partition.assignment.strategy", "range")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
+        .create_with_context(AssignedAt::default())?;
+    let topics: Vec<&str> = ends.keys().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    let total: i64 = ends.values().sum();
+    let mut done: HashMap<&str, bool> = ends.iter().map(|(t, e)| (t.as_str(), *e == 0)).collect();
+    let mut count = 0i64;
+    let mut bytes = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !done.values().all(|d| *d) {
+        if Instant::now() > deadline {
+            bail!("plain consumer: {count} of {total} records after 600s");
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("plain consumer: {e}");
+                continue;
+            }
+        };
+        let end = ends.get(m.topic()).copied().unwrap_or(0);
+        if m.offset() < end {
+            count += 1;
+            bytes += m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len);
+        }
+        if m.offset() + 1 >= end {
+            if let Some(d) = done.get_mut(m.topic()) {
+                *d = true;
+            }
+        }
+    }
+    let last = Instant::now();
+    std::hint::black_box(bytes);
+    let assigned = consumer.context().0.lock().ok().and_then(|a| *a).ok_or_else(|| anyhow!("no assignment seen"))?;
+    consumer.unsubscribe();
+    let window = last.duration_since(assigned).as_secs_f64();
+    let total_secs = last.duration_since(created).as_secs_f64();
+    Ok(Throughput::new(count as f64, window, total_secs, cpu.cores(total_secs)))
+}
+
+// ------------------------------------------------------------------ worker
+
+/// `cohort run` as a child process; killed when dropped.
+struct WorkerProcess {
+    child: Option<Child>,
+    log: PathBuf,
+    started: Instant,
+}
+
+impl WorkerProcess {
+    fn start(config: &Path, log: &Path) -> anyhow::Result<WorkerProcess> {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let started = Instant::now();
+        let child = Command::new(env!("CARGO_BIN_EXE_cohort"))
+            .args(["run", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("starting cohort run")?;
+        Ok(WorkerProcess { child: Some(child), log: log.to_path_buf(), started })
+    }
+
+    /// When the worker's consumer was assigned partitions, from its JSON log.
+    fn assigned_at(&self) -> Option<Instant> {
+        let text = std::fs::read_to_string(&self.log).ok()?;
+        let line = text.lines().find(|l| l.contains("partitions assigned"))?;
+        let ts = line.split("\"timestamp\":\"").nth(1)?.split('"').next()?;
+        let ago = now_ms() - parse_rfc3339_ms(ts)?;
+        Instant::now().checked_sub(Duration::from_millis(ago.max(0) as u64))
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Some(c) = self.child.as_mut() {
+            if let Some(status) = c.try_wait()? {
+                bail!("worker exited with {status}; its log:\n{}", self.log_tail());
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, and waits for the clean exit.
+    fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let mut c = self.child.take().ok_or_else(|| anyhow!("worker not running"))?;
+        Command::new("kill").args(["-TERM", &c.id().to_string()]).status()?;
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = c.try_wait()? {
+                return Ok(s);
+            }
+            if Instant::now() > until {
+                let _ = c.kill();
+                bail!("worker did not stop within 30s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// GET /metrics from the worker; `None` until it listens.
+fn scrape(addr: &str) -> Option<Metrics> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let body = text.split_once("\r\n\r\n")?.1;
+    let mut series = HashMap::new();
+    for line in body.lines() {
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        if let Some((name, value)) = line.rsplit_once(' ') {
+            if let Ok(v) = value.parse::<f64>() {
+                series.insert(name.to_string(), v);
+            }
+        }
+    }
+    Some(Metrics(series))
+}
+
+/// One scrape: series (name with labels) to value.
+#[derive(Clone, Default)]
+struct Metrics(HashMap<String, f64>);
+
+impl Metrics {
+    /// The sum over every series of metric `name`.
+    fn sum(&self, name: &str) -> f64 {
+        self.0
+            .iter()
+            .filter(|(k, _)| k.as_str() == name || (k.starts_with(name) && k[name.len()..].starts_with('{')))
+            .map(|(_, v)| v)
+            .sum()
+    }
+    /// A series of `name` whose labels include `label`.
+    fn with_label(&self, name: &str, label: &str) -> f64 {
+        self.0
+            .iter()
+            .filter(|(k, _)| k.starts_with(name) && k[name.len()..].starts_with('{') && k.contains(label))
+            .map(|(_, v)| v)
+            .sum()
+    }
+    fn input(&self) -> f64 {
+        self.sum("cohort_input_records_total")
+    }
+    /// The smallest bucket bound of histogram `name` holding quantile `q` of
+    /// the observations between `before` and `self`.
+    fn quantile_since(&self, before: &Metrics, name: &str, q: f64) -> String {
+        let bucket = format!("{name}_bucket");
+        let mut bounds: Vec<(f64, f64)> = self
+            .0
+            .iter()
+            .filter(|(k, _)| k.starts_with(&bucket))
+            .filter_map(|(k, v)| {
+                let le = k.split("le=\"").nth(1)?.split('"').next()?;
+                let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+                Some((le, v - before.0.get(k).copied().unwrap_or(0.0)))
+            })
+            .collect();
+        bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let total = bounds.last().map(|b| b.1).unwrap_or(0.0);
+        if total <= 0.0 {
+            return "n/a".into();
+        }
+        for (le, c) in &bounds {
+            if *c >= q * total {
+                return if le.is_finite() { format!("≤ {:.0} ms", le * 1000.0) } else { "> 30 s".into() };
+            }
+        }
+        "n/a".into()
+    }
+}
+
+struct WorkerRun {
+    tp: Throughput,
+    steady_rate: f64,
+    total_rate: f64,
+    /// Seconds from spawning the process to the group's assignment.
+    assigned_after: f64,
+    batches: f64,
+    batch_busy_secs: f64,
+    outputs: Metrics,
+    before: Metrics,
+}
+
+impl WorkerRun {
+    fn describe(&self) -> String {
+        format!(
+            "{} (the end is the first scrape of /metrics, every {} ms, that counts every record committed; partitions \
+             were assigned {:.2}s after the process started)",
+            self.tp.describe().replace("reader", "worker"),
+            POLL.as_millis(),
+            self.assigned_after,
+        )
+    }
+    /// Mean output records per batch, by output topic.
+    fn outputs_per_batch(&self) -> Vec<(&'static str, usize)> {
+        ["segment-changes", "next-best-offers", "cohort-changelog", "cohort-dlq"]
+            .into_iter()
+            .map(|t| {
+                let n = self.outputs.with_label("cohort_output_records_total", &format!("topic=\"{t}\""));
+                (t, (n / self.batches.max(1.0)).round() as usize)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    fn breakdown(&self) -> String {
+        let m = &self.outputs;
+        let d = |name: &str| m.sum(name) - self.before.sum(name);
+        let out = |t: &str| {
+            m.with_label("cohort_output_records_total", &format!("topic=\"{t}\""))
+                - self.before.with_label("cohort_output_records_total", &format!("topic=\"{t}\""))
+        };
+        format!(
+            "{:.0} batches of {:.0} records on average; {:.0}% of the window inside batches (decode, state, rules, produce and await acks, store commit; {:.1} ms per batch), \
+             the rest waiting for the next batch from the consumer; outputs per input record: segment-changes {:.2}, next-best-offers {:.2}, changelog {:.2}, dlq {:.3}; \
+             timers fired {:.0}; state cache hit ratio {}",
+            self.batches,
+            self.tp.records / self.batches.max(1.0),
+            100.0 * self.batch_busy_secs / self.tp.steady_secs.max(1e-9),
+            1000.0 * self.batch_busy_secs / self.batches.max(1.0),
+            out("segment-changes") / self.tp.records,
+            out("next-best-offers") / self.tp.records,
+            out("cohort-changelog") / self.tp.records,
+            out("cohort-dlq") / self.tp.records,
+            d("cohort_timers_fired_total"),
+            {
+                let h = d("cohort_state_cache_hits_total");
+                let mi = d("cohort_state_cache_misses_total");
+                if h + mi > 0.0 { format!("{:.2}", h / (h + mi)) } else { "n/a (housekeeping updates it every 5 s)".into() }
+            },
+        )
+    }
+}
+
+/// Waits until the worker's committed input (its metrics count records after
+/// the store commit) reaches `records`. The window starts when the worker's
+/// consumer was assigned its partitions (its log says when), as the plain
+/// consumer's does.
+fn measure_worker(worker: &mut WorkerProcess, addr: &str, records: f64, cpu: Cpu) -> anyhow::Result<WorkerRun> {
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        worker.check_running()?;
+        if Instant::now() > deadline {
+            bail!("worker did not finish {records} records in 30 minutes; its log:\n{}", worker.log_tail());
+        }
+        std::thread::sleep(POLL);
+        let Some(m) = scrape(addr) else { continue };
+        let n = m.input();
+        if n >= records {
+            let end = Instant::now();
+            let assigned =
+                worker.assigned_at().ok_or_else(|| anyhow!("no `partitions assigned` in the worker's log"))?;
+            let steady = end.duration_since(assigned).as_secs_f64();
+            let total = end.duration_since(worker.started).as_secs_f64();
+            let tp = Throughput::new(n, steady, total, cpu.cores(total));
+            return Ok(WorkerRun {
+                steady_rate: tp.steady_rate,
+                total_rate: tp.total_rate,
+                assigned_after: assigned.duration_since(worker.started).as_secs_f64(),
+                tp,
+                batches: m.sum("cohort_batch_duration_seconds_count"),
+                batch_busy_secs: m.sum("cohort_batch_duration_seconds_sum"),
+                outputs: m,
+                before: Metrics::default(),
+            });
+        }
+    }
+}
+
+/// `2026-11-23T18:40:01.123456Z` as milliseconds since the epoch.
+fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let (date, time) = s.trim_end_matches('Z').split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, mo, da) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut t = time.split(':');
+    let (h, mi) = (t.next()?.parse::<i64>().ok()?, t.next()?.parse::<i64>().ok()?);
+    let sec: f64 = t.next()?.parse().ok()?;
+    let days = cohort_core::time::days_from_civil(y as i32, mo as u8, da as u8);
+    Some(days * 86_400_000 + (h * 3600 + mi * 60) * 1000 + (sec * 1000.0) as i64)
+}
+
+// ------------------------------------------------- the worker's output alone
+
+/// What producing one batch's outputs costs on its own.
+struct Replay {
+    batches: usize,
+    records_per_batch: usize,
+    headers_per_batch: usize,
+    bytes_per_batch: usize,
+    composition: String,
+    /// Per batch, send to the last acknowledgement, in ms, sorted.
+    millis: Vec<f64>,
+}
+
+impl Replay {
+    fn mean_ms(&self) -> f64 {
+        self.millis.iter().sum::<f64>() / self.millis.len().max(1) as f64
+    }
+    fn describe(&self) -> String {
+        format!(
+            "{} batches of {} records ({}; {} headers, {:.0} KiB), each awaited as the worker awaits its batch: \
+             mean {:.0} ms, min {:.0} ms, max {:.0} ms per batch",
+            self.batches,
+            self.records_per_batch,
+            self.composition,
+            self.headers_per_batch,
+            self.bytes_per_batch as f64 / 1024.0,
+            self.mean_ms(),
+            self.millis.first().copied().unwrap_or(0.0),
+            self.millis.last().copied().unwrap_or(0.0),
+        )
+    }
+}
+
+/// Re-produces records the worker wrote (its real keys, values and headers),
+/// in batches of its mean output per batch, to fresh topics, with the
+/// worker's producer (cohort-kafka's `OutputProducer`, same settings) and its
+/// way of delivering: send the batch, await every acknowledgement. No
+/// consuming, no processing: the broker's share of a batch.
+fn replay_outputs(
+    rt: &tokio::runtime::Runtime,
+    bootstrap: &str,
+    per_batch: &[(&str, usize)],
+    batches: usize,
+) -> anyhow::Result<Replay> {
+    // Read batches + 1 batches' worth of each topic from its beginning.
+    let reader: BaseConsumer = cohort_kafka::client_config(bootstrap, &BTreeMap::new())
+        .set("group.id", format!("replay-{}", now_ms()))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let ends = high_watermarks(bootstrap, &per_batch.iter().map(|(t, _)| *t).collect::<Vec<_>>())?;
+    let mut want: HashMap<String, usize> = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for (t, n) in per_batch {
+        let n = (*n * (batches + 1)).min(ends[*t].max(0) as usize);
+        if n > 0 {
+            want.insert(t.to_string(), n);
+            tpl.add_partition_offset(t, 0, Offset::Beginning)?;
+        }
+    }
+    reader.assign(&tpl)?;
+    let mut got: HashMap<String, Vec<cohort_kafka::OutputRecord>> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while want.iter().any(|(t, n)| got.get(t).map_or(0, Vec::len) < *n) {
+        if Instant::now() > deadline {
+            bail!("reading the worker's outputs back took over 120s");
+        }
+        let Some(Ok(m)) = reader.poll(Duration::from_millis(100)) else { continue };
+        let topic = m.topic().to_string();
+        if got.get(&topic).map_or(0, Vec::len) >= want.get(&topic).copied().unwrap_or(0) {
+            continue;
+        }
+        let headers = m
+            .headers()
+            .map(|h| {
+                use rdkafka::message::Headers;
+                h.iter().map(|hd| (hd.key.to_string(), hd.value.map(<[u8]>::to_vec).unwrap_or_default())).collect()
+            })
+            .unwrap_or_default();
+        got.entry(topic.clone()).or_default().push(cohort_kafka::OutputRecord {
+            topic: format!("replay-{topic}"),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers,
+            timestamp: m.timestamp().to_millis(),
+        });
+    }
+    drop(reader);
+    let producer = cohort_kafka::OutputProducer::new(bootstrap, &BTreeMap::new(), 1_000_000)?;
+    let mut batch_of = |b: usize| -> Vec<cohort_kafka::OutputRecord> {
+        let mut out = Vec::new();
+        for (t, n) in per_batch {
+            if let Some(recs) = got.get_mut(*t) {
+                out.extend(recs.iter().skip(b * n).take(*n).cloned());
+            }
+        }
+        out
+    };
+    let mut millis = Vec::new();
+    let first = batch_of(0);
+    rt.block_on(async {
+        for (t, _) in per_batch {
+            create_topic(bootstrap, &format!("replay-{t}"), 1).await?;
+        }
+        // Batch 0 warms the producer up (connection, producer id, metadata).
+        producer.send_all(&first).await?;
+        for b in 1..=batches {
+            let batch = batch_of(b);
+            let t = Instant::now();
+            producer.send_all(&batch).await?;
+            millis.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        anyhow::Ok(())
+    })?;
+    millis.sort_by(f64::total_cmp);
+    Ok(Replay {
+        batches,
+        records_per_batch: first.len(),
+        headers_per_batch: first.iter().map(|r| r.headers.len()).sum(),
+        bytes_per_batch: first
+            .iter()
+            .map(|r| r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len))
+            .sum(),
+        composition: per_batch.iter().map(|(t, n)| format!("{n} {t}")).collect::<Vec<_>>().join(", "),
+        millis,
+    })
+}
+
+// ----------------------------------------------------------------- latency
+
+/// The `q` quantile of sorted values (nearest rank).
+fn quantile(sorted: &[i64], q: f64) -> String {
+    if sorted.is_empty() {
+        return "n/a".into();
+    }
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i].to_string()
+}
+
+/// Whose latency a paced phase measures.
+enum Watch<'a> {
+    /// The worker's: outputs on the decision topics, against the event time
+    /// of the input that caused them. `already`: input records the worker
+    /// has committed before the phase.
+    Worker { worker: &'a mut WorkerProcess, metrics: &'a str, already: f64 },
+    /// The broker's alone: the same kind of events read back from the input
+    /// topics by a plain consumer.
+    Broker,
+}
+
+/// Latencies of one paced phase.
+struct Phase {
+    /// (receive instant in seconds since the phase started, latency in ms)
+    samples: Vec<(f64, i64)>,
+    sorted: Vec<i64>,
+    sent: usize,
+    achieved_rate: f64,
+    secs: f64,
+    /// Records not yet processed (worker: committed; broker: read) when
+    /// sending stopped.
+    lag_at_end: f64,
+    /// From the end of sending until everything was processed.
+    drain_secs: f64,
+    /// Outputs of the phase caused by timers (not counted in the latencies).
+    timer_outputs: usize,
+    /// Cores used by tansu and by the reader (worker or this process).
+    cpu: (f64, f64),
+    /// The worker's own event-to-output histogram over the phase (p50, p99).
+    worker_hist: Option<(String, String)>,
+}
+
+impl Phase {
+    fn p(&self, q: f64) -> String {
+        quantile(&self.sorted, q)
+    }
+    fn max(&self) -> String {
+        self.sorted.last().map(i64::to_string).unwrap_or_else(|| "n/a".into())
+    }
+    /// Kept up: at most a second of traffic unprocessed when sending stopped.
+    fn kept_up(&self) -> bool {
+        self.lag_at_end <= self.achieved_rate.max(1.0)
+    }
+    fn summary(&self) -> String {
+        format!(
+            "p50 {} ms, p99 {} ms, max {} ms over {} records; kept up: {}",
+            self.p(0.5),
+            self.p(0.99),
+            self.max(),
+            thousands(self.samples.len() as f64),
+            if self.kept_up() { "yes" } else { "no" }
+        )
+    }
+    fn describe(&self) -> String {
+        let third = self.secs / 3.0;
+        let p99_of = |from: f64, to: f64| {
+            let mut v: Vec<i64> = self.samples.iter().filter(|(t, _)| *t >= from && *t < to).map(|(_, l)| *l).collect();
+            v.sort_unstable();
+            quantile(&v, 0.99)
+        };
+        let hist = match &self.worker_hist {
+            Some((p50, p99)) => {
+                format!(
+                    "; the worker's own histogram (event time to store commit, bucket bounds): p50 {p50}, p99 {p99}"
+                )
+            }
+            None => String::new(),
+        };
+        format!(
+            "{} events sent in {:.1}s ({} events/s); {}; p99 by thirds of the phase {} / {} / {} ms; {} records \
+             unprocessed when sending stopped, all processed {:.2}s later; {} timer outputs not counted{hist}; CPU: \
+             tansu {:.2} cores, reader {:.2} cores",
+            thousands(self.sent as f64),
+            self.secs,
+            thousands(self.achieved_rate),
+            self.summary(),
+            p99_of(0.0, third),
+            p99_of(third, 2.0 * third),
+            p99_of(2.0 * third, f64::INFINITY),
+            thousands(self.lag_at_end),
+            self.drain_secs,
+            self.timer_outputs,
+            self.cpu.0,
+            self.cpu.1,
+        )
+    }
+}
+
+/// Sends fresh events stamped with the wall clock at `rate` for `length`
+/// through `producer` (already connected, with its producer id and the
+/// topics' metadata: it loaded the data), and measures receive time minus
+/// event time where `watch` says.
+#[allow(clippy::too_many_arguments)]
+fn paced(
+    rt: &tokio::runtime::Runtime,
+    producer: &FutureProducer,
+    bootstrap: &str,
+    gen: &mut cohort_loadgen::Generator,
+    encoder: &Encoder,
+    registry: &Arc<Registry>,
+    rate: f64,
+    length: Duration,
+    fetch_wait_ms: u64,
+    tansu: Option<u32>,
+    mut watch: Watch<'_>,
+) -> anyhow::Result<Phase> {
+    let mut before = Metrics::default();
+    if let Watch::Worker { worker, metrics, already } = &mut watch {
+        // Everything earlier is committed before the phase starts.
+        before = loop {
+            worker.check_running()?;
+            if let Some(m) = scrape(metrics).filter(|m| m.input() >= *already) {
+                break m;
+            }
+            std::thread::sleep(POLL);
+        };
+    }
+    let (topics, reader): (&[&str], u32) = match &watch {
+        Watch::Worker { worker, .. } => (&["segment-changes", "next-best-offers"], worker.pid()),
+        Watch::Broker => (&INPUTS, std::process::id()),
+    };
+    let phase_start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(AtomicUsize::new(0));
+    let observer = observe(bootstrap, topics, fetch_wait_ms, registry, phase_start, stop.clone(), seen.clone())?;
+    // Let the observer connect and start fetching before the first event.
+    std::thread::sleep(Duration::from_secs(1));
+    let cpu = Cpu::start(tansu, reader);
+
+    // Every 5 ms, the events due by then, stamped now.
+    let total = (rate * length.as_secs_f64()).round() as usize;
+    let (sent, send_secs, acks) = rt.block_on(async {
+        let mut pending = Vec::with_capacity(total);
+        let t0 = Instant::now();
+        let mut sent = 0usize;
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        while sent < total {
+            tick.tick().await;
+            let due = ((t0.elapsed().as_secs_f64() * rate) as usize).min(total);
+            while sent < due {
+                let Some(mut ev) = gen.next() else { break };
+                ev.time = Timestamp(now_ms());
+                let value = encoder.encode_event(&ev)?;
+                let mut rec =
+                    FutureRecord::to(topic_of(&ev)).key(ev.customer.as_bytes()).timestamp(ev.time.as_millis());
+                if let Some(v) = &value {
+                    rec = rec.payload(v.as_slice());
+                }
+                pending.push(producer.send_result(rec).map_err(|(e, _)| anyhow!("enqueueing: {e}"))?);
+                sent += 1;
+            }
+        }
+        anyhow::Ok((sent, t0.elapsed().as_secs_f64(), pending))
+    })?;
+    let sent_done = Instant::now();
+    let processed = |watch: &Watch<'_>| -> f64 {
+        match watch {
+            Watch::Worker { metrics, already, .. } => scrape(metrics).map(|m| m.input() - already).unwrap_or(0.0),
+            Watch::Broker => seen.load(Ordering::Relaxed) as f64,
+        }
+    };
+    let lag_at_end = (sent as f64 - processed(&watch)).max(0.0);
+    rt.block_on(async {
+        for f in acks {
+            f.await?.map_err(|(e, _)| anyhow!("delivery: {e}"))?;
+        }
+        anyhow::Ok(())
+    })?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while processed(&watch) < sent as f64 {
+        if let Watch::Worker { worker, .. } = &mut watch {
+            worker.check_running()?;
+        }
+        if Instant::now() > deadline {
+            bail!("{} of {sent} records processed 300s after the end of sending", processed(&watch));
+        }
+        std::thread::sleep(POLL);
+    }
+    let drain_secs = sent_done.elapsed().as_secs_f64();
+    let cpu = cpu.cores(phase_start.elapsed().as_secs_f64());
+    let worker_hist = match &watch {
+        Watch::Worker { metrics, .. } => {
+            // Outputs are acknowledged before the commit the metrics count;
+            // give the observer time to fetch the last ones.
+            std::thread::sleep(Duration::from_secs(2));
+            let after = scrape(metrics).unwrap_or_default();
+            let name = "cohort_event_to_output_latency_seconds";
+            Some((after.quantile_since(&before, name, 0.5), after.quantile_since(&before, name, 0.99)))
+        }
+        Watch::Broker => None,
+    };
+    stop.store(true, Ordering::Relaxed);
+    let (samples, timer_outputs) = observer.join().map_err(|_| anyhow!("observer panicked"))?;
+    let mut sorted: Vec<i64> = samples.iter().map(|(_, l)| *l).collect();
+    sorted.sort_unstable();
+    Ok(Phase {
+        samples,
+        sorted,
+        sent,
+        achieved_rate: sent as f64 / send_secs.max(1e-9),
+        secs: send_secs,
+        lag_at_end,
+        drain_secs,
+        timer_outputs,
+        cpu,
+        worker_hist,
+    })
+}
+
+/// (seconds since the phase started at receipt, latency in ms) per record,
+/// and the count of timer-caused outputs.
+type Observed = (Vec<(f64, i64)>, usize);
+
+/// Reads `topics` from their current ends on a thread until `stop`, and
+/// returns (seconds since `phase_start` at receipt, receive time minus event
+/// time in ms) for every record caused by an event of the phase, counted in
+/// `seen`, and the count of timer-caused outputs. Decision topics carry the
+/// cause event's time in the value; input records carry it as their Kafka
+/// timestamp.
+fn observe(
+    bootstrap: &str,
+    topics: &[&str],
+    fetch_wait_ms: u64,
+    registry: &Arc<Registry>,
+    phase_start: Instant,
+    stop: Arc<AtomicBool>,
+    seen: Arc<AtomicUsize>,
+) -> anyhow::Result<std::thread::JoinHandle<Observed>> {
+    let ends = high_watermarks(bootstrap, topics)?;
+    let observer: BaseConsumer = cohort_kafka::client_config(bootstrap, &BTreeMap::new())
+        .set("group.id", format!("observer-{}", now_ms()))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for t in topics {
+        tpl.add_partition_offset(t, 0, Offset::Offset(ends[*t]))?;
+    }
+    observer.assign(&tpl)?;
+    let phase_start_ms = now_ms() - phase_start.elapsed().as_millis() as i64;
+    let decoder = Decoder::new(Format::Avro, registry.clone());
+    Ok(std::thread::spawn(move || {
+        let mut samples = Vec::new();
+        let mut timers = 0usize;
+        while !stop.load(Ordering::Relaxed) {
+            let Some(Ok(m)) = observer.poll(Duration::from_millis(100)) else { continue };
+            let received = now_ms();
+            let at = phase_start.elapsed().as_secs_f64();
+            let (time, kind) = match m.topic() {
+                "segment-changes" => match m.payload().map(|v| decoder.decode_segment_changed(v)) {
+                    Some(Ok(s)) => (s.time.as_millis(), s.cause.kind),
+                    _ => continue,
+                },
+                "next-best-offers" => match m.payload().map(|v| decoder.decode_next_best_offer(v)) {
+                    Some(Ok(n)) => (n.time.as_millis(), n.cause.kind),
+                    _ => continue,
+                },
+                _ => match m.timestamp().to_millis() {
+                    Some(t) => (t, CauseKind::Event),
+                    None => continue,
+                },
+            };
+            if time < phase_start_ms {
+                continue;
+            }
+            if kind == CauseKind::Event {
+                samples.push((at, received - time));
+                seen.fetch_add(1, Ordering::Relaxed);
+            } else {
+                timers += 1;
+            }
+        }
+        (samples, timers)
+    }))
+}
