@@ -195,7 +195,10 @@ impl Affinities {
     /// [`MAX_CATEGORIES`] names a collision has a probability around 1e-17,
     /// and not touching the names avoids a cache miss per lookup.
     fn position(&self, category: &str) -> Option<usize> {
-        let h = fast64(category.as_bytes());
+        self.position_hashed(fast64(category.as_bytes()))
+    }
+
+    fn position_hashed(&self, h: u64) -> Option<usize> {
         self.hashes.iter().position(|x| *x == h)
     }
 
@@ -251,7 +254,12 @@ impl Affinities {
 
     /// The normalised affinity for `category` at `now` (see the type docs).
     pub fn get(&self, category: &str, now: Timestamp, settings: &StateSettings) -> f64 {
-        let Some(i) = self.position(category) else { return 0.0 };
+        self.get_hashed(fast64(category.as_bytes()), now, settings)
+    }
+
+    /// [`Affinities::get`] by the category's [`fast64`] hash.
+    pub fn get_hashed(&self, hash: u64, now: Timestamp, settings: &StateSettings) -> f64 {
+        let Some(i) = self.position_hashed(hash) else { return 0.0 };
         self.normalise(self.weights[i].1, now, settings)
     }
 
@@ -273,7 +281,12 @@ impl Affinities {
 
     /// The affinity for `category` given [`Affinities::scale`] at some instant.
     pub fn get_scaled(&self, category: &str, scale: f64) -> f64 {
-        match self.position(category) {
+        self.get_scaled_hashed(fast64(category.as_bytes()), scale)
+    }
+
+    /// [`Affinities::get_scaled`] by the category's [`fast64`] hash.
+    pub fn get_scaled_hashed(&self, hash: u64, scale: f64) -> f64 {
+        match self.position_hashed(hash) {
             Some(i) => (self.weights[i].1 * scale).clamp(0.0, 1.0),
             None => 0.0,
         }

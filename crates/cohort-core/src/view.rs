@@ -5,6 +5,7 @@
 //! the windowed sums for one day, computed in one pass over the day buckets,
 //! so that twenty segment rules do not each rescan a year of buckets.
 
+use crate::hash::fast64;
 use crate::rules::facts::{CivilDate, Facts, FlagField, NumField, SetField, TextField, TimeField, Window};
 use crate::state::{CustomerState, StateSettings};
 use crate::time::{Duration, Timestamp};
@@ -146,10 +147,18 @@ impl Facts for CustomerView<'_> {
     }
 
     fn affinity(&self, category: &str, now: Timestamp) -> f64 {
+        self.affinity_hashed(category, fast64(category.as_bytes()), now)
+    }
+
+    fn affinity_hashed(&self, _category: &str, hash: u64, now: Timestamp) -> f64 {
         match self.affinity_scale {
-            Some((t, scale)) if t == now => self.state.affinities.get_scaled(category, scale),
-            _ => self.state.affinities.get(category, now, self.settings),
+            Some((t, scale)) if t == now => self.state.affinities.get_scaled_hashed(hash, scale),
+            _ => self.state.affinities.get_hashed(hash, now, self.settings),
         }
+    }
+
+    fn window_sums(&self) -> Option<&WindowSums> {
+        self.sums.as_ref()
     }
 
     fn birth_date(&self) -> Option<CivilDate> {

@@ -69,6 +69,9 @@ pub struct WindowSums {
     /// Whether some bucket lies after `day` (then `next_change` defers to
     /// [`DayBuckets::next_change`]).
     pub future: bool,
+    /// Lifetime totals ([`DayBuckets::lifetime`]), so that one struct
+    /// answers every counter field.
+    pub lifetime: [i64; COUNTERS],
 }
 
 fn window_index(w: Window) -> Option<usize> {
@@ -151,8 +154,13 @@ impl DayBuckets {
     /// Every windowed sum at `now` in one pass.
     pub fn sums_at(&self, now: Timestamp) -> WindowSums {
         let today = now.day();
-        let mut out =
-            WindowSums { day: today, sums: [[0; COUNTERS]; 4], oldest: [[i64::MAX; COUNTERS]; 4], future: false };
+        let mut out = WindowSums {
+            day: today,
+            sums: [[0; COUNTERS]; 4],
+            oldest: [[i64::MAX; COUNTERS]; 4],
+            future: false,
+            lifetime: self.lifetime,
+        };
         let start = self.buckets.partition_point(|b| i64::from(b.day) <= today - 365);
         for b in &self.buckets[start..] {
             let day = i64::from(b.day);
@@ -236,14 +244,21 @@ impl WindowSums {
     /// bucket exists) and the buckets must be asked.
     pub fn next_change(&self, counter: Counter, w: Window) -> Option<Option<Timestamp>> {
         let Some(wi) = window_index(w) else { return Some(None) };
+        self.next_change_at(wi, counter as usize)
+    }
+
+    /// [`WindowSums::next_change`] by window index (into [`WindowSums::sums`])
+    /// and counter index; both must be in range.
+    #[inline]
+    pub fn next_change_at(&self, window: usize, counter: usize) -> Option<Option<Timestamp>> {
         if self.future {
             return None;
         }
-        let oldest = self.oldest[wi][counter as usize];
+        let oldest = self.oldest[window][counter];
         if oldest == i64::MAX {
             return Some(None);
         }
-        Some(Some(Timestamp((oldest + WINDOW_DAYS[wi]).saturating_mul(MS_PER_DAY))))
+        Some(Some(Timestamp((oldest + WINDOW_DAYS[window]).saturating_mul(MS_PER_DAY))))
     }
 }
 

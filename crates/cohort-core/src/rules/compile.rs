@@ -2,9 +2,11 @@
 //! leaves are enum ids and indexes, so evaluation does no name lookups.
 
 use super::catalogue::{self, FieldRef, Func, Type};
-use super::facts::{FlagField, NumField, SetField, TextField, TimeField};
+use super::facts::{FlagField, NumField, SetField, TextField, TimeField, Window};
 use super::parse::{BinOp, CmpOp, Kind, Node, Span};
+use crate::hash::fast64;
 use crate::time::Duration;
+use crate::window::Counter;
 use std::collections::HashMap;
 
 /// A compiled condition.
@@ -26,11 +28,13 @@ pub enum Expr {
         eq: bool,
     },
     /// `field OP literal`, the most common atom, kept flat so it costs one
-    /// dispatch.
+    /// dispatch. `slot` locates a counter field in precomputed window
+    /// sums (see [`super::Facts::window_sums`]).
     FieldCmp {
         f: NumField,
         op: CmpOp,
         x: f64,
+        slot: Option<Slot>,
     },
     /// `since(field) OP duration`, normalised so `since` is on the left.
     SinceCmp {
@@ -68,13 +72,59 @@ pub enum Expr {
     },
 }
 
+/// Where a counter field (`orders.30d`, `orders.lifetime`) is in
+/// [`crate::window::WindowSums`], resolved at load so evaluation does not
+/// match on names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    /// Index into [`crate::window::WindowSums::sums`]' first dimension (7,
+    /// 30, 90, 365 days), or [`Slot::LIFETIME`].
+    pub window: u8,
+    /// [`Counter`] as an index.
+    pub counter: u8,
+    /// The counter is in cents and the field in currency units.
+    pub cents: bool,
+}
+
+impl Slot {
+    /// [`Slot::window`] of lifetime totals.
+    pub const LIFETIME: u8 = 4;
+
+    /// The slot of a counter field; `None` for the others.
+    pub fn of(f: NumField) -> Option<Slot> {
+        let (counter, w) = match f {
+            NumField::Orders(w) => (Counter::Orders, w),
+            NumField::Spend(w) => (Counter::SpendCents, w),
+            NumField::PageViews(w) => (Counter::PageViews, w),
+            NumField::ProductViews(w) => (Counter::ProductViews, w),
+            NumField::Sessions(w) => (Counter::Sessions, w),
+            NumField::Aov | NumField::CartItems | NumField::CartValue => return None,
+        };
+        let window = match w {
+            Window::D7 => 0,
+            Window::D30 => 1,
+            Window::D90 => 2,
+            Window::D365 => 3,
+            Window::Lifetime => Slot::LIFETIME,
+        };
+        Some(Slot { window, counter: counter as u8, cents: counter == Counter::SpendCents })
+    }
+
+    /// Whether the field is windowed (can change with time alone).
+    pub fn windowed(self) -> bool {
+        self.window != Slot::LIFETIME
+    }
+}
+
 /// A number-valued operand.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Num {
     Lit(f64),
     Field(NumField),
     Age,
-    Affinity(Box<str>),
+    /// A category and its [`crate::hash::fast64`], the key affinities are
+    /// stored under.
+    Affinity(Box<str>, u64),
     OffersSent(Box<str>, Duration),
 }
 
@@ -312,7 +362,7 @@ impl Compiler<'_> {
             }
             Func::Affinity => {
                 let category = self.string_arg(name, &args[0], "a category")?;
-                Typed::Num(Num::Affinity(category.into()))
+                Typed::Num(Num::Affinity(category.into(), fast64(category.as_bytes())))
             }
             Func::InSegment => {
                 let arg = &args[0];
@@ -407,8 +457,10 @@ impl Compiler<'_> {
         let lhs_ty = a.ty();
         let expr = match (a, b) {
             (Typed::Num(Num::Lit(x)), Typed::Num(Num::Lit(y))) => Expr::Const(op.test(x, y)),
-            (Typed::Num(Num::Field(f)), Typed::Num(Num::Lit(x))) => Expr::FieldCmp { f, op, x },
-            (Typed::Num(Num::Lit(x)), Typed::Num(Num::Field(f))) => Expr::FieldCmp { f, op: op.swapped(), x },
+            (Typed::Num(Num::Field(f)), Typed::Num(Num::Lit(x))) => Expr::FieldCmp { f, op, x, slot: Slot::of(f) },
+            (Typed::Num(Num::Lit(x)), Typed::Num(Num::Field(f))) => {
+                Expr::FieldCmp { f, op: op.swapped(), x, slot: Slot::of(f) }
+            }
             (Typed::Dur(Dur::Since(f)), Typed::Dur(Dur::Lit(d))) => Expr::SinceCmp { f, op, d },
             (Typed::Dur(Dur::Lit(d)), Typed::Dur(Dur::Since(f))) => Expr::SinceCmp { f, op: op.swapped(), d },
             (Typed::Num(a), Typed::Num(b)) => Expr::Num { op, a, b },
@@ -557,17 +609,40 @@ impl Expr {
         }
     }
 
+    /// Whether the condition reads another segment (`in_segment`).
+    pub fn references_segments(&self) -> bool {
+        match self {
+            Expr::InSegment(_) => true,
+            Expr::Not(e) => e.references_segments(),
+            Expr::And(xs) | Expr::Or(xs) => xs.iter().any(Expr::references_segments),
+            Expr::BoolEq { a, b, .. } => a.references_segments() || b.references_segments(),
+            _ => false,
+        }
+    }
+
     /// Whether the value can change with time alone (no new event).
     pub fn depends_on_time(&self) -> bool {
+        self.depends_on_time_through(true)
+    }
+
+    /// Whether the value can change with time alone other than through
+    /// `in_segment`. When false, the analysis of this condition can never
+    /// report an instant earlier than the earliest change of the segments
+    /// it references (see `RuleSet::evaluate_with_next_flip`).
+    pub fn depends_on_own_time(&self) -> bool {
+        self.depends_on_time_through(false)
+    }
+
+    fn depends_on_time_through(&self, segments: bool) -> bool {
         match self {
             Expr::Const(_) | Expr::Flag(_) | Expr::Instant { .. } | Expr::Text { .. } => false,
             Expr::TextInList { .. } | Expr::TextInSet { .. } => false,
             // Conservative: the referenced segment may depend on time.
-            Expr::InSegment(_) => true,
+            Expr::InSegment(_) => segments,
             Expr::BirthdayWithin(_) | Expr::BirthdayThisMonth => true,
-            Expr::Not(e) => e.depends_on_time(),
-            Expr::And(xs) | Expr::Or(xs) => xs.iter().any(Expr::depends_on_time),
-            Expr::BoolEq { a, b, .. } => a.depends_on_time() || b.depends_on_time(),
+            Expr::Not(e) => e.depends_on_time_through(segments),
+            Expr::And(xs) | Expr::Or(xs) => xs.iter().any(|x| x.depends_on_time_through(segments)),
+            Expr::BoolEq { a, b, .. } => a.depends_on_time_through(segments) || b.depends_on_time_through(segments),
             Expr::FieldCmp { f, .. } => Num::Field(*f).depends_on_time(),
             Expr::SinceCmp { .. } => true,
             Expr::Num { a, b, .. } => a.depends_on_time() || b.depends_on_time(),
@@ -581,7 +656,7 @@ impl Num {
         match self {
             Num::Lit(_) => 0,
             Num::Field(_) => 3,
-            Num::Affinity(_) | Num::OffersSent(..) => 10,
+            Num::Affinity(..) | Num::OffersSent(..) => 10,
             Num::Age => 15,
         }
     }
@@ -597,7 +672,7 @@ impl Num {
                     | NumField::ProductViews(w)
                     | NumField::Sessions(w) if w.length().is_some()
             ),
-            Num::Age | Num::Affinity(_) | Num::OffersSent(..) => true,
+            Num::Age | Num::Affinity(..) | Num::OffersSent(..) => true,
         }
     }
 }

@@ -6,11 +6,12 @@
 //! pass. Neither allocates.
 
 use super::calendar;
-use super::compile::{Dur, Expr, Num, Text};
+use super::compile::{Dur, Expr, Num, Slot, Text};
 use super::facts::{Facts, NumField};
 use super::parse::CmpOp;
 use super::segset::SegmentSet;
 use crate::time::{Duration, Timestamp};
+use crate::window::WindowSums;
 
 /// Exclusive groups: which group each segment is in, and each group's
 /// members ordered by (priority, file order), the winner first.
@@ -66,6 +67,35 @@ pub struct Env<'a, F: Facts + ?Sized> {
     pub now: Timestamp,
     pub segs: Segs<'a>,
     pub half_life: Duration,
+    /// [`Facts::window_sums`] if they are for `now`'s day.
+    pub sums: Option<&'a WindowSums>,
+}
+
+/// The window sums of `facts` that answer for `now`, if any.
+pub fn sums_for<F: Facts + ?Sized>(facts: &F, now: Timestamp) -> Option<&WindowSums> {
+    facts.window_sums().filter(|s| s.day == now.day())
+}
+
+/// When each segment's membership could next change, for `in_segment`
+/// atoms: the segments' own results so far, resolved through the groups.
+pub struct SegNext<'a> {
+    pub raw_next: &'a [Next],
+    pub membership: &'a Membership,
+}
+
+impl SegNext<'_> {
+    /// When membership of `j` could next change: its own condition, or any
+    /// condition in its group.
+    #[inline]
+    pub fn get(&self, j: usize) -> Next {
+        let own = |s: usize| self.raw_next.get(s).copied().unwrap_or(Next::NEVER);
+        match self.membership.group_of.get(j).copied().flatten() {
+            None => own(j),
+            Some(g) => {
+                self.membership.groups[usize::from(g)].iter().fold(Next::NEVER, |acc, &s| acc.min(own(usize::from(s))))
+            }
+        }
+    }
 }
 
 /// Whether `e` holds at `env.now`.
@@ -83,7 +113,7 @@ pub fn eval<F: Facts + ?Sized>(e: &Expr, env: &Env<'_, F>) -> bool {
         Expr::BirthdayWithin(d) => env.facts.birth_date().is_some_and(|b| calendar::birthday_within(b, env.now, *d)),
         Expr::BirthdayThisMonth => env.facts.birth_date().is_some_and(|b| calendar::birthday_this_month(b, env.now)),
         Expr::BoolEq { a, b, eq } => (eval(a, env) == eval(b, env)) == *eq,
-        Expr::FieldCmp { f, op, x } => op.test(env.facts.number(*f, env.now), *x),
+        Expr::FieldCmp { f, op, x, slot } => op.test(field_number(*f, *slot, env), *x),
         Expr::SinceCmp { f, op, d } => env.facts.instant(*f).is_some_and(|t| op.test(env.now.since(t), *d)),
         Expr::Num { op, a, b } => match (num(a, env), num(b, env)) {
             (Some(x), Some(y)) => op.test(x, y),
@@ -106,16 +136,30 @@ pub fn eval<F: Facts + ?Sized>(e: &Expr, env: &Env<'_, F>) -> bool {
     }
 }
 
+/// A numeric field, from the window sums when they have it.
+#[inline]
+pub(super) fn field_number<F: Facts + ?Sized>(f: NumField, slot: Option<Slot>, env: &Env<'_, F>) -> f64 {
+    if let (Some(sl), Some(s)) = (slot, env.sums) {
+        let raw = if sl.windowed() {
+            s.sums[usize::from(sl.window)][usize::from(sl.counter)]
+        } else {
+            s.lifetime[usize::from(sl.counter)]
+        };
+        return if sl.cents { raw as f64 / 100.0 } else { raw as f64 };
+    }
+    env.facts.number(f, env.now)
+}
+
 #[inline]
 fn num<F: Facts + ?Sized>(n: &Num, env: &Env<'_, F>) -> Option<f64> {
     match n {
         Num::Lit(x) => Some(*x),
-        Num::Field(f) => Some(env.facts.number(*f, env.now)),
+        Num::Field(f) => Some(field_number(*f, Slot::of(*f), env)),
         Num::Age => match env.facts.birth_date() {
             Some(b) => Some(f64::from(calendar::age_at(b, env.now))),
             None => env.facts.declared_age().map(f64::from),
         },
-        Num::Affinity(c) => Some(env.facts.affinity(c, env.now)),
+        Num::Affinity(c, h) => Some(env.facts.affinity_hashed(c, *h, env.now)),
         Num::OffersSent(o, w) => Some(f64::from(env.facts.offers_sent(o, *w, env.now))),
     }
 }
@@ -147,6 +191,9 @@ impl Next {
     /// Cannot change with no new event.
     pub const NEVER: Next = Next(i64::MAX);
 
+    /// Before anything (the identity of `max`).
+    pub const MIN: Next = Next(i64::MIN);
+
     /// At `t`.
     #[inline]
     pub fn at(t: Timestamp) -> Next {
@@ -171,7 +218,7 @@ impl Next {
 /// The instant may be early (then nothing changes and the caller asks
 /// again), never late. `seg_next(i)` gives the same for membership of
 /// segment `i`.
-pub fn analyse<F: Facts + ?Sized>(e: &Expr, env: &Env<'_, F>, seg_next: &dyn Fn(usize) -> Next) -> (bool, Next) {
+pub fn analyse<F: Facts + ?Sized>(e: &Expr, env: &Env<'_, F>, seg_next: &SegNext<'_>) -> (bool, Next) {
     match e {
         Expr::Not(x) => {
             let (v, t) = analyse(x, env, seg_next);
@@ -191,16 +238,11 @@ pub fn analyse<F: Facts + ?Sized>(e: &Expr, env: &Env<'_, F>, seg_next: &dyn Fn(
 /// An AND that is false stays false until every false operand has changed
 /// at least once; one that is true changes when any operand does. OR is the
 /// mirror image. One pass, no operand evaluated twice.
-fn junction<F: Facts + ?Sized>(
-    xs: &[Expr],
-    env: &Env<'_, F>,
-    seg_next: &dyn Fn(usize) -> Next,
-    is_or: bool,
-) -> (bool, Next) {
+fn junction<F: Facts + ?Sized>(xs: &[Expr], env: &Env<'_, F>, seg_next: &SegNext<'_>, is_or: bool) -> (bool, Next) {
     let mut decided = false;
     // Over the deciding operands (false for AND, true for OR): the latest
     // change. Over all operands: the earliest.
-    let mut latest_deciding = Next(i64::MIN);
+    let mut latest_deciding = Next::MIN;
     let mut earliest_any = Next::NEVER;
     for x in xs {
         let (v, t) = analyse(x, env, seg_next);
@@ -223,16 +265,16 @@ fn junction<F: Facts + ?Sized>(
 
 /// [`analyse`] for a leaf (a comparison, flag, membership, calendar test):
 /// value and next change from one read of the facts.
-fn analyse_atom<F: Facts + ?Sized>(e: &Expr, env: &Env<'_, F>, seg_next: &dyn Fn(usize) -> Next) -> (bool, Next) {
+fn analyse_atom<F: Facts + ?Sized>(e: &Expr, env: &Env<'_, F>, seg_next: &SegNext<'_>) -> (bool, Next) {
     let now = env.now;
     match e {
         Expr::Flag(f) => (env.facts.flag(*f), Next::NEVER),
-        Expr::FieldCmp { f, op, x } => (op.test(env.facts.number(*f, now), *x), field_step(*f, env)),
+        Expr::FieldCmp { f, op, x, slot } => (op.test(field_number(*f, *slot, env), *x), field_step(*f, *slot, env)),
         Expr::SinceCmp { f, op, d } => match env.facts.instant(*f) {
             Some(t) => (op.test(now.since(t), *d), since_flip(t, *op, *d, now)),
             None => (false, Next::NEVER),
         },
-        Expr::InSegment(i) => (eval(e, env), seg_next(usize::from(*i))),
+        Expr::InSegment(i) => (eval(e, env), seg_next.get(usize::from(*i))),
         Expr::BirthdayWithin(d) => match env.facts.birth_date() {
             Some(b) => (
                 calendar::birthday_within(b, now, *d),
@@ -252,9 +294,9 @@ fn analyse_atom<F: Facts + ?Sized>(e: &Expr, env: &Env<'_, F>, seg_next: &dyn Fn
             let mut t = num_step(a, env).min(num_step(b, env));
             match (a, b) {
                 // Both decay at the same rate: their order never changes.
-                (Num::Affinity(_), Num::Affinity(_)) => {}
-                (Num::Affinity(_), _) => t = t.min(decay_crossing(va, vb, env)),
-                (_, Num::Affinity(_)) => t = t.min(decay_crossing(vb, va, env)),
+                (Num::Affinity(..), Num::Affinity(..)) => {}
+                (Num::Affinity(..), _) => t = t.min(decay_crossing(va, vb, env)),
+                (_, Num::Affinity(..)) => t = t.min(decay_crossing(vb, va, env)),
                 _ => {}
             }
             (op.test(va, vb), t)
@@ -283,7 +325,7 @@ fn analyse_atom<F: Facts + ?Sized>(e: &Expr, env: &Env<'_, F>, seg_next: &dyn Fn
 /// When `since(x) OP d` can change, for an instant `x`. It is
 /// `now OP x + d`: `>=` and `<` change at x + d, `>` and `<=` one
 /// millisecond later, `==` and `!=` at both.
-fn since_flip(x: Timestamp, op: CmpOp, d: Duration, now: Timestamp) -> Next {
+pub(super) fn since_flip(x: Timestamp, op: CmpOp, d: Duration, now: Timestamp) -> Next {
     let at = x + d;
     let after = at + Duration::from_millis(1);
     let candidates = match op {
@@ -294,28 +336,23 @@ fn since_flip(x: Timestamp, op: CmpOp, d: Duration, now: Timestamp) -> Next {
     Next::from_opt(candidates.into_iter().flatten().find(|&c| c > now))
 }
 
-/// When a windowed number next changes; `None` for the others.
-fn field_step<F: Facts + ?Sized>(f: NumField, env: &Env<'_, F>) -> Next {
-    match f {
-        NumField::Orders(w)
-        | NumField::Spend(w)
-        | NumField::PageViews(w)
-        | NumField::ProductViews(w)
-        | NumField::Sessions(w)
-            if w.length().is_some() =>
-        {
-            Next::from_opt(env.facts.next_window_change(f, env.now))
-        }
-        _ => Next::NEVER,
+/// When a windowed number next changes (`slot` is `Some` and windowed
+/// exactly for those); never for the others.
+#[inline]
+pub(super) fn field_step<F: Facts + ?Sized>(f: NumField, slot: Option<Slot>, env: &Env<'_, F>) -> Next {
+    let Some(sl) = slot.filter(|s| s.windowed()) else { return Next::NEVER };
+    if let Some(answer) = env.sums.and_then(|s| s.next_change_at(usize::from(sl.window), usize::from(sl.counter))) {
+        return Next::from_opt(answer);
     }
+    Next::from_opt(env.facts.next_window_change(f, env.now))
 }
 
 /// When a piecewise-constant number next steps (windowed counts, age,
 /// offer sends); `None` for constants and for affinities (continuous).
 fn num_step<F: Facts + ?Sized>(n: &Num, env: &Env<'_, F>) -> Next {
     match n {
-        Num::Lit(_) | Num::Affinity(_) => Next::NEVER,
-        Num::Field(f) => field_step(*f, env),
+        Num::Lit(_) | Num::Affinity(..) => Next::NEVER,
+        Num::Field(f) => field_step(*f, Slot::of(*f), env),
         Num::Age => Next::from_opt(env.facts.birth_date().map(|b| calendar::next_birthday_after(b, env.now))),
         Num::OffersSent(o, w) => Next::from_opt(env.facts.next_offers_sent_change(o, *w, env.now)),
     }
@@ -323,7 +360,7 @@ fn num_step<F: Facts + ?Sized>(n: &Num, env: &Env<'_, F>) -> Next {
 
 /// When a value `v` decaying with the configured half-life falls to `c`.
 /// Rounded down by a millisecond so float error can only make it early.
-fn decay_crossing<F: Facts + ?Sized>(v: f64, c: f64, env: &Env<'_, F>) -> Next {
+pub(super) fn decay_crossing<F: Facts + ?Sized>(v: f64, c: f64, env: &Env<'_, F>) -> Next {
     let now = env.now;
     if !(v > 0.0 && c > 0.0 && v >= c) || env.half_life <= Duration::ZERO {
         return Next::NEVER;

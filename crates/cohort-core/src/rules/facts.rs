@@ -9,6 +9,7 @@
 //! on time, because core never reads the clock.
 
 use crate::time::{Duration, Timestamp};
+use crate::window::WindowSums;
 
 /// A sliding window for counts and sums. Windows end at `now` and include
 /// events with `now - window < event_time <= now`.
@@ -194,4 +195,24 @@ pub trait Facts {
     /// changes with no new send (the oldest counted send leaving the window),
     /// or `None`. Same contract as [`Facts::next_window_change`].
     fn next_offers_sent_change(&self, offer: &str, window: Duration, now: Timestamp) -> Option<Timestamp>;
+
+    /// Every windowed count and sum of one day at once, if the
+    /// implementation has them, so rules read them without a call per field.
+    /// When this returns `Some(s)`, then for every instant `now` of day
+    /// `s.day` and every counter field (`orders.*`, `spend.*`,
+    /// `page_views.*`, `product_views.*`, `sessions.*`), [`Facts::number`]
+    /// must equal the matching entry of `s.sums` or `s.lifetime` (divided by
+    /// 100 for `spend`), and [`Facts::next_window_change`] must equal
+    /// [`WindowSums::next_change`] where that is `Some`. Default: `None`.
+    fn window_sums(&self) -> Option<&WindowSums> {
+        None
+    }
+
+    /// [`Facts::affinity`] with the category's [`crate::hash::fast64`]
+    /// computed once at rules load; must return exactly what `affinity`
+    /// does. Default: ignores the hash.
+    fn affinity_hashed(&self, category: &str, hash: u64, now: Timestamp) -> f64 {
+        let _ = hash;
+        self.affinity(category, now)
+    }
 }

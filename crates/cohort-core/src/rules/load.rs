@@ -5,6 +5,7 @@
 use super::compile::{self, Expr, Scope};
 use super::eval::Membership;
 use super::parse;
+use super::program::{Cond, Plan};
 use super::segset::{SegmentSet, MAX_SEGMENTS};
 use super::yaml::{self, Locator, Node, Pos, Scalar};
 use super::{Cap, Channel, Offer, Prior, RuleSet, RulesError, Segment, Settings, Trigger};
@@ -337,19 +338,26 @@ pub fn load(file: &str, text: &str) -> Result<RuleSet, RulesError> {
         offer_exprs.push(compiled.expr);
     }
 
-    let seg_timed = raw_segments.iter().map(|r| r.seg.time_dependent).collect();
+    let seg_timed: Vec<bool> = raw_segments.iter().map(|r| r.seg.time_dependent).collect();
     let offer_timed = offer_exprs.iter().map(Expr::depends_on_time).collect();
+    let offer_own_timed =
+        offer_exprs.iter().enumerate().filter(|(_, e)| e.depends_on_own_time()).map(|(i, _)| i).collect();
+    let seg_plan = Plan::new(&seg_exprs, &order, &seg_timed);
     Ok(RuleSet {
         seg_timed,
         offer_timed,
+        offer_own_timed,
         version,
         version_string: format!("{version}-{:016x}", fnv1a(text.as_bytes())),
         settings,
         segments: raw_segments.into_iter().map(|r| r.seg).collect(),
+        seg_conds: seg_exprs.iter().map(Cond::new).collect(),
+        seg_plan,
         seg_exprs,
         order,
         membership,
         offers,
+        offer_conds: offer_exprs.iter().map(Cond::new).collect(),
         offer_exprs,
     })
 }

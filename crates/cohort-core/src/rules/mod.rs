@@ -86,8 +86,10 @@
 //!
 //! `facts` (what rules read), `catalogue` (names and types), `parse`
 //! (winnow grammar), `compile` (types, names to ids), `eval` (evaluation and
-//! time analysis), `yaml` + `load` (file structure and positions),
-//! `calendar`, `segset`.
+//! time analysis of the compiled tree), `program` (the same, lowered for the
+//! engine's hot path: flat leaves, each distinct leaf analysed once per
+//! evaluation), `yaml` + `load` (file structure and positions), `calendar`,
+//! `segset`.
 
 pub mod calendar;
 pub mod catalogue;
@@ -96,6 +98,9 @@ mod eval;
 pub mod facts;
 mod load;
 mod parse;
+#[cfg(test)]
+mod plan_tests;
+mod program;
 mod segset;
 mod yaml;
 
@@ -104,8 +109,10 @@ pub use load::SUPPORTED_VERSION;
 pub use segset::{SegmentSet, MAX_SEGMENTS};
 
 use crate::time::{Duration, Timestamp};
+use crate::window::WindowSums;
 use compile::Expr;
-use eval::{Env, Membership, Next, Segs};
+use eval::{Env, Membership, Next, SegNext, Segs};
+use program::{Cond, Leaves, Plan};
 
 /// A rules file that cannot be used, with where and why.
 ///
@@ -295,16 +302,26 @@ pub struct RuleSet {
     version_string: String,
     settings: Settings,
     segments: Vec<Segment>,
+    /// The conditions as compiled (the tree the tests check the lowered
+    /// forms against), and lowered for evaluation.
+    #[cfg_attr(not(test), allow(dead_code))]
     seg_exprs: Vec<Expr>,
+    seg_conds: Vec<Cond>,
+    seg_plan: Plan,
     /// `segments[i].time_dependent`, packed for the hot loop.
     seg_timed: Vec<bool>,
     /// Segment indexes, dependencies first.
     order: Vec<u16>,
     membership: Membership,
     offers: Vec<Offer>,
+    #[cfg_attr(not(test), allow(dead_code))]
     offer_exprs: Vec<Expr>,
+    offer_conds: Vec<Cond>,
     /// Whether each offer's condition can change with time alone.
     offer_timed: Vec<bool>,
+    /// The offers whose condition can change with time other than through
+    /// `in_segment` (see [`RuleSet::evaluate_with_next_flip`]).
+    offer_own_timed: Vec<usize>,
 }
 
 impl RuleSet {
@@ -370,12 +387,10 @@ impl RuleSet {
 
     fn raw_segments<F: Facts + ?Sized>(&self, facts: &F, now: Timestamp) -> SegmentSet {
         let mut raw = SegmentSet::new();
+        let sums = eval::sums_for(facts, now);
         for &i in &self.order {
             let i = usize::from(i);
-            let hit = {
-                let env = self.env(facts, now, Segs::Raw(&raw, &self.membership));
-                eval::eval(&self.seg_exprs[i], &env)
-            };
+            let hit = self.seg_conds[i].eval(&self.env(facts, now, sums, Segs::Raw(&raw, &self.membership)));
             if hit {
                 raw.insert(i);
             }
@@ -383,8 +398,14 @@ impl RuleSet {
         raw
     }
 
-    fn env<'a, F: Facts + ?Sized>(&self, facts: &'a F, now: Timestamp, segs: Segs<'a>) -> Env<'a, F> {
-        Env { facts, now, segs, half_life: self.settings.affinity_half_life }
+    fn env<'a, F: Facts + ?Sized>(
+        &self,
+        facts: &'a F,
+        now: Timestamp,
+        sums: Option<&'a WindowSums>,
+        segs: Segs<'a>,
+    ) -> Env<'a, F> {
+        Env { facts, now, segs, half_life: self.settings.affinity_half_life, sums }
     }
 
     /// Whether offer `i` is eligible given the customer's current
@@ -398,8 +419,8 @@ impl RuleSet {
         segments: &SegmentSet,
         now: Timestamp,
     ) -> bool {
-        match self.offer_exprs.get(i) {
-            Some(e) => eval::eval(e, &self.env(facts, now, Segs::Final(segments))),
+        match self.offer_conds.get(i) {
+            Some(c) => c.eval(&self.env(facts, now, eval::sums_for(facts, now), Segs::Final(segments))),
             None => false,
         }
     }
@@ -441,42 +462,49 @@ impl RuleSet {
         let mut raw = SegmentSet::new();
         let mut raw_next = [Next::NEVER; N];
         let mut best = Next::NEVER;
-        for &i in &self.order {
-            let i = usize::from(i);
-            let (hit, t) = {
-                let env = self.env(facts, now, Segs::Raw(&raw, &self.membership));
-                if self.seg_timed[i] {
-                    let seg_next = |j: usize| self.membership_next(&raw_next, j);
-                    eval::analyse(&self.seg_exprs[i], &env, &seg_next)
-                } else {
-                    (eval::eval(&self.seg_exprs[i], &env), Next::NEVER)
+        let sums = eval::sums_for(facts, now);
+        let mut leaves = Leaves::default();
+        {
+            let env = self.env(facts, now, sums, Segs::Raw(&raw, &self.membership));
+            let seg_next = SegNext { raw_next: &raw_next, membership: &self.membership };
+            self.seg_plan.analyse_leaves(&env, &seg_next, &mut leaves);
+        }
+        for step in self.seg_plan.steps() {
+            let i = usize::from(step.segment);
+            let (hit, t) = match leaves.result(&step.shape) {
+                // A condition that does not depend on time has no leaf that
+                // does, so its next change is never either way.
+                Some((hit, t)) => (hit, if step.timed { t } else { Next::NEVER }),
+                None => {
+                    let env = self.env(facts, now, sums, Segs::Raw(&raw, &self.membership));
+                    if step.timed {
+                        self.seg_conds[i].analyse(&env, &SegNext { raw_next: &raw_next, membership: &self.membership })
+                    } else {
+                        (self.seg_conds[i].eval(&env), Next::NEVER)
+                    }
                 }
             };
             if hit {
                 raw.insert(i);
             }
-            raw_next[i] = t;
+            if let Some(slot) = raw_next.get_mut(i) {
+                *slot = t;
+            }
             best = best.min(t);
         }
         self.membership.finalize(&raw, out);
-        let env = self.env(facts, now, Segs::Final(out));
-        let seg_next = |j: usize| self.membership_next(&raw_next, j);
-        for (e, timed) in self.offer_exprs.iter().zip(&self.offer_timed) {
-            if *timed {
-                best = best.min(eval::analyse(e, &env, &seg_next).1);
+        // An offer whose only time-dependent atoms are `in_segment` cannot
+        // lower `best`: each atom's next change is then a segment's
+        // membership change (a minimum over `raw_next`, so `>= best`) or
+        // never, and `analyse` of `!`, `&&`, `||` and `==` never reports an
+        // instant earlier than the earliest of its atoms'.
+        if !self.offer_own_timed.is_empty() {
+            let env = self.env(facts, now, sums, Segs::Final(out));
+            let seg_next = SegNext { raw_next: &raw_next, membership: &self.membership };
+            for &o in &self.offer_own_timed {
+                best = best.min(self.offer_conds[o].analyse(&env, &seg_next).1);
             }
         }
         best.get()
-    }
-
-    /// When membership of `j` could next change: its own condition, or any
-    /// condition in its group.
-    fn membership_next(&self, raw_next: &[Next], j: usize) -> Next {
-        match self.membership.group_of.get(j).copied().flatten() {
-            None => raw_next.get(j).copied().unwrap_or(Next::NEVER),
-            Some(g) => self.membership.groups[usize::from(g)]
-                .iter()
-                .fold(Next::NEVER, |acc, &s| acc.min(raw_next.get(usize::from(s)).copied().unwrap_or(Next::NEVER))),
-        }
     }
 }

@@ -1,0 +1,508 @@
+//! Conditions lowered once more for the hot path.
+//!
+//! [`super::eval`] walks the [`Expr`] tree; each level costs a call and a
+//! dispatch, and the engine evaluates every segment with its time analysis
+//! on every event. Most conditions are one comparison, or an `&&` or `||` of
+//! comparisons, so [`Cond`] keeps those shapes flat, with their leaves
+//! resolved to [`Atom`]s that read the facts directly (windowed counts from
+//! the window sums, affinities by precomputed hash). Anything else is an
+//! [`Atom::Other`] that defers to the tree walker, so every condition has a
+//! `Cond` and the answers are, by construction, those of [`eval::eval`]
+//! and [`eval::analyse`]: same value, same next instant.
+
+use super::calendar;
+use super::compile::{Expr, Num, Slot, Text};
+use super::eval::{self, Env, Next, SegNext};
+use super::facts::{Facts, FlagField, NumField, SetField, TextField, TimeField};
+use super::parse::CmpOp;
+use crate::time::Duration;
+use crate::window::COUNTERS;
+
+/// A condition's top-level shape.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Cond {
+    /// A single leaf.
+    Atom(Atom),
+    /// `a && b && ...`, operands in the tree's order.
+    All(Box<[Atom]>),
+    /// `a || b || ...`, operands in the tree's order.
+    Any(Box<[Atom]>),
+}
+
+/// A leaf of a [`Cond`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Atom {
+    /// `orders.30d >= 3`, `orders.lifetime > 0`: a counter field against a
+    /// literal.
+    Count { f: NumField, slot: Slot, op: CmpOp, x: f64 },
+    /// `cart.items > 0`, `aov >= 120`: another numeric field (none changes
+    /// with time alone) against a literal.
+    Number { f: NumField, op: CmpOp, x: f64 },
+    /// `since(last_purchase) >= 90d`.
+    Since { f: TimeField, op: CmpOp, d: Duration },
+    /// `consent.email`.
+    Flag(FlagField),
+    /// `affinity("keto") OP x`, with the affinity on the left.
+    Affinity { category: Box<str>, hash: u64, op: CmpOp, x: f64 },
+    /// `profile.age OP x`, with the age on the left.
+    Age { op: CmpOp, x: f64 },
+    /// `profile.country == "DE"` (`eq`) or `!=` (not `eq`).
+    TextIs { f: TextField, lit: Box<str>, eq: bool },
+    /// `profile.country in ["DE", "AT"]`.
+    TextIn { f: TextField, list: Box<[Box<str>]> },
+    /// `"fitness" in profile.interests`.
+    InSet { lit: Box<str>, set: SetField },
+    /// Anything else, evaluated by the tree walker.
+    Other(Expr),
+}
+
+impl Cond {
+    /// Lowers a compiled condition.
+    pub fn new(e: &Expr) -> Cond {
+        match e {
+            Expr::And(xs) => Cond::All(xs.iter().map(Atom::new).collect()),
+            Expr::Or(xs) => Cond::Any(xs.iter().map(Atom::new).collect()),
+            e => Cond::Atom(Atom::new(e)),
+        }
+    }
+
+    /// [`eval::eval`] of the condition it was built from.
+    #[inline]
+    pub fn eval<F: Facts + ?Sized>(&self, env: &Env<'_, F>) -> bool {
+        match self {
+            Cond::Atom(a) => a.eval(env),
+            Cond::All(xs) => xs.iter().all(|x| x.eval(env)),
+            Cond::Any(xs) => xs.iter().any(|x| x.eval(env)),
+        }
+    }
+
+    /// [`eval::analyse`] of the condition it was built from.
+    #[inline]
+    pub fn analyse<F: Facts + ?Sized>(&self, env: &Env<'_, F>, seg_next: &SegNext<'_>) -> (bool, Next) {
+        match self {
+            Cond::Atom(a) => a.analyse(env, seg_next),
+            Cond::All(xs) => junction(xs, env, seg_next, false),
+            Cond::Any(xs) => junction(xs, env, seg_next, true),
+        }
+    }
+}
+
+/// [`eval::analyse`]'s junction over atoms; see there for the rule.
+#[inline]
+fn junction<F: Facts + ?Sized>(xs: &[Atom], env: &Env<'_, F>, seg_next: &SegNext<'_>, is_or: bool) -> (bool, Next) {
+    let mut decided = false;
+    let mut latest_deciding = Next::MIN;
+    let mut earliest_any = Next::NEVER;
+    for x in xs {
+        let (v, t) = x.analyse(env, seg_next);
+        earliest_any = earliest_any.min(t);
+        if v == is_or {
+            decided = true;
+            latest_deciding = latest_deciding.max(t);
+            if t == Next::NEVER {
+                break;
+            }
+        }
+    }
+    if decided {
+        (is_or, latest_deciding)
+    } else {
+        (!is_or, earliest_any)
+    }
+}
+
+impl Atom {
+    fn new(e: &Expr) -> Atom {
+        match e {
+            Expr::FieldCmp { f, op, x, slot: Some(slot) } => Atom::Count { f: *f, slot: *slot, op: *op, x: *x },
+            Expr::FieldCmp { f, op, x, slot: None } => Atom::Number { f: *f, op: *op, x: *x },
+            Expr::SinceCmp { f, op, d } => Atom::Since { f: *f, op: *op, d: *d },
+            Expr::Flag(f) => Atom::Flag(*f),
+            Expr::Num { op, a: Num::Affinity(category, hash), b: Num::Lit(x) } => {
+                Atom::Affinity { category: category.clone(), hash: *hash, op: *op, x: *x }
+            }
+            Expr::Num { op, a: Num::Lit(x), b: Num::Affinity(category, hash) } => {
+                Atom::Affinity { category: category.clone(), hash: *hash, op: op.swapped(), x: *x }
+            }
+            Expr::Text { eq, a: Text::Field(f), b: Text::Lit(lit) }
+            | Expr::Text { eq, a: Text::Lit(lit), b: Text::Field(f) } => {
+                Atom::TextIs { f: *f, lit: lit.clone(), eq: *eq }
+            }
+            Expr::TextInList { a: Text::Field(f), list } => Atom::TextIn { f: *f, list: list.clone() },
+            Expr::TextInSet { a: Text::Lit(lit), set } => Atom::InSet { lit: lit.clone(), set: *set },
+            Expr::Num { op, a: Num::Age, b: Num::Lit(x) } => Atom::Age { op: *op, x: *x },
+            Expr::Num { op, a: Num::Lit(x), b: Num::Age } => Atom::Age { op: op.swapped(), x: *x },
+            e => Atom::Other(e.clone()),
+        }
+    }
+
+    #[inline(always)]
+    fn eval<F: Facts + ?Sized>(&self, env: &Env<'_, F>) -> bool {
+        match self {
+            Atom::Count { f, slot, op, x } => op.test(eval::field_number(*f, Some(*slot), env), *x),
+            Atom::Number { f, op, x } => op.test(env.facts.number(*f, env.now), *x),
+            Atom::Since { f, op, d } => env.facts.instant(*f).is_some_and(|t| op.test(env.now.since(t), *d)),
+            Atom::Flag(f) => env.facts.flag(*f),
+            Atom::Affinity { category, hash, op, x } => {
+                op.test(env.facts.affinity_hashed(category, *hash, env.now), *x)
+            }
+            Atom::Age { op, x } => age(env).is_some_and(|a| op.test(a, *x)),
+            Atom::TextIs { f, lit, eq } => env.facts.text(*f).is_some_and(|t| (t == &**lit) == *eq),
+            Atom::TextIn { f, list } => env.facts.text(*f).is_some_and(|t| list.iter().any(|s| **s == *t)),
+            Atom::InSet { lit, set } => env.facts.set_contains(*set, lit),
+            Atom::Other(e) => eval::eval(e, env),
+        }
+    }
+
+    #[inline(always)]
+    fn analyse<F: Facts + ?Sized>(&self, env: &Env<'_, F>, seg_next: &SegNext<'_>) -> (bool, Next) {
+        match self {
+            Atom::Count { f, slot, op, x } => {
+                (op.test(eval::field_number(*f, Some(*slot), env), *x), eval::field_step(*f, Some(*slot), env))
+            }
+            Atom::Number { f, op, x } => (op.test(env.facts.number(*f, env.now), *x), Next::NEVER),
+            Atom::Since { f, op, d } => match env.facts.instant(*f) {
+                Some(t) => (op.test(env.now.since(t), *d), eval::since_flip(t, *op, *d, env.now)),
+                None => (false, Next::NEVER),
+            },
+            Atom::Flag(f) => (env.facts.flag(*f), Next::NEVER),
+            Atom::Affinity { category, hash, op, x } => {
+                let v = env.facts.affinity_hashed(category, *hash, env.now);
+                (op.test(v, *x), eval::decay_crossing(v, *x, env))
+            }
+            Atom::Age { op, x } => match env.facts.birth_date() {
+                Some(b) => (
+                    op.test(f64::from(calendar::age_at(b, env.now)), *x),
+                    Next::at(calendar::next_birthday_after(b, env.now)),
+                ),
+                None => match env.facts.declared_age() {
+                    Some(a) => (op.test(f64::from(a), *x), Next::NEVER),
+                    None => (false, Next::NEVER),
+                },
+            },
+            Atom::TextIs { .. } | Atom::TextIn { .. } | Atom::InSet { .. } => (self.eval(env), Next::NEVER),
+            Atom::Other(e) => eval::analyse(e, env, seg_next),
+        }
+    }
+}
+
+/// `profile.age` as [`eval`] computes it.
+#[inline]
+fn age<F: Facts + ?Sized>(env: &Env<'_, F>) -> Option<f64> {
+    match env.facts.birth_date() {
+        Some(b) => Some(f64::from(calendar::age_at(b, env.now))),
+        None => env.facts.declared_age().map(f64::from),
+    }
+}
+
+/// Most distinct leaves a [`Plan`] analyses up front (one bit each in a
+/// `u64`); conditions beyond it keep their [`Cond`].
+pub const PLAN_ATOMS: usize = 64;
+
+/// The time analysis of every segment in two passes: first each distinct
+/// leaf of the conditions that read no other segment, once (conditions
+/// share leaves such as `orders.lifetime > 0`), grouped by kind so each
+/// kind is one tight loop; then each segment, in dependency order, from
+/// those results or, if it reads other segments, from its [`Cond`]. A
+/// leaf's value and next change do not depend on what else is evaluated,
+/// and [`junction`] stopping early only skips operands that cannot change
+/// its answer, so the results are [`Cond::analyse`]'s.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    counts: Box<[CountLeaf]>,
+    sinces: Box<[SinceLeaf]>,
+    others: Box<[(u8, Atom)]>,
+    steps: Box<[Step]>,
+}
+
+/// One segment of the second pass, in dependency order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub segment: u16,
+    /// Whether the condition can change with time alone.
+    pub timed: bool,
+    pub shape: Shape,
+}
+
+/// A counter field against a literal ([`Atom::Count`]), unpacked.
+#[derive(Clone, Debug)]
+struct CountLeaf {
+    id: u8,
+    /// Index into the flattened sums: `window * COUNTERS + counter`, the
+    /// lifetime totals after the four windows.
+    index: u8,
+    windowed: bool,
+    cents: bool,
+    ops: Ops,
+    x: f64,
+    /// The atom, for facts without window sums.
+    atom: Atom,
+}
+
+/// `since(f) OP d` ([`Atom::Since`]), unpacked.
+#[derive(Clone, Debug)]
+struct SinceLeaf {
+    id: u8,
+    f: TimeField,
+    ops: Ops,
+    d: Duration,
+    /// [`eval::since_flip`]'s candidates: the first is `x + d` (or one
+    /// millisecond later when `after`); `both`: then one millisecond later.
+    after: bool,
+    both: bool,
+}
+
+/// A comparison operator as the set of orderings it accepts, so testing
+/// one is a mask instead of a jump.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Ops(u8);
+
+impl Ops {
+    const LT: u8 = 1;
+    const EQ: u8 = 2;
+    const GT: u8 = 4;
+    /// Unordered (a NaN): only `!=` holds, as with `PartialOrd`.
+    const UN: u8 = 8;
+
+    fn of(op: CmpOp) -> Ops {
+        Ops(match op {
+            CmpOp::Eq => Ops::EQ,
+            CmpOp::Ne => Ops::LT | Ops::GT | Ops::UN,
+            CmpOp::Lt => Ops::LT,
+            CmpOp::Le => Ops::LT | Ops::EQ,
+            CmpOp::Gt => Ops::GT,
+            CmpOp::Ge => Ops::GT | Ops::EQ,
+        })
+    }
+
+    /// [`CmpOp::test`].
+    #[inline(always)]
+    fn test_f64(self, a: f64, b: f64) -> bool {
+        let (lt, eq, gt) = (a < b, a == b, a > b);
+        let code = u8::from(lt) | u8::from(eq) << 1 | u8::from(gt) << 2 | u8::from(!(lt | eq | gt)) << 3;
+        self.0 & code != 0
+    }
+
+    /// [`CmpOp::test`] on integers (always ordered).
+    #[inline(always)]
+    fn test_i64(self, a: i64, b: i64) -> bool {
+        let code = u8::from(a < b) | u8::from(a == b) << 1 | u8::from(a > b) << 2;
+        self.0 & code != 0
+    }
+}
+
+/// How one segment's result is assembled from the first pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// One leaf's result.
+    One(u8),
+    /// `&&` of the leaves in the mask.
+    All(u64),
+    /// `||` of the leaves in the mask.
+    Any(u64),
+    /// Analyse the segment's [`Cond`].
+    Cond,
+}
+
+/// The first pass's results: leaf `i`'s value is bit `i` of `vals`, its
+/// next change `next[i]`.
+#[derive(Clone, Debug)]
+pub struct Leaves {
+    vals: u64,
+    next: [Next; PLAN_ATOMS],
+}
+
+impl Default for Leaves {
+    fn default() -> Self {
+        Leaves { vals: 0, next: [Next::NEVER; PLAN_ATOMS] }
+    }
+}
+
+impl Leaves {
+    #[inline(always)]
+    fn set(&mut self, id: u8, (v, t): (bool, Next)) {
+        self.vals |= u64::from(v) << id;
+        self.next[usize::from(id)] = t;
+    }
+
+    /// A segment's result from its shape; `None` for [`Shape::Cond`].
+    #[inline]
+    pub fn result(&self, shape: &Shape) -> Option<(bool, Next)> {
+        match *shape {
+            Shape::One(id) => Some((self.vals >> id & 1 != 0, self.next[usize::from(id)])),
+            Shape::All(mask) => Some(self.junction(mask, false)),
+            Shape::Any(mask) => Some(self.junction(mask, true)),
+            Shape::Cond => None,
+        }
+    }
+
+    /// [`junction`] over the leaves in `mask`.
+    #[inline]
+    fn junction(&self, mask: u64, is_or: bool) -> (bool, Next) {
+        let ones = if is_or { self.vals } else { !self.vals };
+        let deciding = mask & ones;
+        if deciding != 0 {
+            (is_or, self.fold(deciding, Next::MIN, Next::max))
+        } else {
+            (!is_or, self.fold(mask, Next::NEVER, Next::min))
+        }
+    }
+
+    #[inline(always)]
+    fn fold(&self, mut m: u64, init: Next, f: fn(Next, Next) -> Next) -> Next {
+        let mut acc = init;
+        while m != 0 {
+            acc = f(acc, self.next[m.trailing_zeros() as usize]);
+            m &= m - 1;
+        }
+        acc
+    }
+}
+
+impl Plan {
+    /// Plans the segment conditions `exprs` (indexed like the segments),
+    /// to be evaluated in `order` (dependencies first); `timed[i]`: whether
+    /// segment `i`'s condition can change with time alone.
+    pub fn new(exprs: &[Expr], order: &[u16], timed: &[bool]) -> Plan {
+        let mut atoms: Vec<Atom> = Vec::new();
+        let mut shapes = Vec::with_capacity(exprs.len());
+        for e in exprs {
+            let leaves: Vec<Atom> = match e {
+                Expr::And(xs) | Expr::Or(xs) => xs.iter().map(Atom::new).collect(),
+                e => vec![Atom::new(e)],
+            };
+            let mut fresh: Vec<&Atom> = Vec::new();
+            for a in &leaves {
+                if !atoms.contains(a) && !fresh.contains(&a) {
+                    fresh.push(a);
+                }
+            }
+            if e.references_segments() || atoms.len() + fresh.len() > PLAN_ATOMS {
+                shapes.push(Shape::Cond);
+                continue;
+            }
+            let mut mask = 0u64;
+            let mut first = 0u8;
+            for (k, a) in leaves.into_iter().enumerate() {
+                let id = match atoms.iter().position(|x| *x == a) {
+                    Some(p) => p,
+                    None => {
+                        atoms.push(a);
+                        atoms.len() - 1
+                    }
+                };
+                if k == 0 {
+                    first = id as u8;
+                }
+                mask |= 1 << id;
+            }
+            shapes.push(match e {
+                Expr::And(_) => Shape::All(mask),
+                Expr::Or(_) => Shape::Any(mask),
+                _ => Shape::One(first),
+            });
+        }
+        let (mut counts, mut sinces, mut others) = (Vec::new(), Vec::new(), Vec::new());
+        for (id, a) in atoms.into_iter().enumerate() {
+            // At most PLAN_ATOMS (64) leaves: the id fits in a u8.
+            let id = id as u8;
+            match a {
+                Atom::Count { slot, op, x, .. } => counts.push(CountLeaf {
+                    id,
+                    index: slot.window * COUNTERS as u8 + slot.counter,
+                    windowed: slot.windowed(),
+                    cents: slot.cents,
+                    ops: Ops::of(op),
+                    x,
+                    atom: a,
+                }),
+                Atom::Since { f, op, d } => sinces.push(SinceLeaf {
+                    id,
+                    f,
+                    ops: Ops::of(op),
+                    d,
+                    after: matches!(op, CmpOp::Gt | CmpOp::Le),
+                    both: matches!(op, CmpOp::Eq | CmpOp::Ne),
+                }),
+                a => others.push((id, a)),
+            }
+        }
+        let steps = order
+            .iter()
+            .map(|&i| Step {
+                segment: i,
+                timed: timed.get(usize::from(i)).copied().unwrap_or(true),
+                shape: shapes.get(usize::from(i)).cloned().unwrap_or(Shape::Cond),
+            })
+            .collect();
+        Plan {
+            counts: counts.into_boxed_slice(),
+            sinces: sinces.into_boxed_slice(),
+            others: others.into_boxed_slice(),
+            steps,
+        }
+    }
+
+    /// The segments in evaluation order, with their shapes.
+    #[inline]
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// The first pass: every planned leaf's value and next change.
+    #[inline]
+    pub fn analyse_leaves<F: Facts + ?Sized>(&self, env: &Env<'_, F>, seg_next: &SegNext<'_>, out: &mut Leaves) {
+        match env.sums {
+            Some(s) => {
+                let mut flat = [0i64; 5 * COUNTERS];
+                for (w, row) in s.sums.iter().enumerate() {
+                    flat[w * COUNTERS..(w + 1) * COUNTERS].copy_from_slice(row);
+                }
+                flat[4 * COUNTERS..].copy_from_slice(&s.lifetime);
+                for c in self.counts.iter() {
+                    let raw = flat[usize::from(c.index)];
+                    let v = if c.cents { raw as f64 / 100.0 } else { raw as f64 };
+                    let next = if !c.windowed {
+                        Next::NEVER
+                    } else {
+                        let (w, k) = (usize::from(c.index) / COUNTERS, usize::from(c.index) % COUNTERS);
+                        match s.next_change_at(w, k) {
+                            Some(answer) => Next::from_opt(answer),
+                            None => c.atom.analyse(env, seg_next).1,
+                        }
+                    };
+                    out.set(c.id, (c.ops.test_f64(v, c.x), next));
+                }
+            }
+            None => {
+                for c in self.counts.iter() {
+                    out.set(c.id, c.atom.analyse(env, seg_next));
+                }
+            }
+        }
+        let now = env.now;
+        for l in self.sinces.iter() {
+            let r = match env.facts.instant(l.f) {
+                Some(x) => {
+                    let v = l.ops.test_i64(now.since(x).as_millis(), l.d.as_millis());
+                    let at = x + l.d;
+                    let after = at + Duration::from_millis(1);
+                    let first = if l.after { after } else { at };
+                    let next = if first > now {
+                        Next::at(first)
+                    } else if l.both && after > now {
+                        Next::at(after)
+                    } else {
+                        Next::NEVER
+                    };
+                    (v, next)
+                }
+                None => (false, Next::NEVER),
+            };
+            out.set(l.id, r);
+        }
+        for (id, a) in self.others.iter() {
+            out.set(*id, a.analyse(env, seg_next));
+        }
+    }
+}
