@@ -271,6 +271,22 @@ fn main() -> anyhow::Result<()> {
         thousands(w.total_rate),
         w.total_rate / plain_total,
     );
+    // Per input record: tansu serving it (from the plain consumer's rate),
+    // tansu taking the worker's outputs for it (from the replay), and the
+    // worker's own CPU (all its threads, over its whole run).
+    let read_us = 1e6 / plain.max(1e-9);
+    let write_us = 1000.0 * replay.mean_ms() / (w.tp.records / w.batches.max(1.0)).max(1.0);
+    let cpu_us = 1e6 * w.tp.cpu.1 * w.tp.total_secs / w.tp.records.max(1.0);
+    println!(
+        "broker: per input record (estimate, as if tansu served one request at a time and the worker did nothing \
+         while it waited): tansu reading it {read_us:.0} us + tansu writing its outputs {write_us:.0} us + the \
+         worker's CPU {cpu_us:.0} us = {} rec/s predicted, {} measured; tansu's two parts alone would cap the worker \
+         at {} rec/s, a ratio of {:.2}",
+        thousands(1e6 / (read_us + write_us + cpu_us)),
+        thousands(w.steady_rate),
+        thousands(1e6 / (read_us + write_us)),
+        read_us / (read_us + write_us),
+    );
     for (label, p) in &phases {
         println!(
             "broker: event-to-output latency at {} events/s ({label} the worker's rate): {}",
