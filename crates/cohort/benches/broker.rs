@@ -179,7 +179,7 @@ fn main() -> anyhow::Result<()> {
 
     // 1. The plain consumer.
     let plain1 = plain_consume(&bootstrap, &ends, fetch_wait_ms, tansu_pid)?;
-    println!("broker: plain rdkafka consumer (before the worker): {}", plain1.describe());
+    println!("broker: plain rdkafka consumer (before the worker): {}", plain1.describe("this consumer"));
 
     // 2. The worker, from the beginning.
     let dir = tempfile::Builder::new().prefix("cohort-bench-broker-").tempdir()?;
@@ -245,7 +245,10 @@ fn main() -> anyhow::Result<()> {
 
     // 5. The plain consumer again, on the same records.
     let plain2 = plain_consume(&bootstrap, &ends, fetch_wait_ms, tansu_pid)?;
-    println!("broker: plain rdkafka consumer (after the worker stopped, {status}): {}", plain2.describe());
+    println!(
+        "broker: plain rdkafka consumer (after the worker stopped, {status}): {}",
+        plain2.describe("this consumer")
+    );
 
     // 6. The broker's share of a worker batch: its outputs produced alone.
     let replay = replay_outputs(&rt, &bootstrap, &w.outputs_per_batch(), if quick { 2 } else { 10 })?;
@@ -276,7 +279,7 @@ fn main() -> anyhow::Result<()> {
     // worker's own CPU (all its threads, over its whole run).
     let read_us = 1e6 / plain.max(1e-9);
     let write_us = 1000.0 * replay.mean_ms() / (w.tp.records / w.batches.max(1.0)).max(1.0);
-    let cpu_us = 1e6 * w.tp.cpu.1 * w.tp.total_secs / w.tp.records.max(1.0);
+    let cpu_us = 1e6 * w.tp.cpu.reader * w.tp.total_secs / w.tp.records.max(1.0);
     println!(
         "broker: per input record (estimate, as if tansu served one request at a time and the worker did nothing \
          while it waited): tansu reading it {read_us:.0} us + tansu writing its outputs {write_us:.0} us + the \
@@ -422,22 +425,74 @@ fn find_tansu_pid(bootstrap: &str) -> Option<u32> {
     None
 }
 
-/// CPU use of the parties over a window.
+/// Machine-wide CPU time from /proc/stat, in seconds: (busy, iowait, CPUs).
+fn machine_secs() -> (f64, f64, usize) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpus = stat.lines().filter(|l| l.starts_with("cpu") && !l.starts_with("cpu ")).count();
+    let f: Vec<f64> =
+        stat.lines().next().unwrap_or_default().split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0.0)).collect();
+    let at = |i: usize| f.get(i).copied().unwrap_or(0.0);
+    // user nice system idle iowait irq softirq steal
+    let busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
+    (busy / 100.0, at(4) / 100.0, cpus)
+}
+
+/// CPU use of the parties, and of the whole machine, over a window.
 struct Cpu {
     tansu: Option<u32>,
-    other: u32,
-    start: (f64, f64),
+    reader: u32,
+    start: (f64, f64, f64, (f64, f64, usize)),
 }
 
 impl Cpu {
-    fn start(tansu: Option<u32>, other: u32) -> Cpu {
-        Cpu { tansu, other, start: (tansu.map(cpu_secs).unwrap_or(0.0), cpu_secs(other)) }
+    fn start(tansu: Option<u32>, reader: u32) -> Cpu {
+        let me = std::process::id();
+        Cpu {
+            tansu,
+            reader,
+            start: (tansu.map(cpu_secs).unwrap_or(0.0), cpu_secs(reader), cpu_secs(me), machine_secs()),
+        }
     }
-    /// (tansu, other) in cores over `wall` seconds.
-    fn cores(&self, wall: f64) -> (f64, f64) {
-        let t = self.tansu.map(cpu_secs).unwrap_or(0.0) - self.start.0;
-        let o = cpu_secs(self.other) - self.start.1;
-        (t / wall.max(1e-9), o / wall.max(1e-9))
+    /// Cores used over `wall` seconds.
+    fn cores(&self, wall: f64) -> CpuUse {
+        let wall = wall.max(1e-9);
+        let tansu = (self.tansu.map(cpu_secs).unwrap_or(0.0) - self.start.0) / wall;
+        let reader = (cpu_secs(self.reader) - self.start.1) / wall;
+        let me = std::process::id();
+        let bench = if self.reader == me { 0.0 } else { (cpu_secs(me) - self.start.2) / wall };
+        let (busy, iowait, cpus) = machine_secs();
+        let busy = (busy - self.start.3 .0) / wall;
+        CpuUse {
+            tansu,
+            reader,
+            busy,
+            others: (busy - tansu - reader - bench).max(0.0),
+            iowait: (iowait - self.start.3 .1) / wall,
+            cpus,
+        }
+    }
+}
+
+/// Cores used over a window.
+#[derive(Clone, Copy, Default)]
+struct CpuUse {
+    tansu: f64,
+    /// The consumer measured: the worker process, or this one.
+    reader: f64,
+    /// The whole machine, and the part of it that is neither tansu, the
+    /// reader nor this process: other people's builds and tests.
+    busy: f64,
+    others: f64,
+    iowait: f64,
+    cpus: usize,
+}
+
+impl CpuUse {
+    fn describe(&self, reader: &str) -> String {
+        format!(
+            "CPU: tansu {:.2} cores, {reader} {:.2}; machine {:.2} of {} cores busy, {:.2} of them other processes, iowait {:.2}",
+            self.tansu, self.reader, self.busy, self.cpus, self.others, self.iowait
+        )
     }
 }
 
@@ -453,11 +508,11 @@ struct Throughput {
     total_secs: f64,
     total_rate: f64,
     /// Cores used by tansu and by the reader, from start to end.
-    cpu: (f64, f64),
+    cpu: CpuUse,
 }
 
 impl Throughput {
-    fn new(records: f64, steady_secs: f64, total_secs: f64, cpu: (f64, f64)) -> Throughput {
+    fn new(records: f64, steady_secs: f64, total_secs: f64, cpu: CpuUse) -> Throughput {
         Throughput {
             records,
             steady_secs,
@@ -467,17 +522,16 @@ impl Throughput {
             cpu,
         }
     }
-    fn describe(&self) -> String {
+    fn describe(&self, reader: &str) -> String {
         format!(
             "{} rec/s ({} records, {:.2}s from the group's assignment to the last record; {:.2}s and {} rec/s with start-up \
-             and group join); CPU: tansu {:.2} cores, reader {:.2} cores",
+             and group join); {}",
             thousands(self.steady_rate),
             thousands(self.records),
             self.steady_secs,
             self.total_secs,
             thousands(self.total_rate),
-            self.cpu.0,
-            self.cpu.1,
+            self.cpu.describe(reader),
         )
     }
 }
@@ -720,17 +774,19 @@ struct WorkerRun {
     batches: f64,
     batch_busy_secs: f64,
     outputs: Metrics,
-    before: Metrics,
+    /// Records per second in each quarter of the window.
+    quarters: [f64; 4],
 }
 
 impl WorkerRun {
     fn describe(&self) -> String {
         format!(
             "{} (the end is the first scrape of /metrics, every {} ms, that counts every record committed; partitions \
-             were assigned {:.2}s after the process started)",
-            self.tp.describe().replace("reader", "worker"),
+             were assigned {:.2}s after the process started); by quarters of the window {} rec/s",
+            self.tp.describe("worker"),
             POLL.as_millis(),
             self.assigned_after,
+            self.quarters.map(thousands).join(" / "),
         )
     }
     /// Mean output records per batch, by output topic.
@@ -747,11 +803,8 @@ impl WorkerRun {
 
     fn breakdown(&self) -> String {
         let m = &self.outputs;
-        let d = |name: &str| m.sum(name) - self.before.sum(name);
-        let out = |t: &str| {
-            m.with_label("cohort_output_records_total", &format!("topic=\"{t}\""))
-                - self.before.with_label("cohort_output_records_total", &format!("topic=\"{t}\""))
-        };
+        let d = |name: &str| m.sum(name);
+        let out = |t: &str| m.with_label("cohort_output_records_total", &format!("topic=\"{t}\""));
         format!(
             "{:.0} batches of {:.0} records on average; {:.0}% of the window inside batches (decode, state, rules, produce and await acks, store commit; {:.1} ms per batch), \
              the rest waiting for the next batch from the consumer; outputs per input record: segment-changes {:.2}, next-best-offers {:.2}, changelog {:.2}, dlq {:.3}; \
@@ -780,6 +833,7 @@ impl WorkerRun {
 /// consumer's does.
 fn measure_worker(worker: &mut WorkerProcess, addr: &str, records: f64, cpu: Cpu) -> anyhow::Result<WorkerRun> {
     let deadline = Instant::now() + Duration::from_secs(1800);
+    let mut progress: Vec<(Instant, f64)> = Vec::new();
     loop {
         worker.check_running()?;
         if Instant::now() > deadline {
@@ -788,6 +842,7 @@ fn measure_worker(worker: &mut WorkerProcess, addr: &str, records: f64, cpu: Cpu
         std::thread::sleep(POLL);
         let Some(m) = scrape(addr) else { continue };
         let n = m.input();
+        progress.push((Instant::now(), n));
         if n >= records {
             let end = Instant::now();
             let assigned =
@@ -803,10 +858,19 @@ fn measure_worker(worker: &mut WorkerProcess, addr: &str, records: f64, cpu: Cpu
                 batches: m.sum("cohort_batch_duration_seconds_count"),
                 batch_busy_secs: m.sum("cohort_batch_duration_seconds_sum"),
                 outputs: m,
-                before: Metrics::default(),
+                quarters: quarters(&progress, assigned, end),
             });
         }
     }
+}
+
+/// The rate in each quarter of `from..to`, from (instant, count) samples; the
+/// count at a boundary is that of the last sample before it.
+fn quarters(progress: &[(Instant, f64)], from: Instant, to: Instant) -> [f64; 4] {
+    let span = to.duration_since(from).as_secs_f64() / 4.0;
+    let at = |t: Instant| progress.iter().take_while(|(i, _)| *i <= t).last().map_or(0.0, |(_, n)| *n);
+    let edge = |k: u32| from + Duration::from_secs_f64(span * f64::from(k));
+    [0, 1, 2, 3].map(|k| (at(edge(k + 1)) - at(edge(k))) / span.max(1e-9))
 }
 
 /// `2026-11-23T18:40:01.123456Z` as milliseconds since the epoch.
@@ -985,8 +1049,9 @@ struct Phase {
     drain_secs: f64,
     /// Outputs of the phase caused by timers (not counted in the latencies).
     timer_outputs: usize,
-    /// Cores used by tansu and by the reader (worker or this process).
-    cpu: (f64, f64),
+    /// Cores used by tansu, the reader (worker or this process) and others.
+    cpu: CpuUse,
+    reader: &'static str,
     /// The worker's own event-to-output histogram over the phase (p50, p99).
     worker_hist: Option<(String, String)>,
 }
@@ -1029,8 +1094,7 @@ impl Phase {
         };
         format!(
             "{} events sent in {:.1}s ({} events/s); {}; p99 by thirds of the phase {} / {} / {} ms; {} records \
-             unprocessed when sending stopped, all processed {:.2}s later; {} timer outputs not counted{hist}; CPU: \
-             tansu {:.2} cores, reader {:.2} cores",
+             unprocessed when sending stopped, all processed {:.2}s later; {} timer outputs not counted{hist}; {}",
             thousands(self.sent as f64),
             self.secs,
             thousands(self.achieved_rate),
@@ -1041,8 +1105,7 @@ impl Phase {
             thousands(self.lag_at_end),
             self.drain_secs,
             self.timer_outputs,
-            self.cpu.0,
-            self.cpu.1,
+            self.cpu.describe(self.reader),
         )
     }
 }
@@ -1164,6 +1227,7 @@ fn paced(
         drain_secs,
         timer_outputs,
         cpu,
+        reader: if matches!(watch, Watch::Broker) { "the observer" } else { "worker" },
         worker_hist,
     })
 }
