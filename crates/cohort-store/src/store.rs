@@ -59,7 +59,9 @@ pub struct Batch {
     /// New state bytes per customer (core's encoding). `None` deletes the
     /// customer's state and every timer it has in this partition: that is how
     /// a forget arriving on the stream is committed.
-    pub states: Vec<(String, Option<Vec<u8>>)>,
+    /// `Bytes`, so the hot-customer cache keeps the committed buffer itself
+    /// instead of a copy.
+    pub states: Vec<(String, Option<Bytes>)>,
     pub timers_set: Vec<Timer>,
     pub timers_clear: Vec<Timer>,
     /// Next input offsets, stored under each entry's own partition.
@@ -350,10 +352,19 @@ impl Store {
         }
         self.with_db(|db| {
             let (states, timers, index) = (cf(db, CF_STATES)?, cf(db, CF_TIMERS)?, cf(db, CF_TIMER_INDEX)?);
-            let mut wb = WriteBatch::default();
+            // Room for every state with its key and envelope, so the batch's
+            // buffer is allocated once instead of doubling (and copying) ~10 times.
+            let state_bytes: usize =
+                batch.states.iter().map(|(c, s)| c.len() + s.as_ref().map_or(0, |s| s.len()) + 32).sum();
+            let mut wb = WriteBatch::with_capacity_bytes(state_bytes + 64 * (batch.timers_set.len() + 8));
             let mut key = Vec::new();
             let mut sealed = Vec::new();
-            for (customer, state) in &batch.states {
+            // In key order: the memtable's skip list then finds each insert
+            // position from the previous one instead of searching from the top.
+            // Stable, so of two updates to one customer the later still wins.
+            let mut order: Vec<usize> = (0..batch.states.len()).collect();
+            order.sort_by(|&a, &b| batch.states[a].0.cmp(&batch.states[b].0));
+            for (customer, state) in order.iter().map(|&i| &batch.states[i]) {
                 write_state_key(&mut key, p, customer);
                 match state {
                     Some(bytes) => {
@@ -398,7 +409,7 @@ impl Store {
         for (customer, state) in &batch.states {
             write_state_key(&mut key, p, customer);
             match state {
-                Some(bytes) => self.cache.put(&key, Bytes::copy_from_slice(bytes)),
+                Some(bytes) => self.cache.put(&key, bytes.clone()),
                 None => self.cache.remove(&key),
             }
         }
@@ -684,6 +695,16 @@ impl Store {
                 db.compact_range_cf_opt(cf(db, name)?, None::<&[u8]>, None::<&[u8]>, &opts);
             }
             Ok(())
+        })
+    }
+
+    /// Waits until RocksDB has no flush or compaction queued or running: the
+    /// store has caught up with the writes so far. For benchmarks and tests;
+    /// it can wait a long time while other threads keep writing.
+    pub fn wait_for_background_work(&self) -> Result<(), StoreError> {
+        self.with_db(|db| {
+            let opts = rocksdb::WaitForCompactOptions::default();
+            db.wait_for_compact(&opts).map_err(|e| StoreError::rocks("wait_for_compact", e))
         })
     }
 
