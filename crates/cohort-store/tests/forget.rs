@@ -57,7 +57,7 @@ fn forget_erases_the_customer_from_every_file() {
             store
                 .commit(&Batch {
                     partition: p,
-                    states: vec![(TARGET.into(), Some(target_state(round as u8)))],
+                    states: vec![(TARGET.into(), Some(target_state(round as u8).into()))],
                     timers_set: vec![timer(TARGET, 1_000 + round)],
                     ..Batch::default()
                 })
@@ -103,7 +103,7 @@ fn stream_deletes_are_erased_by_purge() {
     store
         .commit(&Batch {
             partition: 0,
-            states: vec![(TARGET.into(), Some(target_state(1)))],
+            states: vec![(TARGET.into(), Some(target_state(1).into()))],
             timers_set: vec![timer(TARGET, 5)],
             ..Batch::default()
         })

@@ -26,7 +26,10 @@ fn states_offsets_and_timers_round_trip() {
         store
             .commit(&Batch {
                 partition: 3,
-                states: vec![("alice".into(), Some(b"A1".to_vec())), ("bob".into(), Some(b"B1".to_vec()))],
+                states: vec![
+                    ("alice".into(), Some(b"A1".to_vec().into())),
+                    ("bob".into(), Some(b"B1".to_vec().into())),
+                ],
                 timers_set: vec![timer("alice", 100), timer("bob", -5)],
                 input_offsets: vec![offset(TOPIC, 3, 42), offset("purchases", 3, 7)],
                 changelog_offsets: vec![offset(CHANGELOG, 3, 9)],
@@ -46,7 +49,7 @@ fn states_offsets_and_timers_round_trip() {
         store
             .commit(&Batch {
                 partition: 3,
-                states: vec![("alice".into(), Some(b"A2".to_vec()))],
+                states: vec![("alice".into(), Some(b"A2".to_vec().into()))],
                 timers_clear: vec![timer("alice", 100)],
                 timers_set: vec![timer("alice", 200)],
                 input_offsets: vec![offset(TOPIC, 3, 43)],
@@ -73,6 +76,32 @@ fn states_offsets_and_timers_round_trip() {
 }
 
 #[test]
+fn of_two_updates_to_one_customer_in_a_batch_the_later_wins() {
+    for (name, config) in configs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path(), &config).expect("open");
+            // Out of key order, as a worker's batch may be: the store writes
+            // states sorted by key, and must keep the batch's order for one key.
+            let states = vec![
+                ("zed".into(), Some(b"Z1".to_vec().into())),
+                ("bob".into(), Some(b"B1".to_vec().into())),
+                ("amy".into(), Some(b"A1".to_vec().into())),
+                ("bob".into(), Some(b"B2".to_vec().into())),
+                ("zed".into(), None),
+            ];
+            store.commit(&Batch { partition: 0, states, ..Batch::default() }).expect("commit");
+            assert_eq!(get(&store, 0, "bob"), Some(b"B2".to_vec()), "{name}: cache or memtable");
+            assert_eq!(get(&store, 0, "zed"), None, "{name}");
+            assert_eq!(get(&store, 0, "amy"), Some(b"A1".to_vec()), "{name}");
+        }
+        let store = Store::open(dir.path(), &config).expect("reopen");
+        assert_eq!(get(&store, 0, "bob"), Some(b"B2".to_vec()), "{name}: after reopen");
+        assert_eq!(get(&store, 0, "zed"), None, "{name}: after reopen");
+    }
+}
+
+#[test]
 fn due_timers_are_a_bounded_ordered_range_scan() {
     for (name, config) in configs() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -95,7 +124,7 @@ fn cache_follows_commits_and_deletes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
     let put = |v: &[u8]| {
-        store.commit(&Batch { partition: 0, states: vec![("c".into(), Some(v.to_vec()))], ..Batch::default() })
+        store.commit(&Batch { partition: 0, states: vec![("c".into(), Some(v.to_vec().into()))], ..Batch::default() })
     };
     put(b"1").expect("commit");
     assert_eq!(get(&store, 0, "c"), Some(b"1".to_vec()));
@@ -115,7 +144,7 @@ fn cache_stays_within_its_budget_under_load() {
     let store = Store::open(dir.path(), &config).expect("open");
     let ids = customers(5_000);
     for chunk in ids.chunks(500) {
-        let states = chunk.iter().map(|c| (c.clone(), Some(vec![7u8; 1024]))).collect();
+        let states = chunk.iter().map(|c| (c.clone(), Some(vec![7u8; 1024].into()))).collect();
         store.commit(&Batch { partition: 0, states, ..Batch::default() }).expect("commit");
     }
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
@@ -134,7 +163,7 @@ fn drop_partition_removes_only_that_partition() {
             store
                 .commit(&Batch {
                     partition: p,
-                    states: vec![("c".into(), Some(vec![p as u8]))],
+                    states: vec![("c".into(), Some(vec![p as u8].into()))],
                     timers_set: vec![timer("c", 1)],
                     input_offsets: vec![offset(TOPIC, p, 10)],
                     changelog_offsets: vec![offset(CHANGELOG, p, 20)],
@@ -162,7 +191,7 @@ fn iterates_a_partition_in_key_order_across_chunks() {
     let store = open(dir.path());
     let ids = customers(2_500);
     for p in [0, 1, 2] {
-        let states = ids.iter().map(|c| (c.clone(), Some(state_for(p as i64, c)))).collect();
+        let states = ids.iter().map(|c| (c.clone(), Some(state_for(p as i64, c).into()))).collect();
         store.commit(&Batch { partition: p, states, ..Batch::default() }).expect("commit");
     }
     let got: Vec<(String, Vec<u8>)> =
@@ -180,7 +209,7 @@ fn inspect_shows_partition_state_and_timers() {
     store
         .commit(&Batch {
             partition: 12,
-            states: vec![("carol".into(), Some(b"state".to_vec()))],
+            states: vec![("carol".into(), Some(b"state".to_vec().into()))],
             timers_set: vec![timer("carol", 7), timer("carol", 3), timer("carl", 1)],
             ..Batch::default()
         })
@@ -220,7 +249,7 @@ fn invalid_arguments_are_refused_before_writing() {
     let long = "x".repeat(70_000);
     let batch = Batch {
         partition: 0,
-        states: vec![("ok".into(), Some(b"v".to_vec()))],
+        states: vec![("ok".into(), Some(b"v".to_vec().into()))],
         timers_set: vec![timer(&long, 1)],
         ..Batch::default()
     };
@@ -233,7 +262,7 @@ fn stats_report_rocksdb_figures() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
     let ids = customers(2_000);
-    let states = ids.iter().map(|c| (c.clone(), Some(state_for(1, c)))).collect();
+    let states = ids.iter().map(|c| (c.clone(), Some(state_for(1, c).into()))).collect();
     store.commit(&Batch { partition: 0, states, ..Batch::default() }).expect("commit");
     let before = store.stats().expect("stats");
     assert!(before.memtable_bytes > 0, "{before:?}");
@@ -270,7 +299,8 @@ fn a_corrupt_record_fails_only_its_own_key() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let store = Store::open(dir.path(), &config).expect("open");
-            let states = ["a", "b", "c"].iter().map(|c| (c.to_string(), Some(c.as_bytes().repeat(10)))).collect();
+            let states =
+                ["a", "b", "c"].iter().map(|c| (c.to_string(), Some(c.as_bytes().repeat(10).into()))).collect();
             store.commit(&Batch { partition: 0, states, ..Batch::default() }).expect("commit");
         }
         {
@@ -298,7 +328,11 @@ fn a_corrupt_record_fails_only_its_own_key() {
         assert_eq!(store.stats().expect("stats").corrupt_records_total, 2, "{name}");
         // Writing the customer again repairs it.
         store
-            .commit(&Batch { partition: 0, states: vec![("b".into(), Some(b"new".to_vec()))], ..Batch::default() })
+            .commit(&Batch {
+                partition: 0,
+                states: vec![("b".into(), Some(b"new".to_vec().into()))],
+                ..Batch::default()
+            })
             .expect("commit");
         assert_eq!(get(&store, 0, "b"), Some(b"new".to_vec()), "{name}");
     }
@@ -325,7 +359,11 @@ fn older_record_versions_are_upgraded_and_newer_ones_refused() {
     assert_eq!(store.inspect("old").expect("inspect")[0].record_version, Some(1));
     // The next commit rewrites it in the current envelope.
     store
-        .commit(&Batch { partition: 0, states: vec![("old".into(), Some(b"legacy".to_vec()))], ..Batch::default() })
+        .commit(&Batch {
+            partition: 0,
+            states: vec![("old".into(), Some(b"legacy".to_vec().into()))],
+            ..Batch::default()
+        })
         .expect("commit");
     assert_eq!(store.inspect("old").expect("inspect")[0].record_version, Some(envelope::RECORD_VERSION));
 }
@@ -336,7 +374,7 @@ fn a_store_of_a_newer_format_is_refused_untouched() {
     {
         let store = open(dir.path());
         store
-            .commit(&Batch { partition: 0, states: vec![("c".into(), Some(b"v".to_vec()))], ..Batch::default() })
+            .commit(&Batch { partition: 0, states: vec![("c".into(), Some(b"v".to_vec().into()))], ..Batch::default() })
             .expect("commit");
     }
     {
@@ -403,7 +441,11 @@ fn a_core_customer_state_round_trips_through_the_store() {
     {
         let store = open(dir.path());
         store
-            .commit(&Batch { partition: 1, states: vec![("dana".into(), Some(encode(&state)))], ..Batch::default() })
+            .commit(&Batch {
+                partition: 1,
+                states: vec![("dana".into(), Some(encode(&state).into()))],
+                ..Batch::default()
+            })
             .expect("commit");
         let bytes = store.get(1, "dana").expect("get").expect("present");
         assert_eq!(decode(&bytes).expect("decode"), state);
@@ -435,7 +477,7 @@ fn concurrent_readers_never_see_a_state_go_back_in_time() {
                         .map(|c| {
                             let mut v = round.to_le_bytes().to_vec();
                             v.extend_from_slice(&[0u8; 600]);
-                            (c.clone(), Some(v))
+                            (c.clone(), Some(v.into()))
                         })
                         .collect();
                     store.commit(&Batch { partition: 0, states, ..Batch::default() }).expect("commit");

@@ -39,7 +39,7 @@ use cohort_kafka::{
     InputConsumer, InputRecord, OffsetSource, OutputProducer, OutputRecord, PartitionEvent, StartPosition,
     TopicPartition,
 };
-use cohort_store::{Batch, Store, Timer, TopicOffset};
+use cohort_store::{Batch, Bytes, Store, Timer, TopicOffset};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -586,11 +586,11 @@ impl Worker {
                 continue;
             }
             let gone = forgotten.contains(&customer) && state == CustomerState::default();
-            let bytes = if gone { None } else { Some(cohort_core::encode::encode(&state)) };
+            let bytes = if gone { None } else { Some(Bytes::from(cohort_core::encode::encode(&state))) };
             out.outputs.push(OutputRecord {
                 topic: topics.changelog.clone(),
                 key: Some(customer.clone().into_bytes()),
-                value: bytes.clone(),
+                value: bytes.as_deref().map(<[u8]>::to_vec),
                 headers: Vec::new(),
                 timestamp: None,
             });
@@ -605,7 +605,7 @@ impl Worker {
                 headers: Vec::new(),
                 timestamp: None,
             });
-            batch.states.push((KEY_WATERMARK.to_string(), Some(bytes)));
+            batch.states.push((KEY_WATERMARK.to_string(), Some(bytes.into())));
         }
         if rt.tables_dirty {
             rt.tables_dirty = false;
@@ -619,7 +619,7 @@ impl Worker {
                     headers: Vec::new(),
                     timestamp: None,
                 });
-                batch.states.push((key.to_string(), Some(bytes)));
+                batch.states.push((key.to_string(), Some(bytes.into())));
             }
         }
         batch.states.sort_by(|a, b| a.0.cmp(&b.0));

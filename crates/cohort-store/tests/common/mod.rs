@@ -52,7 +52,7 @@ pub fn state_for(n: i64, customer: &str) -> Vec<u8> {
 pub fn crash_batch(partition: u32, n: i64, customers: &[String]) -> Batch {
     Batch {
         partition,
-        states: customers.iter().map(|c| (c.clone(), Some(state_for(n, c)))).collect(),
+        states: customers.iter().map(|c| (c.clone(), Some(state_for(n, c).into()))).collect(),
         timers_set: customers.iter().map(|c| timer(c, n)).collect(),
         timers_clear: if n > 0 { customers.iter().map(|c| timer(c, n - 1)).collect() } else { Vec::new() },
         input_offsets: vec![offset(TOPIC, partition, n + 1)],
