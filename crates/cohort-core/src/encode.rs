@@ -149,7 +149,7 @@ pub fn encode_into(state: &CustomerState, out: &mut Vec<u8>) {
     w.uv(a.weights().len() as u64);
     for (c, x) in a.weights() {
         w.str(c);
-        w.f64(*x);
+        w.f64(x);
     }
     // purchased
     w.uv(state.purchased.len() as u64);

@@ -397,7 +397,7 @@ fn apply_inner(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>, t
     // Counters do not change during the evaluation: one pass over the day
     // buckets serves every view below.
     let sums = state.counters.sums_at(t);
-    let view = CustomerView::with_sums(state, &engine.state_settings, sums, t);
+    let view = CustomerView::with_sums_ref(state, &engine.state_settings, &sums, t);
     // One pass gives both the membership and the next rule flip; the flip is
     // recomputed below only if a send changes what offers_sent() counts.
     let flip = if timer {
@@ -427,15 +427,11 @@ fn apply_inner(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>, t
         exited.append(&mut unknown_exited);
         entered.sort();
         exited.sort();
-        let mut members: Vec<Membership> = state
-            .segments
-            .iter()
-            .filter(|m| engine.seg_index.get(&m.segment).is_some_and(|&i| new_set.contains(usize::from(i))))
-            .cloned()
-            .collect();
-        members.extend(entered.iter().map(|name| Membership { segment: name.clone(), since: t }));
-        members.sort_by(|a, b| a.segment.cmp(&b.segment));
-        state.segments = members;
+        // Kept members in their order, then the entered ones, stably sorted
+        // by name (the list is kept sorted, so this is a merge).
+        state.segments.retain(|m| engine.seg_index.get(&m.segment).is_some_and(|&i| new_set.contains(usize::from(i))));
+        state.segments.extend(entered.iter().map(|name| Membership { segment: name.clone(), since: t }));
+        state.segments.sort_by(|a, b| a.segment.cmp(&b.segment));
         decision.outputs.push(Output::SegmentChanged(SegmentChanged {
             id: hex128(out_id(decision.outputs.len() as u64)),
             customer: customer.to_owned(),
@@ -463,13 +459,13 @@ fn apply_inner(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>, t
     let sends_before = state.offers.len();
     let last_send_before = state.offers.last().map(|s| s.decision);
     if points.any() {
-        decide_offer(state, customer, &points, &new_set, t, sums, ctx, &out_id, cause_kind, event_id, &mut decision);
+        decide_offer(state, customer, &points, &new_set, t, &sums, ctx, &out_id, cause_kind, event_id, &mut decision);
     }
 
     if timer {
         let sent = state.offers.len() != sends_before || state.offers.last().map(|s| s.decision) != last_send_before;
         decision.next_timer =
-            if sent { next_timer(state, engine, t, Some(sums)) } else { earliest(flip, cart_timer(state, engine, t)) };
+            if sent { next_timer(state, engine, t, Some(&sums)) } else { earliest(flip, cart_timer(state, engine, t)) };
     }
     decision
 }
@@ -540,7 +536,7 @@ fn decide_offer(
     points: &Points,
     segments: &SegmentSet,
     t: Timestamp,
-    sums: WindowSums,
+    sums: &WindowSums,
     ctx: &Context<'_>,
     out_id: &dyn Fn(u64) -> u128,
     cause_kind: CauseKind,
@@ -553,7 +549,7 @@ fn decide_offer(
     // Offers whose triggers match, with their best context weight and point.
     let mut matched: Vec<(usize, f64, Point, [Channel; 4], usize)> = Vec::new();
     {
-        let view = CustomerView::with_sums(state, &engine.state_settings, sums, t);
+        let view = CustomerView::with_sums_ref(state, &engine.state_settings, sums, t);
         for (i, offer) in rules.offers().iter().enumerate() {
             let best = offer.triggers.iter().filter_map(|tr| points.matches(tr, weights)).fold(
                 None::<(f64, Point)>,
@@ -627,9 +623,16 @@ fn decide_offer(
 
 /// The next instant anything about this customer can change by time alone:
 /// a rule flipping, or the cart becoming abandoned.
-fn next_timer(state: &CustomerState, engine: &Engine, t: Timestamp, sums: Option<WindowSums>) -> Option<Timestamp> {
-    let sums = sums.unwrap_or_else(|| state.counters.sums_at(t));
-    let view = CustomerView::with_sums(state, &engine.state_settings, sums, t);
+fn next_timer(state: &CustomerState, engine: &Engine, t: Timestamp, sums: Option<&WindowSums>) -> Option<Timestamp> {
+    let owned;
+    let sums = match sums {
+        Some(s) => s,
+        None => {
+            owned = state.counters.sums_at(t);
+            &owned
+        }
+    };
+    let view = CustomerView::with_sums_ref(state, &engine.state_settings, sums, t);
     earliest(engine.rules.next_flip(&view, t), cart_timer(state, engine, t))
 }
 

@@ -106,7 +106,18 @@ pub type FastBuildHasher = std::hash::BuildHasherDefault<FastHasher>;
 
 /// A 128-bit id as 32 lower-case hex digits (the output id format).
 pub fn hex128(v: u128) -> String {
-    format!("{v:032x}")
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 32];
+    let (high, low) = buf.split_at_mut(16);
+    for (half, word) in [(high, (v >> 64) as u64), (low, v as u64)] {
+        let mut rest = word;
+        for b in half.iter_mut().rev() {
+            *b = DIGITS[(rest & 15) as usize];
+            rest >>= 4;
+        }
+    }
+    // Only ASCII digits were written: the conversion cannot fail.
+    String::from_utf8(buf.to_vec()).unwrap_or_default()
 }
 
 /// A stable number in `[0, 1)` for `(customer, offer)`: who is in an offer's
@@ -128,6 +139,9 @@ mod tests {
         let b = StableHasher::new().str("a").str("bc").finish128();
         assert_ne!(a, b);
         assert_eq!(hex128(1).len(), 32);
+        for v in [0, 1, u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210, 1 << 127] {
+            assert_eq!(hex128(v), format!("{v:032x}"));
+        }
     }
 
     #[test]

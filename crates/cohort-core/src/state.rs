@@ -170,36 +170,34 @@ pub struct Affinities {
     pub as_of: Timestamp,
     /// Total decayed weight as of `as_of`, including dropped categories.
     pub total: f64,
-    /// Strongest categories, by weight as of `as_of`, at most
-    /// [`MAX_CATEGORIES`]; no particular order.
-    weights: Vec<(String, f64)>,
-    /// `fast64` of each category name, parallel to `weights`: rules ask for
-    /// affinities by name several times per event, and comparing hashes
-    /// first avoids a string comparison per stored category.
-    hashes: Vec<u64>,
+    /// The strongest categories, at most [`MAX_CATEGORIES`], in no
+    /// particular order: `fast64` of the name and the weight as of `as_of`.
+    /// Rules ask for affinities by name several times per event and every
+    /// event decays all weights, so both touch this one small array and
+    /// never the names.
+    entries: Vec<(u64, f64)>,
+    /// The names, parallel to `entries`.
+    names: Vec<String>,
 }
 
 impl Affinities {
     /// Rebuilds from stored parts (the decoder).
     pub fn from_parts(as_of: Timestamp, total: f64, weights: Vec<(String, f64)>) -> Affinities {
-        let hashes = weights.iter().map(|(c, _)| fast64(c.as_bytes())).collect();
-        Affinities { as_of, total, weights, hashes }
+        let entries = weights.iter().map(|(c, w)| (fast64(c.as_bytes()), *w)).collect();
+        let names = weights.into_iter().map(|(c, _)| c).collect();
+        Affinities { as_of, total, entries, names }
     }
 
     /// Categories and their weights as of [`Affinities::as_of`].
-    pub fn weights(&self) -> &[(String, f64)] {
-        &self.weights
+    pub fn weights(&self) -> impl ExactSizeIterator<Item = (&str, f64)> + '_ {
+        self.names.iter().zip(&self.entries).map(|(c, (_, w))| (c.as_str(), *w))
     }
 
     /// Finds a category by its 64-bit name hash alone: with at most
     /// [`MAX_CATEGORIES`] names a collision has a probability around 1e-17,
     /// and not touching the names avoids a cache miss per lookup.
-    fn position(&self, category: &str) -> Option<usize> {
-        self.position_hashed(fast64(category.as_bytes()))
-    }
-
     fn position_hashed(&self, h: u64) -> Option<usize> {
-        self.hashes.iter().position(|x| *x == h)
+        self.entries.iter().position(|(x, _)| *x == h)
     }
 
     fn decay_factor(dt: Duration, half_life: Duration) -> f64 {
@@ -214,12 +212,12 @@ impl Affinities {
         if weight <= 0.0 || category.is_empty() {
             return;
         }
-        let w = if self.weights.is_empty() && self.total == 0.0 {
+        let w = if self.entries.is_empty() && self.total == 0.0 {
             self.as_of = time;
             weight
         } else if time > self.as_of {
             let f = Self::decay_factor(time.since(self.as_of), half_life);
-            for (_, x) in &mut self.weights {
+            for (_, x) in &mut self.entries {
                 *x *= f;
             }
             self.total *= f;
@@ -230,25 +228,26 @@ impl Affinities {
             weight * Self::decay_factor(self.as_of.since(time), half_life)
         };
         self.total += w;
-        if let Some(i) = self.position(category) {
-            self.weights[i].1 += w;
+        let h = fast64(category.as_bytes());
+        if let Some(i) = self.position_hashed(h) {
+            self.entries[i].1 += w;
             return;
         }
-        if self.weights.len() < MAX_CATEGORIES {
-            self.weights.push((category.to_owned(), w));
-            self.hashes.push(fast64(category.as_bytes()));
+        if self.entries.len() < MAX_CATEGORIES {
+            self.entries.push((h, w));
+            self.names.push(category.to_owned());
             return;
         }
         // Full: replace the weakest if the newcomer is stronger.
         let mut weakest = 0;
-        for (i, (_, x)) in self.weights.iter().enumerate() {
-            if *x < self.weights[weakest].1 {
+        for (i, (_, x)) in self.entries.iter().enumerate() {
+            if *x < self.entries[weakest].1 {
                 weakest = i;
             }
         }
-        if self.weights[weakest].1 < w {
-            self.weights[weakest] = (category.to_owned(), w);
-            self.hashes[weakest] = fast64(category.as_bytes());
+        if self.entries[weakest].1 < w {
+            self.entries[weakest] = (h, w);
+            self.names[weakest] = category.to_owned();
         }
     }
 
@@ -260,7 +259,7 @@ impl Affinities {
     /// [`Affinities::get`] by the category's [`fast64`] hash.
     pub fn get_hashed(&self, hash: u64, now: Timestamp, settings: &StateSettings) -> f64 {
         let Some(i) = self.position_hashed(hash) else { return 0.0 };
-        self.normalise(self.weights[i].1, now, settings)
+        self.normalise(self.entries[i].1, now, settings)
     }
 
     fn normalise(&self, w: f64, now: Timestamp, settings: &StateSettings) -> f64 {
@@ -287,15 +286,14 @@ impl Affinities {
     /// [`Affinities::get_scaled`] by the category's [`fast64`] hash.
     pub fn get_scaled_hashed(&self, hash: u64, scale: f64) -> f64 {
         match self.position_hashed(hash) {
-            Some(i) => (self.weights[i].1 * scale).clamp(0.0, 1.0),
+            Some(i) => (self.entries[i].1 * scale).clamp(0.0, 1.0),
             None => 0.0,
         }
     }
 
     /// Categories by affinity at `now`, strongest first (ties by name).
     pub fn ranked(&self, now: Timestamp, settings: &StateSettings) -> Vec<(&str, f64)> {
-        let mut v: Vec<(&str, f64)> =
-            self.weights.iter().map(|(c, w)| (c.as_str(), self.normalise(*w, now, settings))).collect();
+        let mut v: Vec<(&str, f64)> = self.weights().map(|(c, w)| (c, self.normalise(w, now, settings))).collect();
         v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
         v
     }

@@ -16,16 +16,27 @@ use crate::window::{Counter, WindowSums};
 pub struct CustomerView<'a> {
     pub state: &'a CustomerState,
     pub settings: &'a StateSettings,
-    sums: Option<WindowSums>,
+    sums: Sums<'a>,
     /// `(now, scale)`: affinities at `now` are `weight * scale`, computed
     /// once instead of one `exp2` per `affinity()` call.
     affinity_scale: Option<(Timestamp, f64)>,
 }
 
+/// The view's window sums: none, its own, or the caller's. Owned sums stay
+/// inline (a view lives on the stack for one evaluation; boxing them would
+/// allocate, and would make the view not `Copy`).
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Copy, Debug)]
+enum Sums<'a> {
+    None,
+    Owned(WindowSums),
+    Borrowed(&'a WindowSums),
+}
+
 impl<'a> CustomerView<'a> {
     /// A view with no cached sums (every windowed read scans the buckets).
     pub fn new(state: &'a CustomerState, settings: &'a StateSettings) -> Self {
-        CustomerView { state, settings, sums: None, affinity_scale: None }
+        CustomerView { state, settings, sums: Sums::None, affinity_scale: None }
     }
 
     /// A view with the windowed sums precomputed for `now`'s day: reads at
@@ -39,7 +50,27 @@ impl<'a> CustomerView<'a> {
     /// `sums` must be `state.counters.sums_at(now)`.
     pub fn with_sums(state: &'a CustomerState, settings: &'a StateSettings, sums: WindowSums, now: Timestamp) -> Self {
         let scale = state.affinities.scale(now, settings);
-        CustomerView { state, settings, sums: Some(sums), affinity_scale: Some((now, scale)) }
+        CustomerView { state, settings, sums: Sums::Owned(sums), affinity_scale: Some((now, scale)) }
+    }
+
+    /// [`CustomerView::with_sums`] borrowing the sums, so that views of one
+    /// evaluation do not each copy them.
+    pub fn with_sums_ref(
+        state: &'a CustomerState,
+        settings: &'a StateSettings,
+        sums: &'a WindowSums,
+        now: Timestamp,
+    ) -> Self {
+        let scale = state.affinities.scale(now, settings);
+        CustomerView { state, settings, sums: Sums::Borrowed(sums), affinity_scale: Some((now, scale)) }
+    }
+
+    fn sums(&self) -> Option<&WindowSums> {
+        match &self.sums {
+            Sums::None => None,
+            Sums::Owned(s) => Some(s),
+            Sums::Borrowed(s) => Some(s),
+        }
     }
 }
 
@@ -59,7 +90,7 @@ impl Facts for CustomerView<'_> {
         let st = self.state;
         match counter_of(f) {
             Some((c, w)) => {
-                let raw = match (&self.sums, w) {
+                let raw = match (self.sums(), w) {
                     (_, Window::Lifetime) => st.counters.lifetime(c),
                     (Some(s), w) if s.day == now.day() => s.get(c, w).unwrap_or(0),
                     _ => st.counters.sum(c, w, now),
@@ -88,7 +119,7 @@ impl Facts for CustomerView<'_> {
 
     fn next_window_change(&self, f: NumField, now: Timestamp) -> Option<Timestamp> {
         let (c, w) = counter_of(f)?;
-        if let Some(s) = &self.sums {
+        if let Some(s) = self.sums() {
             if s.day == now.day() {
                 if let Some(answer) = s.next_change(c, w) {
                     return answer;
@@ -158,7 +189,7 @@ impl Facts for CustomerView<'_> {
     }
 
     fn window_sums(&self) -> Option<&WindowSums> {
-        self.sums.as_ref()
+        self.sums()
     }
 
     fn birth_date(&self) -> Option<CivilDate> {

@@ -84,7 +84,8 @@ fn window_index(w: Window) -> Option<usize> {
     }
 }
 
-const WINDOW_DAYS: [i64; 4] = [7, 30, 90, 365];
+/// The windows' lengths in days, in [`WindowSums::sums`] order.
+pub const WINDOW_DAYS: [i64; 4] = [7, 30, 90, 365];
 
 fn window_days(w: Window) -> Option<i64> {
     window_index(w).map(|i| WINDOW_DAYS[i])

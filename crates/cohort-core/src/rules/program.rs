@@ -15,8 +15,8 @@ use super::compile::{Expr, Num, Slot, Text};
 use super::eval::{self, Env, Next, SegNext};
 use super::facts::{Facts, FlagField, NumField, SetField, TextField, TimeField};
 use super::parse::CmpOp;
-use crate::time::Duration;
-use crate::window::COUNTERS;
+use crate::time::{Duration, Timestamp, MS_PER_DAY};
+use crate::window::{WindowSums, WINDOW_DAYS};
 
 /// A condition's top-level shape.
 #[derive(Clone, Debug, PartialEq)]
@@ -209,7 +209,9 @@ pub const PLAN_ATOMS: usize = 64;
 /// its answer, so the results are [`Cond::analyse`]'s.
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
+    /// Counter leaves in whole units, and in cents (`spend.*`).
     counts: Box<[CountLeaf]>,
+    cents: Box<[CountLeaf]>,
     sinces: Box<[SinceLeaf]>,
     others: Box<[(u8, Atom)]>,
     steps: Box<[Step]>,
@@ -228,11 +230,12 @@ pub struct Step {
 #[derive(Clone, Debug)]
 struct CountLeaf {
     id: u8,
-    /// Index into the flattened sums: `window * COUNTERS + counter`, the
-    /// lifetime totals after the four windows.
-    index: u8,
-    windowed: bool,
-    cents: bool,
+    /// Window index (0 to 3, as in [`crate::window::WindowSums::sums`])
+    /// and counter index; `days` is 0 for lifetime totals.
+    window: u8,
+    counter: u8,
+    /// The window's length in days, for its next change; 0: lifetime.
+    days: i64,
     ops: Ops,
     x: f64,
     /// The atom, for facts without window sums.
@@ -261,7 +264,8 @@ impl Ops {
     const LT: u8 = 1;
     const EQ: u8 = 2;
     const GT: u8 = 4;
-    /// Unordered (a NaN): only `!=` holds, as with `PartialOrd`.
+    /// Unordered (a NaN): only `!=` holds, as with `PartialOrd`. Not used
+    /// by [`Ops::test_ordered`]; kept so the masks state `CmpOp` in full.
     const UN: u8 = 8;
 
     fn of(op: CmpOp) -> Ops {
@@ -275,19 +279,12 @@ impl Ops {
         })
     }
 
-    /// [`CmpOp::test`].
+    /// [`CmpOp::test`] for operands that are never NaN (so exactly one of
+    /// `<`, `==`, `>` holds).
     #[inline(always)]
-    fn test_f64(self, a: f64, b: f64) -> bool {
-        let (lt, eq, gt) = (a < b, a == b, a > b);
-        let code = u8::from(lt) | u8::from(eq) << 1 | u8::from(gt) << 2 | u8::from(!(lt | eq | gt)) << 3;
-        self.0 & code != 0
-    }
-
-    /// [`CmpOp::test`] on integers (always ordered).
-    #[inline(always)]
-    fn test_i64(self, a: i64, b: i64) -> bool {
-        let code = u8::from(a < b) | u8::from(a == b) << 1 | u8::from(a > b) << 2;
-        self.0 & code != 0
+    fn test_ordered<T: PartialOrd>(self, a: T, b: T) -> bool {
+        let code = 1u32 << (1 + u32::from(a > b) - u32::from(a < b));
+        u32::from(self.0) & code != 0
     }
 }
 
@@ -321,8 +318,9 @@ impl Default for Leaves {
 impl Leaves {
     #[inline(always)]
     fn set(&mut self, id: u8, (v, t): (bool, Next)) {
-        self.vals |= u64::from(v) << id;
-        self.next[usize::from(id)] = t;
+        // Ids are below PLAN_ATOMS (64); the masks only spare the checks.
+        self.vals |= u64::from(v) << (id & 63);
+        self.next[usize::from(id & 63)] = t;
     }
 
     /// A segment's result from its shape; `None` for [`Shape::Cond`].
@@ -402,20 +400,29 @@ impl Plan {
                 _ => Shape::One(first),
             });
         }
-        let (mut counts, mut sinces, mut others) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut counts, mut cents, mut sinces, mut others) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (id, a) in atoms.into_iter().enumerate() {
             // At most PLAN_ATOMS (64) leaves: the id fits in a u8.
             let id = id as u8;
             match a {
-                Atom::Count { slot, op, x, .. } => counts.push(CountLeaf {
-                    id,
-                    index: slot.window * COUNTERS as u8 + slot.counter,
-                    windowed: slot.windowed(),
-                    cents: slot.cents,
-                    ops: Ops::of(op),
-                    x,
-                    atom: a,
-                }),
+                // Counts are integers and number literals finite or
+                // infinite, never NaN, as `Ops::test_ordered` needs.
+                Atom::Count { slot, op, x, .. } if !x.is_nan() => {
+                    let leaf = CountLeaf {
+                        id,
+                        window: if slot.windowed() { slot.window } else { 0 },
+                        counter: slot.counter,
+                        days: if slot.windowed() { WINDOW_DAYS[usize::from(slot.window)] } else { 0 },
+                        ops: Ops::of(op),
+                        x,
+                        atom: a,
+                    };
+                    if slot.cents {
+                        cents.push(leaf);
+                    } else {
+                        counts.push(leaf);
+                    }
+                }
                 Atom::Since { f, op, d } => sinces.push(SinceLeaf {
                     id,
                     f,
@@ -437,6 +444,7 @@ impl Plan {
             .collect();
         Plan {
             counts: counts.into_boxed_slice(),
+            cents: cents.into_boxed_slice(),
             sinces: sinces.into_boxed_slice(),
             others: others.into_boxed_slice(),
             steps,
@@ -454,28 +462,11 @@ impl Plan {
     pub fn analyse_leaves<F: Facts + ?Sized>(&self, env: &Env<'_, F>, seg_next: &SegNext<'_>, out: &mut Leaves) {
         match env.sums {
             Some(s) => {
-                let mut flat = [0i64; 5 * COUNTERS];
-                for (w, row) in s.sums.iter().enumerate() {
-                    flat[w * COUNTERS..(w + 1) * COUNTERS].copy_from_slice(row);
-                }
-                flat[4 * COUNTERS..].copy_from_slice(&s.lifetime);
-                for c in self.counts.iter() {
-                    let raw = flat[usize::from(c.index)];
-                    let v = if c.cents { raw as f64 / 100.0 } else { raw as f64 };
-                    let next = if !c.windowed {
-                        Next::NEVER
-                    } else {
-                        let (w, k) = (usize::from(c.index) / COUNTERS, usize::from(c.index) % COUNTERS);
-                        match s.next_change_at(w, k) {
-                            Some(answer) => Next::from_opt(answer),
-                            None => c.atom.analyse(env, seg_next).1,
-                        }
-                    };
-                    out.set(c.id, (c.ops.test_f64(v, c.x), next));
-                }
+                count_leaves(&self.counts, s, 1.0, env, seg_next, out);
+                count_leaves(&self.cents, s, 100.0, env, seg_next, out);
             }
             None => {
-                for c in self.counts.iter() {
+                for c in self.counts.iter().chain(self.cents.iter()) {
                     out.set(c.id, c.atom.analyse(env, seg_next));
                 }
             }
@@ -484,7 +475,7 @@ impl Plan {
         for l in self.sinces.iter() {
             let r = match env.facts.instant(l.f) {
                 Some(x) => {
-                    let v = l.ops.test_i64(now.since(x).as_millis(), l.d.as_millis());
+                    let v = l.ops.test_ordered(now.since(x), l.d);
                     let at = x + l.d;
                     let after = at + Duration::from_millis(1);
                     let first = if l.after { after } else { at };
@@ -504,5 +495,35 @@ impl Plan {
         for (id, a) in self.others.iter() {
             out.set(*id, a.analyse(env, seg_next));
         }
+    }
+}
+
+/// The counter leaves' values and next changes, from the window sums:
+/// [`eval::field_number`] and [`eval::field_step`] unrolled. `unit` is
+/// what the counter is divided by (100 for cents).
+#[inline(always)]
+fn count_leaves<F: Facts + ?Sized>(
+    leaves: &[CountLeaf],
+    s: &WindowSums,
+    unit: f64,
+    env: &Env<'_, F>,
+    seg_next: &SegNext<'_>,
+    out: &mut Leaves,
+) {
+    for c in leaves {
+        let (w, k) = (usize::from(c.window), usize::from(c.counter));
+        let raw = if c.days == 0 { s.lifetime[k] } else { s.sums[w][k] };
+        let v = if unit == 1.0 { raw as f64 } else { raw as f64 / unit };
+        let next = if c.days == 0 {
+            Next::NEVER
+        } else if s.future {
+            c.atom.analyse(env, seg_next).1
+        } else {
+            match s.oldest[w][k] {
+                i64::MAX => Next::NEVER,
+                oldest => Next::at(Timestamp((oldest + c.days).saturating_mul(MS_PER_DAY))),
+            }
+        };
+        out.set(c.id, (c.ops.test_ordered(v, c.x), next));
     }
 }
