@@ -30,7 +30,10 @@
 //! leaves it out): see [`index_tansu_headers`].
 //!
 //! `cargo bench --workspace --bench broker` prints the figures; nothing is
-//! asserted. Set `BROKER_EVENTS`, `BROKER_CUSTOMERS`, `BROKER_LATENCY_SECS`.
+//! asserted. Set `BROKER_EVENTS`, `BROKER_CUSTOMERS`, `BROKER_LATENCY_SECS`;
+//! `BROKER_CONSUMER_PROPS="k=v,k=v"` adds librdkafka properties to every
+//! consumer (e.g. `queued.min.messages=2000` to limit prefetching);
+//! `BROKER_TRACE=1` prints the worker's metrics at every scrape to stderr.
 //! Under `cargo test --benches` it does a tiny run, or skips when tansu is
 //! not installed.
 
@@ -56,6 +59,9 @@ const INPUTS: [&str; 4] = ["clickstream", "purchases", "customer-profiles", "off
 const OUTPUTS: [&str; 4] = ["segment-changes", "next-best-offers", "cohort-dlq", "cohort-changelog"];
 /// How often the worker's /metrics is read while it runs.
 const POLL: Duration = Duration::from_millis(50);
+
+/// librdkafka properties for every consumer.
+type Props = Vec<(String, String)>;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -98,6 +104,13 @@ fn main() -> anyhow::Result<()> {
     // below 250 ms) even when it has records, where Kafka answers at once;
     // librdkafka's default of 500 ms would time tansu's sleep, not cohort.
     let fetch_wait_ms = env("BROKER_FETCH_WAIT_MS", 10) as u64;
+    // Every consumer (plain, worker, observers) gets these librdkafka
+    // properties; BROKER_CONSUMER_PROPS="k=v,k=v" adds to them.
+    let mut props: Props = vec![("fetch.wait.max.ms".into(), fetch_wait_ms.to_string())];
+    for kv in std::env::var("BROKER_CONSUMER_PROPS").unwrap_or_default().split(',').filter(|s| !s.trim().is_empty()) {
+        let (k, v) = kv.split_once('=').ok_or_else(|| anyhow!("BROKER_CONSUMER_PROPS: `{kv}` is not k=v"))?;
+        props.push((k.trim().to_string(), v.trim().to_string()));
+    }
     let index_headers = env("BROKER_TANSU_HEADER_INDEX", 1) != 0;
     let started = Instant::now();
 
@@ -122,9 +135,10 @@ fn main() -> anyhow::Result<()> {
         if index_headers { index_tansu_headers(tansu.data_dir()) } else { Err(anyhow!("BROKER_TANSU_HEADER_INDEX=0")) };
     println!(
         "broker: tansu 0.6.0 (sqlite) on {bootstrap}; topics {} and {} with 1 partition each; every consumer with \
-         fetch.wait.max.ms={fetch_wait_ms}; {}",
+         {}; {}",
         INPUTS.join(", "),
         OUTPUTS.join(", "),
+        props.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "),
         match &indexed {
             Ok(()) => "index added on tansu's header table (topition, offset_id)".to_string(),
             Err(e) => format!(
@@ -178,13 +192,13 @@ fn main() -> anyhow::Result<()> {
     drop(loaded);
 
     // 1. The plain consumer.
-    let plain1 = plain_consume(&bootstrap, &ends, fetch_wait_ms, tansu_pid)?;
+    let plain1 = plain_consume(&bootstrap, &ends, &props, tansu_pid)?;
     println!("broker: plain rdkafka consumer (before the worker): {}", plain1.describe("this consumer"));
 
     // 2. The worker, from the beginning.
     let dir = tempfile::Builder::new().prefix("cohort-bench-broker-").tempdir()?;
     let http_port = free_port()?;
-    let config = write_config(dir.path(), &bootstrap, http_port, fetch_wait_ms)?;
+    let config = write_config(dir.path(), &bootstrap, http_port, &props)?;
     let mut worker = WorkerProcess::start(&config, &dir.path().join("worker.log"))?;
     let cpu = Cpu::start(tansu_pid, worker.pid());
     let metrics_addr = format!("127.0.0.1:{http_port}");
@@ -200,19 +214,8 @@ fn main() -> anyhow::Result<()> {
     let mut phases = Vec::new();
     for (label, rate) in [("half", half), ("a quarter of", half / 2.0)] {
         let watch = Watch::Worker { worker: &mut worker, metrics: &metrics_addr, already: events as f64 + sent_so_far };
-        let p = paced(
-            &rt,
-            &producer,
-            &bootstrap,
-            &mut gen,
-            &encoder,
-            &registry,
-            rate,
-            length,
-            fetch_wait_ms,
-            tansu_pid,
-            watch,
-        )?;
+        let p =
+            paced(&rt, &producer, &bootstrap, &mut gen, &encoder, &registry, rate, length, &props, tansu_pid, watch)?;
         println!("broker: cohort worker's event-to-output latency at {label} its rate: {}", p.describe());
         sent_so_far += p.sent as f64;
         let kept_up = p.kept_up();
@@ -222,6 +225,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let status = worker.terminate()?;
+    println!("broker: the worker's log: {}", worker.log_summary());
 
     // 4. The broker alone at the same rate: the same kind of events read back
     // from the input topics by a plain consumer.
@@ -234,7 +238,7 @@ fn main() -> anyhow::Result<()> {
         &registry,
         half,
         length,
-        fetch_wait_ms,
+        &props,
         tansu_pid,
         Watch::Broker,
     )?;
@@ -244,7 +248,7 @@ fn main() -> anyhow::Result<()> {
     );
 
     // 5. The plain consumer again, on the same records.
-    let plain2 = plain_consume(&bootstrap, &ends, fetch_wait_ms, tansu_pid)?;
+    let plain2 = plain_consume(&bootstrap, &ends, &props, tansu_pid)?;
     println!(
         "broker: plain rdkafka consumer (after the worker stopped, {status}): {}",
         plain2.describe("this consumer")
@@ -344,7 +348,7 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-fn write_config(dir: &Path, bootstrap: &str, http_port: u16, fetch_wait_ms: u64) -> anyhow::Result<PathBuf> {
+fn write_config(dir: &Path, bootstrap: &str, http_port: u16, props: &Props) -> anyhow::Result<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let group = format!("cohort-bench-{}", now_ms());
     // Everything but the broker, the store, the port, JSON logs (to read the
@@ -375,8 +379,9 @@ format = "json"
 level = "info,librdkafka=warn"
 
 [kafka.consumer_properties]
-"fetch.wait.max.ms" = "{fetch_wait_ms}"
+{consumer_properties}
 "#,
+        consumer_properties = props.iter().map(|(k, v)| format!("{k:?} = {v:?}\n")).collect::<String>(),
         schemas = root.join("schemas").display(),
         rules = root.join("deploy/rules.yaml").display(),
         store = dir.join("store").display(),
@@ -560,18 +565,21 @@ impl rdkafka::consumer::ConsumerContext for AssignedAt {
 fn plain_consume(
     bootstrap: &str,
     ends: &HashMap<String, i64>,
-    fetch_wait_ms: u64,
+    props: &Props,
     tansu: Option<u32>,
 ) -> anyhow::Result<Throughput> {
     let created = Instant::now();
     let cpu = Cpu::start(tansu, std::process::id());
-    let consumer: BaseConsumer<AssignedAt> = cohort_kafka::client_config(bootstrap, &BTreeMap::new())
+    let mut config = cohort_kafka::client_config(bootstrap, &BTreeMap::new());
+    for (k, v) in props {
+        config.set(k, v);
+    }
+    let consumer: BaseConsumer<AssignedAt> = config
         .set("group.id", format!("plain-{}", now_ms()))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("partition.assignment.strategy", "range")
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
         .create_with_context(AssignedAt::default())?;
     let topics: Vec<&str> = ends.keys().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
@@ -672,6 +680,25 @@ impl WorkerProcess {
                 bail!("worker did not stop within 30s of SIGTERM");
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// How many warnings and errors the worker logged, and the first few.
+    fn log_summary(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let bad: Vec<&str> =
+            text.lines().filter(|l| l.contains("\"level\":\"WARN\"") || l.contains("\"level\":\"ERROR\"")).collect();
+        let mut firsts: Vec<String> = Vec::new();
+        for l in &bad {
+            let msg = l.split("\"message\":\"").nth(1).and_then(|m| m.split('"').next()).unwrap_or(l).to_string();
+            if !firsts.contains(&msg) && firsts.len() < 5 {
+                firsts.push(msg);
+            }
+        }
+        if bad.is_empty() {
+            "no warnings or errors".into()
+        } else {
+            format!("{} warnings or errors, e.g. {}", bad.len(), firsts.join(" | "))
         }
     }
 
@@ -843,6 +870,18 @@ fn measure_worker(worker: &mut WorkerProcess, addr: &str, records: f64, cpu: Cpu
         let Some(m) = scrape(addr) else { continue };
         let n = m.input();
         progress.push((Instant::now(), n));
+        if std::env::var_os("BROKER_TRACE").is_some() {
+            eprintln!(
+                "trace {:.2}s input {n} batches {} busy {:.2}s timers {} outputs {} dlq {} lag {}",
+                worker.started.elapsed().as_secs_f64(),
+                m.sum("cohort_batch_duration_seconds_count"),
+                m.sum("cohort_batch_duration_seconds_sum"),
+                m.sum("cohort_timers_fired_total"),
+                m.sum("cohort_output_records_total"),
+                m.sum("cohort_dlq_records_total"),
+                m.sum("cohort_consumer_lag_records"),
+            );
+        }
         if n >= records {
             let end = Instant::now();
             let assigned =
@@ -1124,7 +1163,7 @@ fn paced(
     registry: &Arc<Registry>,
     rate: f64,
     length: Duration,
-    fetch_wait_ms: u64,
+    props: &Props,
     tansu: Option<u32>,
     mut watch: Watch<'_>,
 ) -> anyhow::Result<Phase> {
@@ -1146,7 +1185,7 @@ fn paced(
     let phase_start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(AtomicUsize::new(0));
-    let observer = observe(bootstrap, topics, fetch_wait_ms, registry, phase_start, stop.clone(), seen.clone())?;
+    let observer = observe(bootstrap, topics, props, registry, phase_start, stop.clone(), seen.clone())?;
     // Let the observer connect and start fetching before the first event.
     std::thread::sleep(Duration::from_secs(1));
     let cpu = Cpu::start(tansu, reader);
@@ -1245,18 +1284,19 @@ type Observed = (Vec<(f64, i64)>, usize);
 fn observe(
     bootstrap: &str,
     topics: &[&str],
-    fetch_wait_ms: u64,
+    props: &Props,
     registry: &Arc<Registry>,
     phase_start: Instant,
     stop: Arc<AtomicBool>,
     seen: Arc<AtomicUsize>,
 ) -> anyhow::Result<std::thread::JoinHandle<Observed>> {
     let ends = high_watermarks(bootstrap, topics)?;
-    let observer: BaseConsumer = cohort_kafka::client_config(bootstrap, &BTreeMap::new())
-        .set("group.id", format!("observer-{}", now_ms()))
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
-        .create()?;
+    let mut config = cohort_kafka::client_config(bootstrap, &BTreeMap::new());
+    for (k, v) in props {
+        config.set(k, v);
+    }
+    let observer: BaseConsumer =
+        config.set("group.id", format!("observer-{}", now_ms())).set("enable.auto.commit", "false").create()?;
     let mut tpl = TopicPartitionList::new();
     for t in topics {
         tpl.add_partition_offset(t, 0, Offset::Offset(ends[*t]))?;
