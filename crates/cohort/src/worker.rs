@@ -106,8 +106,10 @@ struct PartitionRuntime {
     /// The tables learned something in this batch and must be committed.
     tables_dirty: bool,
     /// Pending timers, by due time, and each customer's one pending timer.
-    timers: BTreeSet<(Timestamp, String)>,
-    timer_of: HashMap<String, Timestamp>,
+    /// Both hold the same `Arc<str>` per customer: moving a timer, which
+    /// nearly every event does, allocates nothing.
+    timers: BTreeSet<(Timestamp, Arc<str>)>,
+    timer_of: HashMap<Arc<str>, Timestamp>,
 }
 
 impl PartitionRuntime {
@@ -117,26 +119,29 @@ impl PartitionRuntime {
             return;
         }
         delta.touch(customer, old);
-        if let Some(old) = old {
-            self.timers.remove(&(old, customer.to_string()));
-            self.timer_of.remove(customer);
-        }
+        let id = match self.timer_of.remove_entry(customer) {
+            Some((id, old)) => {
+                self.timers.remove(&(old, id.clone()));
+                id
+            }
+            None => Arc::from(customer),
+        };
         if let Some(due) = due {
-            self.timers.insert((due, customer.to_string()));
-            self.timer_of.insert(customer.to_string(), due);
+            self.timers.insert((due, id.clone()));
+            self.timer_of.insert(id, due);
         }
     }
 
     /// The earliest pending timer due at or before the watermark.
-    fn pop_due(&mut self, watermark: Timestamp, delta: &mut TimerDelta) -> Option<(Timestamp, String)> {
-        let first = self.timers.iter().next().cloned()?;
+    fn pop_due(&mut self, watermark: Timestamp, delta: &mut TimerDelta) -> Option<(Timestamp, Arc<str>)> {
+        let first = self.timers.first()?;
         if first.0 > watermark {
             return None;
         }
-        delta.touch(&first.1, Some(first.0));
-        self.timers.remove(&first);
-        self.timer_of.remove(&first.1);
-        Some(first)
+        let (due, id) = self.timers.pop_first()?;
+        delta.touch(&id, Some(due));
+        self.timer_of.remove(&id);
+        Some((due, id))
     }
 }
 
@@ -156,11 +161,11 @@ impl TimerDelta {
     }
 
     /// `(timers to set, timers to clear)`, given the timers at the end of the batch.
-    fn finish(self, now: &HashMap<String, Timestamp>) -> (Vec<Timer>, Vec<Timer>) {
+    fn finish(self, now: &HashMap<Arc<str>, Timestamp>) -> (Vec<Timer>, Vec<Timer>) {
         let mut set = Vec::new();
         let mut clear = Vec::new();
         for (customer, before) in self.initial {
-            let after = now.get(&customer).copied();
+            let after = now.get(customer.as_str()).copied();
             if before == after {
                 continue;
             }
@@ -422,8 +427,9 @@ impl Worker {
                         timer_of: HashMap::new(),
                     };
                     for t in timers {
-                        rt.timer_of.insert(t.customer.clone(), t.due);
-                        rt.timers.insert((t.due, t.customer));
+                        let id: Arc<str> = Arc::from(t.customer);
+                        rt.timer_of.insert(id.clone(), t.due);
+                        rt.timers.insert((t.due, id));
                     }
                     info!(partition = p, timers = rt.timers.len(), "partition ready");
                     self.partitions.insert(p, rt);
@@ -526,6 +532,18 @@ impl Worker {
         let mut states: HashMap<String, (CustomerState, bool)> = HashMap::new();
         {
             let mut wanted: Vec<&str> = events.iter().map(|(e, _)| e.customer.as_str()).collect();
+            // And the customers whose timers this batch can fire: at most
+            // those due by the watermark its events (and the wall clock)
+            // would reach, so timers need no store read of their own.
+            let mut horizon = rt.watermark;
+            for (e, _) in &events {
+                horizon.observe(e.time);
+            }
+            if live {
+                horizon.observe_wall_clock(now);
+            }
+            let horizon = horizon.current();
+            wanted.extend(rt.timers.iter().take_while(|(due, _)| *due <= horizon).map(|(_, c)| &**c));
             wanted.sort_unstable();
             wanted.dedup();
             let loaded = self.store.get_many(partition as u32, &wanted);
@@ -687,12 +705,14 @@ impl Worker {
     ) -> anyhow::Result<()> {
         let engine = &*self.engine;
         while let Some((due, customer)) = rt.pop_due(rt.watermark.current(), delta) {
-            if !states.contains_key(&customer) {
+            if !states.contains_key(&*customer) {
+                // Normally prefetched with the batch's events; a timer set
+                // and due within this batch is already in `states` too.
                 let res = self.store.get(partition as u32, &customer);
                 let state = self.decode_state(partition, res)?;
-                states.insert(customer.clone(), (state, false));
+                states.insert(customer.to_string(), (state, false));
             }
-            let Some(entry) = states.get_mut(&customer) else { continue };
+            let Some(entry) = states.get_mut(&*customer) else { continue };
             let decision = apply(&mut entry.0, Input::Timer { customer: &customer, due }, &rt.tables.context(engine));
             entry.1 = true;
             out.stats.timers_fired += 1;
