@@ -11,6 +11,7 @@ use crate::client_config;
 use crate::error::KafkaAdapterError;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
@@ -19,7 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// A topic and one of its partitions.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -197,6 +198,13 @@ impl InputConsumer {
     /// Returns as soon as the batch is full; an empty batch means nothing
     /// arrived in time. A client error is returned only when no record was
     /// read (otherwise it is logged and the partial batch returned).
+    ///
+    /// Lost broker connections ([`is_connection_error`]) are not returned:
+    /// librdkafka reconnects by itself, and these errors pile up in its queue
+    /// while the caller is not polling (a worker waiting for acks through a
+    /// broker outage queues hundreds). Returned one per call, each would cost
+    /// the caller a retry delay after the broker is back; skipped, they cost
+    /// nothing and polling goes on until `max_wait`.
     pub async fn next_batch(
         &self,
         max_records: usize,
@@ -212,6 +220,10 @@ impl InputConsumer {
             match tokio::time::timeout(left, self.consumer.recv()).await {
                 Err(_) => break,
                 Ok(Ok(m)) => out.push(self.owned(&m)),
+                Ok(Err(e)) if is_connection_error(&e) => {
+                    // The client context has already logged it.
+                    debug!(error = %e, "broker connection error; librdkafka reconnects by itself");
+                }
                 Ok(Err(e)) => {
                     if out.is_empty() {
                         return Err(e.into());
@@ -297,10 +309,44 @@ impl InputConsumer {
     }
 }
 
+/// Whether a consumer error only reports a lost or unreachable broker
+/// connection, which librdkafka recovers from by itself (it reconnects with
+/// backoff, then re-fetches from the current positions): informational, as
+/// librdkafka documents non-fatal consumer errors to be.
+pub fn is_connection_error(e: &KafkaError) -> bool {
+    matches!(
+        e,
+        KafkaError::MessageConsumption(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::Resolve
+                | RDKafkaErrorCode::NetworkException
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::OperationTimedOut
+        )
+    )
+}
+
 fn tpl(parts: &[TopicPartition]) -> TopicPartitionList {
     let mut list = TopicPartitionList::new();
     for p in parts {
         list.add_partition(&p.topic, p.partition);
     }
     list
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_broker_connections_are_connection_errors_and_others_are_not() {
+        for code in [RDKafkaErrorCode::AllBrokersDown, RDKafkaErrorCode::BrokerTransportFailure] {
+            assert!(is_connection_error(&KafkaError::MessageConsumption(code)), "{code:?}");
+        }
+        // A fatal error, a missing topic or a partition EOF is not one.
+        assert!(!is_connection_error(&KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::AllBrokersDown)));
+        assert!(!is_connection_error(&KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition)));
+        assert!(!is_connection_error(&KafkaError::PartitionEOF(0)));
+    }
 }

@@ -266,6 +266,26 @@ impl WorkerProcess {
         }
     }
 
+    /// The address the worker's HTTP server bound (`http.listen` is port 0
+    /// in these configs), read from its start-up log line.
+    pub fn http_addr(&mut self, deadline: Duration) -> String {
+        let until = Instant::now() + deadline;
+        loop {
+            self.assert_running();
+            let text = strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default());
+            let found = text.lines().filter(|l| l.contains("serving /metrics")).find_map(|l| {
+                let rest = &l[l.find("bound=")? + "bound=".len()..];
+                let addr: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
+                addr.contains(':').then_some(addr)
+            });
+            if let Some(addr) = found {
+                return addr;
+            }
+            assert!(Instant::now() < until, "worker logged no HTTP address within {deadline:?}:\n{}", self.log_tail());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The log's first lines (a start-up error) and its last ones.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -281,6 +301,58 @@ impl Drop for WorkerProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `text` without ANSI colour sequences (the human log format may colour fields).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ parameters final-letter
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// GET `path` on `addr` with a plain HTTP/1.0 request; the body of a 200 answer.
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.lines().next()?;
+    (status.starts_with("HTTP/1.") && status.split_whitespace().nth(1) == Some("200")).then(|| body.to_string())
+}
+
+/// The value of one sample of a Prometheus text exposition, such as
+/// `cohort_input_records_total{topic="x"}`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+}
+
+/// Output records by their `cohort.id` header; fails if one id carries two
+/// different contents (a replay must re-emit identical outputs).
+pub fn outputs_by_id(records: &[Record]) -> BTreeMap<String, Vec<u8>> {
+    let mut m: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for r in records {
+        let id = String::from_utf8(r.header("cohort.id").expect("output id header").to_vec()).expect("utf-8 id");
+        let value = r.value.clone().unwrap_or_default();
+        if let Some(prev) = m.insert(id.clone(), value.clone()) {
+            assert_eq!(prev, value, "output {id} was emitted twice with different contents");
+        }
+    }
+    m
 }
 
 /// The last value per key of a (changelog) topic's records.
