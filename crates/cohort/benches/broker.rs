@@ -751,7 +751,8 @@ impl Metrics {
             .iter()
             .filter(|(k, _)| k.as_str() == name || (k.starts_with(name) && k[name.len()..].starts_with('{')))
             .map(|(_, v)| v)
-            .sum()
+            .sum::<f64>()
+            + 0.0 // an empty f64 sum is -0.0
     }
     /// A series of `name` whose labels include `label`.
     fn with_label(&self, name: &str, label: &str) -> f64 {
@@ -759,7 +760,8 @@ impl Metrics {
             .iter()
             .filter(|(k, _)| k.starts_with(name) && k[name.len()..].starts_with('{') && k.contains(label))
             .map(|(_, v)| v)
-            .sum()
+            .sum::<f64>()
+            + 0.0
     }
     fn input(&self) -> f64 {
         self.sum("cohort_input_records_total")
