@@ -487,7 +487,8 @@ impl Points {
     fn matches(&self, trigger: &Trigger, w: &ContextWeights) -> Option<(f64, Point)> {
         match trigger {
             Trigger::SegmentEntered(set) => {
-                let hit = set.iter().find(|&i| self.entered.contains(i))?;
+                // The first segment of `set` that was entered.
+                let hit = set.intersection(&self.entered).first()?;
                 Some((w.segment_entered, Point::Entered(hit)))
             }
             Trigger::CartAbandoned if self.cart_abandoned => Some((w.cart_abandoned, Point::CartAbandoned)),

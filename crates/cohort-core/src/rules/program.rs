@@ -213,8 +213,21 @@ pub struct Plan {
     counts: Box<[CountLeaf]>,
     cents: Box<[CountLeaf]>,
     sinces: Box<[SinceLeaf]>,
+    /// `profile.age OP x` leaves: id, operator, literal (never NaN).
+    ages: Box<[(u8, Ops, f64)]>,
+    affinities: Box<[AffinityLeaf]>,
     others: Box<[(u8, Atom)]>,
     steps: Box<[Step]>,
+}
+
+/// `affinity("c") OP x` ([`Atom::Affinity`]), unpacked.
+#[derive(Clone, Debug)]
+struct AffinityLeaf {
+    id: u8,
+    category: Box<str>,
+    hash: u64,
+    op: CmpOp,
+    x: f64,
 }
 
 /// One segment of the second pass, in dependency order.
@@ -401,6 +414,7 @@ impl Plan {
             });
         }
         let (mut counts, mut cents, mut sinces, mut others) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut ages, mut affinities) = (Vec::new(), Vec::new());
         for (id, a) in atoms.into_iter().enumerate() {
             // At most PLAN_ATOMS (64) leaves: the id fits in a u8.
             let id = id as u8;
@@ -431,6 +445,9 @@ impl Plan {
                     after: matches!(op, CmpOp::Gt | CmpOp::Le),
                     both: matches!(op, CmpOp::Eq | CmpOp::Ne),
                 }),
+                // Ages are whole numbers: never NaN.
+                Atom::Age { op, x } if !x.is_nan() => ages.push((id, Ops::of(op), x)),
+                Atom::Affinity { category, hash, op, x } => affinities.push(AffinityLeaf { id, category, hash, op, x }),
                 a => others.push((id, a)),
             }
         }
@@ -446,6 +463,8 @@ impl Plan {
             counts: counts.into_boxed_slice(),
             cents: cents.into_boxed_slice(),
             sinces: sinces.into_boxed_slice(),
+            ages: ages.into_boxed_slice(),
+            affinities: affinities.into_boxed_slice(),
             others: others.into_boxed_slice(),
             steps,
         }
@@ -491,6 +510,20 @@ impl Plan {
                 None => (false, Next::NEVER),
             };
             out.set(l.id, r);
+        }
+        if !self.ages.is_empty() {
+            // As `Atom::Age`, read once for every age leaf.
+            let (age, next) = match env.facts.birth_date() {
+                Some(b) => (Some(f64::from(calendar::age_at(b, now))), Next::at(calendar::next_birthday_after(b, now))),
+                None => (env.facts.declared_age().map(f64::from), Next::NEVER),
+            };
+            for &(id, ops, x) in self.ages.iter() {
+                out.set(id, age.map_or((false, Next::NEVER), |a| (ops.test_ordered(a, x), next)));
+            }
+        }
+        for l in self.affinities.iter() {
+            let v = env.facts.affinity_hashed(&l.category, l.hash, now);
+            out.set(l.id, (l.op.test(v, l.x), eval::decay_crossing(v, l.x, env)));
         }
         for (id, a) in self.others.iter() {
             out.set(*id, a.analyse(env, seg_next));

@@ -78,6 +78,20 @@ impl SegmentSet {
         out
     }
 
+    /// Members in both sets.
+    pub fn intersection(&self, other: &SegmentSet) -> SegmentSet {
+        let mut out = *self;
+        for (w, o) in out.bits.iter_mut().zip(other.bits.iter()) {
+            *w &= o;
+        }
+        out
+    }
+
+    /// The smallest member, if any.
+    pub fn first(&self) -> Option<usize> {
+        self.bits.iter().enumerate().find(|(_, w)| **w != 0).map(|(wi, w)| wi * 64 + w.trailing_zeros() as usize)
+    }
+
     /// Whether the two sets share a member.
     pub fn intersects(&self, other: &SegmentSet) -> bool {
         self.bits.iter().zip(other.bits.iter()).any(|(a, b)| a & b != 0)
@@ -127,6 +141,10 @@ mod tests {
         let b: SegmentSet = [63, 1].into_iter().collect();
         assert_eq!(a.difference(&b).iter().collect::<Vec<_>>(), vec![0, 64, 255]);
         assert!(a.intersects(&b));
+        assert_eq!(a.intersection(&b).iter().collect::<Vec<_>>(), vec![63]);
+        assert_eq!(a.first(), Some(0));
+        assert_eq!(b.first(), Some(1));
+        assert_eq!(SegmentSet::new().first(), None);
         let mut c = a.union(&b);
         c.remove(0);
         assert!(!c.contains(0) && c.contains(1));
