@@ -65,7 +65,7 @@ pub enum DecodeError {
 
 /// Encodes `state` in the current format.
 pub fn encode(state: &CustomerState) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
+    let mut out = Vec::with_capacity(size_hint(state));
     encode_into(state, &mut out);
     out
 }
@@ -177,9 +177,8 @@ pub fn encode_into(state: &CustomerState, out: &mut Vec<u8>) {
         w.u8(1);
         w.0.extend_from_slice(&state.segment_bits.rules.to_le_bytes());
         // At most 256 segments: a count and one byte per member index.
-        let members: Vec<usize> = state.segment_bits.set.iter().collect();
-        w.uv(members.len() as u64);
-        for i in members {
+        w.uv(state.segment_bits.set.len() as u64);
+        for i in state.segment_bits.set.iter() {
             w.u8(i as u8);
         }
     }
@@ -188,6 +187,26 @@ pub fn encode_into(state: &CustomerState, out: &mut Vec<u8>) {
     for h in state.recent_events.as_slice() {
         w.0.extend_from_slice(&h.to_le_bytes());
     }
+}
+
+/// An upper bound of the encoded size for most states (so that [`encode`]
+/// allocates once): fixed parts and varints at their widest, plus the
+/// strings.
+fn size_hint(state: &CustomerState) -> usize {
+    let p = &state.profile;
+    let opt = |s: &Option<String>| s.as_ref().map_or(0, |s| s.len() + 10);
+    let strings = [&p.gender, &p.income_band, &p.education, &p.country, &p.region, &p.city, &p.loyalty_tier]
+        .into_iter()
+        .map(opt)
+        .sum::<usize>()
+        + p.interests.iter().map(|s| s.len() + 10).sum::<usize>()
+        + state.cart.lines.iter().map(|l| l.product_id.len() + opt(&l.category) + 30).sum::<usize>()
+        + state.affinities.weights().map(|(c, _)| c.len() + 18).sum::<usize>()
+        + state.purchased.iter().map(|s| s.len() + 10).sum::<usize>()
+        + state.offers.iter().map(|o| o.offer.len() + 40).sum::<usize>()
+        + state.segments.iter().map(|m| m.segment.len() + 20).sum::<usize>();
+    let buckets = state.counters.buckets().len() * (11 + 5 * 10);
+    200 + strings + buckets + state.segment_bits.set.len() + 8 * state.recent_events.as_slice().len()
 }
 
 /// Decodes bytes written by [`encode`] (of any supported format version).
@@ -227,7 +246,7 @@ fn decode_v1(r: &mut Reader<'_>) -> Result<CustomerState, DecodeError> {
     p.region = r.opt_str()?;
     p.city = r.opt_str()?;
     let n = r.len(MAX_INTERESTS)?;
-    p.interests = (0..n).map(|_| r.string()).collect::<Result<_, _>>()?;
+    p.interests = r.strings(n)?;
     p.consent = consent_from(r.u8()?)?;
     p.loyalty_tier = r.opt_str()?;
     st.first_seen = r.opt_ts()?;
@@ -284,16 +303,18 @@ fn decode_v1(r: &mut Reader<'_>) -> Result<CustomerState, DecodeError> {
     let as_of = Timestamp(r.sv()?);
     let total = r.f64()?;
     let n = r.len(MAX_CATEGORIES)?;
+    let mut names = Vec::with_capacity(n);
     let mut weights = Vec::with_capacity(n);
     for _ in 0..n {
-        let c = r.string()?;
-        weights.push((c, r.f64()?));
+        names.push(r.string()?);
+        weights.push(r.f64()?);
     }
-    st.affinities = Affinities::from_parts(as_of, total, weights);
+    st.affinities = Affinities::from_names(as_of, total, names, &weights);
     let n = r.len(MAX_PURCHASED)?;
-    st.purchased = (0..n).map(|_| r.string()).collect::<Result<_, _>>()?;
+    st.purchased = r.strings(n)?;
     // offers
     let n = r.len(MAX_OFFER_SENDS)?;
+    st.offers.reserve_exact(n);
     for _ in 0..n {
         let decision = u128::from_le_bytes(r.array::<16>()?);
         let offer = r.string()?;
@@ -311,6 +332,7 @@ fn decode_v1(r: &mut Reader<'_>) -> Result<CustomerState, DecodeError> {
     }
     // segments
     let n = r.len(usize::MAX)?;
+    st.segments.reserve_exact(n);
     for _ in 0..n {
         let segment = r.string()?;
         let since = Timestamp(r.sv()?);
@@ -486,6 +508,14 @@ impl Reader<'_> {
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
         std::str::from_utf8(s).map(str::to_owned).map_err(|_| DecodeError::Invalid("utf-8"))
+    }
+    /// `n` strings (`n` already checked by [`Reader::len`]).
+    fn strings(&mut self, n: usize) -> Result<Vec<String>, DecodeError> {
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push(self.string()?);
+        }
+        Ok(v)
     }
     fn opt_str(&mut self) -> Result<Option<String>, DecodeError> {
         if self.flag()? {

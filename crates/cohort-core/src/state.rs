@@ -188,6 +188,12 @@ impl Affinities {
         Affinities { as_of, total, entries, names }
     }
 
+    /// [`Affinities::from_parts`] from names and weights read separately.
+    pub(crate) fn from_names(as_of: Timestamp, total: f64, names: Vec<String>, weights: &[f64]) -> Affinities {
+        let entries = names.iter().zip(weights).map(|(c, w)| (fast64(c.as_bytes()), *w)).collect();
+        Affinities { as_of, total, entries, names }
+    }
+
     /// Categories and their weights as of [`Affinities::as_of`].
     pub fn weights(&self) -> impl ExactSizeIterator<Item = (&str, f64)> + '_ {
         self.names.iter().zip(&self.entries).map(|(c, (_, w))| (c.as_str(), *w))
