@@ -429,6 +429,11 @@ pub fn bounded(s: &str) -> &str {
 /// [`norm_lower`] without allocating when `s` is already normalised (the
 /// common case for categories on the hot path).
 pub fn norm_lower_cow(s: &str) -> Cow<'_, str> {
+    // Short, printable ASCII without spaces or capitals: nothing to trim,
+    // cut or lower. One pass instead of trim, then the checks below.
+    if s.len() <= MAX_TEXT && s.bytes().all(|b| matches!(b, 0x21..=0x7e) && !b.is_ascii_uppercase()) {
+        return Cow::Borrowed(s);
+    }
     let t = bounded(s.trim());
     if t.len() == s.len() && t.is_ascii() && !t.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Borrowed(t)
@@ -773,6 +778,9 @@ mod tests {
     #[test]
     fn text_is_normalised_and_bounded() {
         assert_eq!(norm_lower("  Gluten-Free "), "gluten-free");
+        for raw in ["keto", "Keto", " keto", "keto\t", "gluten free", "\u{a0}keto", "ké", "", &"x".repeat(80)] {
+            assert_eq!(norm_lower_cow(raw), norm_lower(raw), "{raw:?}");
+        }
         let long = "é".repeat(100);
         assert!(bounded(&long).len() <= MAX_TEXT);
     }
