@@ -11,7 +11,8 @@ TANSU_VERSION="0.6.0"
 TANSU_ROOT="${TANSU_ROOT:-$CACHE/tansu}"
 TANSU_BIN="$TANSU_ROOT/bin/tansu"
 
-DEB_PACKAGES=(clang libclang-dev cmake pkg-config libssl-dev zlib1g-dev make g++ python3 python3-yaml)
+# sqlite3: the broker benchmark indexes tansu's header table with it (docs/benchmarks.md).
+DEB_PACKAGES=(clang libclang-dev cmake pkg-config libssl-dev zlib1g-dev make g++ python3 python3-yaml sqlite3)
 if [[ "${COHORT_SETUP_PROMTOOL:-1}" == 1 ]]; then
     DEB_PACKAGES+=(prometheus)
 fi
