@@ -445,8 +445,11 @@ impl RuleSet {
         out: &mut SegmentSet,
     ) -> Option<Timestamp> {
         // The per-segment scratch lives on the stack; small rule sets get a
-        // small array so clearing it costs nothing measurable.
-        if self.segments.len() <= 32 {
+        // small array so clearing it costs nothing measurable, and rule sets
+        // where nothing reads another segment's next change need none.
+        if !self.seg_plan.reads_segments() && self.offer_own_timed.is_empty() {
+            self.evaluate_with_next_flip_n::<0, F>(facts, now, out)
+        } else if self.segments.len() <= 32 {
             self.evaluate_with_next_flip_n::<32, F>(facts, now, out)
         } else {
             self.evaluate_with_next_flip_n::<MAX_SEGMENTS, F>(facts, now, out)

@@ -147,8 +147,8 @@ impl Atom {
                 op.test(env.facts.affinity_hashed(category, *hash, env.now), *x)
             }
             Atom::Age { op, x } => age(env).is_some_and(|a| op.test(a, *x)),
-            Atom::TextIs { f, lit, eq } => env.facts.text(*f).is_some_and(|t| (t == &**lit) == *eq),
-            Atom::TextIn { f, list } => env.facts.text(*f).is_some_and(|t| list.iter().any(|s| **s == *t)),
+            Atom::TextIs { f, lit, eq } => env.facts.text(*f).is_some_and(|t| same(t, lit) == *eq),
+            Atom::TextIn { f, list } => env.facts.text(*f).is_some_and(|t| list.iter().any(|s| same(t, s))),
             Atom::InSet { lit, set } => env.facts.set_contains(*set, lit),
             Atom::Other(e) => eval::eval(e, env),
         }
@@ -186,6 +186,13 @@ impl Atom {
     }
 }
 
+/// `a == b` for the short strings of profile fields, compared inline
+/// rather than through a `memcmp` call.
+#[inline]
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
+}
+
 /// `profile.age` as [`eval`] computes it.
 #[inline]
 fn age<F: Facts + ?Sized>(env: &Env<'_, F>) -> Option<f64> {
@@ -218,6 +225,8 @@ pub struct Plan {
     affinities: Box<[AffinityLeaf]>,
     others: Box<[(u8, Atom)]>,
     steps: Box<[Step]>,
+    /// Some step is [`Shape::Cond`].
+    reads_segments: bool,
 }
 
 /// `affinity("c") OP x` ([`Atom::Affinity`]), unpacked.
@@ -451,7 +460,7 @@ impl Plan {
                 a => others.push((id, a)),
             }
         }
-        let steps = order
+        let steps: Box<[Step]> = order
             .iter()
             .map(|&i| Step {
                 segment: i,
@@ -459,7 +468,9 @@ impl Plan {
                 shape: shapes.get(usize::from(i)).cloned().unwrap_or(Shape::Cond),
             })
             .collect();
+        let reads_segments = steps.iter().any(|s: &Step| s.shape == Shape::Cond);
         Plan {
+            reads_segments,
             counts: counts.into_boxed_slice(),
             cents: cents.into_boxed_slice(),
             sinces: sinces.into_boxed_slice(),
@@ -468,6 +479,14 @@ impl Plan {
             others: others.into_boxed_slice(),
             steps,
         }
+    }
+
+    /// Whether some segment is analysed from its [`Cond`] (it reads other
+    /// segments, or its leaves did not fit): only then do segments' next
+    /// changes need keeping.
+    #[inline]
+    pub fn reads_segments(&self) -> bool {
+        self.reads_segments
     }
 
     /// The segments in evaluation order, with their shapes.
