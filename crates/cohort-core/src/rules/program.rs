@@ -9,6 +9,12 @@
 //! [`Atom::Other`] that defers to the tree walker, so every condition has a
 //! `Cond` and the answers are, by construction, those of [`eval::eval`]
 //! and [`eval::analyse`]: same value, same next instant.
+//!
+//! For the pass the engine runs on every input (every segment with its
+//! next change), a [`Plan`] goes further: the distinct leaves of all
+//! segment conditions are analysed once each, kind by kind, and segments
+//! are assembled from a bitmask of leaf values. `plan_tests` checks both
+//! against the tree walker on random rules and customers.
 
 use super::calendar;
 use super::compile::{Expr, Num, Slot, Text};
