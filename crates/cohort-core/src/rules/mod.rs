@@ -472,6 +472,12 @@ impl RuleSet {
             let seg_next = SegNext { raw_next: &raw_next, membership: &self.membership };
             self.seg_plan.analyse_leaves(&env, &seg_next, &mut leaves);
         }
+        if N == 0 {
+            // Nothing reads a segment's next change (see the caller).
+            let (assembled, next) = self.seg_plan.assemble(&leaves);
+            self.membership.finalize(&assembled, out);
+            return next.get();
+        }
         for step in self.seg_plan.steps() {
             let i = usize::from(step.segment);
             let (hit, t) = match leaves.result(&step.shape) {

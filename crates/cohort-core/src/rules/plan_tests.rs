@@ -235,6 +235,24 @@ fn check<F: Facts + ?Sized>(rules: &RuleSet, facts: &F, now: Timestamp, what: &s
 }
 
 #[test]
+fn plan_matches_the_tree_walker_on_the_example_rules() {
+    // No segment reads another and no offer has a time-dependent atom of
+    // its own: the engine's fastest path.
+    let rules = RuleSet::from_yaml("rules.yaml", include_str!("../../tests/golden/rules.yaml")).expect("example rules");
+    assert!(!rules.seg_plan.reads_segments() && rules.offer_own_timed.is_empty());
+    let settings = StateSettings { affinity_half_life: rules.settings().affinity_half_life, ..Default::default() };
+    let mut r = Rng(0x005e_ed0f_c0de);
+    for _ in 0..400 {
+        let (st, last) = customer(&mut r, &settings);
+        for _ in 0..4 {
+            let now = last + Duration::from_millis(r.range(0, 120 * MS_PER_DAY));
+            check(&rules, &CustomerView::at(&st, &settings, now), now, "example rules with sums");
+            check(&rules, &CustomerView::new(&st, &settings), now, "example rules without sums");
+        }
+    }
+}
+
+#[test]
 fn plan_matches_the_tree_walker() {
     let settings = StateSettings::default();
     for seed in 1..=150u64 {

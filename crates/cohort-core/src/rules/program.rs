@@ -21,6 +21,7 @@ use super::compile::{Expr, Num, Slot, Text};
 use super::eval::{self, Env, Next, SegNext};
 use super::facts::{Facts, FlagField, NumField, SetField, TextField, TimeField};
 use super::parse::CmpOp;
+use super::segset::SegmentSet;
 use crate::time::{Duration, Timestamp, MS_PER_DAY};
 use crate::window::{WindowSums, WINDOW_DAYS};
 
@@ -233,6 +234,14 @@ pub struct Plan {
     steps: Box<[Step]>,
     /// Some step is [`Shape::Cond`].
     reads_segments: bool,
+    /// The steps again, by shape, for [`Plan::assemble`] (when no step is
+    /// a `Cond`, order does not matter): one-leaf segments as (leaf,
+    /// segment), and the leaves of the time-dependent ones; `&&` and `||`
+    /// segments as (mask, segment, time-dependent).
+    ones: Box<[(u8, u16)]>,
+    ones_timed: u64,
+    alls: Box<[(u64, u16, bool)]>,
+    anys: Box<[(u64, u16, bool)]>,
 }
 
 /// `affinity("c") OP x` ([`Atom::Affinity`]), unpacked.
@@ -475,8 +484,26 @@ impl Plan {
             })
             .collect();
         let reads_segments = steps.iter().any(|s: &Step| s.shape == Shape::Cond);
+        let (mut ones, mut ones_timed, mut alls, mut anys) = (Vec::new(), 0u64, Vec::new(), Vec::new());
+        for st in steps.iter() {
+            match st.shape {
+                Shape::One(id) => {
+                    ones.push((id, st.segment));
+                    if st.timed {
+                        ones_timed |= 1 << id;
+                    }
+                }
+                Shape::All(mask) => alls.push((mask, st.segment, st.timed)),
+                Shape::Any(mask) => anys.push((mask, st.segment, st.timed)),
+                Shape::Cond => {}
+            }
+        }
         Plan {
             reads_segments,
+            ones: ones.into_boxed_slice(),
+            ones_timed,
+            alls: alls.into_boxed_slice(),
+            anys: anys.into_boxed_slice(),
             counts: counts.into_boxed_slice(),
             cents: cents.into_boxed_slice(),
             sinces: sinces.into_boxed_slice(),
@@ -493,6 +520,33 @@ impl Plan {
     #[inline]
     pub fn reads_segments(&self) -> bool {
         self.reads_segments
+    }
+
+    /// The second pass when no segment is a [`Shape::Cond`]: every
+    /// segment's own result (before groups) and the earliest next change of
+    /// the time-dependent ones, shape by shape instead of segment by
+    /// segment (the same results: none depends on another).
+    #[inline]
+    pub fn assemble(&self, leaves: &Leaves) -> (SegmentSet, Next) {
+        let mut raw = SegmentSet::new();
+        let mut best = leaves.fold(self.ones_timed, Next::NEVER, Next::min);
+        for &(id, segment) in self.ones.iter() {
+            if leaves.vals >> (id & 63) & 1 != 0 {
+                raw.insert(usize::from(segment));
+            }
+        }
+        for (shapes, is_or) in [(&self.alls, false), (&self.anys, true)] {
+            for &(mask, segment, timed) in shapes.iter() {
+                let (hit, t) = leaves.junction(mask, is_or);
+                if hit {
+                    raw.insert(usize::from(segment));
+                }
+                if timed {
+                    best = best.min(t);
+                }
+            }
+        }
+        (raw, best)
     }
 
     /// The segments in evaluation order, with their shapes.
