@@ -55,6 +55,16 @@ for _ in $(seq 300); do
     sleep 0.1
 done
 
+# tansu 0.6.0 scans its whole header table for every record a fetch serves;
+# every cohort output carries headers, so the shared broker slowed down as
+# the suite wrote more (reads timing out under load). An index keeps a fetch's
+# cost flat (found by the broker benchmark, docs/benchmarks.md).
+if command -v sqlite3 >/dev/null; then
+    sqlite3 "$DATA_DIR/tansu.db" \
+        "create index if not exists cohort_test_header on header (topition, offset_id);" \
+        || echo "with-broker: could not index tansu's header table; fetches will be slower" >&2
+fi
+
 export COHORT_TEST_BROKER="127.0.0.1:$PORT"
 echo "with-broker: tansu $("$TANSU_BIN" --version 2>/dev/null | head -1) on $COHORT_TEST_BROKER (pid $BROKER_PID)" >&2
 "$@"

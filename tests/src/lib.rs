@@ -137,6 +137,7 @@ impl Tansu {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                index_headers(self.dir.path());
                 return Ok(());
             }
             if let Some(c) = self.child.as_mut() {
@@ -396,4 +397,17 @@ pub async fn consume_to_end(bootstrap: &str, topic: &str, deadline: Duration) ->
         ends.iter().all(|(p, high)| *high == 0 || last.get(p).is_some_and(|o| *o + 1 >= *high))
     })
     .await
+}
+
+/// tansu 0.6.0 scans its whole header table for every record a fetch serves,
+/// and every cohort output carries headers: without an index a test broker
+/// slows down as tests write to it. Best effort (as scripts/with-broker.sh):
+/// without the sqlite3 tool the broker is only slower.
+fn index_headers(dir: &Path) {
+    let _ = Command::new("sqlite3")
+        .arg(dir.join("tansu.db"))
+        .arg("create index if not exists cohort_test_header on header (topition, offset_id);")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }

@@ -109,6 +109,11 @@ async fn a_worker_killed_mid_stream_recovers_to_the_same_outputs_and_states() {
     let got_states = latest_per_key(&crashed.read_all("cohort-changelog").await);
     assert_eq!(got_states.len(), want_states.len(), "the same customers have state");
     for (customer, state) in &want_states {
+        // Customers only: see the same comparison in worker_broker_outage.rs
+        // on the partition's watermark (a reserved NUL-prefixed key).
+        if customer.starts_with('\u{0}') {
+            continue;
+        }
         assert_eq!(
             got_states.get(customer),
             Some(state),
