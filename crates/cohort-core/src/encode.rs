@@ -34,6 +34,7 @@
 //! To change the format, add version 2 next to version 1 and keep decoding 1.
 
 use crate::event::{Channel, Date};
+use crate::hash::fast64;
 use crate::rules::SegmentSet;
 use crate::state::{
     Affinities, Cart, CartLine, Consent, CustomerState, Membership, OfferSend, MAX_CART_LINES, MAX_CATEGORIES,
@@ -304,12 +305,13 @@ fn decode_v1(r: &mut Reader<'_>) -> Result<CustomerState, DecodeError> {
     let total = r.f64()?;
     let n = r.len(MAX_CATEGORIES)?;
     let mut names = Vec::with_capacity(n);
-    let mut weights = Vec::with_capacity(n);
+    let mut entries = Vec::with_capacity(n);
     for _ in 0..n {
-        names.push(r.string()?);
-        weights.push(r.f64()?);
+        let name = r.string()?;
+        entries.push((fast64(name.as_bytes()), r.f64()?));
+        names.push(name);
     }
-    st.affinities = Affinities::from_names(as_of, total, names, &weights);
+    st.affinities = Affinities::from_entries(as_of, total, entries, names);
     let n = r.len(MAX_PURCHASED)?;
     st.purchased = r.strings(n)?;
     // offers

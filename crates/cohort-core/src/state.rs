@@ -188,9 +188,14 @@ impl Affinities {
         Affinities { as_of, total, entries, names }
     }
 
-    /// [`Affinities::from_parts`] from names and weights read separately.
-    pub(crate) fn from_names(as_of: Timestamp, total: f64, names: Vec<String>, weights: &[f64]) -> Affinities {
-        let entries = names.iter().zip(weights).map(|(c, w)| (fast64(c.as_bytes()), *w)).collect();
+    /// [`Affinities::from_parts`] for the decoder, which hashes each name
+    /// as it reads it: `entries[i]` is `(fast64(names[i]), weight)`.
+    pub(crate) fn from_entries(
+        as_of: Timestamp,
+        total: f64,
+        entries: Vec<(u64, f64)>,
+        names: Vec<String>,
+    ) -> Affinities {
         Affinities { as_of, total, entries, names }
     }
 
