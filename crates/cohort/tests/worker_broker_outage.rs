@@ -20,7 +20,7 @@ mod common;
 use cohort_core::event::{Event, EventKind};
 use cohort_e2e::{Record, Tansu, TestBroker};
 use cohort_loadgen::{Config as LoadConfig, Generator};
-use common::{http_get, latest_per_key, outputs_by_id, sample, Deployment, WorkerProcess};
+use common::{assert_same_customer_states, http_get, outputs_by_id, sample, Deployment, WorkerProcess};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -245,24 +245,7 @@ async fn a_broker_down_for_30s_stalls_the_worker_which_then_resumes_without_loss
             records.len() - got.len()
         );
     }
-    let want_states = latest_per_key(&reference.read_all("cohort-changelog").await);
-    let got_states = latest_per_key(&outage.read_all("cohort-changelog").await);
-    assert_eq!(got_states.len(), want_states.len(), "the same customers have state");
-    for (customer, state) in &want_states {
-        // Customers only. The partition's watermark (a reserved NUL-prefixed
-        // key) was seen to end up to a day of event time behind the
-        // uninterrupted run's in some runs on a loaded machine, with every
-        // output and customer state equal: an open issue in how the worker
-        // persists it, tracked in the session notes, not asserted here.
-        if customer.starts_with('\u{0}') {
-            continue;
-        }
-        assert_eq!(
-            got_states.get(customer),
-            Some(state),
-            "final state of {customer} differs from the uninterrupted run"
-        );
-    }
+    assert_same_customer_states(&reference, &outage).await;
     // Dead letters: the same input records, for the same reasons.
     assert_eq!(
         dead_letters(&outage).await,

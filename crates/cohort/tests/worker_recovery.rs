@@ -16,7 +16,7 @@ mod common;
 use cohort_core::event::{Event, EventKind};
 use cohort_e2e::{Record, TestBroker};
 use cohort_loadgen::{Config as LoadConfig, Generator};
-use common::{latest_per_key, Deployment};
+use common::{assert_same_customer_states, Deployment};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -105,21 +105,7 @@ async fn a_worker_killed_mid_stream_recovers_to_the_same_outputs_and_states() {
         );
     }
 
-    let want_states = latest_per_key(&reference.read_all("cohort-changelog").await);
-    let got_states = latest_per_key(&crashed.read_all("cohort-changelog").await);
-    assert_eq!(got_states.len(), want_states.len(), "the same customers have state");
-    for (customer, state) in &want_states {
-        // Customers only: see the same comparison in worker_broker_outage.rs
-        // on the partition's watermark (a reserved NUL-prefixed key).
-        if customer.starts_with('\u{0}') {
-            continue;
-        }
-        assert_eq!(
-            got_states.get(customer),
-            Some(state),
-            "final state of {customer} differs from the uninterrupted run"
-        );
-    }
+    assert_same_customer_states(&reference, &crashed).await;
     assert!(worker.terminate().success());
     assert!(ref_worker.terminate().success());
 }
