@@ -142,44 +142,61 @@ impl DayBuckets {
     }
 
     /// The value of `counter` over window `w` at `now` (see the module docs for
-    /// the exact definition).
+    /// the exact definition). Saturates: see [`DayBuckets::sums_at`].
     pub fn sum(&self, counter: Counter, w: Window, now: Timestamp) -> i64 {
         let c = counter as usize;
         let Some(days) = window_days(w) else { return self.lifetime[c] };
         let today = now.day();
         let from = today - days; // exclusive
         let start = self.buckets.partition_point(|b| i64::from(b.day) <= from);
-        self.buckets[start..].iter().take_while(|b| i64::from(b.day) <= today).map(|b| b.counts[c]).sum()
+        let end = start + self.buckets[start..].partition_point(|b| i64::from(b.day) <= today);
+        self.buckets[start..end].iter().rev().fold(0, |acc: i64, b| acc.saturating_add(b.counts[c]))
     }
 
-    /// Every windowed sum at `now` in one pass.
+    /// Every windowed sum at `now` in one pass. Sums saturate like
+    /// [`DayBuckets::add`] (so absurd totals cannot make an evaluation
+    /// panic), adding the newest bucket first as [`DayBuckets::sum`] does.
     pub fn sums_at(&self, now: Timestamp) -> WindowSums {
         let today = now.day();
+        // Buckets after today (late clocks): skipped, and flagged.
+        let end = match self.buckets.last() {
+            Some(b) if i64::from(b.day) > today => self.buckets.partition_point(|b| i64::from(b.day) <= today),
+            _ => self.buckets.len(),
+        };
         let mut out = WindowSums {
             day: today,
             sums: [[0; COUNTERS]; 4],
             oldest: [[i64::MAX; COUNTERS]; 4],
-            future: false,
+            future: end < self.buckets.len(),
             lifetime: self.lifetime,
         };
-        let start = self.buckets.partition_point(|b| i64::from(b.day) <= today - 365);
-        for b in &self.buckets[start..] {
+        // Newest first: every window is a run of the newest buckets, so one
+        // running sum (and oldest non-zero day) serves all four, copied out
+        // as the buckets leave each window.
+        let mut sum = [0i64; COUNTERS];
+        let mut oldest = [i64::MAX; COUNTERS];
+        let mut wi = 0;
+        for b in self.buckets[..end].iter().rev() {
             let day = i64::from(b.day);
             let age = today - day;
-            if age < 0 {
-                out.future = true;
-                break;
-            }
-            for (wi, &days) in WINDOW_DAYS.iter().enumerate() {
-                if age < days {
-                    for c in 0..COUNTERS {
-                        out.sums[wi][c] += b.counts[c];
-                        if b.counts[c] != 0 && out.oldest[wi][c] == i64::MAX {
-                            out.oldest[wi][c] = day;
-                        }
-                    }
+            while age >= WINDOW_DAYS[wi] {
+                out.sums[wi] = sum;
+                out.oldest[wi] = oldest;
+                wi += 1;
+                if wi == WINDOW_DAYS.len() {
+                    return out;
                 }
             }
+            for c in 0..COUNTERS {
+                sum[c] = sum[c].saturating_add(b.counts[c]);
+                if b.counts[c] != 0 {
+                    oldest[c] = day;
+                }
+            }
+        }
+        for w in wi..WINDOW_DAYS.len() {
+            out.sums[w] = sum;
+            out.oldest[w] = oldest;
         }
         out
     }
@@ -286,6 +303,47 @@ mod tests {
         assert_eq!(b.next_change(Counter::Orders, Window::Lifetime, t0), None);
         assert_eq!(b.next_change(Counter::PageViews, Window::D7, t0), None);
         assert_eq!(b.lifetime(Counter::Orders), 1);
+    }
+
+    #[test]
+    fn absurd_totals_saturate_in_sums_instead_of_panicking() {
+        // Two days' spend that each fit in an i64 but not together: `add`
+        // saturates, and so must every sum read at evaluation time.
+        let mut b = DayBuckets::default();
+        b.add(Timestamp(100 * DAY), Counter::SpendCents, i64::MAX);
+        b.add(Timestamp(101 * DAY), Counter::SpendCents, i64::MAX - 1);
+        b.add(Timestamp(102 * DAY), Counter::SpendCents, 5);
+        assert_eq!(b.lifetime(Counter::SpendCents), i64::MAX);
+        let now = Timestamp(102 * DAY + 1);
+        let s = b.sums_at(now);
+        for w in [Window::D7, Window::D30, Window::D90, Window::D365] {
+            assert_eq!(s.get(Counter::SpendCents, w), Some(i64::MAX), "{w:?}");
+            assert_eq!(b.sum(Counter::SpendCents, w, now), i64::MAX, "{w:?}");
+        }
+        assert_eq!(s.oldest[0][Counter::SpendCents as usize], 100);
+    }
+
+    #[test]
+    fn sums_at_matches_sum_and_next_change_per_window() {
+        // Buckets in every band (and in the future of the earlier days),
+        // against the per-window reads.
+        let mut b = DayBuckets::default();
+        for (d, c, n) in [(600, 0, 1), (700, 1, 250), (880, 2, 3), (900, 0, 2), (950, 3, 4), (975, 4, 5), (978, 0, 1)] {
+            b.add(Timestamp(d * DAY), Counter::ALL[c], n);
+        }
+        for today in [900, 960, 979, 1000, 1100] {
+            let now = Timestamp(today * DAY + 5);
+            let s = b.sums_at(now);
+            assert_eq!(s.future, today < 978, "day {today}");
+            for w in [Window::D7, Window::D30, Window::D90, Window::D365] {
+                for c in Counter::ALL {
+                    assert_eq!(s.get(c, w), Some(b.sum(c, w, now)), "day {today} {w:?} {c:?}");
+                    if !s.future {
+                        assert_eq!(s.next_change(c, w), Some(b.next_change(c, w, now)), "day {today} {w:?} {c:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
