@@ -59,8 +59,10 @@ impl InfoLogLevel {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct StoreConfig {
-    /// Bytes of decoded customer states kept in the hot-customer cache (keys,
-    /// values and bookkeeping counted). 0 disables the cache.
+    /// Bytes of hot customers' states kept in memory (keys, values and
+    /// bookkeeping counted). 0 disables the cache. The store caches encoded
+    /// bytes; the `cohort run` worker instead keeps this budget for decoded
+    /// states across batches and opens its store with this cache off.
     #[serde(default = "default_state_cache_bytes")]
     pub state_cache_bytes: u64,
     /// RocksDB block cache for data, index and filter blocks.

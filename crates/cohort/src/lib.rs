@@ -5,6 +5,7 @@
 pub mod config;
 pub mod demo;
 pub mod dlq;
+mod hot;
 pub mod http;
 pub mod inspect;
 pub mod loadgen_cmd;

@@ -25,6 +25,7 @@
 
 use crate::config::{Config, StartFrom, WireFormat};
 use crate::dlq;
+use crate::hot::{self, HotStates};
 use crate::http::Readiness;
 use crate::metrics::Metrics;
 use anyhow::{anyhow, Context as _};
@@ -110,6 +111,8 @@ struct PartitionRuntime {
     /// nearly every event does, allocates nothing.
     timers: BTreeSet<(Timestamp, Arc<str>)>,
     timer_of: HashMap<Arc<str>, Timestamp>,
+    /// Decoded states of recently active customers (see [`crate::hot`]).
+    hot: HotStates,
 }
 
 impl PartitionRuntime {
@@ -197,6 +200,9 @@ impl OffsetSource for StoreOffsets {
     }
 }
 
+/// The batch's customers: state, changed by the batch, hot-state charge.
+type States = HashMap<String, (CustomerState, bool, usize)>;
+
 /// A processed batch, ready to be produced and committed.
 #[derive(Default)]
 struct Processed {
@@ -253,8 +259,12 @@ impl Worker {
         let rules = load_rules(&config.rules.path)?;
         metrics.rules_info.with_label_values(&[rules.version()]).set(1);
         let engine = Arc::new(Engine::new(rules, Default::default()));
+        // The worker keeps hot customers decoded, in `state_cache_bytes`
+        // (see `crate::hot`); a second cache of their encoded bytes in the
+        // store would only cost memory and a copy on every commit.
+        let rocksdb = cohort_store::StoreConfig { state_cache_bytes: 0, ..config.store.rocksdb.clone() };
         let store = Arc::new(
-            Store::open(&config.store.path, &config.store.rocksdb)
+            Store::open(&config.store.path, &rocksdb)
                 .with_context(|| format!("opening the store at {}", config.store.path.display()))?,
         );
         let registry = Arc::new(load_registry(&config)?);
@@ -425,6 +435,7 @@ impl Worker {
                         tables_dirty: false,
                         timers: BTreeSet::new(),
                         timer_of: HashMap::new(),
+                        hot: HotStates::default(),
                     };
                     for t in timers {
                         let id: Arc<str> = Arc::from(t.customer);
@@ -448,6 +459,11 @@ impl Worker {
                     }
                 }
             }
+        }
+        // The hot-state budget is the worker's, split over its partitions.
+        let per_partition = self.config.store.rocksdb.state_cache_bytes as usize / self.partitions.len().max(1);
+        for rt in self.partitions.values_mut() {
+            rt.hot.set_budget(per_partition);
         }
         let assigned = !self.partitions.is_empty();
         self.readiness.assigned.store(assigned, Ordering::Relaxed);
@@ -528,9 +544,11 @@ impl Worker {
             events.push((event, r));
         }
 
-        // Load the states the events touch, in one multi-get.
-        let mut states: HashMap<String, (CustomerState, bool)> = HashMap::new();
+        // Load the states the events touch: from the hot states, the rest
+        // in one multi-get.
+        let mut states: States = HashMap::new();
         {
+            let (hits, misses) = (rt.hot.hits, rt.hot.misses);
             let mut wanted: Vec<&str> = events.iter().map(|(e, _)| e.customer.as_str()).collect();
             // And the customers whose timers this batch can fire: at most
             // those due by the watermark its events (and the wall clock)
@@ -543,14 +561,25 @@ impl Worker {
                 horizon.observe_wall_clock(now);
             }
             let horizon = horizon.current();
-            wanted.extend(rt.timers.iter().take_while(|(due, _)| *due <= horizon).map(|(_, c)| &**c));
+            let due: Vec<Arc<str>> =
+                rt.timers.iter().take_while(|(due, _)| *due <= horizon).map(|(_, c)| c.clone()).collect();
+            wanted.extend(due.iter().map(|c| &**c));
             wanted.sort_unstable();
             wanted.dedup();
+            wanted.retain(|c| match rt.hot.take(c) {
+                Some((customer, state, charge)) => {
+                    states.insert(customer, (state, false, charge));
+                    false
+                }
+                None => true,
+            });
             let loaded = self.store.get_many(partition as u32, &wanted);
             for (c, res) in wanted.iter().zip(loaded) {
-                let state = self.decode_state(partition, res)?;
-                states.insert(c.to_string(), (state, false));
+                let (state, charge) = self.decode_state(partition, res)?;
+                states.insert(c.to_string(), (state, false, charge));
             }
+            self.metrics.state_cache_hits.inc_by(rt.hot.hits - hits);
+            self.metrics.state_cache_misses.inc_by(rt.hot.misses - misses);
         }
 
         let engine = &*self.engine;
@@ -559,7 +588,9 @@ impl Worker {
         let mut forgotten: Vec<String> = Vec::new();
         for (event, rec) in &events {
             self.fire_due_timers(partition, rt, &mut states, &mut delta, out)?;
-            let entry = states.entry(event.customer.clone()).or_insert_with(|| (CustomerState::default(), false));
+            let entry = states
+                .entry(event.customer.clone())
+                .or_insert_with(|| (CustomerState::default(), false, hot::charge(0)));
             if matches!(event.kind, EventKind::Forget) {
                 forgotten.push(event.customer.clone());
             }
@@ -599,8 +630,9 @@ impl Worker {
 
         // Changelog and the store batch.
         let mut batch = Batch { partition: partition as u32, ..Default::default() };
-        for (customer, (state, dirty)) in states {
+        for (customer, (state, dirty, charge)) in states {
             if !dirty {
+                rt.hot.put(customer, state, charge);
                 continue;
             }
             let gone = forgotten.contains(&customer) && state == CustomerState::default();
@@ -612,6 +644,9 @@ impl Worker {
                 headers: Vec::new(),
                 timestamp: None,
             });
+            if let Some(b) = &bytes {
+                rt.hot.put(customer.clone(), state, hot::charge(b.len()));
+            }
             batch.states.push((customer, bytes));
         }
         if rt.watermark.current() != watermark_before {
@@ -699,7 +734,7 @@ impl Worker {
         &self,
         partition: i32,
         rt: &mut PartitionRuntime,
-        states: &mut HashMap<String, (CustomerState, bool)>,
+        states: &mut States,
         delta: &mut TimerDelta,
         out: &mut Processed,
     ) -> anyhow::Result<()> {
@@ -708,9 +743,13 @@ impl Worker {
             if !states.contains_key(&*customer) {
                 // Normally prefetched with the batch's events; a timer set
                 // and due within this batch is already in `states` too.
-                let res = self.store.get(partition as u32, &customer);
-                let state = self.decode_state(partition, res)?;
-                states.insert(customer.to_string(), (state, false));
+                if let Some((c, state, charge)) = rt.hot.take(&customer) {
+                    states.insert(c, (state, false, charge));
+                } else {
+                    let res = self.store.get(partition as u32, &customer);
+                    let (state, charge) = self.decode_state(partition, res)?;
+                    states.insert(customer.to_string(), (state, false, charge));
+                }
             }
             let Some(entry) = states.get_mut(&*customer) else { continue };
             let decision = apply(&mut entry.0, Input::Timer { customer: &customer, due }, &rt.tables.context(engine));
@@ -725,27 +764,28 @@ impl Worker {
         Ok(())
     }
 
+    /// A loaded state, decoded, with what it costs in the hot states.
     fn decode_state(
         &self,
         partition: i32,
         res: Result<Option<cohort_store::Bytes>, cohort_store::StoreError>,
-    ) -> anyhow::Result<CustomerState> {
+    ) -> anyhow::Result<(CustomerState, usize)> {
         match res {
-            Ok(None) => Ok(CustomerState::default()),
+            Ok(None) => Ok((CustomerState::default(), hot::charge(0))),
             Ok(Some(bytes)) => match cohort_core::encode::decode(&bytes) {
-                Ok(s) => Ok(s),
+                Ok(s) => Ok((s, hot::charge(bytes.len()))),
                 Err(e) => {
                     // A corrupt record must not stop its partition: the
                     // customer restarts from an empty state, loudly.
                     warn!(partition, error = %e, "undecodable customer state; starting it afresh");
                     self.metrics.decode_errors.with_label_values(&["corrupt_state"]).inc();
-                    Ok(CustomerState::default())
+                    Ok((CustomerState::default(), hot::charge(0)))
                 }
             },
             Err(e) if e.class() == cohort_store::ErrorClass::BadData => {
                 warn!(partition, error = %e, "corrupt customer record; starting it afresh");
                 self.metrics.decode_errors.with_label_values(&["corrupt_state"]).inc();
-                Ok(CustomerState::default())
+                Ok((CustomerState::default(), hot::charge(0)))
             }
             Err(e) => Err(anyhow!("reading customer state: {e}")),
         }
@@ -870,8 +910,6 @@ impl Worker {
             m.store_memtable_bytes.set(stats.memtable_bytes as i64);
             m.store_pending_compaction_bytes.set(stats.pending_compaction_bytes as i64);
             m.store_write_stalled.set(i64::from(stats.write_stopped || stats.delayed_write_rate > 0));
-            m.state_cache_hits.inc_by(stats.state_cache.hits_total.saturating_sub(m.state_cache_hits.get()));
-            m.state_cache_misses.inc_by(stats.state_cache.misses_total.saturating_sub(m.state_cache_misses.get()));
         }
         for p in self.partitions.keys() {
             for topic in self.config.topics.inputs() {
