@@ -23,7 +23,7 @@ use super::facts::{Facts, FlagField, NumField, SetField, TextField, TimeField};
 use super::parse::CmpOp;
 use super::segset::SegmentSet;
 use crate::time::{Duration, Timestamp, MS_PER_DAY};
-use crate::window::{WindowSums, WINDOW_DAYS};
+use crate::window::{WindowSums, COUNTERS, WINDOW_DAYS};
 
 /// A condition's top-level shape.
 #[derive(Clone, Debug, PartialEq)]
@@ -223,13 +223,20 @@ pub const PLAN_ATOMS: usize = 64;
 /// its answer, so the results are [`Cond::analyse`]'s.
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
-    /// Counter leaves in whole units, and in cents (`spend.*`).
+    /// Counter leaves (whole units and cents alike: tested on the raw
+    /// count).
     counts: Box<[CountLeaf]>,
-    cents: Box<[CountLeaf]>,
     sinces: Box<[SinceLeaf]>,
     /// `profile.age OP x` leaves: id, operator, literal (never NaN).
     ages: Box<[(u8, Ops, f64)]>,
     affinities: Box<[AffinityLeaf]>,
+    /// Leaves that never change with time alone (next change never):
+    /// numbers other than counters, consent flags, text tests. Only their
+    /// values are written.
+    numbers: Box<[(u8, NumField, CmpOp, f64)]>,
+    flags: Box<[(u8, FlagField)]>,
+    texts: Box<[(u8, Atom)]>,
+    /// Everything else, through [`Atom::analyse`].
     others: Box<[(u8, Atom)]>,
     steps: Box<[Step]>,
     /// Some step is [`Shape::Cond`].
@@ -273,10 +280,79 @@ struct CountLeaf {
     counter: u8,
     /// The window's length in days, for its next change; 0: lifetime.
     days: i64,
-    ops: Ops,
-    x: f64,
+    /// The comparison on the raw counter: true iff `raw` is in `lo..=hi`,
+    /// inverted by `out` ([`RawTest`]).
+    test: RawTest,
     /// The atom, for facts without window sums.
     atom: Atom,
+}
+
+/// `OP x` on a counter's value, as a test on its raw integer: the values
+/// that pass are an interval of raw counts (or all but one), because the
+/// value (`raw as f64`, divided by 100 for cents) never decreases as `raw`
+/// grows. Found once, by bisection with the very same arithmetic, so the
+/// answers are [`CmpOp::test`]'s for every `raw`.
+#[derive(Clone, Copy, Debug)]
+struct RawTest {
+    lo: i64,
+    /// `hi - lo` as unsigned, so that the test is one comparison.
+    span: u64,
+    out: bool,
+}
+
+impl RawTest {
+    fn new(op: CmpOp, x: f64, cents: bool) -> RawTest {
+        let value = |raw: i64| if cents { raw as f64 / 100.0 } else { raw as f64 };
+        // The smallest raw for which `pred` holds (`pred` false, then true
+        // as raw grows); `None` if it never does.
+        let first = |pred: &dyn Fn(f64) -> bool| -> Option<i64> {
+            if !pred(value(i64::MAX)) {
+                return None;
+            }
+            let (mut lo, mut hi) = (i128::from(i64::MIN), i128::from(i64::MAX));
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                // `mid` lies between two i64s: it is one.
+                if pred(value(mid as i64)) {
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
+            }
+            Some(lo as i64)
+        };
+        // Raw counts whose value is `>= x` (`Ge`) or `> x` (`Gt`) form a
+        // suffix; `< x` and `<= x` the complementary prefixes.
+        let suffix = |strict: bool| first(&|v: f64| if strict { v > x } else { v >= x });
+        // The raw counts in `lo..end` pass, inverted if `out`.
+        let between = |lo: Option<i64>, end: Option<i64>, out: bool| match (lo, end) {
+            // An empty interval: then every count passes iff inverted.
+            (None, _) => RawTest::all(out),
+            (Some(lo), Some(end)) if end <= lo => RawTest::all(out),
+            (Some(lo), end) => {
+                let hi = end.map_or(i64::MAX, |e| e - 1);
+                RawTest { lo, span: hi.wrapping_sub(lo) as u64, out }
+            }
+        };
+        match op {
+            CmpOp::Ge => between(suffix(false), None, false),
+            CmpOp::Gt => between(suffix(true), None, false),
+            CmpOp::Lt => between(suffix(false), None, true),
+            CmpOp::Le => between(suffix(true), None, true),
+            CmpOp::Eq => between(suffix(false), suffix(true), false),
+            CmpOp::Ne => between(suffix(false), suffix(true), true),
+        }
+    }
+
+    /// Every raw count passes, or none does.
+    fn all(pass: bool) -> RawTest {
+        RawTest { lo: i64::MIN, span: u64::MAX, out: !pass }
+    }
+
+    #[inline(always)]
+    fn test(self, raw: i64) -> bool {
+        (raw.wrapping_sub(self.lo) as u64 <= self.span) != self.out
+    }
 }
 
 /// `since(f) OP d` ([`Atom::Since`]), unpacked.
@@ -353,6 +429,13 @@ impl Default for Leaves {
 }
 
 impl Leaves {
+    /// Sets a leaf's value, leaving its next change as it is (never in a
+    /// fresh `Leaves`).
+    #[inline(always)]
+    fn set_value(&mut self, id: u8, v: bool) {
+        self.vals |= u64::from(v) << (id & 63);
+    }
+
     #[inline(always)]
     fn set(&mut self, id: u8, (v, t): (bool, Next)) {
         // Ids are below PLAN_ATOMS (64); the masks only spare the checks.
@@ -437,8 +520,9 @@ impl Plan {
                 _ => Shape::One(first),
             });
         }
-        let (mut counts, mut cents, mut sinces, mut others) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut counts, mut sinces, mut others) = (Vec::new(), Vec::new(), Vec::new());
         let (mut ages, mut affinities) = (Vec::new(), Vec::new());
+        let (mut numbers, mut flags, mut texts) = (Vec::new(), Vec::new(), Vec::new());
         for (id, a) in atoms.into_iter().enumerate() {
             // At most PLAN_ATOMS (64) leaves: the id fits in a u8.
             let id = id as u8;
@@ -451,15 +535,10 @@ impl Plan {
                         window: if slot.windowed() { slot.window } else { 0 },
                         counter: slot.counter,
                         days: if slot.windowed() { WINDOW_DAYS[usize::from(slot.window)] } else { 0 },
-                        ops: Ops::of(op),
-                        x,
+                        test: RawTest::new(op, x, slot.cents),
                         atom: a,
                     };
-                    if slot.cents {
-                        cents.push(leaf);
-                    } else {
-                        counts.push(leaf);
-                    }
+                    counts.push(leaf);
                 }
                 Atom::Since { f, op, d } => sinces.push(SinceLeaf {
                     id,
@@ -472,6 +551,9 @@ impl Plan {
                 // Ages are whole numbers: never NaN.
                 Atom::Age { op, x } if !x.is_nan() => ages.push((id, Ops::of(op), x)),
                 Atom::Affinity { category, hash, op, x } => affinities.push(AffinityLeaf { id, category, hash, op, x }),
+                Atom::Number { f, op, x } => numbers.push((id, f, op, x)),
+                Atom::Flag(f) => flags.push((id, f)),
+                a @ (Atom::TextIs { .. } | Atom::TextIn { .. } | Atom::InSet { .. }) => texts.push((id, a)),
                 a => others.push((id, a)),
             }
         }
@@ -505,10 +587,12 @@ impl Plan {
             alls: alls.into_boxed_slice(),
             anys: anys.into_boxed_slice(),
             counts: counts.into_boxed_slice(),
-            cents: cents.into_boxed_slice(),
             sinces: sinces.into_boxed_slice(),
             ages: ages.into_boxed_slice(),
             affinities: affinities.into_boxed_slice(),
+            numbers: numbers.into_boxed_slice(),
+            flags: flags.into_boxed_slice(),
+            texts: texts.into_boxed_slice(),
             others: others.into_boxed_slice(),
             steps,
         }
@@ -537,12 +621,17 @@ impl Plan {
         }
         for (shapes, is_or) in [(&self.alls, false), (&self.anys, true)] {
             for &(mask, segment, timed) in shapes.iter() {
-                let (hit, t) = leaves.junction(mask, is_or);
+                let hit = if timed {
+                    let (hit, t) = leaves.junction(mask, is_or);
+                    best = best.min(t);
+                    hit
+                } else {
+                    // Its next change is never: only the value is needed.
+                    let ones = if is_or { leaves.vals } else { !leaves.vals };
+                    (mask & ones != 0) == is_or
+                };
                 if hit {
                     raw.insert(usize::from(segment));
-                }
-                if timed {
-                    best = best.min(t);
                 }
             }
         }
@@ -555,16 +644,14 @@ impl Plan {
         &self.steps
     }
 
-    /// The first pass: every planned leaf's value and next change.
+    /// The first pass: every planned leaf's value and next change, into a
+    /// fresh `out` ([`Leaves::default`]).
     #[inline]
     pub fn analyse_leaves<F: Facts + ?Sized>(&self, env: &Env<'_, F>, seg_next: &SegNext<'_>, out: &mut Leaves) {
         match env.sums {
-            Some(s) => {
-                count_leaves(&self.counts, s, 1.0, env, seg_next, out);
-                count_leaves(&self.cents, s, 100.0, env, seg_next, out);
-            }
+            Some(s) => count_leaves(&self.counts, s, env, seg_next, out),
             None => {
-                for c in self.counts.iter().chain(self.cents.iter()) {
+                for c in self.counts.iter() {
                     out.set(c.id, c.atom.analyse(env, seg_next));
                 }
             }
@@ -604,28 +691,53 @@ impl Plan {
             let v = env.facts.affinity_hashed(&l.category, l.hash, now);
             out.set(l.id, (l.op.test(v, l.x), eval::decay_crossing(v, l.x, env)));
         }
+        // As `Atom::analyse` for these kinds: the value, next change never
+        // (which `out` already holds).
+        for &(id, f, op, x) in self.numbers.iter() {
+            out.set_value(id, op.test(env.facts.number(f, now), x));
+        }
+        for &(id, f) in self.flags.iter() {
+            out.set_value(id, env.facts.flag(f));
+        }
+        for (id, a) in self.texts.iter() {
+            // Only the text kinds, so that no other kind's set-up (the
+            // calendar's, for ages) is hoisted in front of this loop.
+            let v = match a {
+                Atom::TextIs { f, lit, eq } => env.facts.text(*f).is_some_and(|t| same(t, lit) == *eq),
+                Atom::TextIn { f, list } => env.facts.text(*f).is_some_and(|t| list.iter().any(|s| same(t, s))),
+                Atom::InSet { lit, set } => env.facts.set_contains(*set, lit),
+                a => analyse_other(a, env, seg_next).0,
+            };
+            out.set_value(*id, v);
+        }
         for (id, a) in self.others.iter() {
-            out.set(*id, a.analyse(env, seg_next));
+            out.set(*id, analyse_other(a, env, seg_next));
         }
     }
 }
 
+/// [`Atom::analyse`] out of line: rare leaves (calendar functions, offer
+/// sends, nested conditions), kept out of the hot loop's code so that
+/// their set-up is not hoisted into every evaluation.
+#[inline(never)]
+fn analyse_other<F: Facts + ?Sized>(a: &Atom, env: &Env<'_, F>, seg_next: &SegNext<'_>) -> (bool, Next) {
+    a.analyse(env, seg_next)
+}
+
 /// The counter leaves' values and next changes, from the window sums:
-/// [`eval::field_number`] and [`eval::field_step`] unrolled. `unit` is
-/// what the counter is divided by (100 for cents).
+/// [`eval::field_number`] and [`eval::field_step`] unrolled, the
+/// comparison done on the raw count ([`RawTest`]).
 #[inline(always)]
 fn count_leaves<F: Facts + ?Sized>(
     leaves: &[CountLeaf],
     s: &WindowSums,
-    unit: f64,
     env: &Env<'_, F>,
     seg_next: &SegNext<'_>,
     out: &mut Leaves,
 ) {
     for c in leaves {
-        let (w, k) = (usize::from(c.window), usize::from(c.counter));
+        let (w, k) = (usize::from(c.window & 3), usize::from(c.counter) % COUNTERS);
         let raw = if c.days == 0 { s.lifetime[k] } else { s.sums[w][k] };
-        let v = if unit == 1.0 { raw as f64 } else { raw as f64 / unit };
         let next = if c.days == 0 {
             Next::NEVER
         } else if s.future {
@@ -633,9 +745,48 @@ fn count_leaves<F: Facts + ?Sized>(
         } else {
             match s.oldest[w][k] {
                 i64::MAX => Next::NEVER,
-                oldest => Next::at(Timestamp((oldest + c.days).saturating_mul(MS_PER_DAY))),
+                oldest => Next::at(Timestamp(oldest.saturating_add(c.days).saturating_mul(MS_PER_DAY))),
             }
         };
-        out.set(c.id, (c.ops.test_ordered(v, c.x), next));
+        out.set(c.id, (c.test.test(raw), next));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_tests_agree_with_the_float_comparison() {
+        let raws = [i64::MIN, i64::MIN + 1, -101, -100, -99, -1, 0, 1, 2, 3, 49, 50, 99, 100, 101, 149, 150, 151, 999]
+            .into_iter()
+            .chain([14_999, 15_000, 15_001, 99_999, 100_000, 100_001, 9_007_199_254_740_993, i64::MAX - 1, i64::MAX]);
+        let raws: Vec<i64> = raws.collect();
+        let xs = [
+            f64::NEG_INFINITY,
+            -1.0,
+            -0.5,
+            0.0,
+            0.5,
+            1.0,
+            1.5,
+            3.0,
+            150.0,
+            1000.0,
+            9_007_199_254_740_992.0,
+            9.3e18,
+            f64::INFINITY,
+        ];
+        for op in [CmpOp::Eq, CmpOp::Ne, CmpOp::Lt, CmpOp::Le, CmpOp::Gt, CmpOp::Ge] {
+            for x in xs {
+                for cents in [false, true] {
+                    let t = RawTest::new(op, x, cents);
+                    for &raw in &raws {
+                        let v = if cents { raw as f64 / 100.0 } else { raw as f64 };
+                        assert_eq!(t.test(raw), op.test(v, x), "{op:?} {x} cents {cents} raw {raw}");
+                    }
+                }
+            }
+        }
     }
 }
