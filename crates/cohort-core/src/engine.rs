@@ -347,7 +347,9 @@ fn apply_inner(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>, t
             StableHasher::new().str("rules").str(customer).str(engine.rules.version()).u64(at.as_millis() as u64)
         }
     };
-    let out_id = |k: u64| identity().u64(k).finish128();
+    // The identity's hash state, computed once for all of this input's outputs.
+    let identity_state = std::cell::OnceCell::new();
+    let out_id = |k: u64| identity_state.get_or_init(identity).u64(k).finish128();
     let cause_kind = match input {
         Input::Event(_) => CauseKind::Event,
         Input::Timer { .. } => CauseKind::Timer,

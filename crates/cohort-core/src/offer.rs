@@ -393,16 +393,19 @@ pub fn recommend(
             out.push(p.to_owned());
         }
     };
+    // Once `n` are chosen nothing more is pushed: stop ranking tables then.
     for (cat, a) in state.affinities.ranked(now, settings).into_iter().take(RECOMMEND_CATEGORIES) {
-        if a <= 0.0 {
+        if a <= 0.0 || out.len() >= n {
             break;
         }
         for p in popularity.top_in(cat) {
             push(p, &mut out);
         }
     }
-    for p in popularity.top() {
-        push(p, &mut out);
+    if out.len() < n {
+        for p in popularity.top() {
+            push(p, &mut out);
+        }
     }
     out
 }

@@ -181,6 +181,7 @@ impl Facts for CustomerView<'_> {
         self.affinity_hashed(category, fast64(category.as_bytes()), now)
     }
 
+    #[inline]
     fn affinity_hashed(&self, _category: &str, hash: u64, now: Timestamp) -> f64 {
         match self.affinity_scale {
             Some((t, scale)) if t == now => self.state.affinities.get_scaled_hashed(hash, scale),

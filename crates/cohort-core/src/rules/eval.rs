@@ -41,11 +41,13 @@ impl Membership {
     /// Final membership from raw condition results.
     pub fn finalize(&self, raw: &SegmentSet, out: &mut SegmentSet) {
         *out = *raw;
-        for g in 0..self.groups.len() {
-            let winner = self.winner(raw, g as u16);
-            for &s in self.groups[g].iter() {
-                if Some(usize::from(s)) != winner {
-                    out.remove(usize::from(s));
+        for g in self.groups.iter() {
+            // The first qualifying member (in priority order) wins; the
+            // other qualifying ones drop out (the rest are not in `out`).
+            let mut qualifying = g.iter().map(|&s| usize::from(s)).filter(|&s| raw.contains(s));
+            if qualifying.next().is_some() {
+                for s in qualifying {
+                    out.remove(s);
                 }
             }
         }
