@@ -423,27 +423,10 @@ fn apply_inner(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>, t
     state.segment_bits = SegmentBits { rules: engine.fingerprint, set: new_set };
     let entered_set = new_set.difference(&old_set);
     if new_set != old_set || !unknown_exited.is_empty() {
-        let segs = engine.rules.segments();
-        let mut entered: Vec<String> = entered_set.iter().map(|i| segs[i].name.clone()).collect();
-        let mut exited: Vec<String> = old_set.difference(&new_set).iter().map(|i| segs[i].name.clone()).collect();
-        exited.append(&mut unknown_exited);
-        entered.sort();
-        exited.sort();
-        // Kept members in their order, then the entered ones, stably sorted
-        // by name (the list is kept sorted, so this is a merge).
-        state.segments.retain(|m| engine.seg_index.get(&m.segment).is_some_and(|&i| new_set.contains(usize::from(i))));
-        state.segments.extend(entered.iter().map(|name| Membership { segment: name.clone(), since: t }));
-        state.segments.sort_by(|a, b| a.segment.cmp(&b.segment));
-        decision.outputs.push(Output::SegmentChanged(SegmentChanged {
-            id: hex128(out_id(decision.outputs.len() as u64)),
-            customer: customer.to_owned(),
-            time: t,
-            entered,
-            exited,
-            segments: state.segments.iter().map(|m| m.segment.clone()).collect(),
-            cause: Cause { kind: cause_kind, event_id: event_id.map(str::to_owned), trigger: None },
-            rules_version: engine.rules.version().to_owned(),
-        }));
+        let id = hex128(out_id(decision.outputs.len() as u64));
+        let cause = Cause { kind: cause_kind, event_id: event_id.map(str::to_owned), trigger: None };
+        let changed = segments_changed(state, engine, &old_set, &new_set, unknown_exited, id, customer, t, cause);
+        decision.outputs.push(Output::SegmentChanged(changed));
     }
 
     // Decision points.
@@ -470,6 +453,47 @@ fn apply_inner(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>, t
             if sent { next_timer(state, engine, t, Some(&sums)) } else { earliest(flip, cart_timer(state, engine, t)) };
     }
     decision
+}
+
+/// Updates the membership list for a change from `old_set` to `new_set`
+/// (plus `unknown_exited`: members the rules no longer define) and builds
+/// its output. Out of line: most inputs change no segment, and keeping this
+/// code apart keeps the common path's code small.
+#[cold]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn segments_changed(
+    state: &mut CustomerState,
+    engine: &Engine,
+    old_set: &SegmentSet,
+    new_set: &SegmentSet,
+    mut unknown_exited: Vec<String>,
+    id: String,
+    customer: &str,
+    t: Timestamp,
+    cause: Cause,
+) -> SegmentChanged {
+    let segs = engine.rules.segments();
+    let mut entered: Vec<String> = new_set.difference(old_set).iter().map(|i| segs[i].name.clone()).collect();
+    let mut exited: Vec<String> = old_set.difference(new_set).iter().map(|i| segs[i].name.clone()).collect();
+    exited.append(&mut unknown_exited);
+    entered.sort();
+    exited.sort();
+    // Kept members in their order, then the entered ones, stably sorted
+    // by name (the list is kept sorted, so this is a merge).
+    state.segments.retain(|m| engine.seg_index.get(&m.segment).is_some_and(|&i| new_set.contains(usize::from(i))));
+    state.segments.extend(entered.iter().map(|name| Membership { segment: name.clone(), since: t }));
+    state.segments.sort_by(|a, b| a.segment.cmp(&b.segment));
+    SegmentChanged {
+        id,
+        customer: customer.to_owned(),
+        time: t,
+        entered,
+        exited,
+        segments: state.segments.iter().map(|m| m.segment.clone()).collect(),
+        cause,
+        rules_version: engine.rules.version().to_owned(),
+    }
 }
 
 /// The decision points of one evaluation.
@@ -532,6 +556,8 @@ fn channel_of(c: rules::Channel) -> Channel {
     }
 }
 
+/// Out of line: few inputs are decision points.
+#[inline(never)]
 #[allow(clippy::too_many_arguments)]
 fn decide_offer(
     state: &mut CustomerState,

@@ -600,6 +600,8 @@ impl CustomerState {
         }
     }
 
+    // Out of line: rare next to clicks.
+    #[inline(never)]
     fn record_purchase(&mut self, p: &Purchase, t: Timestamp, settings: &StateSettings) {
         self.counters.add(t, Counter::Orders, 1);
         self.counters.add(t, Counter::SpendCents, to_cents(p.total));
@@ -625,6 +627,8 @@ impl CustomerState {
         self.cart = Cart::default();
     }
 
+    // Out of line: rare next to clicks.
+    #[inline(never)]
     fn record_profile(&mut self, u: &ProfileUpdate) {
         let p = &mut self.profile;
         if let Some(d) = u.birth_date {
