@@ -450,20 +450,6 @@ impl Default for Leaves {
 }
 
 impl Leaves {
-    /// Sets a leaf's value, leaving its next change as it is (never in a
-    /// fresh `Leaves`).
-    #[inline(always)]
-    fn set_value(&mut self, id: u8, v: bool) {
-        self.vals |= u64::from(v) << (id & 63);
-    }
-
-    #[inline(always)]
-    fn set(&mut self, id: u8, (v, t): (bool, Next)) {
-        // Ids are below PLAN_ATOMS (64); the masks only spare the checks.
-        self.vals |= u64::from(v) << (id & 63);
-        self.next[usize::from(id & 63)] = t;
-    }
-
     /// A segment's result from its shape; `None` for [`Shape::Cond`].
     #[inline]
     pub fn result(&self, shape: &Shape) -> Option<(bool, Next)> {
@@ -495,6 +481,29 @@ impl Leaves {
             m &= m - 1;
         }
         acc
+    }
+}
+
+/// [`Leaves`] while the first pass writes it: the values in a local.
+struct Acc<'a> {
+    vals: u64,
+    next: &'a mut [Next; PLAN_ATOMS],
+}
+
+impl Acc<'_> {
+    /// Sets a leaf's value, leaving its next change as it is (never in a
+    /// fresh `Leaves`).
+    #[inline(always)]
+    fn set_value(&mut self, id: u8, v: bool) {
+        self.vals |= u64::from(v) << (id & 63);
+    }
+
+    /// Sets a leaf's value and next change.
+    #[inline(always)]
+    fn set(&mut self, id: u8, (v, t): (bool, Next)) {
+        // Ids are below PLAN_ATOMS (64); the masks only spare the checks.
+        self.vals |= u64::from(v) << (id & 63);
+        self.next[usize::from(id & 63)] = t;
     }
 }
 
@@ -668,7 +677,16 @@ impl Plan {
     /// The first pass: every planned leaf's value and next change, into a
     /// fresh `out` ([`Leaves::default`]).
     #[inline]
-    pub fn analyse_leaves<F: Facts + ?Sized>(&self, env: &Env<'_, F>, seg_next: &SegNext<'_>, out: &mut Leaves) {
+    pub fn analyse_leaves<F: Facts + ?Sized>(&self, env: &Env<'_, F>, seg_next: &SegNext<'_>, leaves: &mut Leaves) {
+        // The values accumulate in a local (a register), written back once.
+        let Leaves { vals, next } = leaves;
+        let mut acc = Acc { vals: *vals, next };
+        self.analyse_into(env, seg_next, &mut acc);
+        *vals = acc.vals;
+    }
+
+    #[inline(always)]
+    fn analyse_into<F: Facts + ?Sized>(&self, env: &Env<'_, F>, seg_next: &SegNext<'_>, out: &mut Acc<'_>) {
         match env.sums {
             Some(s) => count_leaves(&self.counts, s, env, seg_next, out),
             None => {
@@ -754,7 +772,7 @@ fn count_leaves<F: Facts + ?Sized>(
     s: &WindowSums,
     env: &Env<'_, F>,
     seg_next: &SegNext<'_>,
-    out: &mut Leaves,
+    out: &mut Acc<'_>,
 ) {
     for c in leaves {
         let (w, k) = (usize::from(c.window & 3), usize::from(c.counter) % COUNTERS);
