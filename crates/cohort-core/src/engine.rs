@@ -380,6 +380,7 @@ fn apply_inner(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>, t
             }));
             return decision;
         }
+        std::hint::black_box(state.touch_parts());
         if state.seen_before(fast64(ev.id.as_bytes())) {
             decision.duplicate = true;
             let t = state.evaluated_at.unwrap_or(ev.time);
