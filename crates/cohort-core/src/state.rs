@@ -153,9 +153,12 @@ impl Cart {
     pub fn items(&self) -> u64 {
         self.lines.iter().map(|l| u64::from(l.quantity)).sum()
     }
-    /// Cart value in minor units.
+    /// Cart value in minor units, saturating (like the lines' products) so
+    /// that absurd prices cannot make an evaluation panic.
     pub fn value_cents(&self) -> i64 {
-        self.lines.iter().map(|l| l.unit_price_cents.saturating_mul(i64::from(l.quantity))).sum()
+        self.lines
+            .iter()
+            .fold(0, |acc: i64, l| acc.saturating_add(l.unit_price_cents.saturating_mul(i64::from(l.quantity))))
     }
 }
 
@@ -783,6 +786,22 @@ mod tests {
         assert_eq!(st.cart.items(), 0);
         assert_eq!(st.counters.lifetime(Counter::SpendCents), 2000);
         assert_eq!(st.purchased, vec!["p1".to_owned()]);
+    }
+
+    #[test]
+    fn absurd_cart_prices_saturate_instead_of_panicking() {
+        let s = StateSettings::default();
+        let mut st = CustomerState::default();
+        for (i, pid) in ["p1", "p2"].into_iter().enumerate() {
+            let mut e = click(1_700_000_000_000 + i as i64, ClickKind::AddToCart, None);
+            if let EventKind::Click(c) = &mut e.kind {
+                c.product_id = Some(pid.into());
+                c.price = Some(1e300);
+            }
+            st.record(&e, &s);
+        }
+        assert_eq!(st.cart.lines.len(), 2);
+        assert_eq!(st.cart.value_cents(), i64::MAX);
     }
 
     #[test]
