@@ -9,6 +9,7 @@
 
 use crate::client_config;
 use crate::error::KafkaAdapterError;
+use crate::logging::KafkaLog;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -80,16 +81,16 @@ pub struct CohortConsumerContext {
     offsets: Arc<dyn OffsetSource>,
     start: StartPosition,
     events: mpsc::UnboundedSender<PartitionEvent>,
+    log: KafkaLog,
 }
 
 impl ClientContext for CohortConsumerContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
-                warn!(facility = fac, message = log_message, "librdkafka error")
-            }
-            _ => tracing::debug!(facility = fac, message = log_message, "librdkafka"),
-        }
+        self.log.log(level, fac, log_message)
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error(error, reason)
     }
 }
 
@@ -185,7 +186,7 @@ impl InputConsumer {
         for (k, v) in &settings.properties {
             config.set(k, v);
         }
-        let context = CohortConsumerContext { offsets, start: settings.start, events: tx };
+        let context = CohortConsumerContext { offsets, start: settings.start, events: tx, log: KafkaLog::default() };
         let consumer: StreamConsumer<CohortConsumerContext> =
             config.create_with_context(context).map_err(KafkaAdapterError::Config)?;
         let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();

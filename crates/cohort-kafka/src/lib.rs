@@ -18,6 +18,7 @@
 pub mod consumer;
 pub mod embedded;
 pub mod error;
+pub mod logging;
 pub mod producer;
 
 pub use consumer::{InputConsumer, InputRecord, OffsetSource, PartitionEvent, StartPosition, TopicPartition};

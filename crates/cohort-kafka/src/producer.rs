@@ -5,6 +5,7 @@
 
 use crate::client_config;
 use crate::error::KafkaAdapterError;
+use crate::logging::ProducerContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -29,7 +30,7 @@ pub struct Pending(DeliveryFuture);
 /// The producer of segment changes, offers, dead letters and the changelog.
 #[derive(Clone)]
 pub struct OutputProducer {
-    inner: FutureProducer,
+    inner: FutureProducer<ProducerContext>,
     /// Above this many unacknowledged records the worker pauses its input.
     high_water: i32,
 }
@@ -54,7 +55,8 @@ impl OutputProducer {
         for (k, v) in properties {
             config.set(k, v);
         }
-        let inner: FutureProducer = config.create().map_err(KafkaAdapterError::Config)?;
+        let inner: FutureProducer<ProducerContext> =
+            config.create_with_context(ProducerContext::default()).map_err(KafkaAdapterError::Config)?;
         Ok(OutputProducer { inner, high_water: high_water.min(i32::MAX as usize) as i32 })
     }
 
