@@ -100,6 +100,17 @@ pub const KEY_PROPENSITY: &str = "\u{0}cohort.propensity";
 /// uninterrupted one would, so replays re-emit the same outputs.
 pub const KEY_WATERMARK: &str = "\u{0}cohort.watermark";
 
+/// The changelog key of a partition's reserved record (`key` is one of
+/// [`KEY_WATERMARK`], [`KEY_POPULARITY`], [`KEY_PROPENSITY`]): `key/partition`,
+/// e.g. `"\0cohort.watermark/3"`. The store keeps these per partition under
+/// the bare key, but the changelog places records by key hash, so under the
+/// bare key every partition's watermark would share one changelog key: its
+/// latest record, and all compaction keeps, would be whichever partition
+/// wrote last, not any one partition's value.
+pub fn changelog_key(key: &str, partition: i32) -> String {
+    format!("{key}/{partition}")
+}
+
 /// What the worker keeps in memory for a partition it owns.
 struct PartitionRuntime {
     watermark: Watermark,
@@ -653,7 +664,7 @@ impl Worker {
             let bytes = rt.watermark.current().as_millis().to_be_bytes().to_vec();
             out.outputs.push(OutputRecord {
                 topic: topics.changelog.clone(),
-                key: Some(KEY_WATERMARK.as_bytes().to_vec()),
+                key: Some(changelog_key(KEY_WATERMARK, partition).into_bytes()),
                 value: Some(bytes.clone()),
                 headers: Vec::new(),
                 timestamp: None,
@@ -667,7 +678,7 @@ impl Worker {
             {
                 out.outputs.push(OutputRecord {
                     topic: topics.changelog.clone(),
-                    key: Some(key.as_bytes().to_vec()),
+                    key: Some(changelog_key(key, partition).into_bytes()),
                     value: Some(bytes.clone()),
                     headers: Vec::new(),
                     timestamp: None,
