@@ -73,11 +73,11 @@ impl KafkaLog {
                 self.connection_trouble(&format!("{fac}: {message}"))
             }
             RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
-                error!(facility = fac, message, "librdkafka")
+                error!(facility = fac, "librdkafka: {message}")
             }
-            RDKafkaLogLevel::Warning => warn!(facility = fac, message, "librdkafka"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => info!(facility = fac, message, "librdkafka"),
-            RDKafkaLogLevel::Debug => debug!(facility = fac, message, "librdkafka"),
+            RDKafkaLogLevel::Warning => warn!(facility = fac, "librdkafka: {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => info!(facility = fac, "librdkafka: {message}"),
+            RDKafkaLogLevel::Debug => debug!(facility = fac, "librdkafka: {message}"),
         }
     }
 
