@@ -191,16 +191,27 @@ allowed_lateness = "1m"
             let committed = probe.committed_offsets(tpl, Timeout::After(Duration::from_secs(5)));
             match committed {
                 Ok(c) => {
+                    // A partition whose end cannot be read (a busy broker
+                    // timing out) is not known to be caught up: it used to
+                    // count as empty, so a phase could start while the
+                    // worker was still reading the previous one.
+                    let mut unknown = false;
                     for e in c.elements() {
-                        let (_, high) =
-                            probe.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5)).unwrap_or((0, 0));
+                        let high = match probe.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5)) {
+                            Ok((_, high)) => high,
+                            Err(err) => {
+                                eprintln!("end of {}/{}: {err}", e.topic(), e.partition());
+                                unknown = true;
+                                continue;
+                            }
+                        };
                         let done = match e.offset() {
                             Offset::Offset(o) => o,
                             _ => 0,
                         };
                         behind += (high - done).max(0);
                     }
-                    if behind == 0 {
+                    if behind == 0 && !unknown {
                         return;
                     }
                 }
