@@ -503,6 +503,14 @@ impl Worker {
             let Some(mut rt) = self.partitions.remove(&partition) else { continue };
             let result = self.process_partition(partition, &mut rt, &recs, now, skew, live, &mut out);
             self.partitions.insert(partition, rt);
+            if result.is_err() {
+                // Partitions processed before this one put states the store
+                // will not get into their hot states: a caller that goes on
+                // after the error must read the store's.
+                for rt in self.partitions.values_mut() {
+                    rt.hot.clear();
+                }
+            }
             result?;
         }
         Ok(out)
