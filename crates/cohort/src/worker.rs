@@ -421,7 +421,13 @@ impl Worker {
     pub fn process_offline(&mut self, records: &[InputRecord]) -> anyhow::Result<Vec<OutputRecord>> {
         let processed = self.process(records, false)?;
         for b in &processed.commits {
-            self.store.commit(b)?;
+            if let Err(e) = self.store.commit(b) {
+                // The hot states hold what this batch would have committed.
+                for rt in self.partitions.values_mut() {
+                    rt.hot.clear();
+                }
+                return Err(e.into());
+            }
         }
         Ok(processed.outputs)
     }
