@@ -422,14 +422,20 @@ impl Worker {
         let processed = self.process(records, false)?;
         for b in &processed.commits {
             if let Err(e) = self.store.commit(b) {
-                // The hot states hold what this batch would have committed.
-                for rt in self.partitions.values_mut() {
-                    rt.hot.clear();
-                }
+                self.forget_hot_states();
                 return Err(e.into());
             }
         }
         Ok(processed.outputs)
+    }
+
+    /// After a batch that will not be committed: every partition processed
+    /// before the failure put states the store never got into its hot
+    /// states, so a caller that goes on must read the store's.
+    fn forget_hot_states(&mut self) {
+        for rt in self.partitions.values_mut() {
+            rt.hot.clear();
+        }
     }
 
     fn on_partition_event(&mut self, ev: PartitionEvent) -> anyhow::Result<()> {
@@ -510,12 +516,7 @@ impl Worker {
             let result = self.process_partition(partition, &mut rt, &recs, now, skew, live, &mut out);
             self.partitions.insert(partition, rt);
             if result.is_err() {
-                // Partitions processed before this one put states the store
-                // will not get into their hot states: a caller that goes on
-                // after the error must read the store's.
-                for rt in self.partitions.values_mut() {
-                    rt.hot.clear();
-                }
+                self.forget_hot_states();
             }
             result?;
         }

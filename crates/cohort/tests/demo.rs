@@ -4,8 +4,11 @@
 //! populations and ends with the summary, and that time alone (a timer, no
 //! event) moved customers into a segment.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+mod common;
+
+use common::{http_get, sample};
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -15,23 +18,6 @@ const PROMTOOL: &str = "/usr/bin/promtool";
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().expect("local addr").port()
-}
-
-/// GET `path` with a plain HTTP/1.0 request; the body of a 200 answer.
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    let status = head.lines().next()?;
-    (status.starts_with("HTTP/1.") && status.split_whitespace().nth(1) == Some("200")).then(|| body.to_string())
-}
-
-/// The value of a sample such as `cohort_segment_population_customers{segment="lapsed"}`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
 }
 
 #[test]

@@ -14,10 +14,9 @@
 mod common;
 
 use cohort_core::event::{Event, EventKind};
-use cohort_e2e::{Record, TestBroker};
+use cohort_e2e::TestBroker;
 use cohort_loadgen::{Config as LoadConfig, Generator};
-use common::{assert_same_customer_states, Deployment};
-use std::collections::BTreeMap;
+use common::{assert_same_customer_states, outputs_by_id, Deployment};
 use std::time::Duration;
 
 const RULES: &str = include_str!("../../../deploy/rules.yaml");
@@ -31,19 +30,6 @@ fn traffic() -> (Vec<Event>, Vec<Event>) {
     let profiles = events.iter().filter(|e| matches!(e.kind, EventKind::ProfileUpdate(_))).cloned().collect();
     let clicks = events.into_iter().filter(|e| matches!(e.kind, EventKind::Click(_))).take(EVENTS).collect();
     (profiles, clicks)
-}
-
-/// Outputs by id; fails if one id carries two different contents.
-fn by_id(records: &[Record]) -> BTreeMap<String, Vec<u8>> {
-    let mut m: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    for r in records {
-        let id = String::from_utf8(r.header("cohort.id").expect("output id header").to_vec()).expect("utf-8 id");
-        let value = r.value.clone().unwrap_or_default();
-        if let Some(prev) = m.insert(id.clone(), value.clone()) {
-            assert_eq!(prev, value, "output {id} was emitted twice with different contents");
-        }
-    }
-    m
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,9 +57,9 @@ async fn a_worker_killed_mid_stream_recovers_to_the_same_outputs_and_states() {
 
     for topic in ["segment-changes", "next-best-offers"] {
         let want = reference.read_all(topic).await;
-        let want_ids = by_id(&want);
+        let want_ids = outputs_by_id(&want);
         let got = crashed.read_all(topic).await;
-        let got_ids = by_id(&got);
+        let got_ids = outputs_by_id(&got);
         assert!(!want_ids.is_empty(), "the traffic produces {topic}");
         let missing: Vec<&String> = want_ids.keys().filter(|k| !got_ids.contains_key(*k)).collect();
         let extra: Vec<&String> = got_ids.keys().filter(|k| !want_ids.contains_key(*k)).collect();
