@@ -184,6 +184,10 @@ fn cf_options(name: &str, config: &StoreConfig, block_cache: &Cache) -> Options 
     o.set_level_compaction_dynamic_level_bytes(true);
     o.set_periodic_compaction_seconds(config.periodic_compaction_secs);
     o.set_target_file_size_base(config.target_file_bytes);
+    let l0 = config.level0_compaction_trigger as i32;
+    o.set_level_zero_file_num_compaction_trigger(l0);
+    o.set_level_zero_slowdown_writes_trigger((3 * l0).max(20));
+    o.set_level_zero_stop_writes_trigger((5 * l0).max(36));
     o.set_max_write_buffer_number(config.max_write_buffers as i32);
     // Timers are written on nearly every event (a moved timer is a delete and
     // a put, in two families) and read only when a partition is assigned or a
