@@ -5,7 +5,8 @@
 //! 1,000,000 customers by default, after a warm-up of as many events.
 //!
 //! `cargo bench -p cohort --bench pipeline` prints events/s. Set
-//! `PIPELINE_CUSTOMERS` and `PIPELINE_EVENTS` to change the size.
+//! `PIPELINE_CUSTOMERS`, `PIPELINE_EVENTS` and `PIPELINE_BATCH` (records per
+//! batch, 2,000 as the worker's default) to change the size.
 
 use cohort::config::{Config, WireFormat};
 use cohort::http::Readiness;
@@ -39,7 +40,7 @@ fn main() -> anyhow::Result<()> {
     let quick = !std::env::args().any(|a| a == "--bench");
     let customers = if quick { 2_000 } else { env("PIPELINE_CUSTOMERS", 1_000_000) };
     let events = if quick { 5_000 } else { env("PIPELINE_EVENTS", 1_000_000) };
-    let batch = 2_000;
+    let batch = env("PIPELINE_BATCH", 2_000);
     let dir = tempfile::tempdir()?;
     let mut config = Config::default();
     config.rules.path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rules.yaml");
