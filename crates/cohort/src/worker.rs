@@ -13,8 +13,17 @@
 //! acknowledged, so a crash at any point replays from offsets that match the
 //! state: state is exactly-once, outputs at-least-once with stable ids.
 //!
-//! Backpressure is structural: a batch's outputs are acknowledged before the
-//! next batch is polled, so input is never consumed faster than outputs are
+//! One batch is in flight while the next is polled and processed: batch N's
+//! produce, acknowledgements and store commit run in a task of their own,
+//! and batch N+1 reads N's states from memory (the in-flight overlay) where
+//! the store does not have them yet. N+1's outputs are produced only after
+//! N is committed, so the order of produces and commits is that of the
+//! serial loop; if N fails the worker stops before N+1 is produced, and a
+//! restart replays both from the store's offsets. A rebalance first waits
+//! for the batch in flight, so partitions are released and loaded committed.
+//!
+//! Backpressure is structural: at most one batch is unacknowledged while
+//! one more is processed, so input is never consumed faster than outputs are
 //! accepted, and librdkafka's prefetch is bounded by its own queue settings.
 //!
 //! Timers fire in event-time order as the partition's watermark passes them,
@@ -44,7 +53,7 @@ use cohort_store::{Batch, Bytes, Store, Timer, TopicOffset};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{debug, info, info_span, warn};
 
@@ -88,6 +97,38 @@ pub struct Worker {
     partitions: BTreeMap<i32, PartitionRuntime>,
     /// Input topic name → what it carries.
     kinds: HashMap<String, InputKind>,
+    /// What the batch in flight (produced, not yet committed) writes.
+    in_flight: InFlightWrites,
+}
+
+/// The states and input offsets of the batch in flight: read before the
+/// store's, which does not have them until the batch commits.
+#[derive(Default)]
+struct InFlightWrites {
+    /// Partition → customer (or reserved key) → its new bytes (`None`: erased).
+    states: HashMap<i32, HashMap<String, Option<Bytes>>>,
+    /// (topic, partition) → next offset, for the rebalance callback's seeks.
+    offsets: Arc<Mutex<HashMap<(String, i32), i64>>>,
+}
+
+impl InFlightWrites {
+    fn set(&mut self, commits: &[Batch]) {
+        self.states.clear();
+        let mut offsets = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
+        offsets.clear();
+        for b in commits {
+            let partition = b.partition as i32;
+            let states = self.states.entry(partition).or_default();
+            states.extend(b.states.iter().map(|(k, v)| (k.clone(), v.clone())));
+            offsets.extend(b.input_offsets.iter().map(|o| ((o.topic.clone(), partition), o.next_offset)));
+        }
+    }
+
+    /// After the batch committed: the store has it all.
+    fn clear(&mut self) {
+        self.states.clear();
+        self.offsets.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
 }
 
 /// Reserved store keys under which each partition's learned tables are
@@ -197,11 +238,63 @@ impl TimerDelta {
 }
 
 /// The store answers the consumer's "where do I start" on assignment.
-struct StoreOffsets(Arc<Store>);
+/// A batch produced and being committed while the next is processed.
+struct InFlight {
+    /// Produces the outputs, waits for every acknowledgement, commits the store.
+    task: tokio::task::JoinHandle<anyhow::Result<Committed>>,
+    /// The batch's metrics and Kafka offsets (outputs and commits moved out).
+    processed: Processed,
+}
+
+/// When a batch's store commit returned (the end of its outputs' latency),
+/// and how long after the batch's processing began.
+struct Committed {
+    at: Timestamp,
+    batch_duration: Duration,
+}
+
+/// Produces every record of the batch and waits for all acknowledgements,
+/// retrying the whole set while the broker is away (ids are stable, so a
+/// resend is a duplicate consumers can drop).
+async fn deliver(producer: &OutputProducer, metrics: &Metrics, outputs: &[OutputRecord]) -> anyhow::Result<()> {
+    let mut attempt = 0u32;
+    loop {
+        metrics.output_in_flight.set(outputs.len() as i64);
+        match producer.send_all(outputs).await {
+            Ok(()) => break,
+            Err(e) if e.is_retryable() => {
+                attempt += 1;
+                metrics.output_errors.with_label_values(&["all"]).inc();
+                let backoff = Duration::from_millis((100u64 << attempt.min(6)).min(5_000));
+                warn!(error = %e, attempt, ?backoff, "producing the batch failed; retrying");
+                tokio::time::sleep(backoff).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    metrics.output_in_flight.set(0);
+    for r in outputs {
+        metrics.output_records.with_label_values(&[&r.topic]).inc();
+    }
+    Ok(())
+}
+
+/// The store's input offsets, or the batch in flight's where it has one: a
+/// partition assigned while a batch is in flight (in an eager rebalance that
+/// gives back the same partition) must resume after that batch, which will
+/// be committed before the assignment is handled (or the worker stops).
+struct StoreOffsets {
+    store: Arc<Store>,
+    in_flight: Arc<Mutex<HashMap<(String, i32), i64>>>,
+}
 
 impl OffsetSource for StoreOffsets {
     fn next_offset(&self, topic: &str, partition: i32) -> Option<i64> {
-        match self.0.input_offset(topic, partition as u32) {
+        let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(next) = in_flight.get(&(topic.to_string(), partition)) {
+            return Some(*next);
+        }
+        match self.store.input_offset(topic, partition as u32) {
             Ok(o) => o,
             Err(e) => {
                 warn!(topic, partition, error = %e, "cannot read stored offset; starting per start_from");
@@ -302,6 +395,7 @@ impl Worker {
             clock,
             partitions: BTreeMap::new(),
             kinds,
+            in_flight: InFlightWrites::default(),
         })
     }
 
@@ -331,11 +425,12 @@ impl Worker {
                 StartFrom::Latest => StartPosition::Latest,
             },
         };
-        let (consumer, mut events) = InputConsumer::new(&settings, Arc::new(StoreOffsets(self.store.clone())))?;
+        let offsets = StoreOffsets { store: self.store.clone(), in_flight: self.in_flight.offsets.clone() };
+        let (consumer, mut events) = InputConsumer::new(&settings, Arc::new(offsets))?;
         let mut producer_props = cfg.kafka.properties.clone();
         producer_props.extend(cfg.kafka.producer_properties.clone());
         let producer =
-            OutputProducer::new(&cfg.kafka.bootstrap_servers, &producer_props, cfg.processing.max_in_flight)?;
+            Arc::new(OutputProducer::new(&cfg.kafka.bootstrap_servers, &producer_props, cfg.processing.max_in_flight)?);
         info!(
             group = %cfg.kafka.group_id,
             bootstrap = %cfg.kafka.bootstrap_servers,
@@ -345,14 +440,32 @@ impl Worker {
 
         tokio::pin!(shutdown);
         let mut last_housekeeping = Instant::now();
+        let mut in_flight: Option<InFlight> = None;
         loop {
+            if in_flight.as_ref().is_some_and(|f| f.task.is_finished()) {
+                self.finish(&mut in_flight, &consumer).await?;
+            }
+            if last_housekeeping.elapsed() > Duration::from_secs(5) {
+                last_housekeeping = Instant::now();
+                // Broker round trips and RocksDB property reads: off the async workers.
+                tokio::task::block_in_place(|| self.housekeeping(&consumer));
+            }
             let batch = tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
                 b = consumer.next_batch(cfg.processing.batch_max_records, cfg.processing.batch_max_wait) => b,
             };
+            let mut partition_events = Vec::new();
             while let Ok(ev) = events.try_recv() {
-                self.on_partition_event(ev)?;
+                partition_events.push(ev);
+            }
+            if !partition_events.is_empty() {
+                // Released partitions leave with their last batch committed;
+                // assigned ones load committed state.
+                self.finish(&mut in_flight, &consumer).await?;
+                for ev in partition_events {
+                    self.on_partition_event(ev)?;
+                }
             }
             let records = match batch {
                 Ok(r) => r,
@@ -379,27 +492,28 @@ impl Worker {
             if processed.commits.is_empty() && processed.outputs.is_empty() {
                 continue;
             }
-            self.deliver(&producer, &processed).await?;
-            // Moved, not copied: the batch's state bytes are not needed after the commit.
+            // One batch in flight: this one is produced after the last is committed.
+            self.finish(&mut in_flight, &consumer).await?;
+            self.in_flight.set(&processed.commits);
             let commits = std::mem::take(&mut processed.commits);
-            let store = self.store.clone();
-            tokio::task::spawn_blocking(move || -> Result<(), cohort_store::StoreError> {
-                for b in &commits {
-                    store.commit(b)?;
-                }
-                Ok(())
-            })
-            .await??;
-            if let Err(e) = consumer.commit_advisory(&processed.kafka_offsets) {
-                debug!(error = %e, "advisory offset commit failed");
-            }
-            self.record_metrics(&processed, started);
-            if last_housekeeping.elapsed() > Duration::from_secs(5) {
-                last_housekeeping = Instant::now();
-                // Broker round trips and RocksDB property reads: off the async workers.
-                tokio::task::block_in_place(|| self.housekeeping(&consumer));
-            }
+            let outputs = std::mem::take(&mut processed.outputs);
+            let (producer, store, metrics, clock) =
+                (producer.clone(), self.store.clone(), self.metrics.clone(), self.clock.clone());
+            let task = tokio::spawn(async move {
+                deliver(&producer, &metrics, &outputs).await?;
+                drop(outputs);
+                tokio::task::spawn_blocking(move || -> Result<(), cohort_store::StoreError> {
+                    for b in &commits {
+                        store.commit(b)?;
+                    }
+                    Ok(())
+                })
+                .await??;
+                Ok(Committed { at: clock.now(), batch_duration: started.elapsed() })
+            });
+            in_flight = Some(InFlight { task, processed });
         }
+        self.finish(&mut in_flight, &consumer).await?;
         info!("shutting down: leaving the group");
         producer.flush(cfg.processing.shutdown_timeout).ok();
         consumer.close();
@@ -599,7 +713,7 @@ impl Worker {
                 }
                 None => true,
             });
-            let loaded = self.store.get_many(partition as u32, &wanted);
+            let loaded = self.read_states(partition, &wanted);
             for (c, res) in wanted.iter().zip(loaded) {
                 let (state, charge) = self.decode_state(partition, res)?;
                 states.insert(c.to_string(), (state, false, charge));
@@ -772,7 +886,7 @@ impl Worker {
                 if let Some((c, state, charge)) = rt.hot.take(&customer) {
                     states.insert(c, (state, false, charge));
                 } else {
-                    let res = self.store.get(partition as u32, &customer);
+                    let res = self.read_states(partition, &[&customer]).pop().unwrap_or(Ok(None));
                     let (state, charge) = self.decode_state(partition, res)?;
                     states.insert(customer.to_string(), (state, false, charge));
                 }
@@ -788,6 +902,23 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// Customers' stored bytes, one result per customer: the batch in
+    /// flight's where it wrote them, the store's otherwise.
+    fn read_states(&self, partition: i32, customers: &[&str]) -> Vec<Result<Option<Bytes>, cohort_store::StoreError>> {
+        let Some(in_flight) = self.in_flight.states.get(&partition) else {
+            return self.store.get_many(partition as u32, customers);
+        };
+        let mut out: Vec<Option<Result<Option<Bytes>, cohort_store::StoreError>>> =
+            customers.iter().map(|c| in_flight.get(*c).map(|b| Ok(b.clone()))).collect();
+        let missing: Vec<&str> = customers.iter().zip(&out).filter(|(_, r)| r.is_none()).map(|(c, _)| *c).collect();
+        let mut loaded = self.store.get_many(partition as u32, &missing).into_iter();
+        for slot in out.iter_mut().filter(|r| r.is_none()) {
+            *slot = loaded.next();
+        }
+        // get_many answers every key it is given, so no slot is left empty.
+        out.into_iter().map(|r| r.unwrap_or(Ok(None))).collect()
     }
 
     /// A loaded state, decoded, with what it costs in the hot states.
@@ -874,39 +1005,26 @@ impl Worker {
         Ok(())
     }
 
-    /// Produces every record of the batch and waits for all acknowledgements,
-    /// retrying the whole set while the broker is away (ids are stable, so a
-    /// resend is a duplicate consumers can drop).
-    async fn deliver(&self, producer: &OutputProducer, processed: &Processed) -> anyhow::Result<()> {
-        let mut attempt = 0u32;
-        loop {
-            self.metrics.output_in_flight.set(processed.outputs.len() as i64);
-            match producer.send_all(&processed.outputs).await {
-                Ok(()) => break,
-                Err(e) if e.is_retryable() => {
-                    attempt += 1;
-                    self.metrics.output_errors.with_label_values(&["all"]).inc();
-                    let backoff = Duration::from_millis((100u64 << attempt.min(6)).min(5_000));
-                    warn!(error = %e, attempt, ?backoff, "producing the batch failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
+    /// Waits for the batch in flight, if any, to be acknowledged and
+    /// committed, then makes the advisory Kafka commit and records its metrics.
+    async fn finish(&mut self, in_flight: &mut Option<InFlight>, consumer: &InputConsumer) -> anyhow::Result<()> {
+        let Some(f) = in_flight.take() else { return Ok(()) };
+        let committed = f.task.await.context("the batch's produce-and-commit task")??;
+        self.in_flight.clear();
+        if let Err(e) = consumer.commit_advisory(&f.processed.kafka_offsets) {
+            debug!(error = %e, "advisory offset commit failed");
         }
-        self.metrics.output_in_flight.set(0);
-        for r in &processed.outputs {
-            self.metrics.output_records.with_label_values(&[&r.topic]).inc();
-        }
+        self.record_metrics(&f.processed, &committed);
         Ok(())
     }
 
-    fn record_metrics(&self, p: &Processed, started: Instant) {
+    fn record_metrics(&self, p: &Processed, committed: &Committed) {
         let m = &self.metrics;
         m.batch_records.observe(p.stats.records as f64);
         for (topic, n) in &p.stats.by_topic {
             m.input_records.with_label_values(&[topic.as_ref()]).inc_by(*n);
         }
-        m.batch_duration.observe(started.elapsed().as_secs_f64());
+        m.batch_duration.observe(committed.batch_duration.as_secs_f64());
         m.timers_fired.inc_by(p.stats.timers_fired);
         for reason in &p.stats.dlq {
             m.dlq_records.with_label_values(&[reason]).inc();
@@ -922,9 +1040,8 @@ impl Worker {
         for (offer, holdout) in &p.stats.offers {
             m.offers_decided.with_label_values(&[offer.as_str(), if *holdout { "true" } else { "false" }]).inc();
         }
-        let now = self.clock.now();
         for t in &p.output_event_times {
-            let secs = now.since(*t).as_millis().max(0) as f64 / 1000.0;
+            let secs = committed.at.since(*t).as_millis().max(0) as f64 / 1000.0;
             m.event_to_output_latency.observe(secs);
         }
     }
@@ -937,14 +1054,163 @@ impl Worker {
             m.store_pending_compaction_bytes.set(stats.pending_compaction_bytes as i64);
             m.store_write_stalled.set(i64::from(stats.write_stopped || stats.delayed_write_rate > 0));
         }
+        let mut stored = Vec::new();
         for p in self.partitions.keys() {
             for topic in self.config.topics.inputs() {
                 let tp = TopicPartition { topic: topic.to_string(), partition: *p };
-                let next = self.store.input_offset(topic, *p as u32).ok().flatten().unwrap_or(0);
+                let next = self.store.input_offset(topic, *p as u32).ok().flatten();
                 if let Ok(high) = consumer.high_watermark(&tp, Duration::from_millis(500)) {
-                    m.consumer_lag_records.with_label_values(&[topic, &p.to_string()]).set((high - next).max(0));
+                    let lag = (high - next.unwrap_or(0)).max(0);
+                    m.consumer_lag_records.with_label_values(&[topic, &p.to_string()]).set(lag);
+                }
+                if let Some(next) = next {
+                    stored.push((tp, next));
                 }
             }
         }
+        // Again, from the store: an asynchronous commit that failed (during a
+        // rebalance, say) is otherwise only repaired by the partition's next
+        // batch, and an idle partition would show lag it does not have.
+        if let Err(e) = consumer.commit_advisory(&stored) {
+            debug!(error = %e, "advisory offset commit failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cohort_core::event::Event;
+
+    struct Fixed(Timestamp);
+    impl Clock for Fixed {
+        fn now(&self) -> Timestamp {
+            self.0
+        }
+    }
+
+    fn open(dir: &std::path::Path) -> Worker {
+        let mut config = Config::default();
+        config.rules.path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rules.yaml");
+        config.store.path = dir.join("store");
+        config.processing.live_clock = false;
+        config.processing.max_future_skew = std::time::Duration::from_secs(3650 * 86_400);
+        let clock = Arc::new(Fixed(Timestamp(i64::MAX / 4)));
+        let mut worker = Worker::open(config, Metrics::new().expect("metrics"), Arc::new(Readiness::default()), clock)
+            .expect("open");
+        worker.assign("clickstream", &[0]).expect("assign");
+        worker
+    }
+
+    /// cohort-loadgen traffic over few customers, so consecutive batches
+    /// share most of them: `batches` batches of `size` records.
+    fn traffic(batches: usize, size: usize) -> Vec<Vec<InputRecord>> {
+        let load = cohort_loadgen::Config { customers: 50, seed: 7, ..Default::default() };
+        let mut gen = cohort_loadgen::Generator::new(load).expect("loadgen");
+        let encoder = Encoder::new(Format::Json, Arc::new(Registry::builtin()));
+        let mut offset = 0;
+        (0..batches)
+            .map(|_| {
+                let events: Vec<Event> = gen.by_ref().take(size).collect();
+                events
+                    .iter()
+                    .map(|e| {
+                        offset += 1;
+                        let topic = match e.kind {
+                            EventKind::Click(_) => "clickstream",
+                            EventKind::Purchase(_) => "purchases",
+                            EventKind::ProfileUpdate(_) | EventKind::Forget => "customer-profiles",
+                            EventKind::OfferOutcome(_) => "offer-outcomes",
+                        };
+                        InputRecord {
+                            topic: Arc::from(topic),
+                            partition: 0,
+                            offset,
+                            timestamp: None,
+                            key: Some(e.customer.clone().into_bytes()),
+                            value: encoder.encode_event(e).expect("encode"),
+                            headers: Vec::new(),
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// A batch's output records in a fixed order: changelog records come in
+    /// the batch's hash-map order, which differs between two workers.
+    fn sorted(mut records: Vec<OutputRecord>) -> Vec<OutputRecord> {
+        records.sort_by(|a, b| (&a.topic, &a.key, &a.value).cmp(&(&b.topic, &b.key, &b.value)));
+        records
+    }
+
+    /// Every key of partition 0 and its bytes, as the store has them.
+    fn stored(worker: &Worker, customers: &[String]) -> Vec<(String, Option<Bytes>)> {
+        let keys: Vec<&str> = customers.iter().map(String::as_str).collect();
+        let values = worker.store.get_many(0, &keys);
+        customers.iter().cloned().zip(values.into_iter().map(|v| v.expect("read"))).collect()
+    }
+
+    /// What the run loop does: batch N+1 is processed while N is produced
+    /// and not yet committed. With the hot states dropped in between (as if
+    /// evicted), N+1 can only find N's states in the in-flight overlay; it
+    /// must decide exactly what the serial loop decides.
+    #[test]
+    fn a_batch_processed_while_the_last_is_in_flight_decides_as_if_it_were_committed() {
+        let batches = traffic(6, 300);
+        let customers: Vec<String> = {
+            let mut c: Vec<String> = batches
+                .iter()
+                .flatten()
+                .map(|r| String::from_utf8(r.key.clone().expect("keyed")).expect("utf-8"))
+                .collect();
+            c.sort();
+            c.dedup();
+            c.extend([KEY_WATERMARK, KEY_POPULARITY, KEY_PROPENSITY].map(String::from));
+            c
+        };
+        assert!(customers.len() < 300, "few customers, so batches share them");
+
+        let serial_dir = tempfile::tempdir().expect("tempdir");
+        let mut serial = open(serial_dir.path());
+        let serial_outputs: Vec<Vec<OutputRecord>> =
+            batches.iter().map(|b| sorted(serial.process_offline(b).expect("batch"))).collect();
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut pipelined = open(dir.path());
+        let mut previous: Option<Processed> = None;
+        let mut outputs = Vec::new();
+        for b in &batches {
+            pipelined.forget_hot_states();
+            let processed = pipelined.process(b, false).expect("batch");
+            if let Some(p) = previous.take() {
+                for c in &p.commits {
+                    pipelined.store.commit(c).expect("commit");
+                }
+                pipelined.in_flight.clear();
+            }
+            pipelined.in_flight.set(&processed.commits);
+            // The rebalance callback would seek where the batch in flight ends.
+            let offsets =
+                StoreOffsets { store: pipelined.store.clone(), in_flight: pipelined.in_flight.offsets.clone() };
+            let last_click = b.iter().rev().find(|r| &*r.topic == "clickstream").map(|r| r.offset + 1);
+            assert_eq!(offsets.next_offset("clickstream", 0), last_click);
+            outputs.push(sorted(processed.outputs.clone()));
+            previous = Some(processed);
+        }
+        for c in &previous.expect("a last batch").commits {
+            pipelined.store.commit(c).expect("commit");
+        }
+        pipelined.in_flight.clear();
+
+        assert_eq!(outputs.len(), serial_outputs.len());
+        for (i, (p, s)) in outputs.iter().zip(&serial_outputs).enumerate() {
+            assert_eq!(p, s, "batch {i}'s outputs (decisions and changelog)");
+        }
+        assert!(serial_outputs.iter().skip(1).all(|o| !o.is_empty()), "every batch decides something");
+        assert_eq!(stored(&pipelined, &customers), stored(&serial, &customers));
+        let offsets = StoreOffsets { store: pipelined.store.clone(), in_flight: pipelined.in_flight.offsets.clone() };
+        let last_click = batches.iter().flatten().rev().find(|r| &*r.topic == "clickstream").map(|r| r.offset + 1);
+        assert_eq!(offsets.next_offset("clickstream", 0), last_click);
     }
 }
