@@ -835,8 +835,8 @@ impl WorkerRun {
         let d = |name: &str| m.sum(name);
         let out = |t: &str| m.with_label("cohort_output_records_total", &format!("topic=\"{t}\""));
         format!(
-            "{:.0} batches of {:.0} records on average; {:.0}% of the window inside batches (decode, state, rules, produce and await acks, store commit; {:.1} ms per batch), \
-             the rest waiting for the next batch from the consumer; outputs per input record: segment-changes {:.2}, next-best-offers {:.2}, changelog {:.2}, dlq {:.3}; \
+            "{:.0} batches of {:.0} records on average; batches' durations add up to {:.0}% of the window (decode, state, rules, produce and await acks, store commit; \
+             {:.1} ms per batch; over 100% as one batch is produced and committed while the next is processed); outputs per input record: segment-changes {:.2}, next-best-offers {:.2}, changelog {:.2}, dlq {:.3}; \
              timers fired {:.0}; state cache hit ratio {}",
             self.batches,
             self.tp.records / self.batches.max(1.0),

@@ -237,7 +237,6 @@ impl TimerDelta {
     }
 }
 
-/// The store answers the consumer's "where do I start" on assignment.
 /// A batch produced and being committed while the next is processed.
 struct InFlight {
     /// Produces the outputs, waits for every acknowledgement, commits the store.
