@@ -31,12 +31,20 @@ pub struct TopicPartition {
 }
 
 /// Where cohort keeps its own record of how far each input partition has been
-/// processed. Called from inside the rebalance callback: it must be quick (a
-/// RocksDB point read is).
+/// processed. Called from inside the rebalance callback.
 pub trait OffsetSource: Send + Sync + 'static {
     /// The offset of the next record to process, or `None` when this worker
-    /// has never processed the partition.
+    /// has never processed the partition. It must be quick (a RocksDB point
+    /// read is).
     fn next_offset(&self, topic: &str, partition: i32) -> Option<i64>;
+
+    /// Called before `parts` are given up: returns once what was processed
+    /// from them is durable (or the implementation gives up waiting), so
+    /// their next owner starts where this member ends. The group waits for
+    /// it, within the rebalance timeout. By default it returns at once.
+    fn before_revoke(&self, parts: &[TopicPartition]) {
+        let _ = parts;
+    }
 }
 
 /// Where to start a partition that the store has no offset for.
@@ -95,6 +103,15 @@ impl ClientContext for CohortConsumerContext {
 }
 
 impl ConsumerContext for CohortConsumerContext {
+    /// Kafka commits are advisory (lag monitoring): a failed one loses
+    /// nothing and the worker re-commits from its store every few seconds,
+    /// but a lag graph that stops moving should have a reason in the log.
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            warn!(error = %e, partitions = offsets.count(), "advisory offset commit failed; retried from the store");
+        }
+    }
+
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         let cooperative = matches!(consumer.rebalance_protocol(), rdkafka::consumer::RebalanceProtocol::Cooperative);
         let parts: Vec<TopicPartition> = tpl
@@ -127,6 +144,7 @@ impl ConsumerContext for CohortConsumerContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.offsets.before_revoke(&parts);
                 let result = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
                 if let Err(e) = result {
                     warn!(error = %e, "unassign failed");
@@ -136,6 +154,7 @@ impl ConsumerContext for CohortConsumerContext {
             }
             other => {
                 warn!(error = ?other, "rebalance error; dropping the assignment");
+                self.offsets.before_revoke(&parts);
                 let result = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
                 if let Err(e) = result {
                     warn!(error = %e, "unassign failed");

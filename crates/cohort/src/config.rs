@@ -215,7 +215,8 @@ pub struct ProcessingConfig {
     pub live_clock: bool,
     /// Unacknowledged output records above which input is paused.
     pub max_in_flight: usize,
-    /// How long SIGTERM waits for the batch to finish and commit.
+    /// How long SIGTERM waits for the batch to finish and commit; also how
+    /// long giving up a partition in a rebalance waits for the batch in flight.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
 }

@@ -116,7 +116,7 @@ impl Metrics {
             )?,
             batch_duration: histogram(
                 "cohort_batch_duration_seconds",
-                "Time from a batch's first record to its store commit.",
+                "Time a batch takes: processing, producing its outputs and committing the store (not the wait for the batch before it).",
                 latency_buckets(),
             )?,
             event_to_output_latency: histogram(

@@ -19,8 +19,12 @@
 //! the store does not have them yet. N+1's outputs are produced only after
 //! N is committed, so the order of produces and commits is that of the
 //! serial loop; if N fails the worker stops before N+1 is produced, and a
-//! restart replays both from the store's offsets. A rebalance first waits
-//! for the batch in flight, so partitions are released and loaded committed.
+//! restart replays both from the store's offsets. The rebalance callback
+//! holds a revocation until the batch in flight is committed (at most
+//! `shutdown_timeout`, with a warning if that passes), so a partition's next
+//! owner starts after everything this worker produced from it; the advisory
+//! Kafka commit that follows covers only partitions still assigned. A
+//! partition assigned while a batch is in flight resumes after that batch.
 //!
 //! Backpressure is structural: at most one batch is unacknowledged while
 //! one more is processed, so input is never consumed faster than outputs are
@@ -53,7 +57,7 @@ use cohort_store::{Batch, Bytes, Store, Timer, TopicOffset};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{debug, info, info_span, warn};
 
@@ -107,14 +111,14 @@ pub struct Worker {
 struct InFlightWrites {
     /// Partition → customer (or reserved key) → its new bytes (`None`: erased).
     states: HashMap<i32, HashMap<String, Option<Bytes>>>,
-    /// (topic, partition) → next offset, for the rebalance callback's seeks.
-    offsets: Arc<Mutex<HashMap<(String, i32), i64>>>,
+    /// Shared with the rebalance callback.
+    offsets: Arc<InFlightOffsets>,
 }
 
 impl InFlightWrites {
     fn set(&mut self, commits: &[Batch]) {
         self.states.clear();
-        let mut offsets = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut offsets = self.offsets.lock();
         offsets.clear();
         for b in commits {
             let partition = b.partition as i32;
@@ -127,7 +131,56 @@ impl InFlightWrites {
     /// After the batch committed: the store has it all.
     fn clear(&mut self) {
         self.states.clear();
-        self.offsets.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.offsets.settle();
+    }
+}
+
+/// The next input offsets of the batch in flight, by (topic, partition),
+/// until it is committed or has failed ("settled"). The rebalance callback
+/// seeks a re-assigned partition after them, and waits for them to settle
+/// before it gives a partition up.
+#[derive(Default)]
+struct InFlightOffsets {
+    next: Mutex<HashMap<(String, i32), i64>>,
+    settled: Condvar,
+}
+
+impl InFlightOffsets {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), i64>> {
+        self.next.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.lock().get(&(topic.to_string(), partition)).copied()
+    }
+
+    /// The batch is committed (the store has its offsets) or failed (the
+    /// store's offsets are where a restart replays from): either way the
+    /// store's offsets are the ones to resume from.
+    fn settle(&self) {
+        self.lock().clear();
+        self.settled.notify_all();
+    }
+
+    /// Waits until none of `parts` has an offset in flight; false if
+    /// `timeout` passed first.
+    fn wait_settled(&self, parts: &[TopicPartition], timeout: Duration) -> bool {
+        let busy = |next: &mut HashMap<(String, i32), i64>| {
+            parts.iter().any(|p| next.contains_key(&(p.topic.clone(), p.partition)))
+        };
+        let (_next, result) =
+            self.settled.wait_timeout_while(self.lock(), timeout, busy).unwrap_or_else(|e| e.into_inner());
+        !result.timed_out()
+    }
+}
+
+/// Settles the in-flight offsets when the produce-and-commit task ends,
+/// however it ends (committed, failed or aborted).
+struct SettleOnDrop(Arc<InFlightOffsets>);
+
+impl Drop for SettleOnDrop {
+    fn drop(&mut self) {
+        self.0.settle();
     }
 }
 
@@ -284,14 +337,15 @@ async fn deliver(producer: &OutputProducer, metrics: &Metrics, outputs: &[Output
 /// be committed before the assignment is handled (or the worker stops).
 struct StoreOffsets {
     store: Arc<Store>,
-    in_flight: Arc<Mutex<HashMap<(String, i32), i64>>>,
+    in_flight: Arc<InFlightOffsets>,
+    /// How long a revocation waits for the batch in flight.
+    revoke_timeout: Duration,
 }
 
 impl OffsetSource for StoreOffsets {
     fn next_offset(&self, topic: &str, partition: i32) -> Option<i64> {
-        let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(next) = in_flight.get(&(topic.to_string(), partition)) {
-            return Some(*next);
+        if let Some(next) = self.in_flight.get(topic, partition) {
+            return Some(next);
         }
         match self.store.input_offset(topic, partition as u32) {
             Ok(o) => o,
@@ -301,6 +355,50 @@ impl OffsetSource for StoreOffsets {
             }
         }
     }
+
+    /// Holds the revocation until the batch in flight is committed, so the
+    /// partition's next owner starts after everything this worker produced
+    /// from it, as with a serial loop. The produce-and-commit task runs on
+    /// another thread: on a multi-threaded runtime this thread's other tasks
+    /// move elsewhere while it waits (`block_in_place`); on a single-threaded
+    /// one the task could not run, so there is nothing to wait for.
+    fn before_revoke(&self, parts: &[TopicPartition]) {
+        let wait = || self.in_flight.wait_settled(parts, self.revoke_timeout);
+        let settled = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            Ok(_) => self.in_flight.wait_settled(parts, Duration::ZERO),
+            Err(_) => wait(),
+        };
+        if !settled {
+            warn!(
+                timeout = ?self.revoke_timeout,
+                "revoking partitions whose last batch is not committed yet; their next owner may \
+                 reproduce some of its outputs (same ids)"
+            );
+        }
+    }
+}
+
+/// Drops each record whose offset is not past the last one kept of its
+/// topic and partition. An eager rebalance during one poll revokes and
+/// re-assigns a partition: the records fetched before it are fetched again
+/// from the stored offset, and would otherwise be processed twice (the
+/// second copy dead-lettered as a duplicate event id).
+fn drop_refetched(records: Vec<InputRecord>) -> Vec<InputRecord> {
+    let mut next: HashMap<(Arc<str>, i32), i64> = HashMap::new();
+    records
+        .into_iter()
+        .filter(|r| {
+            let expected = next.entry((r.topic.clone(), r.partition)).or_insert(i64::MIN);
+            let fresh = r.offset >= *expected;
+            if fresh {
+                *expected = r.offset + 1;
+            }
+            fresh
+        })
+        .collect()
 }
 
 /// The batch's customers: state, changed by the batch, hot-state charge.
@@ -409,7 +507,9 @@ impl Worker {
     }
 
     /// Consumes until `shutdown` completes, then finishes the batch in hand,
-    /// commits, and leaves the group.
+    /// commits, and leaves the group. An error stops consuming the same way:
+    /// the batch in flight gets `shutdown_timeout` to be acknowledged and
+    /// committed before the producer is flushed and the group left.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let cfg = self.config.clone();
         let mut consumer_props = cfg.kafka.properties.clone();
@@ -424,8 +524,12 @@ impl Worker {
                 StartFrom::Latest => StartPosition::Latest,
             },
         };
-        let offsets = StoreOffsets { store: self.store.clone(), in_flight: self.in_flight.offsets.clone() };
-        let (consumer, mut events) = InputConsumer::new(&settings, Arc::new(offsets))?;
+        let offsets = StoreOffsets {
+            store: self.store.clone(),
+            in_flight: self.in_flight.offsets.clone(),
+            revoke_timeout: cfg.processing.shutdown_timeout,
+        };
+        let (consumer, events) = InputConsumer::new(&settings, Arc::new(offsets))?;
         let mut producer_props = cfg.kafka.properties.clone();
         producer_props.extend(cfg.kafka.producer_properties.clone());
         let producer =
@@ -437,31 +541,60 @@ impl Worker {
             "worker started"
         );
 
+        let mut in_flight: Option<InFlight> = None;
+        let consumed = self.consume(&consumer, events, &producer, &mut in_flight, shutdown).await;
+        let drained = self.drain(&mut in_flight, &consumer, cfg.processing.shutdown_timeout).await;
+        info!("shutting down: leaving the group");
+        producer.flush(cfg.processing.shutdown_timeout).ok();
+        consumer.close();
+        self.readiness.consuming.store(false, Ordering::Relaxed);
+        match (consumed, drained) {
+            (Err(e), Err(d)) => {
+                warn!(error = %d, "the batch in flight could not be finished either");
+                Err(e)
+            }
+            (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+            (Ok(()), Ok(())) => Ok(()),
+        }
+    }
+
+    /// The loop: poll, process, hand the batch to a produce-and-commit task,
+    /// and poll the next while it runs. Returns with at most one batch in
+    /// flight, left in `in_flight` for [`Worker::drain`].
+    async fn consume(
+        &mut self,
+        consumer: &InputConsumer,
+        mut events: tokio::sync::mpsc::UnboundedReceiver<PartitionEvent>,
+        producer: &Arc<OutputProducer>,
+        in_flight: &mut Option<InFlight>,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let cfg = self.config.clone();
         tokio::pin!(shutdown);
         let mut last_housekeeping = Instant::now();
-        let mut in_flight: Option<InFlight> = None;
         loop {
             if in_flight.as_ref().is_some_and(|f| f.task.is_finished()) {
-                self.finish(&mut in_flight, &consumer).await?;
+                self.finish(in_flight, consumer).await?;
             }
             if last_housekeeping.elapsed() > Duration::from_secs(5) {
                 last_housekeeping = Instant::now();
                 // Broker round trips and RocksDB property reads: off the async workers.
-                tokio::task::block_in_place(|| self.housekeeping(&consumer));
+                tokio::task::block_in_place(|| self.housekeeping(consumer));
             }
             let batch = tokio::select! {
                 biased;
-                _ = &mut shutdown => break,
+                _ = &mut shutdown => return Ok(()),
                 b = consumer.next_batch(cfg.processing.batch_max_records, cfg.processing.batch_max_wait) => b,
             };
             let mut partition_events = Vec::new();
             while let Ok(ev) = events.try_recv() {
                 partition_events.push(ev);
             }
-            if !partition_events.is_empty() {
-                // Released partitions leave with their last batch committed;
-                // assigned ones load committed state.
-                self.finish(&mut in_flight, &consumer).await?;
+            let rebalanced = !partition_events.is_empty();
+            if rebalanced {
+                // The rebalance callback waited for the batch in flight
+                // before revoking; assigned partitions load committed state.
+                self.finish(in_flight, consumer).await?;
                 for ev in partition_events {
                     self.on_partition_event(ev)?;
                 }
@@ -477,8 +610,11 @@ impl Worker {
             };
             // Records of partitions revoked since they were fetched belong to
             // their next owner, which starts from the store's offsets.
-            let records: Vec<InputRecord> =
+            let mut records: Vec<InputRecord> =
                 records.into_iter().filter(|r| self.partitions.contains_key(&r.partition)).collect();
+            if rebalanced {
+                records = drop_refetched(records);
+            }
             let live = cfg.processing.live_clock;
             if records.is_empty() && !live {
                 continue;
@@ -488,17 +624,21 @@ impl Worker {
                 let _span = info_span!("batch", records = records.len()).entered();
                 tokio::task::block_in_place(|| self.process(&records, live))?
             };
+            let processing = started.elapsed();
             if processed.commits.is_empty() && processed.outputs.is_empty() {
                 continue;
             }
             // One batch in flight: this one is produced after the last is committed.
-            self.finish(&mut in_flight, &consumer).await?;
+            self.finish(in_flight, consumer).await?;
             self.in_flight.set(&processed.commits);
             let commits = std::mem::take(&mut processed.commits);
             let outputs = std::mem::take(&mut processed.outputs);
+            let settle = SettleOnDrop(self.in_flight.offsets.clone());
             let (producer, store, metrics, clock) =
                 (producer.clone(), self.store.clone(), self.metrics.clone(), self.clock.clone());
             let task = tokio::spawn(async move {
+                let _settle = settle;
+                let handed_over = Instant::now();
                 deliver(&producer, &metrics, &outputs).await?;
                 drop(outputs);
                 tokio::task::spawn_blocking(move || -> Result<(), cohort_store::StoreError> {
@@ -508,16 +648,12 @@ impl Worker {
                     Ok(())
                 })
                 .await??;
-                Ok(Committed { at: clock.now(), batch_duration: started.elapsed() })
+                // Not counting the wait for the batch before it, so batches'
+                // durations do not overlap.
+                Ok(Committed { at: clock.now(), batch_duration: processing + handed_over.elapsed() })
             });
-            in_flight = Some(InFlight { task, processed });
+            *in_flight = Some(InFlight { task, processed });
         }
-        self.finish(&mut in_flight, &consumer).await?;
-        info!("shutting down: leaving the group");
-        producer.flush(cfg.processing.shutdown_timeout).ok();
-        consumer.close();
-        self.readiness.consuming.store(false, Ordering::Relaxed);
-        Ok(())
     }
 
     /// Takes ownership of `partitions` as an assignment would, without Kafka
@@ -1008,12 +1144,49 @@ impl Worker {
     /// committed, then makes the advisory Kafka commit and records its metrics.
     async fn finish(&mut self, in_flight: &mut Option<InFlight>, consumer: &InputConsumer) -> anyhow::Result<()> {
         let Some(f) = in_flight.take() else { return Ok(()) };
-        let committed = f.task.await.context("the batch's produce-and-commit task")??;
+        let result = f.task.await;
+        self.finished(f.processed, result, consumer)
+    }
+
+    /// [`Worker::finish`] on the way out: the batch in flight gets `timeout`,
+    /// then is abandoned (its task aborted, nothing of it committed) and
+    /// replayed from the store's offsets on restart.
+    async fn drain(
+        &mut self,
+        in_flight: &mut Option<InFlight>,
+        consumer: &InputConsumer,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let Some(mut f) = in_flight.take() else { return Ok(()) };
+        match tokio::time::timeout(timeout, &mut f.task).await {
+            Ok(result) => self.finished(f.processed, result, consumer),
+            Err(_) => {
+                f.task.abort();
+                Err(anyhow!(
+                    "the batch in flight was not acknowledged and committed within {timeout:?}; \
+                     it is replayed from the store's offsets on restart"
+                ))
+            }
+        }
+    }
+
+    fn finished(
+        &mut self,
+        processed: Processed,
+        result: Result<anyhow::Result<Committed>, tokio::task::JoinError>,
+        consumer: &InputConsumer,
+    ) -> anyhow::Result<()> {
         self.in_flight.clear();
-        if let Err(e) = consumer.commit_advisory(&f.processed.kafka_offsets) {
+        let committed = result.context("the batch's produce-and-commit task")??;
+        // Only partitions still assigned: a revoked one's next owner may have
+        // committed further already, and this would move it back.
+        let assigned: BTreeSet<TopicPartition> = consumer.assignment().unwrap_or_default().into_iter().collect();
+        let offsets: Vec<(TopicPartition, i64)> =
+            processed.kafka_offsets.iter().filter(|(tp, _)| assigned.contains(tp)).cloned().collect();
+        if let Err(e) = consumer.commit_advisory(&offsets) {
             debug!(error = %e, "advisory offset commit failed");
         }
-        self.record_metrics(&f.processed, &committed);
+        self.record_metrics(&processed, &committed);
         Ok(())
     }
 
@@ -1097,22 +1270,44 @@ mod tests {
         let clock = Arc::new(Fixed(Timestamp(i64::MAX / 4)));
         let mut worker = Worker::open(config, Metrics::new().expect("metrics"), Arc::new(Readiness::default()), clock)
             .expect("open");
-        worker.assign("clickstream", &[0]).expect("assign");
+        worker.assign("clickstream", &[0, 1]).expect("assign");
         worker
     }
 
-    /// cohort-loadgen traffic over few customers, so consecutive batches
-    /// share most of them: `batches` batches of `size` records.
+    fn store_offsets(worker: &Worker) -> StoreOffsets {
+        StoreOffsets {
+            store: worker.store.clone(),
+            in_flight: worker.in_flight.offsets.clone(),
+            revoke_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The partition the traffic puts a customer on.
+    fn partition_of(customer: &str) -> i32 {
+        i32::from(customer.bytes().last().unwrap_or(0) % 2)
+    }
+
+    /// cohort-loadgen traffic over few customers on two partitions, so
+    /// consecutive batches share most of them: `batches` batches of `size`
+    /// records, some customers forgotten along the way, and batch 3 without
+    /// clicks (it commits no clickstream offset).
     fn traffic(batches: usize, size: usize) -> Vec<Vec<InputRecord>> {
-        let load = cohort_loadgen::Config { customers: 50, seed: 7, ..Default::default() };
+        let load = cohort_loadgen::Config {
+            customers: 50,
+            seed: 7,
+            forget_share: 0.1,
+            forget_within: CoreDuration::from_days(3),
+            ..Default::default()
+        };
         let mut gen = cohort_loadgen::Generator::new(load).expect("loadgen");
         let encoder = Encoder::new(Format::Json, Arc::new(Registry::builtin()));
         let mut offset = 0;
         (0..batches)
-            .map(|_| {
+            .map(|i| {
                 let events: Vec<Event> = gen.by_ref().take(size).collect();
                 events
                     .iter()
+                    .filter(|e| i != 3 || !matches!(e.kind, EventKind::Click(_)))
                     .map(|e| {
                         offset += 1;
                         let topic = match e.kind {
@@ -1123,7 +1318,7 @@ mod tests {
                         };
                         InputRecord {
                             topic: Arc::from(topic),
-                            partition: 0,
+                            partition: partition_of(&e.customer),
                             offset,
                             timestamp: None,
                             key: Some(e.customer.clone().into_bytes()),
@@ -1143,17 +1338,36 @@ mod tests {
         records
     }
 
-    /// Every key of partition 0 and its bytes, as the store has them.
-    fn stored(worker: &Worker, customers: &[String]) -> Vec<(String, Option<Bytes>)> {
-        let keys: Vec<&str> = customers.iter().map(String::as_str).collect();
-        let values = worker.store.get_many(0, &keys);
-        customers.iter().cloned().zip(values.into_iter().map(|v| v.expect("read"))).collect()
+    /// Every key of both partitions and its bytes, as the store has them.
+    fn stored(worker: &Worker, customers: &[String]) -> Vec<(i32, String, Option<Bytes>)> {
+        let mut out = Vec::new();
+        for partition in [0, 1] {
+            let keys: Vec<&str> = customers.iter().map(String::as_str).collect();
+            let values = worker.store.get_many(partition as u32, &keys);
+            for (k, v) in customers.iter().zip(values) {
+                out.push((partition, k.clone(), v.expect("read")));
+            }
+        }
+        out
+    }
+
+    /// Where the store (with the batch in flight over it) says each
+    /// partition's clickstream resumes: after the last click of the batches
+    /// so far, on that partition.
+    fn clicks_resume(batches: &[Vec<InputRecord>], partition: i32) -> Option<i64> {
+        batches
+            .iter()
+            .flatten()
+            .rev()
+            .find(|r| &*r.topic == "clickstream" && r.partition == partition)
+            .map(|r| r.offset + 1)
     }
 
     /// What the run loop does: batch N+1 is processed while N is produced
     /// and not yet committed. With the hot states dropped in between (as if
     /// evicted), N+1 can only find N's states in the in-flight overlay; it
-    /// must decide exactly what the serial loop decides.
+    /// must decide exactly what the serial loop decides, forgotten customers
+    /// (erased states in the overlay) included.
     #[test]
     fn a_batch_processed_while_the_last_is_in_flight_decides_as_if_it_were_committed() {
         let batches = traffic(6, 300);
@@ -1169,6 +1383,9 @@ mod tests {
             c
         };
         assert!(customers.len() < 300, "few customers, so batches share them");
+        let forgets = batches.iter().flatten().filter(|r| r.value.is_none()).count();
+        assert!(forgets > 0, "the traffic forgets some customers");
+        assert!(batches.iter().flatten().any(|r| r.partition == 1), "both partitions have traffic");
 
         let serial_dir = tempfile::tempdir().expect("tempdir");
         let mut serial = open(serial_dir.path());
@@ -1179,7 +1396,7 @@ mod tests {
         let mut pipelined = open(dir.path());
         let mut previous: Option<Processed> = None;
         let mut outputs = Vec::new();
-        for b in &batches {
+        for (i, b) in batches.iter().enumerate() {
             pipelined.forget_hot_states();
             let processed = pipelined.process(b, false).expect("batch");
             if let Some(p) = previous.take() {
@@ -1190,10 +1407,14 @@ mod tests {
             }
             pipelined.in_flight.set(&processed.commits);
             // The rebalance callback would seek where the batch in flight ends.
-            let offsets =
-                StoreOffsets { store: pipelined.store.clone(), in_flight: pipelined.in_flight.offsets.clone() };
-            let last_click = b.iter().rev().find(|r| &*r.topic == "clickstream").map(|r| r.offset + 1);
-            assert_eq!(offsets.next_offset("clickstream", 0), last_click);
+            let offsets = store_offsets(&pipelined);
+            for partition in [0, 1] {
+                assert_eq!(
+                    offsets.next_offset("clickstream", partition),
+                    clicks_resume(&batches[..=i], partition),
+                    "batch {i}, partition {partition}"
+                );
+            }
             outputs.push(sorted(processed.outputs.clone()));
             previous = Some(processed);
         }
@@ -1207,9 +1428,70 @@ mod tests {
             assert_eq!(p, s, "batch {i}'s outputs (decisions and changelog)");
         }
         assert!(serial_outputs.iter().skip(1).all(|o| !o.is_empty()), "every batch decides something");
+        let tombstones = serial_outputs.iter().flatten().filter(|o| o.value.is_none()).count();
+        assert!(tombstones > 0, "forgets write changelog tombstones");
         assert_eq!(stored(&pipelined, &customers), stored(&serial, &customers));
-        let offsets = StoreOffsets { store: pipelined.store.clone(), in_flight: pipelined.in_flight.offsets.clone() };
-        let last_click = batches.iter().flatten().rev().find(|r| &*r.topic == "clickstream").map(|r| r.offset + 1);
-        assert_eq!(offsets.next_offset("clickstream", 0), last_click);
+        let offsets = store_offsets(&pipelined);
+        for partition in [0, 1] {
+            assert_eq!(offsets.next_offset("clickstream", partition), clicks_resume(&batches, partition));
+        }
+    }
+
+    /// A revocation waits for the batch in flight on the revoked partitions
+    /// to settle, and does not wait for one that has nothing in flight.
+    #[test]
+    fn revoking_a_partition_waits_until_its_batch_in_flight_settles() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut worker = open(dir.path());
+        let batches = traffic(1, 200);
+        let processed = worker.process(&batches[0], false).expect("batch");
+        worker.in_flight.set(&processed.commits);
+        let p0 = TopicPartition { topic: "clickstream".into(), partition: 0 };
+        let p7 = TopicPartition { topic: "clickstream".into(), partition: 7 };
+
+        // Nothing of partition 7 is in flight: no wait.
+        let offsets = Arc::new(store_offsets(&worker));
+        offsets.before_revoke(std::slice::from_ref(&p7));
+
+        let revoking = {
+            let offsets = offsets.clone();
+            std::thread::spawn(move || offsets.before_revoke(&[p0]))
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!revoking.is_finished(), "the revocation returned with partition 0's batch still in flight");
+        let settle = SettleOnDrop(worker.in_flight.offsets.clone());
+        for c in &processed.commits {
+            worker.store.commit(c).expect("commit");
+        }
+        drop(settle);
+        revoking.join().expect("the revocation returns once the batch settles");
+        assert_eq!(offsets.next_offset("clickstream", 0), clicks_resume(&batches, 0), "from the store now");
+    }
+
+    #[test]
+    fn records_fetched_again_after_a_revoke_and_reassign_are_dropped() {
+        let rec = |partition: i32, offset: i64| InputRecord {
+            topic: Arc::from("clickstream"),
+            partition,
+            offset,
+            timestamp: None,
+            key: None,
+            value: None,
+            headers: Vec::new(),
+        };
+        // Partition 0 fetched 10..=12, revoked, re-assigned at 10 and fetched 10..=13.
+        let batch = vec![
+            rec(0, 10),
+            rec(1, 5),
+            rec(0, 11),
+            rec(0, 12),
+            rec(0, 10),
+            rec(0, 11),
+            rec(1, 6),
+            rec(0, 12),
+            rec(0, 13),
+        ];
+        let kept: Vec<(i32, i64)> = drop_refetched(batch).iter().map(|r| (r.partition, r.offset)).collect();
+        assert_eq!(kept, vec![(0, 10), (1, 5), (0, 11), (0, 12), (1, 6), (0, 13)]);
     }
 }
