@@ -156,6 +156,19 @@ allowed_lateness = "1m"
         WorkerProcess::start(&self.config, &self.dir.path().join(format!("{name}.log")))
     }
 
+    /// Another member of this deployment's group: the same config with a
+    /// store of its own, as a second machine would have.
+    pub fn start_member(&self, name: &str) -> WorkerProcess {
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        let store = self.dir.path().join("store");
+        let own = self.dir.path().join(format!("store-{name}"));
+        let text = text.replace(&format!("path = \"{}\"", store.display()), &format!("path = \"{}\"", own.display()));
+        assert!(text.contains(&own.display().to_string()), "the config names its store path");
+        let config = self.dir.path().join(format!("cohort-{name}.toml"));
+        std::fs::write(&config, text).expect("write config");
+        WorkerProcess::start(&config, &self.dir.path().join(format!("{name}.log")))
+    }
+
     /// Reads `short` topic from the beginning until `done` holds.
     pub async fn read(&self, short: &str, deadline: Duration, done: impl FnMut(&[Record]) -> bool) -> Vec<Record> {
         consume_until(&self.bootstrap, &[&self.topic(short)], deadline, done)
@@ -295,6 +308,11 @@ impl WorkerProcess {
             assert!(Instant::now() < until, "worker logged no HTTP address within {deadline:?}:\n{}", self.log_tail());
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The whole log, colours stripped.
+    pub fn log_text(&self) -> String {
+        strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default())
     }
 
     /// The log's first lines (a start-up error) and its last ones.
