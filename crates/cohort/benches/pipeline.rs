@@ -11,7 +11,7 @@
 use cohort::config::{Config, WireFormat};
 use cohort::http::Readiness;
 use cohort::metrics::Metrics;
-use cohort::worker::{Clock, Worker};
+use cohort::worker::{FixedClock, Worker};
 use cohort_codec::{Encoder, Format, Registry};
 use cohort_core::event::{Event, EventKind};
 use cohort_core::time::Timestamp;
@@ -22,13 +22,6 @@ use std::time::Instant;
 // The `cohort` binary's allocator, so the figures are the product's.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-struct Fixed(Timestamp);
-impl Clock for Fixed {
-    fn now(&self) -> Timestamp {
-        self.0
-    }
-}
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -51,7 +44,7 @@ fn main() -> anyhow::Result<()> {
     config.processing.max_future_skew = std::time::Duration::from_secs(3650 * 86_400);
     let load = cohort_loadgen::Config { customers: customers as u32, seed: 1, ..Default::default() };
     let mut gen = cohort_loadgen::Generator::new(load)?;
-    let clock = Arc::new(Fixed(Timestamp(i64::MAX / 4)));
+    let clock = Arc::new(FixedClock(Timestamp(i64::MAX / 4)));
     let mut worker = Worker::open(config.clone(), Metrics::new()?, Arc::new(Readiness::default()), clock)?;
     worker.assign("clickstream", &[0])?;
     let encoder = Encoder::new(Format::Avro, Arc::new(Registry::builtin()));

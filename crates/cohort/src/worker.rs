@@ -67,6 +67,17 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Timestamp;
 }
 
+/// A clock that always reads the same instant: offline replays, tests and
+/// benchmarks.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedClock(pub Timestamp);
+
+impl Clock for FixedClock {
+    fn now(&self) -> Timestamp {
+        self.0
+    }
+}
+
 /// The system's clock.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
@@ -1254,20 +1265,13 @@ mod tests {
     use super::*;
     use cohort_core::event::Event;
 
-    struct Fixed(Timestamp);
-    impl Clock for Fixed {
-        fn now(&self) -> Timestamp {
-            self.0
-        }
-    }
-
     fn open(dir: &std::path::Path) -> Worker {
         let mut config = Config::default();
         config.rules.path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rules.yaml");
         config.store.path = dir.join("store");
         config.processing.live_clock = false;
         config.processing.max_future_skew = std::time::Duration::from_secs(3650 * 86_400);
-        let clock = Arc::new(Fixed(Timestamp(i64::MAX / 4)));
+        let clock = Arc::new(FixedClock(Timestamp(i64::MAX / 4)));
         let mut worker = Worker::open(config, Metrics::new().expect("metrics"), Arc::new(Readiness::default()), clock)
             .expect("open");
         worker.assign("clickstream", &[0, 1]).expect("assign");

@@ -13,7 +13,7 @@
 use cohort::config::Config;
 use cohort::http::Readiness;
 use cohort::metrics::Metrics;
-use cohort::worker::{changelog_key, Clock, Worker, KEY_WATERMARK};
+use cohort::worker::{changelog_key, FixedClock, Worker, KEY_WATERMARK};
 use cohort_codec::{Encoder, Format, Registry};
 use cohort_core::event::{Click, ClickKind, Event, EventKind};
 use cohort_core::time::Timestamp;
@@ -26,20 +26,13 @@ const T0: i64 = 1_772_442_000_000;
 const DAY: i64 = 86_400_000;
 const LATENESS: i64 = 60_000;
 
-struct Fixed(Timestamp);
-impl Clock for Fixed {
-    fn now(&self) -> Timestamp {
-        self.0
-    }
-}
-
 fn open(dir: &std::path::Path) -> Worker {
     let mut config = Config::default();
     config.rules.path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rules.yaml");
     config.store.path = dir.join("store");
     config.processing.live_clock = false;
     config.processing.allowed_lateness = std::time::Duration::from_millis(LATENESS as u64);
-    let clock = Arc::new(Fixed(Timestamp(T0 + 30 * DAY)));
+    let clock = Arc::new(FixedClock(Timestamp(T0 + 30 * DAY)));
     let mut worker =
         Worker::open(config, Metrics::new().expect("metrics"), Arc::new(Readiness::default()), clock).expect("open");
     worker.assign("clickstream", &[0, 1]).expect("assign");

@@ -10,29 +10,17 @@
 
 mod common;
 
-use cohort_core::event::{Event, EventKind};
 use cohort_e2e::TestBroker;
-use cohort_loadgen::{Config as LoadConfig, Generator};
-use common::{assert_same_customer_states, outputs_by_id, Deployment};
+use common::{assert_same_customer_states, outputs_by_id, profiles_then_clicks, Deployment};
 use std::time::Duration;
 
 const RULES: &str = include_str!("../../../deploy/rules.yaml");
 const EVENTS: usize = 12_000;
 
-/// Profiles (with consent, so offers are decided), then clicks: one input
-/// topic per phase, so each partition's order is the same in every run.
-fn traffic() -> (Vec<Event>, Vec<Event>) {
-    let config = LoadConfig { customers: 400, seed: 23, ..LoadConfig::default() };
-    let events: Vec<Event> = Generator::new(config).expect("loadgen config").take(EVENTS * 2).collect();
-    let profiles = events.iter().filter(|e| matches!(e.kind, EventKind::ProfileUpdate(_))).cloned().collect();
-    let clicks = events.into_iter().filter(|e| matches!(e.kind, EventKind::Click(_))).take(EVENTS).collect();
-    (profiles, clicks)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_joining_mid_stream_takes_partitions_over_without_losing_or_changing_outputs() {
     let broker = TestBroker::shared();
-    let (profiles, clicks) = traffic();
+    let (profiles, clicks) = profiles_then_clicks(23, EVENTS);
     let reference = Deployment::new(broker.bootstrap(), 2, RULES, "").await;
     let scaled = Deployment::new(broker.bootstrap(), 2, RULES, "").await;
     reference.produce(&profiles).await;
