@@ -28,6 +28,8 @@ fn env(name: &str, default: usize) -> usize {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As the `cohort` binary does.
+    let no_thp = cohort::memory::disable_transparent_huge_pages();
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing
     // and expects a quick run.
     let quick = !std::env::args().any(|a| a == "--bench");
@@ -123,6 +125,10 @@ fn main() -> anyhow::Result<()> {
         thread_cpu / n as f64 * 1e6,
         n as f64 / thread_cpu,
         process_cpu / n as f64 * 1e6
+    );
+    println!(
+        "pipeline: transparent huge pages {} (MIMALLOC_ALLOW_THP=1 keeps them, for comparison)",
+        if no_thp { "off, as in the cohort binary" } else { "left as the system and mimalloc set them" }
     );
     Ok(())
 }

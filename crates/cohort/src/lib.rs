@@ -9,5 +9,6 @@ mod hot;
 pub mod http;
 pub mod inspect;
 pub mod loadgen_cmd;
+pub mod memory;
 pub mod metrics;
 pub mod worker;

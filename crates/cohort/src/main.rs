@@ -90,6 +90,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    cohort::memory::disable_transparent_huge_pages();
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => {
