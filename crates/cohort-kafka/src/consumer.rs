@@ -40,8 +40,9 @@ pub trait OffsetSource: Send + Sync + 'static {
 
     /// Called before `parts` are given up: returns once what was processed
     /// from them is durable (or the implementation gives up waiting), so
-    /// their next owner starts where this member ends. The group waits for
-    /// it, within the rebalance timeout. By default it returns at once.
+    /// nothing of them is produced after they are released and the stored
+    /// offsets match what was produced. The group waits for it, within the
+    /// rebalance timeout. By default it returns at once.
     fn before_revoke(&self, parts: &[TopicPartition]) {
         let _ = parts;
     }
@@ -107,7 +108,21 @@ impl ConsumerContext for CohortConsumerContext {
     /// nothing and the worker re-commits from its store every few seconds,
     /// but a lag graph that stops moving should have a reason in the log.
     fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, offsets: &TopicPartitionList) {
-        if let Err(e) = result {
+        let Err(e) = result else { return };
+        // A commit that crosses a rebalance is refused by design; the next
+        // one, from the store, follows the new assignment.
+        let rebalancing = matches!(
+            e.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::RebalanceInProgress
+                    | RDKafkaErrorCode::IllegalGeneration
+                    | RDKafkaErrorCode::UnknownMemberId
+                    | RDKafkaErrorCode::NoOffset
+            )
+        );
+        if rebalancing {
+            debug!(error = %e, partitions = offsets.count(), "advisory offset commit refused during a rebalance");
+        } else {
             warn!(error = %e, partitions = offsets.count(), "advisory offset commit failed; retried from the store");
         }
     }

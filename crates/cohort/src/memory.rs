@@ -10,7 +10,8 @@
 /// zeroing huge pages was 19% of the processing thread in the pipeline
 /// benchmark; without them the per-event path is x1.13 faster
 /// (docs/benchmarks.md). Databases built on RocksDB commonly run without
-/// them for the same reason and for steadier latency.
+/// them for the same reason and for steadier latency. Processes this one
+/// starts (the demo's broker, a test's) inherit the setting.
 pub fn disable_transparent_huge_pages() -> bool {
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
         return false;

@@ -21,10 +21,13 @@
 //! serial loop; if N fails the worker stops before N+1 is produced, and a
 //! restart replays both from the store's offsets. The rebalance callback
 //! holds a revocation until the batch in flight is committed (at most
-//! `shutdown_timeout`, with a warning if that passes), so a partition's next
-//! owner starts after everything this worker produced from it; the advisory
-//! Kafka commit that follows covers only partitions still assigned. A
-//! partition assigned while a batch is in flight resumes after that batch.
+//! `shutdown_timeout`, with a warning if that passes), so this worker
+//! produces nothing from a partition after giving it up, and its store ends
+//! exactly where its outputs do (a partition that comes back resumes there;
+//! another member starts from its own store, see README "Scaling"). The
+//! advisory Kafka commit that follows covers only partitions still
+//! assigned. Records fetched again after an eager revoke and re-assign are
+//! not processed twice ([`Handed`]).
 //!
 //! Backpressure is structural: at most one batch is unacknowledged while
 //! one more is processed, so input is never consumed faster than outputs are
@@ -114,6 +117,8 @@ pub struct Worker {
     kinds: HashMap<String, InputKind>,
     /// What the batch in flight (produced, not yet committed) writes.
     in_flight: InFlightWrites,
+    /// How far each input partition has been handed to processing.
+    handed: Handed,
 }
 
 /// The states and input offsets of the batch in flight: read before the
@@ -130,12 +135,14 @@ impl InFlightWrites {
     fn set(&mut self, commits: &[Batch]) {
         self.states.clear();
         let mut offsets = self.offsets.lock();
-        offsets.clear();
+        offsets.next.clear();
+        offsets.partitions.clear();
         for b in commits {
             let partition = b.partition as i32;
             let states = self.states.entry(partition).or_default();
             states.extend(b.states.iter().map(|(k, v)| (k.clone(), v.clone())));
-            offsets.extend(b.input_offsets.iter().map(|o| ((o.topic.clone(), partition), o.next_offset)));
+            offsets.next.extend(b.input_offsets.iter().map(|o| ((o.topic.clone(), partition), o.next_offset)));
+            offsets.partitions.insert(partition);
         }
     }
 
@@ -146,40 +153,50 @@ impl InFlightWrites {
     }
 }
 
-/// The next input offsets of the batch in flight, by (topic, partition),
-/// until it is committed or has failed ("settled"). The rebalance callback
-/// seeks a re-assigned partition after them, and waits for them to settle
-/// before it gives a partition up.
+/// What the rebalance callback needs of the batch in flight, until it is
+/// committed or has failed ("settled"): its next input offsets, to seek a
+/// re-assigned partition after them, and its partitions, whose revocation
+/// waits for it.
 #[derive(Default)]
 struct InFlightOffsets {
-    next: Mutex<HashMap<(String, i32), i64>>,
+    state: Mutex<InFlightPartitions>,
     settled: Condvar,
 }
 
+#[derive(Default)]
+struct InFlightPartitions {
+    /// (topic, partition) → next input offset.
+    next: HashMap<(String, i32), i64>,
+    /// Every partition the batch writes, those with input offsets and those
+    /// with only timer decisions (an idle partition under `live_clock`).
+    partitions: BTreeSet<i32>,
+}
+
 impl InFlightOffsets {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), i64>> {
-        self.next.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, InFlightPartitions> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn get(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.lock().get(&(topic.to_string(), partition)).copied()
+        self.lock().next.get(&(topic.to_string(), partition)).copied()
     }
 
     /// The batch is committed (the store has its offsets) or failed (the
     /// store's offsets are where a restart replays from): either way the
     /// store's offsets are the ones to resume from.
     fn settle(&self) {
-        self.lock().clear();
+        let mut state = self.lock();
+        state.next.clear();
+        state.partitions.clear();
+        drop(state);
         self.settled.notify_all();
     }
 
-    /// Waits until none of `parts` has an offset in flight; false if
+    /// Waits until none of `parts` has anything in flight; false if
     /// `timeout` passed first.
     fn wait_settled(&self, parts: &[TopicPartition], timeout: Duration) -> bool {
-        let busy = |next: &mut HashMap<(String, i32), i64>| {
-            parts.iter().any(|p| next.contains_key(&(p.topic.clone(), p.partition)))
-        };
-        let (_next, result) =
+        let busy = |state: &mut InFlightPartitions| parts.iter().any(|p| state.partitions.contains(&p.partition));
+        let (_state, result) =
             self.settled.wait_timeout_while(self.lock(), timeout, busy).unwrap_or_else(|e| e.into_inner());
         !result.timed_out()
     }
@@ -367,9 +384,9 @@ impl OffsetSource for StoreOffsets {
         }
     }
 
-    /// Holds the revocation until the batch in flight is committed, so the
-    /// partition's next owner starts after everything this worker produced
-    /// from it, as with a serial loop. The produce-and-commit task runs on
+    /// Holds the revocation until the batch in flight is committed, so this
+    /// worker produces nothing from the partition once it is given up and
+    /// its store ends where its outputs do, as with a serial loop. The produce-and-commit task runs on
     /// another thread: on a multi-threaded runtime this thread's other tasks
     /// move elsewhere while it waits (`block_in_place`); on a single-threaded
     /// one the task could not run, so there is nothing to wait for.
@@ -392,24 +409,34 @@ impl OffsetSource for StoreOffsets {
     }
 }
 
-/// Drops each record whose offset is not past the last one kept of its
-/// topic and partition. An eager rebalance during one poll revokes and
-/// re-assigns a partition: the records fetched before it are fetched again
-/// from the stored offset, and would otherwise be processed twice (the
-/// second copy dead-lettered as a duplicate event id).
-fn drop_refetched(records: Vec<InputRecord>) -> Vec<InputRecord> {
-    let mut next: HashMap<(Arc<str>, i32), i64> = HashMap::new();
-    records
-        .into_iter()
-        .filter(|r| {
-            let expected = next.entry((r.topic.clone(), r.partition)).or_insert(i64::MIN);
-            let fresh = r.offset >= *expected;
-            if fresh {
-                *expected = r.offset + 1;
-            }
-            fresh
-        })
-        .collect()
+/// The next offset of each input partition after the records already handed
+/// to processing. Everything handed is committed before the store's offset
+/// is read again (or the worker stops), so a record below it has been
+/// processed: an eager rebalance revokes and re-assigns a partition while
+/// records fetched before it are still unprocessed in a batch, the partition
+/// is sought back to the store's offset, and those records come again, in
+/// the same poll or a later one. Processed twice, a customer's counts would
+/// be doubled (or the second copy dead-lettered as a duplicate event id).
+#[derive(Default)]
+struct Handed {
+    next: HashMap<(Arc<str>, i32), i64>,
+}
+
+impl Handed {
+    /// `records` without those already handed; records them as handed.
+    fn keep_new(&mut self, records: Vec<InputRecord>) -> Vec<InputRecord> {
+        records
+            .into_iter()
+            .filter(|r| {
+                let next = self.next.entry((r.topic.clone(), r.partition)).or_insert(i64::MIN);
+                let new = r.offset >= *next;
+                if new {
+                    *next = r.offset + 1;
+                }
+                new
+            })
+            .collect()
+    }
 }
 
 /// The batch's customers: state, changed by the batch, hot-state charge.
@@ -504,6 +531,7 @@ impl Worker {
             partitions: BTreeMap::new(),
             kinds,
             in_flight: InFlightWrites::default(),
+            handed: Handed::default(),
         })
     }
 
@@ -554,9 +582,11 @@ impl Worker {
 
         let mut in_flight: Option<InFlight> = None;
         let consumed = self.consume(&consumer, events, &producer, &mut in_flight, shutdown).await;
+        // One budget for the batch in flight and the producer's last records.
+        let deadline = Instant::now() + cfg.processing.shutdown_timeout;
         let drained = self.drain(&mut in_flight, &consumer, cfg.processing.shutdown_timeout).await;
         info!("shutting down: leaving the group");
-        producer.flush(cfg.processing.shutdown_timeout).ok();
+        producer.flush(deadline.saturating_duration_since(Instant::now())).ok();
         consumer.close();
         self.readiness.consuming.store(false, Ordering::Relaxed);
         match (consumed, drained) {
@@ -601,11 +631,12 @@ impl Worker {
             while let Ok(ev) = events.try_recv() {
                 partition_events.push(ev);
             }
-            let rebalanced = !partition_events.is_empty();
-            if rebalanced {
+            if !partition_events.is_empty() {
                 // The rebalance callback waited for the batch in flight
                 // before revoking; assigned partitions load committed state.
-                self.finish(in_flight, consumer).await?;
+                if !self.finish_unless(in_flight, consumer, &mut shutdown).await? {
+                    return Ok(());
+                }
                 for ev in partition_events {
                     self.on_partition_event(ev)?;
                 }
@@ -621,11 +652,9 @@ impl Worker {
             };
             // Records of partitions revoked since they were fetched belong to
             // their next owner, which starts from the store's offsets.
-            let mut records: Vec<InputRecord> =
+            let records: Vec<InputRecord> =
                 records.into_iter().filter(|r| self.partitions.contains_key(&r.partition)).collect();
-            if rebalanced {
-                records = drop_refetched(records);
-            }
+            let records = self.handed.keep_new(records);
             let live = cfg.processing.live_clock;
             if records.is_empty() && !live {
                 continue;
@@ -640,7 +669,9 @@ impl Worker {
                 continue;
             }
             // One batch in flight: this one is produced after the last is committed.
-            self.finish(in_flight, consumer).await?;
+            if !self.finish_unless(in_flight, consumer, &mut shutdown).await? {
+                return Ok(());
+            }
             self.in_flight.set(&processed.commits);
             let commits = std::mem::take(&mut processed.commits);
             let outputs = std::mem::take(&mut processed.outputs);
@@ -659,8 +690,8 @@ impl Worker {
                     Ok(())
                 })
                 .await??;
-                // Not counting the wait for the batch before it, so batches'
-                // durations do not overlap.
+                // Not counting the wait for the batch before it to commit
+                // (this batch's processing did overlap that batch's produce).
                 Ok(Committed { at: clock.now(), batch_duration: processing + handed_over.elapsed() })
             });
             *in_flight = Some(InFlight { task, processed });
@@ -1153,15 +1184,36 @@ impl Worker {
 
     /// Waits for the batch in flight, if any, to be acknowledged and
     /// committed, then makes the advisory Kafka commit and records its metrics.
+    /// Cancel-safe: dropped while it waits, the batch stays in `in_flight`.
     async fn finish(&mut self, in_flight: &mut Option<InFlight>, consumer: &InputConsumer) -> anyhow::Result<()> {
-        let Some(f) = in_flight.take() else { return Ok(()) };
-        let result = f.task.await;
+        let Some(f) = in_flight.as_mut() else { return Ok(()) };
+        let result = (&mut f.task).await;
+        let f = in_flight.take().expect("the batch awaited is in flight");
         self.finished(f.processed, result, consumer)
     }
 
+    /// [`Worker::finish`], unless `shutdown` completes first (false): the
+    /// batch then stays in flight for [`Worker::drain`]. A batch whose
+    /// outputs cannot be delivered (the broker away) retries until then, so
+    /// SIGTERM must not wait behind it.
+    async fn finish_unless<S: Future<Output = ()>>(
+        &mut self,
+        in_flight: &mut Option<InFlight>,
+        consumer: &InputConsumer,
+        shutdown: &mut std::pin::Pin<&mut S>,
+    ) -> anyhow::Result<bool> {
+        tokio::select! {
+            biased;
+            _ = shutdown.as_mut() => Ok(false),
+            r = self.finish(in_flight, consumer) => r.map(|()| true),
+        }
+    }
+
     /// [`Worker::finish`] on the way out: the batch in flight gets `timeout`,
-    /// then is abandoned (its task aborted, nothing of it committed) and
-    /// replayed from the store's offsets on restart.
+    /// then is abandoned (its task aborted; if its store commit had begun,
+    /// some of its partitions' writes may land, each partition's atomically)
+    /// and what is not committed is replayed from the store's offsets on
+    /// restart.
     async fn drain(
         &mut self,
         in_flight: &mut Option<InFlight>,
@@ -1470,10 +1522,23 @@ mod tests {
         drop(settle);
         revoking.join().expect("the revocation returns once the batch settles");
         assert_eq!(offsets.next_offset("clickstream", 0), clicks_resume(&batches, 0), "from the store now");
+
+        // An idle partition's timer decisions (live clock) commit no input
+        // offset; its revocation waits for them too.
+        worker.in_flight.set(&[Batch { partition: 1, ..Batch::default() }]);
+        let p1 = TopicPartition { topic: "clickstream".into(), partition: 1 };
+        let revoking = {
+            let offsets = offsets.clone();
+            std::thread::spawn(move || offsets.before_revoke(&[p1]))
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!revoking.is_finished(), "the revocation returned with partition 1's timer batch in flight");
+        worker.in_flight.clear();
+        revoking.join().expect("the revocation returns once the batch settles");
     }
 
     #[test]
-    fn records_fetched_again_after_a_revoke_and_reassign_are_dropped() {
+    fn records_fetched_again_after_a_revoke_and_reassign_are_dropped_in_this_poll_or_a_later_one() {
         let rec = |partition: i32, offset: i64| InputRecord {
             topic: Arc::from("clickstream"),
             partition,
@@ -1483,8 +1548,12 @@ mod tests {
             value: None,
             headers: Vec::new(),
         };
-        // Partition 0 fetched 10..=12, revoked, re-assigned at 10 and fetched 10..=13.
-        let batch = vec![
+        let offsets = |records: Vec<InputRecord>| -> Vec<(i32, i64)> {
+            records.iter().map(|r| (r.partition, r.offset)).collect()
+        };
+        let mut handed = Handed::default();
+        // Partition 0 fetched 10..=12, revoked, re-assigned at 10 and fetched 10..=13, in one poll.
+        let poll = vec![
             rec(0, 10),
             rec(1, 5),
             rec(0, 11),
@@ -1495,7 +1564,12 @@ mod tests {
             rec(0, 12),
             rec(0, 13),
         ];
-        let kept: Vec<(i32, i64)> = drop_refetched(batch).iter().map(|r| (r.partition, r.offset)).collect();
-        assert_eq!(kept, vec![(0, 10), (1, 5), (0, 11), (0, 12), (1, 6), (0, 13)]);
+        assert_eq!(offsets(handed.keep_new(poll)), vec![(0, 10), (1, 5), (0, 11), (0, 12), (1, 6), (0, 13)]);
+        // Re-assigned at 11 during that poll: 11..=13 come again in the next one, then 14.
+        let poll = vec![rec(0, 11), rec(0, 12), rec(1, 7), rec(0, 13), rec(0, 14)];
+        assert_eq!(offsets(handed.keep_new(poll)), vec![(1, 7), (0, 14)]);
+        // Another topic's partition 0 is its own sequence.
+        let other = InputRecord { topic: Arc::from("purchases"), ..rec(0, 3) };
+        assert_eq!(offsets(handed.keep_new(vec![other])), vec![(0, 3)]);
     }
 }

@@ -75,6 +75,14 @@ async fn a_worker_joining_mid_stream_takes_partitions_over_without_losing_or_cha
             got_records.len() - got.len()
         );
     }
+    // Records fetched again after the rebalance are not processed twice: no
+    // event of the scaled run is dead-lettered as a duplicate event id.
+    let duplicates = |records: Vec<cohort_e2e::Record>| {
+        records.iter().filter(|r| r.header("cohort.dlq.reason") == Some(b"duplicate_event_id".as_slice())).count()
+    };
+    let want = duplicates(reference.read_all("cohort-dlq").await);
+    let got = duplicates(scaled.read_all("cohort-dlq").await);
+    assert_eq!(got, want, "events dead-lettered as duplicates with two workers against one");
     assert_same_customer_states(&reference, &scaled).await;
     assert!(second.terminate().success());
     assert!(first.terminate().success());
