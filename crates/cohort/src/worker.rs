@@ -134,16 +134,11 @@ struct InFlightWrites {
 impl InFlightWrites {
     fn set(&mut self, commits: &[Batch]) {
         self.states.clear();
-        let mut offsets = self.offsets.lock();
-        offsets.next.clear();
-        offsets.partitions.clear();
         for b in commits {
-            let partition = b.partition as i32;
-            let states = self.states.entry(partition).or_default();
+            let states = self.states.entry(b.partition as i32).or_default();
             states.extend(b.states.iter().map(|(k, v)| (k.clone(), v.clone())));
-            offsets.next.extend(b.input_offsets.iter().map(|o| ((o.topic.clone(), partition), o.next_offset)));
-            offsets.partitions.insert(partition);
         }
+        self.offsets.set(commits);
     }
 
     /// After the batch committed: the store has it all.
@@ -179,6 +174,18 @@ impl InFlightOffsets {
 
     fn get(&self, topic: &str, partition: i32) -> Option<i64> {
         self.lock().next.get(&(topic.to_string(), partition)).copied()
+    }
+
+    /// The batch `commits` is now in flight.
+    fn set(&self, commits: &[Batch]) {
+        let mut state = self.lock();
+        state.next.clear();
+        state.partitions.clear();
+        for b in commits {
+            let partition = b.partition as i32;
+            state.next.extend(b.input_offsets.iter().map(|o| ((o.topic.clone(), partition), o.next_offset)));
+            state.partitions.insert(partition);
+        }
     }
 
     /// The batch is committed (the store has its offsets) or failed (the
@@ -386,10 +393,11 @@ impl OffsetSource for StoreOffsets {
 
     /// Holds the revocation until the batch in flight is committed, so this
     /// worker produces nothing from the partition once it is given up and
-    /// its store ends where its outputs do, as with a serial loop. The produce-and-commit task runs on
-    /// another thread: on a multi-threaded runtime this thread's other tasks
-    /// move elsewhere while it waits (`block_in_place`); on a single-threaded
-    /// one the task could not run, so there is nothing to wait for.
+    /// its store ends where its outputs do, as with a serial loop. The
+    /// produce-and-commit task runs on another thread: on a multi-threaded
+    /// runtime this thread's other tasks move elsewhere while it waits
+    /// (`block_in_place`); on a single-threaded one the task could not run,
+    /// so there is nothing to wait for.
     fn before_revoke(&self, parts: &[TopicPartition]) {
         let wait = || self.in_flight.wait_settled(parts, self.revoke_timeout);
         let settled = match tokio::runtime::Handle::try_current() {
@@ -1220,11 +1228,13 @@ impl Worker {
         consumer: &InputConsumer,
         timeout: Duration,
     ) -> anyhow::Result<()> {
-        let Some(mut f) = in_flight.take() else { return Ok(()) };
-        match tokio::time::timeout(timeout, &mut f.task).await {
-            Ok(result) => self.finished(f.processed, result, consumer),
+        match tokio::time::timeout(timeout, self.finish(in_flight, consumer)).await {
+            Ok(result) => result,
             Err(_) => {
-                f.task.abort();
+                // `finish` is cancel-safe: the batch is still in `in_flight`.
+                if let Some(f) = in_flight.take() {
+                    f.task.abort();
+                }
                 Err(anyhow!(
                     "the batch in flight was not acknowledged and committed within {timeout:?}; \
                      it is replayed from the store's offsets on restart"

@@ -296,7 +296,7 @@ impl WorkerProcess {
         let until = Instant::now() + deadline;
         loop {
             self.assert_running();
-            let text = strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default());
+            let text = self.log_text();
             let found = text.lines().filter(|l| l.contains("serving /metrics")).find_map(|l| {
                 let rest = &l[l.find("bound=")? + "bound=".len()..];
                 let addr: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
