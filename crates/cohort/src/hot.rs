@@ -12,6 +12,11 @@
 //! into `young`; when `young` holds half the budget, `old` is dropped and
 //! `young` becomes `old`. A state used again is taken out of whichever
 //! generation holds it and put back into `young`.
+//!
+//! States are boxed: a batch moves each one out of the cache and back, and a
+//! `CustomerState` is over 700 bytes inline. The two tables swap roles at a
+//! generation change instead of being rebuilt, so a full cache neither
+//! rehashes nor faults in fresh pages for its tables again.
 
 use cohort_core::state::CustomerState;
 use std::collections::HashMap;
@@ -31,8 +36,8 @@ pub fn charge(encoded_len: usize) -> usize {
 
 #[derive(Default)]
 pub struct HotStates {
-    young: HashMap<String, (CustomerState, usize)>,
-    old: HashMap<String, (CustomerState, usize)>,
+    young: HashMap<String, (Box<CustomerState>, usize)>,
+    old: HashMap<String, (Box<CustomerState>, usize)>,
     young_bytes: usize,
     old_bytes: usize,
     budget: usize,
@@ -56,7 +61,7 @@ impl HotStates {
     }
 
     /// Takes a customer's state out of the cache, with its charge.
-    pub fn take(&mut self, customer: &str) -> Option<(String, CustomerState, usize)> {
+    pub fn take(&mut self, customer: &str) -> Option<(String, Box<CustomerState>, usize)> {
         let found = if let Some((k, (s, c))) = self.young.remove_entry(customer) {
             self.young_bytes -= c;
             Some((k, s, c))
@@ -75,12 +80,14 @@ impl HotStates {
     }
 
     /// Puts a customer's current state back.
-    pub fn put(&mut self, customer: String, state: CustomerState, charge: usize) {
+    pub fn put(&mut self, customer: String, state: Box<CustomerState>, charge: usize) {
         if charge > self.budget / 2 {
             return;
         }
         if self.young_bytes + charge > self.budget / 2 {
-            self.old = std::mem::take(&mut self.young);
+            // `old` is dropped and its table, emptied, becomes `young`.
+            std::mem::swap(&mut self.old, &mut self.young);
+            self.young.clear();
             self.old_bytes = std::mem::replace(&mut self.young_bytes, 0);
         }
         self.young_bytes += charge;
@@ -117,8 +124,8 @@ impl HotStates {
 mod tests {
     use super::*;
 
-    fn state(n: i64) -> CustomerState {
-        CustomerState { first_seen: Some(cohort_core::time::Timestamp(n)), ..Default::default() }
+    fn state(n: i64) -> Box<CustomerState> {
+        Box::new(CustomerState { first_seen: Some(cohort_core::time::Timestamp(n)), ..Default::default() })
     }
 
     #[test]
@@ -163,6 +170,25 @@ mod tests {
         assert!(h.take("c0").is_none());
     }
 
+    #[test]
+    fn a_generation_change_reuses_the_tables() {
+        let mut h = HotStates::new(100 * 1_000);
+        for i in 0..500 {
+            h.put(format!("c{i}"), state(i), 100);
+        }
+        let grown = h.young.capacity();
+        assert!(grown >= 500);
+        // The next put starts a generation: the full table becomes `old`
+        // and the emptied one, with its capacity, `young`.
+        h.put("next".into(), state(0), 100);
+        assert_eq!((h.young.len(), h.old.len()), (1, 500));
+        for i in 0..500 {
+            h.put(format!("d{i}"), state(i), 100);
+        }
+        assert!(h.young.capacity() >= grown && h.old.capacity() >= grown);
+        assert_eq!(h.old.len(), 500, "the previous generation was dropped");
+    }
+
     /// Counts the calling thread's live heap bytes, so the charge can be
     /// checked against what decoded states really hold. The only unsafe code
     /// in the crate: a test allocator forwarding to the system's.
@@ -205,7 +231,10 @@ mod tests {
             let bytes = cohort_core::encode::encode(s);
             let before = live();
             let decoded = cohort_core::encode::decode(&bytes).expect("decodes");
-            let size = (live() - before) as usize + std::mem::size_of::<(String, (CustomerState, usize))>() + 40;
+            let size = (live() - before) as usize
+                + std::mem::size_of::<(String, (Box<CustomerState>, usize))>()
+                + std::mem::size_of::<CustomerState>()
+                + 40;
             drop(decoded);
             charged += charge(bytes.len());
             held += size;

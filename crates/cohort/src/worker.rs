@@ -448,7 +448,7 @@ impl Handed {
 }
 
 /// The batch's customers: state, changed by the batch, hot-state charge.
-type States = HashMap<String, (CustomerState, bool, usize)>;
+type States = HashMap<String, (Box<CustomerState>, bool, usize)>;
 
 /// A processed batch, ready to be produced and committed.
 #[derive(Default)]
@@ -913,9 +913,7 @@ impl Worker {
         let mut forgotten: Vec<String> = Vec::new();
         for (event, rec) in &events {
             self.fire_due_timers(partition, rt, &mut states, &mut delta, out)?;
-            let entry = states
-                .entry(event.customer.clone())
-                .or_insert_with(|| (CustomerState::default(), false, hot::charge(0)));
+            let entry = states.entry(event.customer.clone()).or_insert_with(|| (Box::default(), false, hot::charge(0)));
             if matches!(event.kind, EventKind::Forget) {
                 forgotten.push(event.customer.clone());
             }
@@ -933,7 +931,7 @@ impl Worker {
             rt.tables_dirty |= matches!(event.kind, EventKind::Purchase(_) | EventKind::OfferOutcome(_));
             entry.1 = true;
             if decision.forget {
-                entry.0 = CustomerState::default();
+                *entry.0 = CustomerState::default();
                 rt.set_timer(&event.customer, None, &mut delta);
             } else {
                 rt.set_timer(&event.customer, decision.next_timer, &mut delta);
@@ -960,7 +958,7 @@ impl Worker {
                 rt.hot.put(customer, state, charge);
                 continue;
             }
-            let gone = forgotten.contains(&customer) && state == CustomerState::default();
+            let gone = forgotten.contains(&customer) && *state == CustomerState::default();
             let bytes = if gone { None } else { Some(Bytes::from(cohort_core::encode::encode(&state))) };
             out.outputs.push(OutputRecord {
                 topic: topics.changelog.clone(),
@@ -1111,23 +1109,23 @@ impl Worker {
         &self,
         partition: i32,
         res: Result<Option<cohort_store::Bytes>, cohort_store::StoreError>,
-    ) -> anyhow::Result<(CustomerState, usize)> {
+    ) -> anyhow::Result<(Box<CustomerState>, usize)> {
         match res {
-            Ok(None) => Ok((CustomerState::default(), hot::charge(0))),
+            Ok(None) => Ok((Box::default(), hot::charge(0))),
             Ok(Some(bytes)) => match cohort_core::encode::decode(&bytes) {
-                Ok(s) => Ok((s, hot::charge(bytes.len()))),
+                Ok(s) => Ok((Box::new(s), hot::charge(bytes.len()))),
                 Err(e) => {
                     // A corrupt record must not stop its partition: the
                     // customer restarts from an empty state, loudly.
                     warn!(partition, error = %e, "undecodable customer state; starting it afresh");
                     self.metrics.decode_errors.with_label_values(&["corrupt_state"]).inc();
-                    Ok((CustomerState::default(), hot::charge(0)))
+                    Ok((Box::default(), hot::charge(0)))
                 }
             },
             Err(e) if e.class() == cohort_store::ErrorClass::BadData => {
                 warn!(partition, error = %e, "corrupt customer record; starting it afresh");
                 self.metrics.decode_errors.with_label_values(&["corrupt_state"]).inc();
-                Ok((CustomerState::default(), hot::charge(0)))
+                Ok((Box::default(), hot::charge(0)))
             }
             Err(e) => Err(anyhow!("reading customer state: {e}")),
         }
