@@ -103,8 +103,12 @@ fn main() -> anyhow::Result<()> {
     }
     let (t, thread0, process0) = (Instant::now(), cpu_secs("/proc/thread-self/stat"), cpu_secs("/proc/self/stat"));
     let mut outputs = 0usize;
+    let mut by_topic: std::collections::BTreeMap<String, usize> = Default::default();
     for b in &batches {
-        outputs += worker.process_offline(b)?.len();
+        for o in worker.process_offline(b)? {
+            outputs += 1;
+            *by_topic.entry(o.topic.to_string()).or_default() += 1;
+        }
     }
     let secs = t.elapsed().as_secs_f64();
     let thread_cpu = cpu_secs("/proc/thread-self/stat") - thread0;
@@ -125,6 +129,10 @@ fn main() -> anyhow::Result<()> {
         thread_cpu / n as f64 * 1e6,
         n as f64 / thread_cpu,
         process_cpu / n as f64 * 1e6
+    );
+    println!(
+        "pipeline: outputs by topic: {}",
+        by_topic.iter().map(|(t, n)| format!("{t} {n}")).collect::<Vec<_>>().join(", ")
     );
     println!(
         "pipeline: transparent huge pages {} (MIMALLOC_ALLOW_THP=1 keeps them, for comparison)",

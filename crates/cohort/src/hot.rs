@@ -19,7 +19,7 @@
 //! rehashes nor faults in fresh pages for its tables again.
 
 use cohort_core::state::CustomerState;
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 /// Bytes charged for a cached state: its encoded size times this, plus
 /// [`ENTRY_OVERHEAD`]. Decoded states hold their windows, sets and maps in
@@ -221,7 +221,7 @@ mod tests {
         let engine = Engine::new(rules, Default::default());
         let tables = Tables::default();
         let load = cohort_loadgen::Config { customers: 2_000, seed: 7, ..Default::default() };
-        let mut states: HashMap<String, CustomerState> = HashMap::new();
+        let mut states: HashMap<String, CustomerState> = HashMap::default();
         for e in cohort_loadgen::Generator::new(load).expect("generator").take(100_000) {
             let s = states.entry(e.customer.clone()).or_default();
             apply(s, Input::Event(&e), &tables.context(&engine));

@@ -57,7 +57,8 @@ use cohort_kafka::{
     TopicPartition,
 };
 use cohort_store::{Batch, Bytes, Store, Timer, TopicOffset};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use foldhash::{HashMap, HashMapExt};
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
