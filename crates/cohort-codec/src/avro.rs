@@ -278,14 +278,14 @@ impl<'a> Cursor<'a> {
     }
 
     #[inline]
-    fn byte(&mut self) -> Result<u8, BinError> {
+    pub(crate) fn byte(&mut self) -> Result<u8, BinError> {
         let b = *self.buf.get(self.pos).ok_or(BinError::Eof)?;
         self.pos += 1;
         Ok(b)
     }
 
     #[inline]
-    fn long(&mut self) -> Result<i64, BinError> {
+    pub(crate) fn long(&mut self) -> Result<i64, BinError> {
         let mut n: u64 = 0;
         let mut shift = 0;
         loop {
@@ -306,7 +306,7 @@ impl<'a> Cursor<'a> {
     }
 
     #[inline]
-    fn int(&mut self) -> Result<i32, BinError> {
+    pub(crate) fn int(&mut self) -> Result<i32, BinError> {
         let l = self.long()?;
         i32::try_from(l).map_err(|_| BinError::BadVarint)
     }
@@ -334,7 +334,7 @@ impl<'a> Cursor<'a> {
     }
 
     #[inline]
-    fn str(&mut self) -> Result<&'a str, BinError> {
+    pub(crate) fn str(&mut self) -> Result<&'a str, BinError> {
         std::str::from_utf8(self.bytes()?).map_err(|_| BinError::BadUtf8)
     }
 
@@ -343,7 +343,7 @@ impl<'a> Cursor<'a> {
         Ok(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn f64(&mut self) -> Result<f64, BinError> {
+    pub(crate) fn f64(&mut self) -> Result<f64, BinError> {
         let b = self.take(8)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
@@ -559,7 +559,7 @@ fn skip(n: &Node, c: &mut Cursor<'_>) -> Result<(), BinError> {
 #[derive(Debug)]
 pub(crate) struct Mismatch(pub String);
 
-fn put_long(out: &mut Vec<u8>, v: i64) {
+pub(crate) fn put_long(out: &mut Vec<u8>, v: i64) {
     let mut n = ((v << 1) ^ (v >> 63)) as u64;
     while n >= 0x80 {
         out.push((n as u8) | 0x80);
@@ -568,7 +568,7 @@ fn put_long(out: &mut Vec<u8>, v: i64) {
     out.push(n as u8);
 }
 
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+pub(crate) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     put_long(out, b.len() as i64);
     out.extend_from_slice(b);
 }

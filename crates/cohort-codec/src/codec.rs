@@ -123,7 +123,30 @@ impl Decoder {
                 kind: EventKind::Forget,
             });
         };
-        let (head, kind) = self.with_value(kind.record_type(), value, |v| {
+        let direct = match (kind, self.direct_click_datum(value)) {
+            (InputKind::Click, Some(datum)) => crate::direct::click(datum),
+            _ => None,
+        };
+        let (head, kind) = match direct {
+            Some((h, c)) => (h, EventKind::Click(c)),
+            None => self.decode_value(kind, value)?,
+        };
+        let Head { id, customer, time } = head;
+        let customer = match (key, customer) {
+            (Some(k), Some(p)) if k != p => {
+                return Err(DecodeError::CustomerIdMismatch { key: k.to_string(), payload: p })
+            }
+            (_, Some(p)) => p,
+            (Some(k), None) => k.to_string(),
+            (None, None) => return Err(DecodeError::MissingCustomerId),
+        };
+        let id = id.unwrap_or_else(|| derived_event_id(rec.topic, rec.partition, rec.offset));
+        Ok(Event { id, customer, time, kind })
+    }
+
+    /// The generic path: the value tree in cohort's schema, then the mapping.
+    fn decode_value(&self, kind: InputKind, value: &[u8]) -> Result<(Head, EventKind), DecodeError> {
+        self.with_value(kind.record_type(), value, |v| {
             Ok(match kind {
                 InputKind::Click => {
                     let (h, c) = records::click(v)?;
@@ -142,18 +165,24 @@ impl Decoder {
                     (h, EventKind::OfferOutcome(o))
                 }
             })
-        })?;
-        let Head { id, customer, time } = head;
-        let customer = match (key, customer) {
-            (Some(k), Some(p)) if k != p => {
-                return Err(DecodeError::CustomerIdMismatch { key: k.to_string(), payload: p })
+        })
+    }
+
+    /// The Avro datum of a click value when it was written with exactly
+    /// cohort's click schema (plain Avro, or a Confluent id registered with
+    /// that schema): then [`crate::direct::click`] may read it.
+    fn direct_click_datum<'v>(&self, value: &'v [u8]) -> Option<&'v [u8]> {
+        if value.len() > self.max_value_bytes {
+            return None;
+        }
+        match self.format {
+            Format::Avro => Some(value),
+            Format::ConfluentAvro => {
+                let (id, datum) = split_confluent(value).ok()?;
+                (self.registry.id_for(RecordType::ClickEvent) == Some(id)).then_some(datum)
             }
-            (_, Some(p)) => p,
-            (Some(k), None) => k.to_string(),
-            (None, None) => return Err(DecodeError::MissingCustomerId),
-        };
-        let id = id.unwrap_or_else(|| derived_event_id(rec.topic, rec.partition, rec.offset));
-        Ok(Event { id, customer, time, kind })
+            Format::Json => None,
+        }
     }
 
     /// Decodes a `segment-changes` value (for consumers, tests and tools).
@@ -300,6 +329,10 @@ impl Encoder {
 
     /// Appends a `segment-changes` value to `out` (reuse the buffer).
     pub fn encode_segment_changed_into(&self, o: &SegmentChanged, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        if self.avro_header(RecordType::SegmentChanged, out)? {
+            crate::direct::segment_changed(o, out);
+            return Ok(());
+        }
         self.write(RecordType::SegmentChanged, &records::segment_changed_value(o), out)
     }
 
@@ -312,7 +345,26 @@ impl Encoder {
 
     /// Appends a `next-best-offers` value to `out` (reuse the buffer).
     pub fn encode_next_best_offer_into(&self, o: &NextBestOffer, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        if self.avro_header(RecordType::NextBestOffer, out)? {
+            crate::direct::next_best_offer(o, out);
+            return Ok(());
+        }
         self.write(RecordType::NextBestOffer, &records::next_best_offer_value(o), out)
+    }
+
+    /// For the Avro formats, writes what precedes the datum (the Confluent
+    /// header, or nothing) and says the datum may be written directly.
+    fn avro_header(&self, rt: RecordType, out: &mut Vec<u8>) -> Result<bool, EncodeError> {
+        match self.format {
+            Format::Avro => Ok(true),
+            Format::ConfluentAvro => {
+                let id = self.registry.id_for(rt).ok_or(EncodeError::NoSchemaId(rt))?;
+                out.push(0);
+                out.extend_from_slice(&id.to_be_bytes());
+                Ok(true)
+            }
+            Format::Json => Ok(false),
+        }
     }
 
     fn write(&self, rt: RecordType, v: &V<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {

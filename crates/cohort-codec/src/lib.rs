@@ -16,6 +16,8 @@
 //! - [`registry`]: Confluent schema ids to writer schemas (from config and
 //!   the schemas directory), compatibility checked at load;
 //! - `records`: decoded values to `cohort-core` types and back;
+//! - `direct`: clicks in cohort's own schema straight to core types, the
+//!   hot path; anything it does not accept goes the generic way;
 //! - [`codec`]: the public [`Decoder`] and [`Encoder`];
 //! - [`output`]: the engine output types the codec encodes (re-exported).
 //!
@@ -27,6 +29,7 @@
 
 mod avro;
 pub mod codec;
+mod direct;
 pub mod error;
 mod json;
 pub mod output;
