@@ -4,7 +4,8 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 # Tests run in the release profile so librdkafka and RocksDB are compiled once
-# for tests, benchmarks and the demo (a first build takes ~16 min on 2 cores).
+# for tests and the demo (a first build takes ~16 min on 2 cores). Benchmarks
+# use the bench profile (fat LTO, as the shipped `dist` build): a build of its own.
 PROFILE_FLAGS ?= --release
 
 .PHONY: all setup run test test-core lint fmt bench clean-cache help

@@ -914,7 +914,12 @@ impl Worker {
         let mut forgotten: Vec<String> = Vec::new();
         for (event, rec) in &events {
             self.fire_due_timers(partition, rt, &mut states, &mut delta, out)?;
-            let entry = states.entry(event.customer.clone()).or_insert_with(|| (Box::default(), false, hot::charge(0)));
+            // Every event's customer was loaded above (an absent one as an
+            // empty state), so this finds it without allocating a key.
+            if !states.contains_key(&event.customer) {
+                states.insert(event.customer.clone(), (Box::default(), false, hot::charge(0)));
+            }
+            let Some(entry) = states.get_mut(&event.customer) else { continue };
             if matches!(event.kind, EventKind::Forget) {
                 forgotten.push(event.customer.clone());
             }
