@@ -379,7 +379,9 @@ impl Store {
             // position from the previous one instead of searching from the top.
             // Stable, so of two updates to one customer the later still wins.
             let mut order: Vec<usize> = (0..batch.states.len()).collect();
-            order.sort_by(|&a, &b| batch.states[a].0.cmp(&batch.states[b].0));
+            if !batch.states.is_sorted_by(|a, b| a.0 <= b.0) {
+                order.sort_by(|&a, &b| batch.states[a].0.cmp(&batch.states[b].0));
+            }
             for (customer, state) in order.iter().map(|&i| &batch.states[i]) {
                 write_state_key(&mut key, p, customer);
                 match state {
@@ -478,7 +480,10 @@ impl Store {
                 return out;
             }
         };
-        let results = db.batched_multi_get_cf(states, misses.iter().map(|(_, k, _)| k), false);
+        // Keys share the partition prefix, so they are in order when the
+        // customers are; RocksDB then skips sorting them.
+        let sorted = customers.is_sorted();
+        let results = db.batched_multi_get_cf(states, misses.iter().map(|(_, k, _)| k), sorted);
         let mut corrupt = 0;
         for ((i, key, ticket), result) in misses.into_iter().zip(results) {
             out[i] = match result {

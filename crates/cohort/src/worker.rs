@@ -875,10 +875,9 @@ impl Worker {
         let mut states: States = HashMap::new();
         {
             let (hits, misses) = (rt.hot.hits, rt.hot.misses);
-            let mut wanted: Vec<&str> = events.iter().map(|(e, _)| e.customer.as_str()).collect();
-            // And the customers whose timers this batch can fire: at most
-            // those due by the watermark its events (and the wall clock)
-            // would reach, so timers need no store read of their own.
+            // The events' customers, and those whose timers this batch can
+            // fire: at most those due by the watermark its events (and the
+            // wall clock) would reach, so timers need no store read of their own.
             let mut horizon = rt.watermark;
             for (e, _) in &events {
                 horizon.observe(e.time);
@@ -889,18 +888,27 @@ impl Worker {
             let horizon = horizon.current();
             let due: Vec<Arc<str>> =
                 rt.timers.iter().take_while(|(due, _)| *due <= horizon).map(|(_, c)| c.clone()).collect();
-            wanted.extend(due.iter().map(|c| &**c));
-            wanted.sort_unstable();
-            wanted.dedup();
-            wanted.retain(|c| match rt.hot.take(c) {
-                Some((customer, state, charge)) => {
-                    states.insert(customer, (state, false, charge));
-                    false
+            // Hot states first; the rest, each once, from one multi-get.
+            let mut missing: Vec<&str> = Vec::new();
+            let mut missed: foldhash::HashSet<&str> = Default::default();
+            for c in events.iter().map(|(e, _)| e.customer.as_str()).chain(due.iter().map(|c| &**c)) {
+                if states.contains_key(c) || missed.contains(c) {
+                    continue;
                 }
-                None => true,
-            });
-            let loaded = self.read_states(partition, &wanted);
-            for (c, res) in wanted.iter().zip(loaded) {
+                match rt.hot.take(c) {
+                    Some((customer, state, charge)) => {
+                        states.insert(customer, (state, false, charge));
+                    }
+                    None => {
+                        missed.insert(c);
+                        missing.push(c);
+                    }
+                }
+            }
+            // In key order, as RocksDB's multi-get wants them.
+            missing.sort_unstable();
+            let loaded = self.read_states(partition, &missing);
+            for (c, res) in missing.iter().zip(loaded) {
                 let (state, charge) = self.decode_state(partition, res)?;
                 states.insert(c.to_string(), (state, false, charge));
             }
