@@ -274,7 +274,8 @@ impl TopK {
 
     fn ranked(&self) -> Vec<&(String, u64)> {
         let mut v: Vec<&(String, u64)> = self.items.iter().collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        // Products are unique, so the order is total and unstable is exact.
+        v.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         v
     }
 }

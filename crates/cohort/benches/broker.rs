@@ -353,7 +353,7 @@ fn write_config(dir: &Path, bootstrap: &str, http_port: u16, props: &Props) -> a
     let group = format!("cohort-bench-{}", now_ms());
     // Everything but the broker, the store, the port, JSON logs (to read the
     // assignment's time) and the consumer's fetch wait is the worker's
-    // default: batches of up to 2,000 records or 50 ms, live clock on.
+    // default: batches of up to 10,000 records or 50 ms, live clock on.
     let text = format!(
         r#"
 [kafka]

@@ -6,7 +6,7 @@
 //!
 //! `cargo bench -p cohort --bench pipeline` prints events/s. Set
 //! `PIPELINE_CUSTOMERS`, `PIPELINE_EVENTS` and `PIPELINE_BATCH` (records per
-//! batch, 2,000 as the worker's default) to change the size.
+//! batch, 10,000 as the worker's default) to change the size.
 
 use cohort::config::{Config, WireFormat};
 use cohort::http::Readiness;
@@ -35,7 +35,7 @@ fn main() -> anyhow::Result<()> {
     let quick = !std::env::args().any(|a| a == "--bench");
     let customers = if quick { 2_000 } else { env("PIPELINE_CUSTOMERS", 1_000_000) };
     let events = if quick { 5_000 } else { env("PIPELINE_EVENTS", 1_000_000) };
-    let batch = env("PIPELINE_BATCH", 2_000);
+    let batch = env("PIPELINE_BATCH", 10_000);
     let dir = tempfile::tempdir()?;
     let mut config = Config::default();
     config.rules.path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rules.yaml");

@@ -1012,7 +1012,8 @@ impl Worker {
                 batch.states.push((key.to_string(), Some(bytes.into())));
             }
         }
-        batch.states.sort_by(|a, b| a.0.cmp(&b.0));
+        // Keys are unique (one entry per customer or table), so unstable is exact.
+        batch.states.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let (set, clear) = delta.finish(&rt.timer_of);
         batch.timers_set = set;
         batch.timers_clear = clear;
