@@ -244,39 +244,53 @@ pub const POPULAR_CATEGORIES: usize = 512;
 /// product is replaced and the newcomer inherits its count plus one, so
 /// heavy hitters are never lost and counts are over-estimates by at most
 /// the evicted count).
+///
+/// `items` is kept in rank order (count descending, then name), so reading
+/// the ranking, which every offer decision does, sorts nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct TopK {
     items: Vec<(String, u64)>,
     total: u64,
 }
 
+/// Whether `a` ranks before `b`: more counted, then the smaller name.
+fn outranks(a: &(String, u64), b: &(String, u64)) -> bool {
+    b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)).is_lt()
+}
+
 impl TopK {
     fn add(&mut self, product: &str, cap: usize) {
         self.total = self.total.saturating_add(1);
-        if let Some(e) = self.items.iter_mut().find(|(p, _)| p == product) {
-            e.1 += 1;
-            return;
-        }
-        if self.items.len() < cap {
+        let i = if let Some(i) = self.items.iter().position(|(p, _)| p == product) {
+            self.items[i].1 += 1;
+            i
+        } else if self.items.len() < cap {
             self.items.push((product.to_owned(), 1));
-            return;
-        }
-        let Some(min_i) = (0..self.items.len()).min_by(|&a, &b| {
-            let (pa, ca) = &self.items[a];
-            let (pb, cb) = &self.items[b];
-            ca.cmp(cb).then_with(|| pb.cmp(pa))
-        }) else {
+            self.items.len() - 1
+        } else if let Some(last) = self.items.last_mut() {
+            // The least counted (ties: the last name) is the last in rank order.
+            let c = last.1;
+            *last = (product.to_owned(), c + 1);
+            self.items.len() - 1
+        } else {
             return;
         };
-        let c = self.items[min_i].1;
-        self.items[min_i] = (product.to_owned(), c + 1);
+        // Only item `i` moved up in rank: bubble it into place.
+        let mut i = i;
+        while i > 0 && outranks(&self.items[i], &self.items[i - 1]) {
+            self.items.swap(i, i - 1);
+            i -= 1;
+        }
     }
 
-    fn ranked(&self) -> Vec<&(String, u64)> {
-        let mut v: Vec<&(String, u64)> = self.items.iter().collect();
+    /// Restores rank order (tables written before it was kept).
+    fn rank(&mut self) {
         // Products are unique, so the order is total and unstable is exact.
-        v.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        v
+        self.items.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    }
+
+    fn ranked(&self) -> impl Iterator<Item = &(String, u64)> {
+        self.items.iter()
     }
 }
 
@@ -319,12 +333,12 @@ impl Popularity {
 
     /// Most bought products of `category`, best first.
     pub fn top_in(&self, category: &str) -> impl Iterator<Item = &str> {
-        self.by_category.get(category).map(|t| t.ranked()).unwrap_or_default().into_iter().map(|(p, _)| p.as_str())
+        self.by_category.get(category).into_iter().flat_map(TopK::ranked).map(|(p, _)| p.as_str())
     }
 
     /// Most bought products overall, best first.
     pub fn top(&self) -> impl Iterator<Item = &str> {
-        self.overall.ranked().into_iter().map(|(p, _)| p.as_str())
+        self.overall.ranked().map(|(p, _)| p.as_str())
     }
 
     /// Compact bytes for persisting the table (leading version byte 1).
@@ -358,7 +372,9 @@ impl Popularity {
                 let p = r.string()?;
                 items.push((p, r.uv()?));
             }
-            Ok(TopK { items, total })
+            let mut t = TopK { items, total };
+            t.rank();
+            Ok(t)
         }
         let overall = top(&mut r)?;
         let n = r.len()?;
@@ -537,6 +553,41 @@ mod tests {
         p.record("x", Outcome::Opened);
         assert!((p.mean("x", (1.0, 9.0)) - 2.0 / 20.0).abs() < 1e-12);
         assert_eq!(Propensity::decode(&p.encode()), Ok(p));
+    }
+
+    /// The top-k kept in rank order ranks exactly as the old counter that
+    /// sorted on every read (replacing the least counted, ties the last name).
+    #[test]
+    fn top_k_kept_in_rank_order_ranks_as_sorting_on_read() {
+        fn reference_add(items: &mut Vec<(String, u64)>, product: &str, cap: usize) {
+            if let Some(e) = items.iter_mut().find(|(p, _)| p == product) {
+                e.1 += 1;
+            } else if items.len() < cap {
+                items.push((product.to_owned(), 1));
+            } else if let Some(min_i) = (0..items.len()).min_by(|&a, &b| {
+                let ((pa, ca), (pb, cb)) = (&items[a], &items[b]);
+                ca.cmp(cb).then_with(|| pb.cmp(pa))
+            }) {
+                let c = items[min_i].1;
+                items[min_i] = (product.to_owned(), c + 1);
+            }
+        }
+        let mut x: u64 = 88_172_645_463_325_252;
+        for cap in [1, 3, 5, POPULAR_PER_CATEGORY] {
+            let (mut kept, mut reference) = (TopK::default(), Vec::new());
+            for _ in 0..5_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Skewed: low numbers often, so counts differ and ties happen.
+                let product = format!("p{}", (x % 64).min(x % 7 + x % 3));
+                kept.add(&product, cap);
+                reference_add(&mut reference, &product, cap);
+                let mut sorted = reference.clone();
+                sorted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                assert_eq!(kept.items, sorted, "cap {cap}");
+            }
+        }
     }
 
     #[test]
