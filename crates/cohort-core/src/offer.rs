@@ -590,6 +590,17 @@ mod tests {
         }
     }
 
+    /// A table written before the top-k was kept ranked decodes ranked.
+    #[test]
+    fn an_unranked_table_decodes_ranked() {
+        let unranked = TopK { items: vec![("b".into(), 1), ("c".into(), 5), ("a".into(), 1)], total: 7 };
+        let old =
+            Popularity { by_category: BTreeMap::from([("keto".to_string(), unranked.clone())]), overall: unranked };
+        let decoded = Popularity::decode(&old.encode()).expect("decodes");
+        assert_eq!(decoded.top().collect::<Vec<_>>(), ["c", "a", "b"]);
+        assert_eq!(decoded.top_in("keto").collect::<Vec<_>>(), ["c", "a", "b"]);
+    }
+
     #[test]
     fn popularity_is_bounded_and_ranked() {
         let mut pop = Popularity::default();
