@@ -112,7 +112,7 @@ impl Metrics {
             batch_records: histogram(
                 "cohort_batch_size_records",
                 "Records per processed batch.",
-                vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0],
+                vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 20000.0],
             )?,
             batch_duration: histogram(
                 "cohort_batch_duration_seconds",
