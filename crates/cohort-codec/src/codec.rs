@@ -123,8 +123,8 @@ impl Decoder {
                 kind: EventKind::Forget,
             });
         };
-        let direct = match (kind, self.direct_click_datum(value)) {
-            (InputKind::Click, Some(datum)) => crate::direct::click(datum),
+        let direct = match kind {
+            InputKind::Click => self.direct_click_datum(value).and_then(crate::direct::click),
             _ => None,
         };
         let (head, kind) = match direct {

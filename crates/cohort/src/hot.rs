@@ -88,6 +88,11 @@ impl HotStates {
             // `old` is dropped and its table, emptied, becomes `young`.
             std::mem::swap(&mut self.old, &mut self.young);
             self.young.clear();
+            // After the budget fell (a rebalance brought more partitions),
+            // a generation holds fewer states: give back the slots.
+            if self.young.capacity() > 4 * self.old.len().max(16) {
+                self.young.shrink_to(self.old.len());
+            }
             self.old_bytes = std::mem::replace(&mut self.young_bytes, 0);
         }
         self.young_bytes += charge;
@@ -187,6 +192,27 @@ mod tests {
         }
         assert!(h.young.capacity() >= grown && h.old.capacity() >= grown);
         assert_eq!(h.old.len(), 500, "the previous generation was dropped");
+    }
+
+    #[test]
+    fn tables_shrink_after_the_budget_falls() {
+        let mut h = HotStates::new(100 * 10_000);
+        for i in 0..30_000 {
+            h.put(format!("c{i}"), state(i), 100);
+        }
+        let big = h.young.capacity().max(h.old.capacity());
+        assert!(big >= 5_000);
+        h.set_budget(100 * 100);
+        for i in 0..1_000 {
+            h.put(format!("d{i}"), state(i), 100);
+        }
+        assert!(
+            h.young.capacity() < big / 4 && h.old.capacity() < big / 4,
+            "{} {}",
+            h.young.capacity(),
+            h.old.capacity()
+        );
+        assert!(h.bytes() <= 100 * 100);
     }
 
     /// Counts the calling thread's live heap bytes, so the charge can be

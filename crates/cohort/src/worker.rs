@@ -927,7 +927,7 @@ impl Worker {
             if !states.contains_key(&event.customer) {
                 states.insert(event.customer.clone(), (Box::default(), false, hot::charge(0)));
             }
-            let Some(entry) = states.get_mut(&event.customer) else { continue };
+            let entry = states.get_mut(&event.customer).expect("inserted above");
             if matches!(event.kind, EventKind::Forget) {
                 forgotten.push(event.customer.clone());
             }
