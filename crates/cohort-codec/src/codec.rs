@@ -369,16 +369,9 @@ impl Encoder {
 
     fn write(&self, rt: RecordType, v: &V<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         let node = self.registry.node(rt);
-        match self.format {
-            Format::Avro => avro::encode(node, v, out).map_err(|m| EncodeError::Mismatch(rt, m.0)),
-            Format::ConfluentAvro => {
-                let id = self.registry.id_for(rt).ok_or(EncodeError::NoSchemaId(rt))?;
-                out.push(0);
-                out.extend_from_slice(&id.to_be_bytes());
-                avro::encode(node, v, out).map_err(|m| EncodeError::Mismatch(rt, m.0))
-            }
-            Format::Json => serde_json::to_writer(&mut *out, &json::to_json(node, v))
-                .map_err(|e| EncodeError::Mismatch(rt, e.to_string())),
+        if self.avro_header(rt, out)? {
+            return avro::encode(node, v, out).map_err(|m| EncodeError::Mismatch(rt, m.0));
         }
+        serde_json::to_writer(&mut *out, &json::to_json(node, v)).map_err(|e| EncodeError::Mismatch(rt, e.to_string()))
     }
 }

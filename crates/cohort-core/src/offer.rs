@@ -253,9 +253,10 @@ struct TopK {
     total: u64,
 }
 
-/// Whether `a` ranks before `b`: more counted, then the smaller name.
-fn outranks(a: &(String, u64), b: &(String, u64)) -> bool {
-    b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)).is_lt()
+/// Rank order: more counted first, then the smaller name. Products are
+/// unique, so the order is total.
+fn rank_order(a: &(String, u64), b: &(String, u64)) -> std::cmp::Ordering {
+    b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0))
 }
 
 impl TopK {
@@ -277,7 +278,7 @@ impl TopK {
         };
         // Only item `i` moved up in rank: bubble it into place.
         let mut i = i;
-        while i > 0 && outranks(&self.items[i], &self.items[i - 1]) {
+        while i > 0 && rank_order(&self.items[i], &self.items[i - 1]).is_lt() {
             self.items.swap(i, i - 1);
             i -= 1;
         }
@@ -285,8 +286,8 @@ impl TopK {
 
     /// Restores rank order (tables written before it was kept).
     fn rank(&mut self) {
-        // Products are unique, so the order is total and unstable is exact.
-        self.items.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        // A total order, so unstable is exact.
+        self.items.sort_unstable_by(rank_order);
     }
 
     fn ranked(&self) -> impl Iterator<Item = &(String, u64)> {

@@ -889,7 +889,6 @@ impl Worker {
             let due: Vec<Arc<str>> =
                 rt.timers.iter().take_while(|(due, _)| *due <= horizon).map(|(_, c)| c.clone()).collect();
             // Hot states first; the rest, each once, from one multi-get.
-            let mut missing: Vec<&str> = Vec::new();
             let mut missed: foldhash::HashSet<&str> = Default::default();
             for c in events.iter().map(|(e, _)| e.customer.as_str()).chain(due.iter().map(|c| &**c)) {
                 if states.contains_key(c) || missed.contains(c) {
@@ -901,11 +900,11 @@ impl Worker {
                     }
                     None => {
                         missed.insert(c);
-                        missing.push(c);
                     }
                 }
             }
             // In key order, as RocksDB's multi-get wants them.
+            let mut missing: Vec<&str> = missed.into_iter().collect();
             missing.sort_unstable();
             let loaded = self.read_states(partition, &missing);
             for (c, res) in missing.iter().zip(loaded) {
@@ -923,11 +922,8 @@ impl Worker {
         for (event, rec) in &events {
             self.fire_due_timers(partition, rt, &mut states, &mut delta, out)?;
             // Every event's customer was loaded above (an absent one as an
-            // empty state), so this finds it without allocating a key.
-            if !states.contains_key(&event.customer) {
-                states.insert(event.customer.clone(), (Box::default(), false, hot::charge(0)));
-            }
-            let entry = states.get_mut(&event.customer).expect("inserted above");
+            // empty state) and nothing removes one.
+            let entry = states.get_mut(&event.customer).expect("loaded with the batch");
             if matches!(event.kind, EventKind::Forget) {
                 forgotten.push(event.customer.clone());
             }
