@@ -350,7 +350,7 @@ impl<'a> Cursor<'a> {
         Ok(f64::from_le_bytes(a))
     }
 
-    fn boolean(&mut self) -> Result<bool, BinError> {
+    pub(crate) fn boolean(&mut self) -> Result<bool, BinError> {
         match self.byte()? {
             0 => Ok(false),
             1 => Ok(true),
@@ -359,7 +359,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Reads an array or map block header: item count, or 0 at the end.
-    fn block(&mut self, zero_sized: bool) -> Result<usize, BinError> {
+    pub(crate) fn block(&mut self, zero_sized: bool) -> Result<usize, BinError> {
         let raw = self.long()?;
         let count = if raw < 0 {
             self.long()?; // block size in bytes, only useful for skipping

@@ -123,12 +123,9 @@ impl Decoder {
                 kind: EventKind::Forget,
             });
         };
-        let direct = match kind {
-            InputKind::Click => self.direct_click_datum(value).and_then(crate::direct::click),
-            _ => None,
-        };
+        let direct = self.direct_datum(kind, value).and_then(|datum| crate::direct::input(kind, datum));
         let (head, kind) = match direct {
-            Some((h, c)) => (h, EventKind::Click(c)),
+            Some(decoded) => decoded,
             None => self.decode_value(kind, value)?,
         };
         let Head { id, customer, time } = head;
@@ -168,10 +165,10 @@ impl Decoder {
         })
     }
 
-    /// The Avro datum of a click value when it was written with exactly
-    /// cohort's click schema (plain Avro, or a Confluent id registered with
-    /// that schema): then [`crate::direct::click`] may read it.
-    fn direct_click_datum<'v>(&self, value: &'v [u8]) -> Option<&'v [u8]> {
+    /// The Avro datum of an input value when it was written with exactly
+    /// cohort's schema for `kind` (plain Avro, or a Confluent id registered
+    /// with that schema): then [`crate::direct::input`] may read it.
+    fn direct_datum<'v>(&self, kind: InputKind, value: &'v [u8]) -> Option<&'v [u8]> {
         if value.len() > self.max_value_bytes {
             return None;
         }
@@ -179,7 +176,7 @@ impl Decoder {
             Format::Avro => Some(value),
             Format::ConfluentAvro => {
                 let (id, datum) = split_confluent(value).ok()?;
-                (self.registry.id_for(RecordType::ClickEvent) == Some(id)).then_some(datum)
+                (self.registry.id_for(kind.record_type()) == Some(id)).then_some(datum)
             }
             Format::Json => None,
         }
