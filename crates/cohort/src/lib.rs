@@ -11,4 +11,5 @@ pub mod inspect;
 pub mod loadgen_cmd;
 pub mod memory;
 pub mod metrics;
+mod timers;
 pub mod worker;

@@ -44,6 +44,7 @@ use crate::dlq;
 use crate::hot::{self, HotStates};
 use crate::http::Readiness;
 use crate::metrics::Metrics;
+use crate::timers::Timers;
 use anyhow::{anyhow, Context as _};
 use cohort_codec::{Decoder, Encoder, Format, InputKind, Registry};
 use cohort_core::engine::{apply, Engine, Input, Output, Tables};
@@ -247,44 +248,23 @@ struct PartitionRuntime {
     tables: Tables,
     /// The tables learned something in this batch and must be committed.
     tables_dirty: bool,
-    /// Pending timers, by due time, and each customer's one pending timer.
-    /// Both hold the same `Arc<str>` per customer: moving a timer, which
-    /// nearly every event does, allocates nothing.
-    timers: BTreeSet<(Timestamp, Arc<str>)>,
-    timer_of: HashMap<Arc<str>, Timestamp>,
+    /// Pending timers: each customer's one, and all in due order.
+    timers: Timers,
     /// Decoded states of recently active customers (see [`crate::hot`]).
     hot: HotStates,
 }
 
 impl PartitionRuntime {
     fn set_timer(&mut self, customer: &str, due: Option<Timestamp>, delta: &mut TimerDelta) {
-        let old = self.timer_of.get(customer).copied();
-        if old == due {
-            return;
-        }
-        delta.touch(customer, old);
-        let id = match self.timer_of.remove_entry(customer) {
-            Some((id, old)) => {
-                self.timers.remove(&(old, id.clone()));
-                id
-            }
-            None => Arc::from(customer),
-        };
-        if let Some(due) = due {
-            self.timers.insert((due, id.clone()));
-            self.timer_of.insert(id, due);
+        if let Some((id, old)) = self.timers.set(customer, due) {
+            delta.touch(id, old);
         }
     }
 
     /// The earliest pending timer due at or before the watermark.
     fn pop_due(&mut self, watermark: Timestamp, delta: &mut TimerDelta) -> Option<(Timestamp, Arc<str>)> {
-        let first = self.timers.first()?;
-        if first.0 > watermark {
-            return None;
-        }
-        let (due, id) = self.timers.pop_first()?;
-        delta.touch(&id, Some(due));
-        self.timer_of.remove(&id);
+        let (due, id) = self.timers.pop_due(watermark)?;
+        delta.touch(id.clone(), Some(due));
         Some((due, id))
     }
 }
@@ -294,30 +274,28 @@ impl PartitionRuntime {
 /// (A timer cleared and set again within one batch must survive.)
 #[derive(Default)]
 struct TimerDelta {
-    initial: HashMap<String, Option<Timestamp>>,
+    initial: HashMap<Arc<str>, Option<Timestamp>>,
 }
 
 impl TimerDelta {
-    fn touch(&mut self, customer: &str, due: Option<Timestamp>) {
-        if !self.initial.contains_key(customer) {
-            self.initial.insert(customer.to_string(), due);
-        }
+    fn touch(&mut self, customer: Arc<str>, due: Option<Timestamp>) {
+        self.initial.entry(customer).or_insert(due);
     }
 
     /// `(timers to set, timers to clear)`, given the timers at the end of the batch.
-    fn finish(self, now: &HashMap<Arc<str>, Timestamp>) -> (Vec<Timer>, Vec<Timer>) {
+    fn finish(self, now: &Timers) -> (Vec<Timer>, Vec<Timer>) {
         let mut set = Vec::new();
         let mut clear = Vec::new();
         for (customer, before) in self.initial {
-            let after = now.get(customer.as_str()).copied();
+            let after = now.get(&customer);
             if before == after {
                 continue;
             }
             if let Some(due) = before {
-                clear.push(Timer { due, customer: customer.clone() });
+                clear.push(Timer { due, customer: customer.to_string() });
             }
             if let Some(due) = after {
-                set.push(Timer { due, customer });
+                set.push(Timer { due, customer: customer.to_string() });
             }
         }
         set.sort();
@@ -756,14 +734,11 @@ impl Worker {
                         ),
                         tables: self.load_tables(p)?,
                         tables_dirty: false,
-                        timers: BTreeSet::new(),
-                        timer_of: HashMap::new(),
+                        timers: Timers::new(),
                         hot: HotStates::default(),
                     };
                     for t in timers {
-                        let id: Arc<str> = Arc::from(t.customer);
-                        rt.timer_of.insert(id.clone(), t.due);
-                        rt.timers.insert((t.due, id));
+                        rt.timers.set(&t.customer, Some(t.due));
                     }
                     info!(partition = p, timers = rt.timers.len(), "partition ready");
                     self.partitions.insert(p, rt);
@@ -886,8 +861,7 @@ impl Worker {
                 horizon.observe_wall_clock(now);
             }
             let horizon = horizon.current();
-            let due: Vec<Arc<str>> =
-                rt.timers.iter().take_while(|(due, _)| *due <= horizon).map(|(_, c)| c.clone()).collect();
+            let due: Vec<Arc<str>> = rt.timers.due_by(horizon).cloned().collect();
             // Hot states first; the rest, each once, from one multi-get.
             let mut missed: foldhash::HashSet<&str> = Default::default();
             for c in events.iter().map(|(e, _)| e.customer.as_str()).chain(due.iter().map(|c| &**c)) {
@@ -1010,7 +984,7 @@ impl Worker {
         }
         // Keys are unique (one entry per customer or table), so unstable is exact.
         batch.states.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let (set, clear) = delta.finish(&rt.timer_of);
+        let (set, clear) = delta.finish(&rt.timers);
         batch.timers_set = set;
         batch.timers_clear = clear;
         for (topic, next) in next_offsets {
