@@ -319,7 +319,8 @@ impl Encoder {
 
     /// Encodes a `segment-changes` value.
     pub fn encode_segment_changed(&self, o: &SegmentChanged) -> Result<Vec<u8>, EncodeError> {
-        let mut out = Vec::with_capacity(128);
+        // Room for the Confluent header too.
+        let mut out = Vec::with_capacity(5 + crate::direct::segment_changed_len(o));
         self.encode_segment_changed_into(o, &mut out)?;
         Ok(out)
     }
@@ -335,7 +336,7 @@ impl Encoder {
 
     /// Encodes a `next-best-offers` value.
     pub fn encode_next_best_offer(&self, o: &NextBestOffer) -> Result<Vec<u8>, EncodeError> {
-        let mut out = Vec::with_capacity(192);
+        let mut out = Vec::with_capacity(5 + crate::direct::next_best_offer_len(o));
         self.encode_next_best_offer_into(o, &mut out)?;
         Ok(out)
     }

@@ -230,6 +230,38 @@ fn put_cause(out: &mut Vec<u8>, c: &Cause) {
     put_opt_str(out, c.trigger.as_deref());
 }
 
+/// Enough room for most records: a string's length prefix is at most 2
+/// bytes below 8 KiB, a long at most 10 bytes.
+fn strings_len(items: &[String]) -> usize {
+    items.iter().map(|s| s.len() + 2).sum::<usize>() + 2
+}
+
+fn cause_len(c: &Cause) -> usize {
+    8 + c.event_id.as_ref().map_or(0, String::len) + c.trigger.as_ref().map_or(0, String::len)
+}
+
+/// About the length of [`segment_changed`]'s datum, to size its buffer.
+pub(crate) fn segment_changed_len(o: &SegmentChanged) -> usize {
+    16 + o.id.len()
+        + o.customer.len()
+        + strings_len(&o.entered)
+        + strings_len(&o.exited)
+        + strings_len(&o.segments)
+        + cause_len(&o.cause)
+        + o.rules_version.len()
+}
+
+/// About the length of [`next_best_offer`]'s datum, to size its buffer.
+pub(crate) fn next_best_offer_len(o: &NextBestOffer) -> usize {
+    64 + o.id.len()
+        + o.customer.len()
+        + o.offer.as_ref().map_or(0, String::len)
+        + o.holdout_offer.as_ref().map_or(0, String::len)
+        + strings_len(&o.products)
+        + cause_len(&o.cause)
+        + o.rules_version.len()
+}
+
 /// Appends a `SegmentChanged` datum in cohort's schema.
 pub(crate) fn segment_changed(o: &SegmentChanged, out: &mut Vec<u8>) {
     put_bytes(out, o.id.as_bytes());
@@ -565,6 +597,12 @@ mod tests {
             };
             let mut direct = Vec::new();
             segment_changed(&sc, &mut direct);
+            assert!(
+                direct.len() <= segment_changed_len(&sc),
+                "size hint {} < {}",
+                segment_changed_len(&sc),
+                direct.len()
+            );
             let generic = generic_bytes(&crate::records::segment_changed_value(&sc), RecordType::SegmentChanged);
             assert_eq!(direct, generic, "{sc:?}");
 
@@ -589,6 +627,12 @@ mod tests {
             };
             let mut direct = Vec::new();
             next_best_offer(&nbo, &mut direct);
+            assert!(
+                direct.len() <= next_best_offer_len(&nbo),
+                "size hint {} < {}",
+                next_best_offer_len(&nbo),
+                direct.len()
+            );
             let generic = generic_bytes(&crate::records::next_best_offer_value(&nbo), RecordType::NextBestOffer);
             assert_eq!(direct, generic, "{nbo:?}");
         }

@@ -24,7 +24,7 @@ pub mod producer;
 pub use consumer::{InputConsumer, InputRecord, OffsetSource, PartitionEvent, StartPosition, TopicPartition};
 pub use embedded::EmbeddedBroker;
 pub use error::KafkaAdapterError;
-pub use producer::{OutputProducer, OutputRecord};
+pub use producer::{OutputHeader, OutputProducer, OutputRecord};
 
 use rdkafka::config::ClientConfig;
 use std::collections::BTreeMap;

@@ -9,17 +9,24 @@ use crate::logging::ProducerContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// A record to produce, owned.
+/// A record header: name and value, borrowed when they are constants.
+pub type OutputHeader = (Cow<'static, str>, Cow<'static, [u8]>);
+
+/// A record to produce, owned. The topic is shared and constant headers are
+/// borrowed, so that the worker's many records cost as few allocations as
+/// their keys and values need.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputRecord {
-    pub topic: String,
+    pub topic: Arc<str>,
     pub key: Option<Vec<u8>>,
     /// `None` produces a tombstone (compacted topics delete the key).
     pub value: Option<Vec<u8>>,
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: Vec<OutputHeader>,
     /// The record timestamp in ms since the epoch; the broker's clock when `None`.
     pub timestamp: Option<i64>,
 }
@@ -67,7 +74,7 @@ impl OutputProducer {
         loop {
             let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len());
             for (k, v) in &rec.headers {
-                headers = headers.insert(Header { key: k, value: Some(v.as_slice()) });
+                headers = headers.insert(Header { key: k, value: Some(&**v) });
             }
             let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&rec.topic).headers(headers);
             if let Some(k) = &rec.key {

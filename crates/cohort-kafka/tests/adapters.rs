@@ -24,10 +24,10 @@ impl OffsetSource for Stored {
 
 fn record(topic: &str, i: usize) -> OutputRecord {
     OutputRecord {
-        topic: topic.to_string(),
+        topic: topic.into(),
         key: Some(format!("customer-{}", i % 37).into_bytes()),
         value: Some(format!("v{i}").into_bytes()),
-        headers: vec![("cohort-test".to_string(), b"1".to_vec())],
+        headers: vec![("cohort-test".into(), b"1".to_vec().into())],
         timestamp: None,
     }
 }

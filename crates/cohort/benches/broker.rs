@@ -1001,11 +1001,13 @@ fn replay_outputs(
             .headers()
             .map(|h| {
                 use rdkafka::message::Headers;
-                h.iter().map(|hd| (hd.key.to_string(), hd.value.map(<[u8]>::to_vec).unwrap_or_default())).collect()
+                h.iter()
+                    .map(|hd| (hd.key.to_string().into(), hd.value.map(<[u8]>::to_vec).unwrap_or_default().into()))
+                    .collect()
             })
             .unwrap_or_default();
         got.entry(topic.clone()).or_default().push(cohort_kafka::OutputRecord {
-            topic: format!("replay-{topic}"),
+            topic: format!("replay-{topic}").into(),
             key: m.key().map(<[u8]>::to_vec),
             value: m.payload().map(<[u8]>::to_vec),
             headers,

@@ -527,7 +527,7 @@ async fn send_loop(
         let mut pending = Vec::new();
         while let Some(ev) = generator.next_before(bound) {
             let rec = record_of(&ev, &encoder, &topics)?;
-            *counts.entry(rec.topic.clone()).or_default() += 1;
+            *counts.entry(rec.topic.to_string()).or_default() += 1;
             pending.push(producer.send(&rec).await?);
         }
         shared.ticks.lock().unwrap_or_else(|e| e.into_inner()).push_back((bound, Instant::now()));
@@ -549,9 +549,9 @@ fn record_of(ev: &Event, encoder: &Encoder, topics: &crate::config::Topics) -> a
         EventKind::OfferOutcome(_) => &topics.offer_outcomes,
     };
     let value = encoder.encode_event(ev).map_err(|e| anyhow!("encoding event {}: {e}", ev.id))?;
-    let headers = if value.is_none() { vec![("cohort.forget".to_string(), b"requested".to_vec())] } else { Vec::new() };
+    let headers = if value.is_none() { vec![("cohort.forget".into(), (&b"requested"[..]).into())] } else { Vec::new() };
     Ok(OutputRecord {
-        topic: topic.clone(),
+        topic: topic.as_str().into(),
         key: Some(ev.customer.clone().into_bytes()),
         value,
         headers,

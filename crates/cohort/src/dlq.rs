@@ -3,7 +3,7 @@
 //! where it came from, so it can be inspected and replayed. Nothing is lost
 //! and the partition keeps flowing.
 
-use cohort_kafka::{InputRecord, OutputRecord};
+use cohort_kafka::{InputRecord, OutputHeader, OutputRecord};
 
 /// Header with the short, stable reason (also the metric label).
 pub const HEADER_REASON: &str = "cohort.dlq.reason";
@@ -26,14 +26,15 @@ pub mod reason {
 
 /// The dead letter for `rec`, addressed to `dlq_topic`.
 pub fn dead_letter(dlq_topic: &str, rec: &InputRecord, reason: &str, detail: &str) -> OutputRecord {
-    let mut headers = rec.headers.clone();
-    headers.push((HEADER_REASON.to_string(), reason.as_bytes().to_vec()));
-    headers.push((HEADER_DETAIL.to_string(), truncate(detail, 1024).as_bytes().to_vec()));
-    headers.push((HEADER_TOPIC.to_string(), rec.topic.as_bytes().to_vec()));
-    headers.push((HEADER_PARTITION.to_string(), rec.partition.to_string().into_bytes()));
-    headers.push((HEADER_OFFSET.to_string(), rec.offset.to_string().into_bytes()));
+    let mut headers: Vec<OutputHeader> =
+        rec.headers.iter().map(|(k, v)| (k.clone().into(), v.clone().into())).collect();
+    headers.push((HEADER_REASON.into(), reason.as_bytes().to_vec().into()));
+    headers.push((HEADER_DETAIL.into(), truncate(detail, 1024).as_bytes().to_vec().into()));
+    headers.push((HEADER_TOPIC.into(), rec.topic.as_bytes().to_vec().into()));
+    headers.push((HEADER_PARTITION.into(), rec.partition.to_string().into_bytes().into()));
+    headers.push((HEADER_OFFSET.into(), rec.offset.to_string().into_bytes().into()));
     OutputRecord {
-        topic: dlq_topic.to_string(),
+        topic: dlq_topic.into(),
         key: rec.key.clone(),
         value: rec.value.clone(),
         headers,
@@ -69,10 +70,10 @@ mod tests {
             headers: vec![("trace".into(), b"abc".to_vec())],
         };
         let d = dead_letter("cohort-dlq", &rec, "undecodable", "invalid JSON at 1:1");
-        assert_eq!(d.topic, "cohort-dlq");
+        assert_eq!(&*d.topic, "cohort-dlq");
         assert_eq!(d.key, rec.key);
         assert_eq!(d.value, rec.value);
-        let h = |k: &str| d.headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let h = |k: &str| d.headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.to_vec());
         assert_eq!(h("trace"), Some(b"abc".to_vec()));
         assert_eq!(h(HEADER_REASON), Some(b"undecodable".to_vec()));
         assert_eq!(h(HEADER_TOPIC), Some(b"clickstream".to_vec()));

@@ -91,7 +91,7 @@ pub fn run(args: LoadgenArgs, now: Timestamp) -> anyhow::Result<u64> {
                 for ev in events {
                     pace(n);
                     let rec = OutputRecord {
-                        topic: topic_of(&ev, &config.topics).to_string(),
+                        topic: topic_of(&ev, &config.topics).into(),
                         key: Some(ev.customer.clone().into_bytes()),
                         value: encoder.encode_event(&ev)?,
                         headers: Vec::new(),

@@ -160,10 +160,10 @@ fn main() -> anyhow::Result<()> {
                 props.extend(config.kafka.producer_properties.clone());
                 let producer = cohort_kafka::OutputProducer::new(&config.kafka.bootstrap_servers, &props, 1)?;
                 let rec = cohort_kafka::OutputRecord {
-                    topic: config.topics.profiles.clone(),
+                    topic: config.topics.profiles.as_str().into(),
                     key: Some(customer.clone().into_bytes()),
                     value: None,
-                    headers: vec![("cohort.forget".into(), b"requested".to_vec())],
+                    headers: vec![("cohort.forget".into(), (&b"requested"[..]).into())],
                     timestamp: Some(SystemClock.now().as_millis()),
                 };
                 producer.send_all(std::slice::from_ref(&rec)).await?;

@@ -121,6 +121,14 @@ pub struct Worker {
     in_flight: InFlightWrites,
     /// How far each input partition has been handed to processing.
     handed: Handed,
+    /// The output topics' names, shared by every record produced to them.
+    out_topics: OutTopics,
+}
+
+struct OutTopics {
+    segment_changes: Arc<str>,
+    next_best_offers: Arc<str>,
+    changelog: Arc<str>,
 }
 
 /// The states and input offsets of the batch in flight: read before the
@@ -429,6 +437,16 @@ impl Handed {
 /// The batch's customers: state, changed by the batch, hot-state charge.
 type States = HashMap<String, (Box<CustomerState>, bool, usize)>;
 
+/// Adds one to `name`'s count, allocating the name only the first time.
+fn count(counts: &mut HashMap<String, i64>, name: &str) {
+    match counts.get_mut(name) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(name.to_string(), 1);
+        }
+    }
+}
+
 /// A processed batch, ready to be produced and committed.
 #[derive(Default)]
 struct Processed {
@@ -506,6 +524,11 @@ impl Worker {
         ]
         .into_iter()
         .collect();
+        let out_topics = OutTopics {
+            segment_changes: t.segment_changes.as_str().into(),
+            next_best_offers: t.next_best_offers.as_str().into(),
+            changelog: t.changelog.as_str().into(),
+        };
         Ok(Worker {
             config,
             engine,
@@ -519,6 +542,7 @@ impl Worker {
             kinds,
             in_flight: InFlightWrites::default(),
             handed: Handed::default(),
+            out_topics,
         })
     }
 
@@ -775,6 +799,9 @@ impl Worker {
     /// store reads.
     fn process(&mut self, records: &[InputRecord], live: bool) -> anyhow::Result<Processed> {
         let mut out = Processed::default();
+        // Most batches produce fewer outputs than they have records.
+        out.outputs.reserve(records.len());
+        out.output_event_times.reserve(records.len());
         let mut by_partition: BTreeMap<i32, Vec<&InputRecord>> = BTreeMap::new();
         for r in records {
             by_partition.entry(r.partition).or_default().push(r);
@@ -809,7 +836,7 @@ impl Worker {
         live: bool,
         out: &mut Processed,
     ) -> anyhow::Result<()> {
-        let topics = &self.config.topics;
+        let topics = &self.out_topics;
         // Decode and validate; bad records become dead letters.
         let mut events: Vec<(Event, &InputRecord)> = Vec::with_capacity(recs.len());
         let mut next_offsets: BTreeMap<&str, i64> = BTreeMap::new();
@@ -1123,22 +1150,22 @@ impl Worker {
     }
 
     fn output(&self, o: &Output, out: &mut Processed) -> anyhow::Result<()> {
-        let topics = &self.config.topics;
+        let topics = &self.out_topics;
         let rec = match o {
             Output::SegmentChanged(s) => {
                 for e in &s.entered {
-                    *out.stats.entries.entry(e.clone()).or_default() += 1;
+                    count(&mut out.stats.entries, e);
                 }
                 for e in &s.exited {
-                    *out.stats.exits.entry(e.clone()).or_default() += 1;
+                    count(&mut out.stats.exits, e);
                 }
                 OutputRecord {
                     topic: topics.segment_changes.clone(),
                     key: Some(s.customer.clone().into_bytes()),
                     value: Some(self.encoder.encode_segment_changed(s)?),
                     headers: vec![
-                        (HEADER_TYPE.into(), b"segment_changed".to_vec()),
-                        (HEADER_ID.into(), s.id.clone().into_bytes()),
+                        (HEADER_TYPE.into(), (&b"segment_changed"[..]).into()),
+                        (HEADER_ID.into(), s.id.clone().into_bytes().into()),
                     ],
                     timestamp: Some(s.time.as_millis()),
                 }
@@ -1151,8 +1178,8 @@ impl Worker {
                     key: Some(n.customer.clone().into_bytes()),
                     value: Some(self.encoder.encode_next_best_offer(n)?),
                     headers: vec![
-                        (HEADER_TYPE.into(), b"next_best_offer".to_vec()),
-                        (HEADER_ID.into(), n.id.clone().into_bytes()),
+                        (HEADER_TYPE.into(), (&b"next_best_offer"[..]).into()),
+                        (HEADER_ID.into(), n.id.clone().into_bytes().into()),
                     ],
                     timestamp: Some(n.time.as_millis()),
                 }
@@ -1162,9 +1189,9 @@ impl Worker {
                 key: Some(f.customer.clone().into_bytes()),
                 value: None,
                 headers: vec![
-                    (HEADER_TYPE.into(), b"forgotten".to_vec()),
-                    (HEADER_FORGOTTEN.into(), b"true".to_vec()),
-                    (HEADER_ID.into(), f.id.clone().into_bytes()),
+                    (HEADER_TYPE.into(), (&b"forgotten"[..]).into()),
+                    (HEADER_FORGOTTEN.into(), (&b"true"[..]).into()),
+                    (HEADER_ID.into(), f.id.clone().into_bytes().into()),
                 ],
                 timestamp: Some(f.time.as_millis()),
             },

@@ -64,7 +64,7 @@ fn click(partition: i32, offset: i64, customer: &str, time: i64) -> InputRecord 
 fn latest_per_key(records: &[OutputRecord]) -> BTreeMap<String, Option<Vec<u8>>> {
     records
         .iter()
-        .filter(|r| r.topic == "cohort-changelog")
+        .filter(|r| &*r.topic == "cohort-changelog")
         .map(|r| (String::from_utf8(r.key.clone().expect("keyed")).expect("utf-8 key"), r.value.clone()))
         .collect()
 }

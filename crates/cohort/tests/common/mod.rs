@@ -141,7 +141,7 @@ allowed_lateness = "1m"
         let recs: Vec<cohort_kafka::OutputRecord> = records
             .into_iter()
             .map(|(k, v)| cohort_kafka::OutputRecord {
-                topic: topic.to_string(),
+                topic: topic.into(),
                 key: Some(k),
                 value: v,
                 headers: vec![],
