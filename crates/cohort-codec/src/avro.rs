@@ -284,8 +284,21 @@ impl<'a> Cursor<'a> {
         Ok(b)
     }
 
-    #[inline]
+    /// A zig-zag varint. Most on the wire (union branches, enum symbols,
+    /// lengths of short strings) fit one byte, read inline.
+    #[inline(always)]
     pub(crate) fn long(&mut self) -> Result<i64, BinError> {
+        match self.buf.get(self.pos) {
+            Some(&b) if b < 0x80 => {
+                self.pos += 1;
+                Ok(i64::from(b >> 1) ^ -i64::from(b & 1))
+            }
+            _ => self.long_multi_byte(),
+        }
+    }
+
+    #[inline(never)]
+    fn long_multi_byte(&mut self) -> Result<i64, BinError> {
         let mut n: u64 = 0;
         let mut shift = 0;
         loop {
@@ -659,4 +672,27 @@ pub(crate) fn encode(n: &Node, v: &V<'_>, out: &mut Vec<u8>) -> Result<(), Misma
         _ => return Err(Mismatch(format!("{v:?} does not fit {}", n.type_name()))),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longs_round_trip_through_one_and_many_bytes() {
+        let mut values: Vec<i64> = (-200..200).collect();
+        values.extend([i64::MIN, i64::MIN + 1, i64::MAX, i64::MAX - 1, 1 << 40, -(1 << 40), 8191, -8192]);
+        for v in values {
+            let mut buf = Vec::new();
+            put_long(&mut buf, v);
+            let mut c = Cursor::new(&buf);
+            assert_eq!(c.long().ok(), Some(v), "{v} as {buf:?}");
+            assert!(c.finish().is_ok(), "{v}: every byte read");
+            assert_eq!(buf.len() == 1, (-64..64).contains(&v), "{v}: one byte exactly when small");
+        }
+        // Truncated and overlong varints are errors, not values.
+        assert!(Cursor::new(&[0x80]).long().is_err());
+        assert!(Cursor::new(&[0xff; 11]).long().is_err());
+        assert!(Cursor::new(&[]).long().is_err());
+    }
 }
