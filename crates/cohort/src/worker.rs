@@ -947,7 +947,7 @@ impl Worker {
             } else {
                 rt.set_timer(&event.customer, decision.next_timer, &mut delta);
             }
-            for o in &decision.outputs {
+            for o in decision.outputs {
                 out.output_event_times.push(event.time);
                 self.output(o, out)?;
             }
@@ -1091,7 +1091,7 @@ impl Worker {
             entry.1 = true;
             out.stats.timers_fired += 1;
             rt.set_timer(&customer, decision.next_timer, delta);
-            for o in &decision.outputs {
+            for o in decision.outputs {
                 out.output_event_times.push(due);
                 self.output(o, out)?;
             }
@@ -1149,7 +1149,7 @@ impl Worker {
         out.outputs.push(dlq::dead_letter(&self.config.topics.dlq, rec, reason, detail));
     }
 
-    fn output(&self, o: &Output, out: &mut Processed) -> anyhow::Result<()> {
+    fn output(&self, o: Output, out: &mut Processed) -> anyhow::Result<()> {
         let topics = &self.out_topics;
         let rec = match o {
             Output::SegmentChanged(s) => {
@@ -1159,39 +1159,42 @@ impl Worker {
                 for e in &s.exited {
                     count(&mut out.stats.exits, e);
                 }
+                // Encoded first: the customer and id then move into the key
+                // and header without a copy.
                 OutputRecord {
                     topic: topics.segment_changes.clone(),
-                    key: Some(s.customer.clone().into_bytes()),
-                    value: Some(self.encoder.encode_segment_changed(s)?),
+                    value: Some(self.encoder.encode_segment_changed(&s)?),
+                    key: Some(s.customer.into_bytes()),
                     headers: vec![
                         (HEADER_TYPE.into(), (&b"segment_changed"[..]).into()),
-                        (HEADER_ID.into(), s.id.clone().into_bytes().into()),
+                        (HEADER_ID.into(), s.id.into_bytes().into()),
                     ],
                     timestamp: Some(s.time.as_millis()),
                 }
             }
             Output::NextBestOffer(n) => {
-                let label = n.offer.clone().or_else(|| n.holdout_offer.clone()).unwrap_or_default();
+                let value = self.encoder.encode_next_best_offer(&n)?;
+                let label = n.offer.or(n.holdout_offer).unwrap_or_default();
                 out.stats.offers.push((label, n.holdout));
                 OutputRecord {
                     topic: topics.next_best_offers.clone(),
-                    key: Some(n.customer.clone().into_bytes()),
-                    value: Some(self.encoder.encode_next_best_offer(n)?),
+                    key: Some(n.customer.into_bytes()),
+                    value: Some(value),
                     headers: vec![
                         (HEADER_TYPE.into(), (&b"next_best_offer"[..]).into()),
-                        (HEADER_ID.into(), n.id.clone().into_bytes().into()),
+                        (HEADER_ID.into(), n.id.into_bytes().into()),
                     ],
                     timestamp: Some(n.time.as_millis()),
                 }
             }
             Output::Forgotten(f) => OutputRecord {
                 topic: topics.segment_changes.clone(),
-                key: Some(f.customer.clone().into_bytes()),
+                key: Some(f.customer.into_bytes()),
                 value: None,
                 headers: vec![
                     (HEADER_TYPE.into(), (&b"forgotten"[..]).into()),
                     (HEADER_FORGOTTEN.into(), (&b"true"[..]).into()),
-                    (HEADER_ID.into(), f.id.clone().into_bytes().into()),
+                    (HEADER_ID.into(), f.id.into_bytes().into()),
                 ],
                 timestamp: Some(f.time.as_millis()),
             },
