@@ -47,21 +47,31 @@ impl Timers {
     /// Sets (or with `None` clears) the customer's timer. When that changes
     /// anything, returns the customer's id and the timer it had before.
     pub(crate) fn set(&mut self, customer: &str, due: Option<Timestamp>) -> Option<(Arc<str>, Option<Timestamp>)> {
-        let (id, old) = match self.due_of.get(customer) {
-            Some(&old) if Some(old) == due => return None,
-            Some(&old) => {
-                let (id, _) = self.due_of.remove_entry(customer).expect("just found");
-                let (_, _, id) = self.by_due.take(&(old, tie(customer), id)).expect("both indexes hold every timer");
-                (id, Some(old))
-            }
-            None if due.is_none() => return None,
-            None => (Arc::from(customer), None),
-        };
-        if let Some(due) = due {
+        let Some((id, &old)) = self.due_of.get_key_value(customer) else {
+            let due = due?;
+            let id: Arc<str> = Arc::from(customer);
             self.by_due.insert((due, tie(customer), id.clone()));
             self.due_of.insert(id.clone(), due);
+            return Some((id, None));
+        };
+        if Some(old) == due {
+            return None;
         }
-        Some((id, old))
+        let h = tie(customer);
+        let id = id.clone();
+        let indexed = self.by_due.remove(&(old, h, id.clone()));
+        debug_assert!(indexed, "both indexes hold every timer");
+        match due {
+            // A move: the customer keeps its entry (and its `Arc`).
+            Some(due) => {
+                self.by_due.insert((due, h, id.clone()));
+                *self.due_of.get_mut(customer).expect("just found") = due;
+            }
+            None => {
+                self.due_of.remove(customer);
+            }
+        }
+        Some((id, Some(old)))
     }
 
     /// Removes and returns the earliest timer due at or before `watermark`.
