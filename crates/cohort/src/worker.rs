@@ -58,7 +58,7 @@ use cohort_kafka::{
     TopicPartition,
 };
 use cohort_store::{Batch, Bytes, Store, Timer, TopicOffset};
-use foldhash::{HashMap, HashMapExt};
+use foldhash::HashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -123,6 +123,18 @@ pub struct Worker {
     handed: Handed,
     /// The output topics' names, shared by every record produced to them.
     out_topics: OutTopics,
+    /// Per-batch buffers kept between batches (see [`Scratch`]).
+    scratch: Scratch,
+}
+
+/// A batch's decoded events and loaded states. Kept between batches, empty,
+/// so each batch reuses their memory: allocated afresh, a 10,000-record
+/// batch's events (about 3 MB) cost a page fault per 4 KiB every batch.
+#[derive(Default)]
+struct Scratch {
+    /// Each valid event with the index of its record.
+    events: Vec<(Event, usize)>,
+    states: States,
 }
 
 struct OutTopics {
@@ -543,6 +555,7 @@ impl Worker {
             in_flight: InFlightWrites::default(),
             handed: Handed::default(),
             out_topics,
+            scratch: Scratch::default(),
         })
     }
 
@@ -813,15 +826,18 @@ impl Worker {
         }
         let now = self.clock.now();
         let skew = CoreDuration::from_millis(self.config.processing.max_future_skew.as_millis() as i64);
+        let mut scratch = std::mem::take(&mut self.scratch);
         for (partition, recs) in by_partition {
             let Some(mut rt) = self.partitions.remove(&partition) else { continue };
-            let result = self.process_partition(partition, &mut rt, &recs, now, skew, live, &mut out);
+            let result = self.process_partition(partition, &mut rt, &recs, now, skew, live, &mut scratch, &mut out);
             self.partitions.insert(partition, rt);
             if result.is_err() {
+                self.scratch = scratch;
                 self.forget_hot_states();
+                return result.map(|()| out);
             }
-            result?;
         }
+        self.scratch = scratch;
         Ok(out)
     }
 
@@ -834,13 +850,18 @@ impl Worker {
         now: Timestamp,
         skew: CoreDuration,
         live: bool,
+        scratch: &mut Scratch,
         out: &mut Processed,
     ) -> anyhow::Result<()> {
         let topics = &self.out_topics;
+        let Scratch { events, states } = scratch;
+        // Left from a batch that failed half-way.
+        events.clear();
+        states.clear();
         // Decode and validate; bad records become dead letters.
-        let mut events: Vec<(Event, &InputRecord)> = Vec::with_capacity(recs.len());
+        events.reserve(recs.len());
         let mut next_offsets: BTreeMap<&str, i64> = BTreeMap::new();
-        for r in recs {
+        for (i, r) in recs.iter().enumerate() {
             next_offsets.insert(&r.topic, r.offset + 1);
             out.stats.records += 1;
             *out.stats.by_topic.entry(r.topic.clone()).or_default() += 1;
@@ -869,19 +890,18 @@ impl Worker {
                 self.dead_letter(r, e.reason(), &e.to_string(), out);
                 continue;
             }
-            events.push((event, r));
+            events.push((event, i));
         }
 
         // Load the states the events touch: from the hot states, the rest
         // in one multi-get.
-        let mut states: States = HashMap::new();
         {
             let (hits, misses) = (rt.hot.hits, rt.hot.misses);
             // The events' customers, and those whose timers this batch can
             // fire: at most those due by the watermark its events (and the
             // wall clock) would reach, so timers need no store read of their own.
             let mut horizon = rt.watermark;
-            for (e, _) in &events {
+            for (e, _) in events.iter() {
                 horizon.observe(e.time);
             }
             if live {
@@ -920,8 +940,9 @@ impl Worker {
         let watermark_before = rt.watermark.current();
         let mut delta = TimerDelta::default();
         let mut forgotten: Vec<String> = Vec::new();
-        for (event, rec) in &events {
-            self.fire_due_timers(partition, rt, &mut states, &mut delta, out)?;
+        for (event, i) in events.iter() {
+            let rec = recs[*i];
+            self.fire_due_timers(partition, rt, states, &mut delta, out)?;
             // Every event's customer was loaded above (an absent one as an
             // empty state) and nothing removes one.
             let entry = states.get_mut(&event.customer).expect("loaded with the batch");
@@ -956,7 +977,7 @@ impl Worker {
         if live {
             rt.watermark.observe_wall_clock(now);
         }
-        self.fire_due_timers(partition, rt, &mut states, &mut delta, out)?;
+        self.fire_due_timers(partition, rt, states, &mut delta, out)?;
         self.metrics
             .partition_watermark
             .with_label_values(&[&partition.to_string()])
@@ -964,7 +985,7 @@ impl Worker {
 
         // Changelog and the store batch.
         let mut batch = Batch { partition: partition as u32, ..Default::default() };
-        for (customer, (state, dirty, charge)) in states {
+        for (customer, (state, dirty, charge)) in states.drain() {
             if !dirty {
                 rt.hot.put(customer, state, charge);
                 continue;
