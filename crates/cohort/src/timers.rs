@@ -1,16 +1,25 @@
 //! A partition's pending timers: at most one per customer, found by
 //! customer and taken in due order.
 //!
-//! Nearly every event moves its customer's timer, and many timers share a
-//! due time (rules that change at a day boundary), so the due-order index
-//! breaks ties on a fixed hash of the customer id before the id itself: its
-//! comparisons are of integers, and the string is only compared on the
-//! entry itself or on a hash collision. Timers due at the same instant are
-//! taken in that hash order, the same in every run.
+//! Nearly every event moves its customer's timer, so a move must be cheap.
+//! The due order is a binary heap with lazy deletion: a move pushes the new
+//! entry and leaves the old one in place, stale; an entry is live while the
+//! customer's current due (`due_of`) equals it, and stale ones are skipped
+//! when popped. A new due is usually later than most pending ones, so the
+//! push stays near the bottom of the heap: a move costs one map lookup and
+//! a few comparisons, where an ordered tree cost two searches with a cache
+//! miss per level. When stale entries outnumber live ones the heap is
+//! rebuilt from `due_of`, so it holds at most about twice the live timers.
+//!
+//! Many timers share a due time (rules that change at a day boundary), so
+//! ties break on a fixed hash of the customer id before the id itself:
+//! comparisons are of integers, and timers due at the same instant are taken
+//! in that hash order, the same in every run.
 
 use cohort_core::time::Timestamp;
 use foldhash::{HashMap, HashMapExt};
-use std::collections::BTreeSet;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
@@ -22,17 +31,20 @@ fn tie(customer: &str) -> u64 {
     foldhash::fast::FixedState::with_seed(TIE_SEED).hash_one(customer)
 }
 
+type Entry = Reverse<(Timestamp, u64, Arc<str>)>;
+
 #[derive(Default)]
 pub(crate) struct Timers {
-    /// Due order. The customer `Arc` is shared with `due_of`: moving a timer
-    /// allocates nothing.
-    by_due: BTreeSet<(Timestamp, u64, Arc<str>)>,
+    /// Due order, earliest first, with stale entries (see the module doc).
+    /// The customer `Arc` is shared with `due_of`: a move allocates nothing.
+    heap: BinaryHeap<Entry>,
+    /// Each customer's one pending timer: what makes a heap entry live.
     due_of: HashMap<Arc<str>, Timestamp>,
 }
 
 impl Timers {
     pub(crate) fn new() -> Timers {
-        Timers { by_due: BTreeSet::new(), due_of: HashMap::new() }
+        Timers { heap: BinaryHeap::new(), due_of: HashMap::new() }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -47,46 +59,76 @@ impl Timers {
     /// Sets (or with `None` clears) the customer's timer. When that changes
     /// anything, returns the customer's id and the timer it had before.
     pub(crate) fn set(&mut self, customer: &str, due: Option<Timestamp>) -> Option<(Arc<str>, Option<Timestamp>)> {
-        let Some((id, &old)) = self.due_of.get_key_value(customer) else {
-            let due = due?;
-            let id: Arc<str> = Arc::from(customer);
-            self.by_due.insert((due, tie(customer), id.clone()));
-            self.due_of.insert(id.clone(), due);
-            return Some((id, None));
+        let (id, old) = match self.due_of.get_key_value(customer) {
+            Some((_, &old)) if Some(old) == due => return None,
+            Some((id, &old)) => (id.clone(), Some(old)),
+            None => (Arc::from(due.map(|_| customer)?), None),
         };
-        if Some(old) == due {
-            return None;
-        }
-        let h = tie(customer);
-        let id = id.clone();
-        let indexed = self.by_due.remove(&(old, h, id.clone()));
-        debug_assert!(indexed, "both indexes hold every timer");
         match due {
-            // A move: the customer keeps its entry (and its `Arc`).
             Some(due) => {
-                self.by_due.insert((due, h, id.clone()));
-                *self.due_of.get_mut(customer).expect("just found") = due;
+                self.heap.push(Reverse((due, tie(customer), id.clone())));
+                match self.due_of.get_mut(customer) {
+                    Some(slot) => *slot = due,
+                    None => {
+                        self.due_of.insert(id.clone(), due);
+                    }
+                }
             }
             None => {
                 self.due_of.remove(customer);
             }
         }
-        Some((id, Some(old)))
+        self.compact_if_stale();
+        Some((id, old))
+    }
+
+    /// Rebuilds the heap from the live timers once stale entries outnumber
+    /// them: amortised, a constant cost per move.
+    fn compact_if_stale(&mut self) {
+        if self.heap.len() > 2 * self.due_of.len() + 64 {
+            self.heap = self.due_of.iter().map(|(id, &due)| Reverse((due, tie(id), id.clone()))).collect();
+        }
+    }
+
+    fn is_live(&self, (due, _, id): &(Timestamp, u64, Arc<str>)) -> bool {
+        self.due_of.get(id) == Some(due)
     }
 
     /// Removes and returns the earliest timer due at or before `watermark`.
     pub(crate) fn pop_due(&mut self, watermark: Timestamp) -> Option<(Timestamp, Arc<str>)> {
-        if self.by_due.first()?.0 > watermark {
-            return None;
+        loop {
+            let Reverse(top) = self.heap.peek()?;
+            if top.0 > watermark {
+                return None;
+            }
+            let live = self.is_live(top);
+            let Reverse((due, _, id)) = self.heap.pop()?;
+            if live {
+                self.due_of.remove(&id);
+                return Some((due, id));
+            }
         }
-        let (due, _, id) = self.by_due.pop_first()?;
-        self.due_of.remove(&id);
-        Some((due, id))
     }
 
-    /// The customers whose timers are due at or before `horizon`, in due order.
-    pub(crate) fn due_by(&self, horizon: Timestamp) -> impl Iterator<Item = &Arc<str>> {
-        self.by_due.iter().take_while(move |(due, _, _)| *due <= horizon).map(|(_, _, id)| id)
+    /// The customers whose timers are due at or before `horizon`, in no
+    /// particular order (a customer may appear twice). Visits only the part
+    /// of the heap that is due, not the whole.
+    pub(crate) fn due_by(&self, horizon: Timestamp) -> Vec<Arc<str>> {
+        let heap = self.heap.as_slice();
+        let mut out = Vec::new();
+        let mut stack = vec![0usize];
+        while let Some(i) = stack.pop() {
+            let Some(Reverse(e)) = heap.get(i) else { continue };
+            if e.0 > horizon {
+                // Its descendants are due no earlier.
+                continue;
+            }
+            if self.is_live(e) {
+                out.push(e.2.clone());
+            }
+            stack.extend([2 * i + 1, 2 * i + 2]);
+        }
+        out
     }
 }
 
@@ -107,7 +149,9 @@ mod tests {
         let (_, old) = t.set("c", None).expect("cleared");
         assert_eq!(old, Some(Timestamp(20)));
         assert_eq!((t.len(), t.get("a"), t.get("c")), (2, Some(Timestamp(5)), None));
-        assert_eq!(t.due_by(Timestamp(10)).map(|c| c.to_string()).collect::<Vec<_>>(), ["a", "b"]);
+        let mut due: Vec<String> = t.due_by(Timestamp(10)).iter().map(|c| c.to_string()).collect();
+        due.sort();
+        assert_eq!(due, ["a", "b"]);
         assert_eq!(t.pop_due(Timestamp(4)), None);
         assert_eq!(t.pop_due(Timestamp(10)).map(|(d, c)| (d, c.to_string())), Some((Timestamp(5), "a".into())));
         assert_eq!(t.pop_due(Timestamp(10)).map(|(d, c)| (d, c.to_string())), Some((Timestamp(10), "b".into())));
@@ -144,5 +188,42 @@ mod tests {
         let forward = run(&mut ids.iter());
         assert_eq!(forward.len(), 1_333);
         assert_eq!(forward, run(&mut ids.iter().rev()));
+    }
+
+    #[test]
+    fn stale_entries_stay_bounded_and_never_fire() {
+        // 300 customers each moved 100 times back and forth over a small set
+        // of due times, some cleared: the heap stays within its bound, and
+        // what is due and what pops equal a plain map's answer, once each.
+        let mut t = Timers::new();
+        let mut model = std::collections::BTreeMap::new();
+        for round in 0..100i64 {
+            for c in 0..300i64 {
+                let id = format!("c-{c}");
+                let due = if (c + round) % 17 == 0 { None } else { Some(Timestamp((c * 7 + round * 13) % 50)) };
+                t.set(&id, due);
+                match due {
+                    Some(d) => model.insert(id, d),
+                    None => model.remove(&id),
+                };
+                assert!(t.heap.len() <= 2 * t.len() + 65, "heap {} for {} timers", t.heap.len(), t.len());
+            }
+        }
+        let horizon = Timestamp(20);
+        let mut due: Vec<String> = t.due_by(horizon).iter().map(|c| c.to_string()).collect();
+        due.sort();
+        due.dedup();
+        let mut expected: Vec<String> = model.iter().filter(|(_, d)| **d <= horizon).map(|(c, _)| c.clone()).collect();
+        expected.sort();
+        assert_eq!(due, expected);
+        let mut popped: Vec<(Timestamp, String)> =
+            std::iter::from_fn(|| t.pop_due(horizon)).map(|(d, c)| (d, c.to_string())).collect();
+        assert!(popped.windows(2).all(|w| w[0].0 <= w[1].0), "due order");
+        popped.sort();
+        let mut expected: Vec<(Timestamp, String)> =
+            model.iter().filter(|(_, d)| **d <= horizon).map(|(c, d)| (*d, c.clone())).collect();
+        expected.sort();
+        assert_eq!(popped, expected, "each live timer once, no stale one");
+        assert_eq!(t.len(), model.len() - expected.len());
     }
 }

@@ -908,7 +908,7 @@ impl Worker {
                 horizon.observe_wall_clock(now);
             }
             let horizon = horizon.current();
-            let due: Vec<Arc<str>> = rt.timers.due_by(horizon).cloned().collect();
+            let due: Vec<Arc<str>> = rt.timers.due_by(horizon);
             // Hot states first; the rest, each once, from one multi-get.
             let mut missed: foldhash::HashSet<&str> = Default::default();
             for c in events.iter().map(|(e, _)| e.customer.as_str()).chain(due.iter().map(|c| &**c)) {
