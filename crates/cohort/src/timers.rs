@@ -2,49 +2,46 @@
 //! customer and taken in due order.
 //!
 //! Nearly every event moves its customer's timer, so a move must be cheap.
-//! The due order is a binary heap with lazy deletion: a move pushes the new
-//! entry and leaves the old one in place, stale; an entry is live while the
-//! customer's current due (`due_of`) equals it, and stale ones are skipped
-//! when popped. A new due is usually later than most pending ones, so the
-//! push stays near the bottom of the heap: a move costs one map lookup and
-//! a few comparisons, where an ordered tree cost two searches with a cache
-//! miss per level. When stale entries outnumber live ones the heap is
-//! rebuilt from `due_of`, so it holds at most about twice the live timers.
+//! The due order is a binary min-heap with lazy deletion: a move pushes the
+//! new entry and leaves the old one in place, stale; an entry is live while
+//! the customer's current due (`due_of`) equals it, and stale ones are
+//! skipped when popped. A new due is usually later than most pending ones,
+//! so the push stays near the bottom of the heap: a move costs two map
+//! lookups and a few comparisons, where an ordered tree cost two searches
+//! with a cache miss per level. [`Timers::compact`], called between
+//! batches, rebuilds the heap from `due_of` once stale entries outnumber
+//! live ones.
 //!
 //! Many timers share a due time (rules that change at a day boundary), so
-//! ties break on a fixed hash of the customer id before the id itself:
-//! comparisons are of integers, and timers due at the same instant are taken
-//! in that hash order, the same in every run.
+//! ties break on a hash of the customer id (FNV-1a, written here so that it
+//! never changes with a dependency) before the id itself: comparisons are of
+//! integers, and timers due at the same instant are taken in the same order
+//! by every build and run.
 
 use cohort_core::time::Timestamp;
 use foldhash::{HashMap, HashMapExt};
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 
-/// A fixed seed, so the order of simultaneous timers does not depend on the
-/// process (foldhash's default is seeded per process).
-const TIE_SEED: u64 = 0x636f_686f_7274_7469;
-
+/// FNV-1a, 64 bits.
 fn tie(customer: &str) -> u64 {
-    foldhash::fast::FixedState::with_seed(TIE_SEED).hash_one(customer)
+    customer.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
-type Entry = Reverse<(Timestamp, u64, Arc<str>)>;
+type Entry = (Timestamp, u64, Arc<str>);
 
 #[derive(Default)]
 pub(crate) struct Timers {
-    /// Due order, earliest first, with stale entries (see the module doc).
-    /// The customer `Arc` is shared with `due_of`: a move allocates nothing.
-    heap: BinaryHeap<Entry>,
+    /// A binary min-heap in array form (the children of `i` are `2i + 1`
+    /// and `2i + 2`), with stale entries (see the module doc). The customer
+    /// `Arc` is shared with `due_of`: a move allocates nothing.
+    heap: Vec<Entry>,
     /// Each customer's one pending timer: what makes a heap entry live.
     due_of: HashMap<Arc<str>, Timestamp>,
 }
 
 impl Timers {
     pub(crate) fn new() -> Timers {
-        Timers { heap: BinaryHeap::new(), due_of: HashMap::new() }
+        Timers { heap: Vec::new(), due_of: HashMap::new() }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -66,7 +63,7 @@ impl Timers {
         };
         match due {
             Some(due) => {
-                self.heap.push(Reverse((due, tie(customer), id.clone())));
+                self.push((due, tie(customer), id.clone()));
                 match self.due_of.get_mut(customer) {
                     Some(slot) => *slot = due,
                     None => {
@@ -78,31 +75,32 @@ impl Timers {
                 self.due_of.remove(customer);
             }
         }
-        self.compact_if_stale();
         Some((id, old))
     }
 
-    /// Rebuilds the heap from the live timers once stale entries outnumber
-    /// them: amortised, a constant cost per move.
-    fn compact_if_stale(&mut self) {
+    /// Rebuilds the heap from the live timers if stale entries outnumber
+    /// them. Between batches, so that the O(live) rebuild never lands on one
+    /// event; amortised, it is a constant cost per move.
+    pub(crate) fn compact(&mut self) {
         if self.heap.len() > 2 * self.due_of.len() + 64 {
-            self.heap = self.due_of.iter().map(|(id, &due)| Reverse((due, tie(id), id.clone()))).collect();
+            self.heap = self.due_of.iter().map(|(id, &due)| (due, tie(id), id.clone())).collect();
+            self.heap.sort_unstable();
         }
     }
 
-    fn is_live(&self, (due, _, id): &(Timestamp, u64, Arc<str>)) -> bool {
+    fn is_live(&self, (due, _, id): &Entry) -> bool {
         self.due_of.get(id) == Some(due)
     }
 
     /// Removes and returns the earliest timer due at or before `watermark`.
     pub(crate) fn pop_due(&mut self, watermark: Timestamp) -> Option<(Timestamp, Arc<str>)> {
         loop {
-            let Reverse(top) = self.heap.peek()?;
+            let top = self.heap.first()?;
             if top.0 > watermark {
                 return None;
             }
             let live = self.is_live(top);
-            let Reverse((due, _, id)) = self.heap.pop()?;
+            let (due, _, id) = self.pop()?;
             if live {
                 self.due_of.remove(&id);
                 return Some((due, id));
@@ -114,11 +112,10 @@ impl Timers {
     /// particular order (a customer may appear twice). Visits only the part
     /// of the heap that is due, not the whole.
     pub(crate) fn due_by(&self, horizon: Timestamp) -> Vec<Arc<str>> {
-        let heap = self.heap.as_slice();
         let mut out = Vec::new();
         let mut stack = vec![0usize];
         while let Some(i) = stack.pop() {
-            let Some(Reverse(e)) = heap.get(i) else { continue };
+            let Some(e) = self.heap.get(i) else { continue };
             if e.0 > horizon {
                 // Its descendants are due no earlier.
                 continue;
@@ -129,6 +126,42 @@ impl Timers {
             stack.extend([2 * i + 1, 2 * i + 2]);
         }
         out
+    }
+
+    fn push(&mut self, e: Entry) {
+        self.heap.push(e);
+        let mut i = self.heap.len() - 1;
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if self.heap[parent] <= self.heap[i] {
+                break;
+            }
+            self.heap.swap(parent, i);
+            i = parent;
+        }
+    }
+
+    fn pop(&mut self) -> Option<Entry> {
+        let last = self.heap.len().checked_sub(1)?;
+        self.heap.swap(0, last);
+        let top = self.heap.pop();
+        let n = self.heap.len();
+        let mut i = 0;
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut least = i;
+            if l < n && self.heap[l] < self.heap[least] {
+                least = l;
+            }
+            if r < n && self.heap[r] < self.heap[least] {
+                least = r;
+            }
+            if least == i {
+                return top;
+            }
+            self.heap.swap(i, least);
+            i = least;
+        }
     }
 }
 
@@ -156,6 +189,13 @@ mod tests {
         assert_eq!(t.pop_due(Timestamp(10)).map(|(d, c)| (d, c.to_string())), Some((Timestamp(5), "a".into())));
         assert_eq!(t.pop_due(Timestamp(10)).map(|(d, c)| (d, c.to_string())), Some((Timestamp(10), "b".into())));
         assert_eq!((t.pop_due(Timestamp(i64::MAX)), t.len()), (None, 0));
+    }
+
+    #[test]
+    fn the_tie_hash_is_fnv_1a() {
+        // Pinned: the order of simultaneous timers must not change between builds.
+        assert_eq!(tie(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(tie("a"), 0xaf63_dc4c_8601_ec8c);
     }
 
     #[test]
@@ -206,8 +246,11 @@ mod tests {
                     Some(d) => model.insert(id, d),
                     None => model.remove(&id),
                 };
-                assert!(t.heap.len() <= 2 * t.len() + 65, "heap {} for {} timers", t.heap.len(), t.len());
             }
+            // Between batches.
+            t.compact();
+            assert!(t.heap.len() <= 2 * t.len() + 64, "heap {} for {} timers", t.heap.len(), t.len());
+            assert!(t.heap.iter().enumerate().skip(1).all(|(i, e)| t.heap[(i - 1) / 2] <= *e), "heap order");
         }
         let horizon = Timestamp(20);
         let mut due: Vec<String> = t.due_by(horizon).iter().map(|c| c.to_string()).collect();

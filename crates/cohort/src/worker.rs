@@ -1033,6 +1033,7 @@ impl Worker {
         // Keys are unique (one entry per customer or table), so unstable is exact.
         batch.states.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let (set, clear) = delta.finish(&rt.timers);
+        rt.timers.compact();
         batch.timers_set = set;
         batch.timers_clear = clear;
         for (topic, next) in next_offsets {
