@@ -19,7 +19,7 @@
 //! by every build and run.
 
 use cohort_core::time::Timestamp;
-use foldhash::{HashMap, HashMapExt};
+use foldhash::HashMap;
 use std::sync::Arc;
 
 /// FNV-1a, 64 bits.
@@ -40,10 +40,6 @@ pub(crate) struct Timers {
 }
 
 impl Timers {
-    pub(crate) fn new() -> Timers {
-        Timers { heap: Vec::new(), due_of: HashMap::new() }
-    }
-
     pub(crate) fn len(&self) -> usize {
         self.due_of.len()
     }
@@ -171,7 +167,7 @@ mod tests {
 
     #[test]
     fn moves_clears_and_pops_in_due_order() {
-        let mut t = Timers::new();
+        let mut t = Timers::default();
         assert_eq!(t.set("a", Some(Timestamp(30))).map(|(id, old)| (id.to_string(), old)), Some(("a".into(), None)));
         assert!(t.set("a", Some(Timestamp(30))).is_none(), "unchanged");
         assert!(t.set("z", None).is_none(), "nothing to clear");
@@ -206,7 +202,7 @@ mod tests {
         let ids: Vec<(usize, String)> = (0..2_000).map(|i| (i, format!("c-{i:05}"))).collect();
         let day = Timestamp(86_400_000);
         let run = |order: &mut dyn Iterator<Item = &(usize, String)>| {
-            let mut t = Timers::new();
+            let mut t = Timers::default();
             let mut model = std::collections::BTreeMap::new();
             for (k, (i, id)) in order.enumerate() {
                 t.set(id, Some(Timestamp(k as i64)));
@@ -235,7 +231,7 @@ mod tests {
         // 300 customers each moved 100 times back and forth over a small set
         // of due times, some cleared: the heap stays within its bound, and
         // what is due and what pops equal a plain map's answer, once each.
-        let mut t = Timers::new();
+        let mut t = Timers::default();
         let mut model = std::collections::BTreeMap::new();
         for round in 0..100i64 {
             for c in 0..300i64 {

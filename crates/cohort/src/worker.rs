@@ -771,7 +771,7 @@ impl Worker {
                         ),
                         tables: self.load_tables(p)?,
                         tables_dirty: false,
-                        timers: Timers::new(),
+                        timers: Timers::default(),
                         hot: HotStates::default(),
                     };
                     for t in timers {
@@ -1183,10 +1183,11 @@ impl Worker {
                 }
                 // Encoded first: the customer and id then move into the key
                 // and header without a copy.
+                let value = self.encoder.encode_segment_changed(&s)?;
                 OutputRecord {
                     topic: topics.segment_changes.clone(),
-                    value: Some(self.encoder.encode_segment_changed(&s)?),
                     key: Some(s.customer.into_bytes()),
+                    value: Some(value),
                     headers: vec![
                         (HEADER_TYPE.into(), (&b"segment_changed"[..]).into()),
                         (HEADER_ID.into(), s.id.into_bytes().into()),
