@@ -31,6 +31,10 @@ lint: setup
 test: lint
 	PYTHON=/usr/bin/python3 scripts/check-deploy.sh
 	scripts/with-broker.sh $(CARGO) test $(PROFILE_FLAGS) --workspace --no-fail-fast
+	@# `make run` builds `-p cohort` alone, whose features can differ from the
+	@# workspace's test build (dev-dependencies add some); building it here
+	@# means `make run` after `make test` starts at once.
+	$(CARGO) build $(PROFILE_FLAGS) -p cohort --bin cohort
 
 # Fast loop for the pure core: builds neither librdkafka nor RocksDB.
 test-core:

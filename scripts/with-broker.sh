@@ -59,10 +59,20 @@ done
 # every cohort output carries headers, so the shared broker slowed down as
 # the suite wrote more (reads timing out under load). An index keeps a fetch's
 # cost flat (found by the broker benchmark, docs/benchmarks.md).
-if command -v sqlite3 >/dev/null; then
-    sqlite3 "$DATA_DIR/tansu.db" \
-        "create index if not exists cohort_test_header on header (topition, offset_id);" \
-        || echo "with-broker: could not index tansu's header table; fetches will be slower" >&2
+# tansu creates its tables as it starts: retry until the index exists.
+indexed=0
+for _ in $(seq 300); do
+    if [[ "$(sqlite3 "$DATA_DIR/tansu.db" \
+        "create index if not exists cohort_test_header on header (topition, offset_id);
+         select count(*) from sqlite_master where type = 'index' and name = 'cohort_test_header';" 2>/dev/null)" == 1 ]]; then
+        indexed=1
+        break
+    fi
+    sleep 0.1
+done
+if [[ $indexed != 1 ]]; then
+    echo "with-broker: could not index tansu's header table in $DATA_DIR/tansu.db (sqlite3 from scripts/setup.sh)" >&2
+    exit 1
 fi
 
 export COHORT_TEST_BROKER="127.0.0.1:$PORT"

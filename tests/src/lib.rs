@@ -113,6 +113,27 @@ impl Tansu {
         Ok(())
     }
 
+    /// Freezes the broker with SIGSTOP: its sockets stay open and nothing
+    /// is answered, as with a broker stuck in a long GC pause or a host
+    /// that stopped scheduling it.
+    pub fn pause(&mut self) -> Result<()> {
+        self.signal("STOP")
+    }
+
+    /// Thaws a broker frozen by [`Tansu::pause`] (SIGCONT).
+    pub fn resume(&mut self) -> Result<()> {
+        self.signal("CONT")
+    }
+
+    fn signal(&mut self, name: &str) -> Result<()> {
+        let c = self.child.as_ref().ok_or_else(|| anyhow!("tansu is not running"))?;
+        let status = Command::new("kill").arg(format!("-{name}")).arg(c.id().to_string()).status()?;
+        if !status.success() {
+            bail!("kill -{name} {} failed: {status}", c.id());
+        }
+        Ok(())
+    }
+
     /// Starts the broker again on the same port and the same sqlite file.
     pub fn restart(&mut self) -> Result<()> {
         self.kill()?;
@@ -137,8 +158,7 @@ impl Tansu {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                index_headers(self.dir.path());
-                return Ok(());
+                return index_headers(self.dir.path());
             }
             if let Some(c) = self.child.as_mut() {
                 if let Some(status) = c.try_wait()? {
@@ -401,13 +421,25 @@ pub async fn consume_to_end(bootstrap: &str, topic: &str, deadline: Duration) ->
 
 /// tansu 0.6.0 scans its whole header table for every record a fetch serves,
 /// and every cohort output carries headers: without an index a test broker
-/// slows down as tests write to it. Best effort (as scripts/with-broker.sh):
-/// without the sqlite3 tool the broker is only slower.
-fn index_headers(dir: &Path) {
-    let _ = Command::new("sqlite3")
-        .arg(dir.join("tansu.db"))
-        .arg("create index if not exists cohort_test_header on header (topition, offset_id);")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+/// slows down as tests write to it until fetches time out (seen: a worker fed
+/// 150 events/s stalled within 3 minutes). Required, as in
+/// scripts/with-broker.sh: a broker that cannot be indexed is an error, not
+/// a slower broker.
+fn index_headers(dir: &Path) -> Result<()> {
+    let db = dir.join("tansu.db");
+    let sql = "create index if not exists cohort_test_header on header (topition, offset_id); \
+               select count(*) from sqlite_master where type = 'index' and name = 'cohort_test_header';";
+    // tansu creates its tables as it starts; retry until the index exists.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let last = match Command::new("sqlite3").arg(&db).arg(sql).stdin(Stdio::null()).output() {
+            Ok(out) if String::from_utf8_lossy(&out.stdout).trim() == "1" => return Ok(()),
+            Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            Err(e) => bail!("running sqlite3 to index tansu's header table: {e} (scripts/setup.sh installs it)"),
+        };
+        if Instant::now() > deadline {
+            bail!("could not index tansu's header table in {}: {last}", db.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -9,6 +9,7 @@
 
 use crate::client_config;
 use crate::error::KafkaAdapterError;
+use crate::health::ClientHealth;
 use crate::logging::KafkaLog;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
@@ -91,11 +92,16 @@ pub struct CohortConsumerContext {
     start: StartPosition,
     events: mpsc::UnboundedSender<PartitionEvent>,
     log: KafkaLog,
+    health: Arc<ClientHealth>,
 }
 
 impl ClientContext for CohortConsumerContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         self.log.log(level, fac, log_message)
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.health.update(&statistics);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -195,7 +201,13 @@ pub struct ConsumerSettings {
 pub struct InputConsumer {
     consumer: StreamConsumer<CohortConsumerContext>,
     topic_names: Vec<Arc<str>>,
+    health: Arc<ClientHealth>,
 }
+
+/// How often librdkafka reports the statistics that [`InputConsumer::health`]
+/// reads (high watermarks, broker contact, group state), unless the
+/// `statistics.interval.ms` property says otherwise.
+pub const STATISTICS_INTERVAL: Duration = Duration::from_secs(2);
 
 impl InputConsumer {
     /// Joins the group and subscribes. Rebalances arrive on the returned
@@ -216,17 +228,27 @@ impl InputConsumer {
             // `range` keeps partition N of every co-partitioned input topic on
             // the same worker; cooperative-sticky does not guarantee that.
             .set("partition.assignment.strategy", "range")
-            .set("auto.offset.reset", "earliest");
+            .set("auto.offset.reset", "earliest")
+            // Lag and broker contact come from librdkafka's statistics, which
+            // cost no request (see `crate::health`).
+            .set("statistics.interval.ms", STATISTICS_INTERVAL.as_millis().to_string());
         for (k, v) in &settings.properties {
             config.set(k, v);
         }
-        let context = CohortConsumerContext { offsets, start: settings.start, events: tx, log: KafkaLog::default() };
+        let health = Arc::new(ClientHealth::default());
+        let context = CohortConsumerContext {
+            offsets,
+            start: settings.start,
+            events: tx,
+            log: KafkaLog::default(),
+            health: health.clone(),
+        };
         let consumer: StreamConsumer<CohortConsumerContext> =
             config.create_with_context(context).map_err(KafkaAdapterError::Config)?;
         let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         let topic_names = settings.topics.iter().map(|t| Arc::from(t.as_str())).collect();
-        Ok((InputConsumer { consumer, topic_names }, rx))
+        Ok((InputConsumer { consumer, topic_names, health }, rx))
     }
 
     /// Waits up to `max_wait` for records and returns at most `max_records`.
@@ -329,11 +351,11 @@ impl InputConsumer {
             .collect())
     }
 
-    /// The partition's high watermark (the offset the next produced record
-    /// gets), from the broker. Blocking: call it off the hot path.
-    pub fn high_watermark(&self, part: &TopicPartition, timeout: Duration) -> Result<i64, KafkaAdapterError> {
-        let (_, high) = self.consumer.fetch_watermarks(&part.topic, part.partition, timeout)?;
-        Ok(high)
+    /// What the consumer last heard from the cluster (high watermarks,
+    /// broker contact, group state), updated from librdkafka's statistics
+    /// while the consumer is polled. Reading it costs no request.
+    pub fn health(&self) -> Arc<ClientHealth> {
+        self.health.clone()
     }
 
     /// Leaves the consumer group (the next owner of these partitions gets them

@@ -18,12 +18,14 @@
 pub mod consumer;
 pub mod embedded;
 pub mod error;
+pub mod health;
 pub mod logging;
 pub mod producer;
 
 pub use consumer::{InputConsumer, InputRecord, OffsetSource, PartitionEvent, StartPosition, TopicPartition};
 pub use embedded::EmbeddedBroker;
 pub use error::KafkaAdapterError;
+pub use health::{ClientHealth, HealthSnapshot};
 pub use producer::{OutputHeader, OutputProducer, OutputRecord};
 
 use rdkafka::config::ClientConfig;

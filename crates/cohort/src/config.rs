@@ -219,6 +219,11 @@ pub struct ProcessingConfig {
     /// long giving up a partition in a rebalance waits for the batch in flight.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// How long the worker may wait on the same thing (the broker's answers
+    /// to fetches, output acknowledgements, the consumer group, a store
+    /// commit) before `/readyz` says not ready and a WARN names the wait.
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
 }
 
 impl Default for ProcessingConfig {
@@ -241,6 +246,7 @@ impl Default for ProcessingConfig {
             max_in_flight: 100_000,
             // Kubernetes' default terminationGracePeriodSeconds is 30s.
             shutdown_timeout: Duration::from_secs(25),
+            stall_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -375,10 +381,22 @@ impl Config {
                     ));
                 }
             }
+            // Lag, broker contact and readiness come from the consumer's statistics.
+            if props.get("statistics.interval.ms").is_some_and(|v| v.trim().parse::<u64>().map_or(true, |ms| ms == 0)) {
+                return Err(bad(
+                    key,
+                    "`statistics.interval.ms` must be a positive number of milliseconds: lag and readiness are \
+                     read from the consumer's statistics (default 2000)"
+                        .into(),
+                ));
+            }
         }
         let p = &self.processing;
         if p.batch_max_records == 0 {
             return Err(bad("processing.batch_max_records", "must be at least 1".into()));
+        }
+        if p.stall_timeout < Duration::from_secs(1) {
+            return Err(bad("processing.stall_timeout", "must be at least 1s".into()));
         }
         if p.batch_max_wait.is_zero() {
             return Err(bad("processing.batch_max_wait", "must be longer than 0s".into()));
@@ -558,5 +576,18 @@ mod tests {
         let e = Config::from_toml("c.toml", "[kafka.properties]\n\"enable.auto.commit\" = \"true\"\n", none())
             .expect_err("reserved");
         assert!(e.to_string().contains("set by cohort"), "{e}");
+    }
+
+    #[test]
+    fn readiness_needs_consumer_statistics_and_a_stall_timeout_of_a_second_or_more() {
+        let c = Config::from_toml("c.toml", "", none()).expect("defaults");
+        assert_eq!(c.processing.stall_timeout, Duration::from_secs(30));
+        let off = "[kafka.consumer_properties]\n\"statistics.interval.ms\" = \"0\"\n";
+        let e = Config::from_toml("c.toml", off, none()).expect_err("statistics off");
+        assert!(e.to_string().contains("kafka.consumer_properties: `statistics.interval.ms` must be"), "{e}");
+        let slower = "[kafka.properties]\n\"statistics.interval.ms\" = \"5000\"\n";
+        Config::from_toml("c.toml", slower, none()).expect("a slower interval is fine");
+        let e = Config::from_toml("c.toml", "[processing]\nstall_timeout = \"500ms\"\n", none()).expect_err("short");
+        assert!(e.to_string().contains("processing.stall_timeout: must be at least 1s"), "{e}");
     }
 }

@@ -10,7 +10,7 @@ use axum::routing::get;
 use axum::Router;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 
 /// What `/readyz` reports. The worker flips these as partitions come and go.
@@ -20,11 +20,23 @@ pub struct Readiness {
     pub assigned: AtomicBool,
     /// Every assigned partition's state is restored and it is consuming.
     pub consuming: AtomicBool,
+    /// What the worker has waited for longer than `processing.stall_timeout`
+    /// (the broker's answers to fetches, output acknowledgements, the group),
+    /// set by the watchdog (`crate::liveness`).
+    stalled: Mutex<Option<String>>,
 }
 
 impl Readiness {
     pub fn is_ready(&self) -> bool {
-        self.assigned.load(Ordering::Relaxed) && self.consuming.load(Ordering::Relaxed)
+        self.assigned.load(Ordering::Relaxed) && self.consuming.load(Ordering::Relaxed) && self.stalled().is_none()
+    }
+
+    pub fn set_stalled(&self, reason: Option<String>) {
+        *self.stalled.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+    }
+
+    pub fn stalled(&self) -> Option<String> {
+        self.stalled.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -73,6 +85,8 @@ async fn metrics(State(s): State<AppState>) -> Response {
 async fn readyz(State(s): State<AppState>) -> Response {
     if s.readiness.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
+    } else if let Some(reason) = s.readiness.stalled() {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")).into_response()
     } else if !s.readiness.assigned.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready: no partitions assigned yet\n").into_response()
     } else {

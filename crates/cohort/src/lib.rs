@@ -8,6 +8,7 @@ pub mod dlq;
 mod hot;
 pub mod http;
 pub mod inspect;
+pub mod liveness;
 pub mod loadgen_cmd;
 pub mod memory;
 pub mod metrics;

@@ -97,7 +97,11 @@ fn main() -> anyhow::Result<()> {
             let config = load_config(Some(&config))?;
             init_tracing(&config);
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(run(config))
+            let result = rt.block_on(run(config));
+            // The worker has spent its shutdown budget; a blocking task still
+            // running (a store read for the admin API) must not hold the exit.
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            result
         }
         Command::Demo(args) => cohort::demo::run(args),
         Command::Loadgen(args) => cohort::loadgen_cmd::run(args, SystemClock.now()).map(|_| ()),
@@ -237,7 +241,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
     let result = worker.run(shutdown_signal()).await;
     let _ = stop_http_tx.send(());
-    let _ = http_task.await;
+    // Graceful: requests under way are answered, but a scraper's open
+    // connection does not hold the exit.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), http_task).await;
     result
 }
 

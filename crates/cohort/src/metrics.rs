@@ -5,7 +5,8 @@
 //! Hot paths count once per batch, not once per event.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The worker's metrics, registered in their own registry.
@@ -56,6 +57,9 @@ pub struct Metrics {
     pub restoring_partitions: IntGauge,
     /// 1 while /readyz answers ready.
     pub ready: IntGauge,
+    /// How long the worker has been waiting on the broker or the store,
+    /// by what it waits for (`crate::liveness`); 0 for every other wait.
+    pub stall_seconds: GaugeVec,
     /// Each owned partition's event-time watermark, in seconds since the epoch.
     pub partition_watermark: IntGaugeVec,
     /// The loaded rules file's version (the label); always 1.
@@ -187,6 +191,21 @@ impl Metrics {
                 "Assigned partitions still restoring state.",
             )?,
             ready: gauge("cohort_worker_ready", "1 while /readyz answers ready.")?,
+            stall_seconds: {
+                let g = GaugeVec::new(
+                    Opts::new(
+                        "cohort_worker_stall_seconds",
+                        "How long the worker has been waiting, by what it waits for (group, fetch, produce, commit); \
+                         0 for waits not under way. Past processing.stall_timeout, /readyz says not ready.",
+                    ),
+                    &["waiting_for"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                for label in crate::liveness::Waiting::LABELS {
+                    g.with_label_values(&[label]).set(0.0);
+                }
+                g
+            },
             partition_watermark: gauge_vec(
                 "cohort_partition_watermark_seconds",
                 "Each owned partition's event-time watermark, in seconds since the epoch.",

@@ -43,6 +43,7 @@ use crate::config::{Config, StartFrom, WireFormat};
 use crate::dlq;
 use crate::hot::{self, HotStates};
 use crate::http::Readiness;
+use crate::liveness::{Progress, Watchdog, WatchdogParts};
 use crate::metrics::Metrics;
 use crate::timers::Timers;
 use anyhow::{anyhow, Context as _};
@@ -113,6 +114,8 @@ pub struct Worker {
     encoder: Encoder,
     metrics: Metrics,
     readiness: Arc<Readiness>,
+    /// What the loop waits for, read by the watchdog (`crate::liveness`).
+    progress: Arc<Progress>,
     clock: Arc<dyn Clock>,
     partitions: BTreeMap<i32, PartitionRuntime>,
     /// Input topic name → what it carries.
@@ -342,8 +345,14 @@ struct Committed {
 /// Produces every record of the batch and waits for all acknowledgements,
 /// retrying the whole set while the broker is away (ids are stable, so a
 /// resend is a duplicate consumers can drop).
-async fn deliver(producer: &OutputProducer, metrics: &Metrics, outputs: &[OutputRecord]) -> anyhow::Result<()> {
+async fn deliver(
+    producer: &OutputProducer,
+    metrics: &Metrics,
+    progress: &Progress,
+    outputs: &[OutputRecord],
+) -> anyhow::Result<()> {
     let mut attempt = 0u32;
+    progress.producing(outputs.len());
     loop {
         metrics.output_in_flight.set(outputs.len() as i64);
         match producer.send_all(outputs).await {
@@ -359,6 +368,7 @@ async fn deliver(producer: &OutputProducer, metrics: &Metrics, outputs: &[Output
         }
     }
     metrics.output_in_flight.set(0);
+    progress.produced();
     for r in outputs {
         metrics.output_records.with_label_values(&[&r.topic]).inc();
     }
@@ -549,6 +559,7 @@ impl Worker {
             encoder,
             metrics,
             readiness,
+            progress: Arc::new(Progress::new(Instant::now())),
             clock,
             partitions: BTreeMap::new(),
             kinds,
@@ -603,16 +614,36 @@ impl Worker {
             rules = %self.engine.rules().version(),
             "worker started"
         );
+        let watchdog = Watchdog::spawn(WatchdogParts {
+            progress: self.progress.clone(),
+            consumer: consumer.health(),
+            readiness: self.readiness.clone(),
+            metrics: self.metrics.clone(),
+            store: self.store.clone(),
+            input_topics: cfg.topics.inputs().iter().map(|t| t.to_string()).collect(),
+            stall_timeout: cfg.processing.stall_timeout,
+        });
 
         let mut in_flight: Option<InFlight> = None;
         let consumed = self.consume(&consumer, events, &producer, &mut in_flight, shutdown).await;
-        // One budget for the batch in flight and the producer's last records.
-        let deadline = Instant::now() + cfg.processing.shutdown_timeout;
-        let drained = self.drain(&mut in_flight, &consumer, cfg.processing.shutdown_timeout).await;
-        info!("shutting down: leaving the group");
-        producer.flush(deadline.saturating_duration_since(Instant::now())).ok();
-        consumer.close();
+        // One budget for everything after the loop: the batch in flight,
+        // the producer's last records and leaving the group.
+        let budget = cfg.processing.shutdown_timeout;
+        let deadline = Instant::now() + budget;
+        let drained = self.drain(&mut in_flight, &consumer, budget).await;
+        drop(watchdog);
         self.readiness.consuming.store(false, Ordering::Relaxed);
+        self.metrics.ready.set(0);
+        let left = deadline.saturating_duration_since(Instant::now());
+        info!(budget_left = ?left, "shutting down: flushing the producer and leaving the group");
+        if !close_within(producer, consumer, left).await {
+            warn!(
+                budget = ?budget,
+                "the producer's flush and leaving the group did not finish within processing.shutdown_timeout; \
+                 exiting without waiting (the group reassigns this worker's partitions after session.timeout.ms; \
+                 anything not committed to the store is replayed from its offsets)"
+            );
+        }
         match (consumed, drained) {
             (Err(e), Err(d)) => {
                 warn!(error = %d, "the batch in flight could not be finished either");
@@ -643,7 +674,7 @@ impl Worker {
             }
             if last_housekeeping.elapsed() > Duration::from_secs(5) {
                 last_housekeeping = Instant::now();
-                // Broker round trips and RocksDB property reads: off the async workers.
+                // RocksDB point reads: off the async workers.
                 tokio::task::block_in_place(|| self.housekeeping(consumer));
             }
             let batch = tokio::select! {
@@ -700,20 +731,23 @@ impl Worker {
             let commits = std::mem::take(&mut processed.commits);
             let outputs = std::mem::take(&mut processed.outputs);
             let settle = SettleOnDrop(self.in_flight.offsets.clone());
-            let (producer, store, metrics, clock) =
-                (producer.clone(), self.store.clone(), self.metrics.clone(), self.clock.clone());
+            let (producer, store, metrics, clock, progress) =
+                (producer.clone(), self.store.clone(), self.metrics.clone(), self.clock.clone(), self.progress.clone());
             let task = tokio::spawn(async move {
                 let _settle = settle;
                 let handed_over = Instant::now();
-                deliver(&producer, &metrics, &outputs).await?;
+                deliver(&producer, &metrics, &progress, &outputs).await?;
                 drop(outputs);
-                tokio::task::spawn_blocking(move || -> Result<(), cohort_store::StoreError> {
+                progress.committing();
+                let committed = tokio::task::spawn_blocking(move || -> Result<(), cohort_store::StoreError> {
                     for b in &commits {
                         store.commit(b)?;
                     }
                     Ok(())
                 })
-                .await??;
+                .await;
+                progress.committed();
+                committed??;
                 // Not counting the wait for the batch before it to commit
                 // (this batch's processing did overlap that batch's produce).
                 Ok(Committed { at: clock.now(), batch_duration: processing + handed_over.elapsed() })
@@ -787,14 +821,12 @@ impl Worker {
                 let still: BTreeSet<i32> = parts.iter().map(|p| p.partition).collect();
                 for p in still {
                     self.partitions.remove(&p);
-                    let label = p.to_string();
-                    let _ = self.metrics.partition_watermark.remove_label_values(&[&label]);
-                    for t in self.config.topics.inputs() {
-                        let _ = self.metrics.consumer_lag_records.remove_label_values(&[t, &label]);
-                    }
+                    // Their lag series go with the watchdog's next refresh.
+                    let _ = self.metrics.partition_watermark.remove_label_values(&[&p.to_string()]);
                 }
             }
         }
+        self.progress.set_partitions(self.partitions.keys().copied().collect());
         // The hot-state budget is the worker's, split over its partitions.
         let per_partition = self.config.store.rocksdb.state_cache_bytes as usize / self.partitions.len().max(1);
         for rt in self.partitions.values_mut() {
@@ -1327,24 +1359,15 @@ impl Worker {
         }
     }
 
+    /// Re-commits the store's offsets to Kafka. Asks the broker nothing and
+    /// waits for nothing (the commit is asynchronous): lag, watermarks and
+    /// the store's gauges are the watchdog's (`crate::liveness`).
     fn housekeeping(&self, consumer: &InputConsumer) {
-        let m = &self.metrics;
-        if let Ok(stats) = self.store.stats() {
-            m.store_size_bytes.set(stats.live_sst_bytes as i64);
-            m.store_memtable_bytes.set(stats.memtable_bytes as i64);
-            m.store_pending_compaction_bytes.set(stats.pending_compaction_bytes as i64);
-            m.store_write_stalled.set(i64::from(stats.write_stopped || stats.delayed_write_rate > 0));
-        }
         let mut stored = Vec::new();
         for p in self.partitions.keys() {
             for topic in self.config.topics.inputs() {
                 let tp = TopicPartition { topic: topic.to_string(), partition: *p };
-                let next = self.store.input_offset(topic, *p as u32).ok().flatten();
-                if let Ok(high) = consumer.high_watermark(&tp, Duration::from_millis(500)) {
-                    let lag = (high - next.unwrap_or(0)).max(0);
-                    m.consumer_lag_records.with_label_values(&[topic, &p.to_string()]).set(lag);
-                }
-                if let Some(next) = next {
+                if let Some(next) = self.store.input_offset(topic, *p as u32).ok().flatten() {
                     stored.push((tp, next));
                 }
             }
@@ -1356,6 +1379,32 @@ impl Worker {
             debug!(error = %e, "advisory offset commit failed");
         }
     }
+}
+
+/// Flushes the producer and leaves the group on a thread of their own, for
+/// at most `budget`: with the broker down or unresponsive librdkafka's
+/// consumer close waits for a LeaveGroup (and the rebalance it triggers)
+/// that may never be answered. True if both finished in time; otherwise
+/// the thread is left behind and the process exits without it.
+async fn close_within(producer: Arc<OutputProducer>, consumer: InputConsumer, budget: Duration) -> bool {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let started = Instant::now();
+    let spawned = std::thread::Builder::new().name("cohort-close".into()).spawn(move || {
+        if let Err(e) = producer.flush(budget) {
+            warn!(error = %e, "the producer's last records were not all acknowledged");
+        }
+        drop(producer);
+        consumer.close();
+        let _ = done_tx.send(());
+    });
+    if spawned.is_err() {
+        return false;
+    }
+    let finished = tokio::time::timeout(budget, done_rx).await.is_ok_and(|r| r.is_ok());
+    if finished {
+        debug!(took = ?started.elapsed(), "producer flushed and group left");
+    }
+    finished
 }
 
 #[cfg(test)]

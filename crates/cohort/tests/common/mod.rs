@@ -105,6 +105,15 @@ allowed_lateness = "1m"
         Deployment { bootstrap: bootstrap.to_string(), prefix, dir, config, partitions, encoder }
     }
 
+    /// Adds a librdkafka consumer property to this deployment's config.
+    pub fn set_consumer_property(&self, key: &str, value: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        let section = "[kafka.consumer_properties]\n";
+        assert!(text.contains(section), "the config has a consumer properties section");
+        let text = text.replacen(section, &format!("{section}{key:?} = {value:?}\n"), 1);
+        std::fs::write(&self.config, text).expect("write config");
+    }
+
     pub fn topic(&self, short: &str) -> String {
         format!("{}-{short}", self.prefix)
     }
@@ -270,14 +279,23 @@ impl WorkerProcess {
 
     /// SIGTERM, and waits for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.terminate_within(Duration::from_secs(30)).0
+    }
+
+    /// SIGTERM; waits up to `limit` for the exit and says how long it took.
+    pub fn terminate_within(&mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
         let mut c = self.child.take().expect("worker running");
+        let sent = Instant::now();
         let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-        let until = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(s) = c.try_wait().expect("wait") {
-                return s;
+                return (s, sent.elapsed());
             }
-            assert!(Instant::now() < until, "worker did not stop within 30s of SIGTERM");
+            if sent.elapsed() > limit {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("worker did not stop within {limit:?} of SIGTERM; its log:\n{}", self.log_tail());
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -353,6 +371,11 @@ pub fn strip_ansi(text: &str) -> String {
 
 /// GET `path` on `addr` with a plain HTTP/1.0 request; the body of a 200 answer.
 pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    http_status(addr, path).and_then(|(code, body)| (code == 200).then_some(body))
+}
+
+/// GET `path` on `addr`: the status code and body, whatever the status.
+pub fn http_status(addr: &str, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(5)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -361,7 +384,11 @@ pub fn http_get(addr: &str, path: &str) -> Option<String> {
     s.read_to_string(&mut raw).ok()?;
     let (head, body) = raw.split_once("\r\n\r\n")?;
     let status = head.lines().next()?;
-    (status.starts_with("HTTP/1.") && status.split_whitespace().nth(1) == Some("200")).then(|| body.to_string())
+    if !status.starts_with("HTTP/1.") {
+        return None;
+    }
+    let code = status.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
 }
 
 /// The value of one sample of a Prometheus text exposition, such as

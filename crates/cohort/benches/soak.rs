@@ -1,0 +1,205 @@
+//! Liveness through a real broker: `SOAK_EVENTS` (300,000) `cohort loadgen`
+//! events, JSON, on `SOAK_PARTITIONS` (4) partitions per input topic, read by
+//! `cohort run` with its default settings from a private tansu broker, to
+//! lag 0.
+//!
+//! This is the run that used to stall: the worker read 10-16 thousand
+//! records, then sat at ~1% CPU, its consume loop blocked on watermark
+//! queries that tansu answered only after the fetch in flight, the query
+//! timing out and librdkafka dropping the connection (and the fetch) with
+//! it. Lag now comes from librdkafka's statistics, so nothing but the fetch
+//! travels on that connection.
+//!
+//! Prints: the time to load the events, the time from the worker's start
+//! until every input record is committed, the longest stretch without
+//! progress (no change of the committed count while lag was > 0, sampled
+//! every 200 ms), the worker's CPU, and its `no progress` warnings. Fails
+//! (exit 1) if the worker has not finished within `SOAK_DEADLINE_SECS` (900)
+//! or stops making progress for `SOAK_STALL_SECS` (120), printing the tail
+//! of its log. Nothing is asserted about speed.
+//!
+//! `cargo bench -p cohort --bench soak` (part of `make bench`); under
+//! `cargo test --benches` it does a 3,000-event run.
+
+use anyhow::{anyhow, bail, Context as _};
+use cohort_e2e::{create_topic, Tansu};
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const INPUTS: [&str; 4] = ["clickstream", "purchases", "customer-profiles", "offer-outcomes"];
+const OUTPUTS: [&str; 4] = ["segment-changes", "next-best-offers", "cohort-dlq", "cohort-changelog"];
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("soak: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let events = env("SOAK_EVENTS", if quick { 3_000 } else { 300_000 });
+    let partitions = env("SOAK_PARTITIONS", 4) as i32;
+    let deadline = Duration::from_secs(env("SOAK_DEADLINE_SECS", 900));
+    let stall_limit = Duration::from_secs(env("SOAK_STALL_SECS", 120));
+    let cohort = env!("CARGO_BIN_EXE_cohort");
+
+    let broker = Tansu::start().context("starting tansu (make test's setup installs it)")?;
+    let bootstrap = broker.bootstrap();
+    let dir = tempfile::Builder::new().prefix("cohort-soak-").tempdir()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        for t in INPUTS.iter().chain(OUTPUTS.iter()) {
+            create_topic(&bootstrap, t, partitions).await?;
+        }
+        anyhow::Ok(())
+    })?;
+    let config = write_config(dir.path(), &bootstrap)?;
+
+    let loaded = Instant::now();
+    let status = Command::new(cohort)
+        .args(["loadgen", "--config"])
+        .arg(&config)
+        .args(["--bootstrap", &bootstrap, "--events", &events.to_string(), "--customers", "20000"])
+        .stdout(Stdio::null())
+        .status()
+        .context("running cohort loadgen")?;
+    if !status.success() {
+        bail!("cohort loadgen exited with {status}");
+    }
+    let load_time = loaded.elapsed();
+    println!("soak: {events} loadgen events (JSON, {partitions} partitions per topic) loaded in {load_time:.1?}");
+
+    let log_path = dir.path().join("worker.log");
+    let log = std::fs::File::create(&log_path)?;
+    let started = Instant::now();
+    let mut worker = Kill(
+        Command::new(cohort)
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting cohort run")?,
+    );
+    let http = format!("127.0.0.1:{}", http_port(&config)?);
+    let mut last_count = -1.0;
+    let mut last_change = Instant::now();
+    let mut longest_stall = Duration::ZERO;
+    let finished = loop {
+        if let Some(s) = worker.0.try_wait()? {
+            bail!("the worker exited with {s}; its log:\n{}", tail(&log_path));
+        }
+        let metrics = get(&http, "/metrics").unwrap_or_default();
+        let count: f64 = INPUTS
+            .iter()
+            .filter_map(|t| sample(&metrics, &format!("cohort_input_records_total{{topic=\"{t}\"}}")))
+            .sum();
+        let lag: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("cohort_consumer_lag_records{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if count != last_count {
+            last_count = count;
+            last_change = Instant::now();
+        } else {
+            longest_stall = longest_stall.max(last_change.elapsed());
+        }
+        if count >= events as f64 && lag == 0.0 {
+            break started.elapsed();
+        }
+        if last_change.elapsed() > stall_limit {
+            bail!(
+                "no progress for {stall_limit:?} at {count} of {events} records (lag {lag}); the worker's log:\n{}",
+                tail(&log_path)
+            );
+        }
+        if started.elapsed() > deadline {
+            bail!("not finished within {deadline:?}: {count} of {events} records; log:\n{}", tail(&log_path));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let cpu = cpu_secs(worker.0.id());
+    let log_text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let warnings = log_text.lines().filter(|l| l.contains("no progress:")).count();
+    let timeouts = log_text.lines().filter(|l| l.contains("Timed out")).count();
+    println!(
+        "soak: the worker committed all {events} records with lag 0 in {finished:.1?} ({:.0} events/s); \
+         longest stretch without progress {longest_stall:.1?}; worker CPU {cpu:.1} s ({:.1} µs/event); \
+         {warnings} 'no progress' warnings, {timeouts} librdkafka request time-outs in its log",
+        events as f64 / finished.as_secs_f64(),
+        cpu * 1e6 / events as f64,
+    );
+    drop(worker);
+    drop(broker);
+    Ok(())
+}
+
+/// Kills the child when dropped.
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn write_config(dir: &Path, bootstrap: &str) -> anyhow::Result<std::path::PathBuf> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // The worker's defaults but for the broker, the store and the port.
+    let text = format!(
+        "[kafka]\nbootstrap_servers = \"{bootstrap}\"\ngroup_id = \"cohort-soak\"\n\n\
+         [rules]\npath = \"{rules}\"\n\n[store]\npath = \"{store}\"\n\n\
+         [http]\nlisten = \"127.0.0.1:{port}\"\n\n[log]\nlevel = \"info,librdkafka=warn\"\n",
+        rules = root.join("deploy/rules.yaml").display(),
+        store = dir.join("store").display(),
+    );
+    let path = dir.join("cohort.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+fn http_port(config: &Path) -> anyhow::Result<u16> {
+    let text = std::fs::read_to_string(config)?;
+    let line = text.lines().find(|l| l.starts_with("listen")).ok_or_else(|| anyhow!("no listen line"))?;
+    line.rsplit(':').next().and_then(|p| p.trim_end_matches('"').parse().ok()).ok_or_else(|| anyhow!("bad listen"))
+}
+
+fn get(addr: &str, path: &str) -> Option<String> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    Some(raw.split_once("\r\n\r\n")?.1.to_string())
+}
+
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// CPU seconds (user + system) of a process so far, from /proc.
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 =
+        f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    ticks as f64 / 100.0
+}
