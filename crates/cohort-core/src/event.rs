@@ -471,6 +471,76 @@ mod tests {
         assert_eq!(ev(EventKind::ProfileUpdate(p)).validate(NOW).unwrap_err().reason(), "invalid_date");
     }
 
+    fn purchase(items: Vec<LineItem>, total: f64) -> Event {
+        ev(EventKind::Purchase(Purchase { order_id: "o".into(), items, total, currency: "EUR".into(), channel: None }))
+    }
+
+    fn line(quantity: i32, unit_price: f64) -> LineItem {
+        LineItem { product_id: "p".into(), category: None, quantity, unit_price }
+    }
+
+    #[test]
+    fn a_negative_line_item_price_is_rejected_even_with_a_positive_total() {
+        let e = purchase(vec![line(1, 20.0), line(2, -5.0)], 10.0);
+        let err = e.validate(NOW).unwrap_err();
+        assert_eq!(err, InvalidEvent::Negative { field: "items.unit_price" });
+        assert_eq!(err.reason(), "negative_value");
+        assert_eq!(err.to_string(), "field `items.unit_price` is negative");
+    }
+
+    #[test]
+    fn every_amount_and_quantity_is_checked_for_sign_and_finiteness() {
+        let click = |price: Option<f64>, quantity: Option<i32>| {
+            let mut c = Click::new(ClickKind::AddToCart);
+            c.price = price;
+            c.quantity = quantity;
+            ev(EventKind::Click(c))
+        };
+        // (event, the field named in the rejection, the reason)
+        let cases = [
+            (click(Some(-0.01), None), "price", "negative_value"),
+            (click(Some(f64::INFINITY), None), "price", "not_finite"),
+            (click(Some(f64::NAN), None), "price", "not_finite"),
+            (click(None, Some(-1)), "quantity", "negative_value"),
+            (purchase(vec![], -3.0), "total", "negative_value"),
+            (purchase(vec![], f64::NEG_INFINITY), "total", "not_finite"),
+            (purchase(vec![line(-1, 1.0)], 1.0), "items.quantity", "negative_value"),
+            (purchase(vec![line(1, -1.0)], 1.0), "items.unit_price", "negative_value"),
+            (purchase(vec![line(1, f64::NAN)], 1.0), "items.unit_price", "not_finite"),
+        ];
+        for (e, field, reason) in cases {
+            let err = e.validate(NOW).expect_err(field);
+            assert_eq!(err.reason(), reason, "{field}: {err}");
+            assert!(err.to_string().contains(&format!("`{field}`")), "{err} names {field}");
+        }
+        // Zero is not negative: free items, empty quantities and zero totals pass.
+        assert_eq!(click(Some(0.0), Some(0)).validate(NOW), Ok(()));
+        assert_eq!(purchase(vec![line(0, 0.0)], 0.0).validate(NOW), Ok(()));
+    }
+
+    #[test]
+    fn empty_identifiers_are_rejected_but_blank_products_and_places_are_not() {
+        let mut p =
+            Purchase { order_id: String::new(), items: vec![], total: 1.0, currency: "EUR".into(), channel: None };
+        assert_eq!(ev(EventKind::Purchase(p.clone())).validate(NOW), Err(InvalidEvent::Empty { field: "order_id" }));
+        let o =
+            OfferOutcome { offer_id: String::new(), decision_id: "d".into(), outcome: Outcome::Opened, channel: None };
+        assert_eq!(ev(EventKind::OfferOutcome(o)).validate(NOW).unwrap_err().reason(), "empty_field");
+
+        // An empty product id or country is accepted and read as unknown
+        // (CustomerState, docs/schemas.md "Empty strings").
+        p.order_id = "o".into();
+        p.items =
+            vec![LineItem { product_id: String::new(), category: Some("keto".into()), quantity: 1, unit_price: 2.0 }];
+        assert_eq!(ev(EventKind::Purchase(p)).validate(NOW), Ok(()));
+        let mut c = Click::new(ClickKind::AddToCart);
+        c.product_id = Some(String::new());
+        c.geo.country = Some(String::new());
+        assert_eq!(ev(EventKind::Click(c)).validate(NOW), Ok(()));
+        let u = ProfileUpdate { country: Some(" ".into()), ..Default::default() };
+        assert_eq!(ev(EventKind::ProfileUpdate(u)).validate(NOW), Ok(()));
+    }
+
     #[test]
     fn serde_shape_is_tagged_snake_case() {
         let e = ev(EventKind::Click(Click::new(ClickKind::PageView)));
