@@ -317,6 +317,19 @@ pub enum InvalidEvent {
 }
 
 impl InvalidEvent {
+    /// Every reason [`InvalidEvent::reason`] can return, so the worker can
+    /// start its dead-letter counter at 0 for each.
+    pub const REASONS: [&'static str; 8] = [
+        "missing_customer_id",
+        "missing_event_id",
+        "time_too_old",
+        "time_in_future",
+        "negative_value",
+        "not_finite",
+        "empty_field",
+        "invalid_date",
+    ];
+
     /// A short stable label: the DLQ reason header and the `reason` metric
     /// label. Bounded set; never includes data from the event.
     pub fn reason(&self) -> &'static str {
@@ -539,6 +552,26 @@ mod tests {
         assert_eq!(ev(EventKind::Click(c)).validate(NOW), Ok(()));
         let u = ProfileUpdate { country: Some(" ".into()), ..Default::default() };
         assert_eq!(ev(EventKind::ProfileUpdate(u)).validate(NOW), Ok(()));
+    }
+
+    #[test]
+    fn reasons_lists_every_reason_once() {
+        let t = Timestamp(0);
+        let d = Duration::from_mins(1);
+        let all = [
+            InvalidEvent::MissingCustomer,
+            InvalidEvent::MissingId,
+            InvalidEvent::TooOld { time: t },
+            InvalidEvent::InFuture { time: t, now: t, max_skew: d },
+            InvalidEvent::Negative { field: "f" },
+            InvalidEvent::NotFinite { field: "f" },
+            InvalidEvent::Empty { field: "f" },
+            InvalidEvent::InvalidDate { date: Date { year: 1, month: 1, day: 1 } },
+        ];
+        // A new variant must be added above (the match in `reason` makes it
+        // a compile error to forget it there).
+        let reasons: Vec<&str> = all.iter().map(InvalidEvent::reason).collect();
+        assert_eq!(reasons, InvalidEvent::REASONS);
     }
 
     #[test]
