@@ -16,7 +16,9 @@
 #     topics); without PyYAML this part is skipped with a note;
 #   - with kubectl: `kubectl kustomize deploy/kubernetes` builds (offline);
 #   - with a cohort binary newer than config.rs (target/release/cohort, or
-#     COHORT_BIN): `cohort check-config --config deploy/cohort.toml`.
+#     COHORT_BIN): `cohort check-config --config deploy/cohort.toml` (with
+#     the repository's rules and schemas in place of the image's paths), and
+#     the TOML it prints passes `cohort check-config` in turn.
 #
 # Exits non-zero if any check fails. Run from anywhere:
 #   scripts/check-deploy.sh
@@ -389,9 +391,16 @@ fi
 # --- cohort check-config (optional) -----------------------------------------------
 bin="${COHORT_BIN:-${CARGO_TARGET_DIR:-target}/release/cohort}"
 if [[ -x "$bin" && "$bin" -nt crates/cohort/src/config.rs ]]; then
-    # A clean environment, so COHORT__* variables of the caller do not count.
+    # A clean environment, so COHORT__* variables of the caller do not count;
+    # the rules and schemas paths of the image (/etc/cohort, /usr/share/cohort)
+    # point at the repository's files instead.
+    here=(env -i PATH="$PATH" COHORT__RULES__PATH=deploy/rules.yaml COHORT__FORMAT__SCHEMAS_DIR=schemas)
     run "cohort check-config --config deploy/cohort.toml" \
-        env -i PATH="$PATH" "$bin" check-config --config deploy/cohort.toml
+        "${here[@]}" "$bin" check-config --config deploy/cohort.toml
+    if "${here[@]}" "$bin" check-config --config deploy/cohort.toml > "$tmp/effective.toml" 2> /dev/null; then
+        run "cohort check-config accepts the TOML it prints" \
+            env -i PATH="$PATH" "$bin" check-config --config "$tmp/effective.toml"
+    fi
 else
     log "note: no cohort binary newer than config.rs at $bin: skipping 'cohort check-config' (set COHORT_BIN)"
 fi

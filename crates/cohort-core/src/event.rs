@@ -317,6 +317,19 @@ pub enum InvalidEvent {
 }
 
 impl InvalidEvent {
+    /// Every reason [`InvalidEvent::reason`] can return, so the worker can
+    /// start its dead-letter counter at 0 for each.
+    pub const REASONS: [&'static str; 8] = [
+        "missing_customer_id",
+        "missing_event_id",
+        "time_too_old",
+        "time_in_future",
+        "negative_value",
+        "not_finite",
+        "empty_field",
+        "invalid_date",
+    ];
+
     /// A short stable label: the DLQ reason header and the `reason` metric
     /// label. Bounded set; never includes data from the event.
     pub fn reason(&self) -> &'static str {
@@ -469,6 +482,96 @@ mod tests {
 
         let p = ProfileUpdate { birth_date: Some(Date { year: 1990, month: 2, day: 30 }), ..Default::default() };
         assert_eq!(ev(EventKind::ProfileUpdate(p)).validate(NOW).unwrap_err().reason(), "invalid_date");
+    }
+
+    fn purchase(items: Vec<LineItem>, total: f64) -> Event {
+        ev(EventKind::Purchase(Purchase { order_id: "o".into(), items, total, currency: "EUR".into(), channel: None }))
+    }
+
+    fn line(quantity: i32, unit_price: f64) -> LineItem {
+        LineItem { product_id: "p".into(), category: None, quantity, unit_price }
+    }
+
+    #[test]
+    fn a_negative_line_item_price_is_rejected_even_with_a_positive_total() {
+        let e = purchase(vec![line(1, 20.0), line(2, -5.0)], 10.0);
+        let err = e.validate(NOW).unwrap_err();
+        assert_eq!(err, InvalidEvent::Negative { field: "items.unit_price" });
+        assert_eq!(err.reason(), "negative_value");
+        assert_eq!(err.to_string(), "field `items.unit_price` is negative");
+    }
+
+    #[test]
+    fn every_amount_and_quantity_is_checked_for_sign_and_finiteness() {
+        let click = |price: Option<f64>, quantity: Option<i32>| {
+            let mut c = Click::new(ClickKind::AddToCart);
+            c.price = price;
+            c.quantity = quantity;
+            ev(EventKind::Click(c))
+        };
+        // (event, the field named in the rejection, the reason)
+        let cases = [
+            (click(Some(-0.01), None), "price", "negative_value"),
+            (click(Some(f64::INFINITY), None), "price", "not_finite"),
+            (click(Some(f64::NAN), None), "price", "not_finite"),
+            (click(None, Some(-1)), "quantity", "negative_value"),
+            (purchase(vec![], -3.0), "total", "negative_value"),
+            (purchase(vec![], f64::NEG_INFINITY), "total", "not_finite"),
+            (purchase(vec![line(-1, 1.0)], 1.0), "items.quantity", "negative_value"),
+            (purchase(vec![line(1, -1.0)], 1.0), "items.unit_price", "negative_value"),
+            (purchase(vec![line(1, f64::NAN)], 1.0), "items.unit_price", "not_finite"),
+        ];
+        for (e, field, reason) in cases {
+            let err = e.validate(NOW).expect_err(field);
+            assert_eq!(err.reason(), reason, "{field}: {err}");
+            assert!(err.to_string().contains(&format!("`{field}`")), "{err} names {field}");
+        }
+        // Zero is not negative: free items, empty quantities and zero totals pass.
+        assert_eq!(click(Some(0.0), Some(0)).validate(NOW), Ok(()));
+        assert_eq!(purchase(vec![line(0, 0.0)], 0.0).validate(NOW), Ok(()));
+    }
+
+    #[test]
+    fn empty_identifiers_are_rejected_but_blank_products_and_places_are_not() {
+        let mut p =
+            Purchase { order_id: String::new(), items: vec![], total: 1.0, currency: "EUR".into(), channel: None };
+        assert_eq!(ev(EventKind::Purchase(p.clone())).validate(NOW), Err(InvalidEvent::Empty { field: "order_id" }));
+        let o =
+            OfferOutcome { offer_id: String::new(), decision_id: "d".into(), outcome: Outcome::Opened, channel: None };
+        assert_eq!(ev(EventKind::OfferOutcome(o)).validate(NOW).unwrap_err().reason(), "empty_field");
+
+        // An empty product id or country is accepted and read as unknown
+        // (CustomerState, docs/schemas.md "Empty strings").
+        p.order_id = "o".into();
+        p.items =
+            vec![LineItem { product_id: String::new(), category: Some("keto".into()), quantity: 1, unit_price: 2.0 }];
+        assert_eq!(ev(EventKind::Purchase(p)).validate(NOW), Ok(()));
+        let mut c = Click::new(ClickKind::AddToCart);
+        c.product_id = Some(String::new());
+        c.geo.country = Some(String::new());
+        assert_eq!(ev(EventKind::Click(c)).validate(NOW), Ok(()));
+        let u = ProfileUpdate { country: Some(" ".into()), ..Default::default() };
+        assert_eq!(ev(EventKind::ProfileUpdate(u)).validate(NOW), Ok(()));
+    }
+
+    #[test]
+    fn reasons_lists_every_reason_once() {
+        let t = Timestamp(0);
+        let d = Duration::from_mins(1);
+        let all = [
+            InvalidEvent::MissingCustomer,
+            InvalidEvent::MissingId,
+            InvalidEvent::TooOld { time: t },
+            InvalidEvent::InFuture { time: t, now: t, max_skew: d },
+            InvalidEvent::Negative { field: "f" },
+            InvalidEvent::NotFinite { field: "f" },
+            InvalidEvent::Empty { field: "f" },
+            InvalidEvent::InvalidDate { date: Date { year: 1, month: 1, day: 1 } },
+        ];
+        // A new variant must be added above (the match in `reason` makes it
+        // a compile error to forget it there).
+        let reasons: Vec<&str> = all.iter().map(InvalidEvent::reason).collect();
+        assert_eq!(reasons, InvalidEvent::REASONS);
     }
 
     #[test]

@@ -17,7 +17,7 @@
 
 use crate::event::{Channel, Outcome, Purchase};
 use crate::hash::unit_interval;
-use crate::state::{bounded, norm_lower, CustomerState, StateSettings};
+use crate::state::{bounded, known_id, norm_lower, CustomerState, StateSettings};
 use crate::time::{Duration, Timestamp};
 use std::collections::BTreeMap;
 
@@ -309,13 +309,9 @@ impl Popularity {
     /// does not make a product "popular").
     pub fn record(&mut self, p: &Purchase) {
         for item in &p.items {
-            let product = bounded(&item.product_id);
-            if product.is_empty() {
-                continue;
-            }
+            let Some(product) = known_id(&item.product_id) else { continue };
             self.overall.add(product, POPULAR_PER_CATEGORY);
-            if let Some(cat) = &item.category {
-                let cat = norm_lower(cat);
+            if let Some(cat) = item.category.as_deref().map(norm_lower).filter(|c| !c.is_empty()) {
                 if !self.by_category.contains_key(&cat) && self.by_category.len() >= POPULAR_CATEGORIES {
                     // Evict the least bought category (ties: the last name).
                     let victim = self

@@ -556,8 +556,7 @@ impl CustomerState {
             ClickKind::ProductView => self.counters.add(t, Counter::ProductViews, 1),
             ClickKind::AddToCart => {
                 let qty = c.quantity.unwrap_or(1).max(0) as u32;
-                if let Some(pid) = &c.product_id {
-                    let pid = bounded(pid);
+                if let Some(pid) = c.product_id.as_deref().and_then(known_id) {
                     let price = c.price.map(to_cents).unwrap_or(0);
                     if let Some(l) = self.cart.lines.iter_mut().find(|l| l.product_id == pid) {
                         l.quantity = l.quantity.saturating_add(qty);
@@ -567,7 +566,7 @@ impl CustomerState {
                     } else if self.cart.lines.len() < MAX_CART_LINES {
                         self.cart.lines.push(CartLine {
                             product_id: pid.to_owned(),
-                            category: c.category.as_deref().map(norm_lower),
+                            category: known(&c.category, norm_lower),
                             quantity: qty,
                             unit_price_cents: price,
                         });
@@ -579,8 +578,7 @@ impl CustomerState {
                 r.cart_changed = true;
             }
             ClickKind::RemoveFromCart => {
-                if let Some(pid) = &c.product_id {
-                    let pid = bounded(pid);
+                if let Some(pid) = c.product_id.as_deref().and_then(known_id) {
                     if let Some(l) = self.cart.lines.iter_mut().find(|l| l.product_id == pid) {
                         match c.quantity {
                             Some(q) => l.quantity = l.quantity.saturating_sub(q.max(0) as u32),
@@ -610,9 +608,9 @@ impl CustomerState {
         // The CRM is authoritative; clicks only fill what it never stated.
         let p = &mut self.profile;
         if p.country.is_none() && p.region.is_none() && p.city.is_none() {
-            p.country = g.country.as_deref().map(norm_upper);
-            p.region = g.region.as_deref().map(norm_trim);
-            p.city = g.city.as_deref().map(norm_trim);
+            p.country = known(&g.country, norm_upper);
+            p.region = known(&g.region, norm_trim);
+            p.city = known(&g.city, norm_trim);
         }
     }
 
@@ -628,7 +626,9 @@ impl CustomerState {
                 let cat = norm_lower_cow(cat);
                 self.affinities.add(&cat, PURCHASE_AFFINITY_WEIGHT, t, settings.affinity_half_life);
             }
-            let pid = bounded(&item.product_id);
+            // A line without a product still counts in the order's total
+            // and its category; there is just no product to remember.
+            let Some(pid) = known_id(&item.product_id) else { continue };
             if let Some(i) = self.purchased.iter().position(|x| x == pid) {
                 let x = self.purchased.remove(i);
                 self.purchased.push(x);
@@ -658,10 +658,11 @@ impl CustomerState {
         set_opt(&mut p.education, &u.education, norm_lower);
         set_opt(&mut p.loyalty_tier, &u.loyalty_tier, norm_lower);
         if u.country.is_some() || u.region.is_some() || u.city.is_some() {
-            // A stated location replaces one guessed from clicks as a whole.
-            p.country = u.country.as_deref().map(norm_upper);
-            p.region = u.region.as_deref().map(norm_trim);
-            p.city = u.city.as_deref().map(norm_trim);
+            // A stated location replaces one guessed from clicks as a whole;
+            // a blank part of it is unknown.
+            p.country = known(&u.country, norm_upper);
+            p.region = known(&u.region, norm_trim);
+            p.city = known(&u.city, norm_trim);
         }
         if let Some(list) = &u.interests {
             let mut v: Vec<String> = list.iter().map(|s| norm_lower(s)).filter(|s| !s.is_empty()).collect();
@@ -706,10 +707,28 @@ impl CustomerState {
     }
 }
 
+/// A profile label: null keeps what is known, a blank string clears it
+/// (the only way an Avro or JSON producer can say "no longer known").
 fn set_opt(slot: &mut Option<String>, v: &Option<String>, f: fn(&str) -> String) {
-    if let Some(s) = v {
-        *slot = Some(f(s));
+    if v.is_some() {
+        *slot = known(v, f);
     }
+}
+
+/// A descriptive string (country, region, city, category, a profile label)
+/// normalised by `f`; `None` when absent or blank, which cohort reads as
+/// unknown rather than as a value that rules could match (docs/schemas.md,
+/// "Empty strings").
+fn known(v: &Option<String>, f: fn(&str) -> String) -> Option<String> {
+    v.as_deref().map(f).filter(|s| !s.is_empty())
+}
+
+/// A product id as cohort keeps it (bounded, otherwise as sent); `None`
+/// when absent, empty or only whitespace: such a line or click names no
+/// product, so none enters the cart, the purchase history or the products
+/// of an offer.
+pub fn known_id(s: &str) -> Option<&str> {
+    Some(bounded(s)).filter(|s| !s.trim().is_empty())
 }
 
 /// The outcome flag for an outcome.
@@ -802,6 +821,77 @@ mod tests {
         }
         assert_eq!(st.cart.lines.len(), 2);
         assert_eq!(st.cart.value_cents(), i64::MAX);
+    }
+
+    #[test]
+    fn blank_product_ids_and_places_are_unknown_not_values() {
+        let s = StateSettings::default();
+        let mut st = CustomerState::default();
+        let t = 1_700_000_000_000;
+        let at =
+            |t: i64, kind: EventKind| Event { id: format!("e{t}"), customer: "c".into(), time: Timestamp(t), kind };
+        // An add to cart naming no product: the cart was touched, no line.
+        let mut c = Click::new(ClickKind::AddToCart);
+        c.product_id = Some(String::new());
+        c.category = Some(" ".into());
+        c.geo = Geo { country: Some(" ".into()), region: Some(String::new()), city: None };
+        st.record(&at(t, EventKind::Click(c)), &s);
+        assert!(st.cart.lines.is_empty());
+        assert_eq!(st.cart.last_added, Some(Timestamp(t)));
+        assert_eq!((&st.profile.country, &st.profile.region), (&None, &None), "a blank place is not a place");
+        // So a later click with a real country still fills it.
+        let mut c = Click::new(ClickKind::PageView);
+        c.geo.country = Some("de".into());
+        st.record(&at(t + 1, EventKind::Click(c)), &s);
+        assert_eq!(st.profile.country.as_deref(), Some("DE"));
+
+        // A purchase line without a product: the order and its spend and
+        // category count, no product is remembered.
+        let p = Purchase {
+            order_id: "o1".into(),
+            items: vec![
+                LineItem { product_id: "  ".into(), category: Some("keto".into()), quantity: 1, unit_price: 5.0 },
+                LineItem { product_id: "p2".into(), category: None, quantity: 1, unit_price: 5.0 },
+            ],
+            total: 10.0,
+            currency: "EUR".into(),
+            channel: None,
+        };
+        st.record(&at(t + 2, EventKind::Purchase(p.clone())), &s);
+        assert_eq!(st.purchased, vec!["p2".to_owned()]);
+        assert_eq!(st.counters.lifetime(Counter::SpendCents), 1000);
+        assert!(st.affinities.get("keto", Timestamp(t + 2), &s) > 0.0);
+        let mut pop = crate::offer::Popularity::default();
+        pop.record(&p);
+        assert_eq!(pop.top_in("keto").count(), 0, "the blank product is not popular in keto");
+
+        // In a profile update null keeps a value and a blank string clears it.
+        let profile = |u: ProfileUpdate| EventKind::ProfileUpdate(u);
+        st.record(
+            &at(
+                t + 3,
+                profile(ProfileUpdate {
+                    gender: Some("F".into()),
+                    country: Some("AT".into()),
+                    city: Some("Wien".into()),
+                    ..Default::default()
+                }),
+            ),
+            &s,
+        );
+        st.record(&at(t + 4, profile(ProfileUpdate { income_band: Some("high".into()), ..Default::default() })), &s);
+        assert_eq!(st.profile.gender.as_deref(), Some("f"));
+        assert_eq!(st.profile.country.as_deref(), Some("AT"));
+        st.record(
+            &at(
+                t + 5,
+                profile(ProfileUpdate { gender: Some(String::new()), country: Some("".into()), ..Default::default() }),
+            ),
+            &s,
+        );
+        assert_eq!(st.profile.gender, None);
+        assert_eq!((&st.profile.country, &st.profile.city), (&None, &None), "the location is replaced as a whole");
+        assert_eq!(st.profile.income_band.as_deref(), Some("high"));
     }
 
     #[test]

@@ -5,8 +5,11 @@
 //!
 //! Errors name the file, the line and what was expected, because a worker
 //! that starts with a typo in its config does the wrong thing quietly.
+//!
+//! [`Config::to_masked_toml`] renders a configuration back as TOML that
+//! [`Config::from_toml`] reads, with secrets masked (`cohort check-config`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -15,7 +18,7 @@ use std::time::Duration;
 /// The prefix of environment overrides; `__` separates nested keys.
 pub const ENV_PREFIX: &str = "COHORT__";
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -36,7 +39,7 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     #[serde(default = "default_bootstrap")]
@@ -49,14 +52,39 @@ pub struct KafkaConfig {
     pub start_from: StartFrom,
     /// librdkafka properties passed through to every client, e.g.
     /// `"security.protocol" = "SASL_SSL"`, `"sasl.mechanisms" = "SCRAM-SHA-512"`.
-    #[serde(default)]
+    /// Values are strings to librdkafka; a TOML number or bool is taken as
+    /// its text (`"linger.ms" = 5`).
+    #[serde(default, deserialize_with = "property_values")]
     pub properties: BTreeMap<String, String>,
     /// Extra properties for the consumer only.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "property_values")]
     pub consumer_properties: BTreeMap<String, String>,
     /// Extra properties for the producer only.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "property_values")]
     pub producer_properties: BTreeMap<String, String>,
+}
+
+/// A librdkafka property value: a string, or a TOML number or bool as its
+/// text. Anything else is refused without quoting the value (it may be a
+/// password).
+fn property_values<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let raw: BTreeMap<String, toml::Value> = BTreeMap::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                _ => {
+                    return Err(serde::de::Error::custom(format!(
+                        "librdkafka property `{k}` must be a string, a number or a bool"
+                    )))
+                }
+            };
+            Ok((k, text))
+        })
+        .collect()
 }
 
 /// Kafka's conventional local listener.
@@ -80,7 +108,7 @@ impl Default for KafkaConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum StartFrom {
     #[default]
@@ -90,7 +118,7 @@ pub enum StartFrom {
 
 /// Every topic cohort reads or writes, renamable. Defaults are DESIGN.md's
 /// topic table.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Topics {
     pub clickstream: String,
@@ -125,7 +153,7 @@ impl Topics {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum WireFormat {
     /// JSON with the Avro schemas' field names.
@@ -137,7 +165,7 @@ pub enum WireFormat {
     ConfluentAvro,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct FormatConfig {
     pub input: WireFormat,
@@ -167,7 +195,7 @@ impl Default for FormatConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RulesConfig {
     pub path: PathBuf,
@@ -179,7 +207,7 @@ impl Default for RulesConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSection {
     /// The RocksDB directory; one per worker, on a persistent volume.
@@ -194,7 +222,7 @@ impl Default for StoreSection {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProcessingConfig {
     /// A batch closes at this many records...
@@ -251,7 +279,7 @@ impl Default for ProcessingConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// /metrics, /healthz, /readyz and the admin API.
@@ -265,7 +293,7 @@ impl Default for HttpConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     #[default]
@@ -273,7 +301,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     pub format: LogFormat,
@@ -425,6 +453,25 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The configuration as TOML that [`Config::from_toml`] (and so
+    /// `cohort run --config`) reads back, every secret-bearing librdkafka
+    /// property masked as [`crate::secrets::REDACTED`]
+    /// ([`crate::secrets::is_secret_property`]).
+    pub fn to_masked_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(&self.masked())
+    }
+
+    /// This configuration with its secrets masked.
+    pub fn masked(&self) -> Config {
+        let mut c = self.clone();
+        for props in [&mut c.kafka.properties, &mut c.kafka.consumer_properties, &mut c.kafka.producer_properties] {
+            crate::secrets::mask_properties(props);
+        }
+        c
+    }
+}
+
 fn parse_error(name: &str, text: &str, e: &toml::de::Error) -> ConfigError {
     let (line, column) = match e.span() {
         Some(span) => line_col(text, span.start),
@@ -443,14 +490,17 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 /// `COHORT__PROCESSING__BATCH_MAX_RECORDS=500` sets
 /// `processing.batch_max_records`. Values parse as TOML scalars when they can
-/// (numbers, booleans), else as strings. Keys of pass-through property maps
-/// keep dots: `COHORT__KAFKA__PROPERTIES__SASL.MECHANISMS=PLAIN`.
+/// (numbers, booleans), else as strings; librdkafka properties are always
+/// strings. Keys of pass-through property maps keep dots:
+/// `COHORT__KAFKA__PROPERTIES__SASL.MECHANISMS=PLAIN`.
 fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
     let path: Vec<String> = var[ENV_PREFIX.len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
     if path.iter().any(String::is_empty) {
         return Err(ConfigError::Env { var: var.into(), message: "empty key segment".into() });
     }
-    let parsed = parse_scalar(value);
+    // A librdkafka property is text, as given: a password "007" stays "007".
+    let property = path.len() == 3 && path[0] == "kafka" && path[1].ends_with("properties");
+    let parsed = if property { toml::Value::String(value.to_string()) } else { parse_scalar(value) };
     let mut cur = table;
     for (i, seg) in path.iter().enumerate() {
         if i + 1 == path.len() {
@@ -564,6 +614,52 @@ mod tests {
         let bad = "[format.schema_ids]\nclick = \"io.cohort.v1.ClickEvent.avsc\"\n";
         let e = Config::from_toml("c.toml", bad, none()).expect_err("not a number");
         assert!(e.to_string().contains("`click` is not a schema id"), "{e}");
+    }
+
+    #[test]
+    fn the_rendered_toml_reads_back_as_the_same_config_with_secrets_masked() {
+        let file = include_str!("../../../deploy/cohort.toml");
+        let env = vec![
+            ("COHORT__KAFKA__PROPERTIES__SASL.PASSWORD".to_string(), "hunter2".to_string()),
+            ("COHORT__KAFKA__PROPERTIES__SASL.USERNAME".to_string(), "cohort-eu".to_string()),
+            ("COHORT__KAFKA__CONSUMER_PROPERTIES__SSL.KEY.PASSWORD".to_string(), "007".to_string()),
+            ("COHORT__KAFKA__PRODUCER_PROPERTIES__SASL.OAUTHBEARER.CLIENT.SECRET".to_string(), "s3\"cr3t".to_string()),
+            ("COHORT__FORMAT__INPUT".to_string(), "confluent-avro".to_string()),
+            ("COHORT__FORMAT__SCHEMA_IDS__7".to_string(), "io.cohort.v1.ClickEvent.avsc".to_string()),
+            ("COHORT__PROCESSING__ALLOWED_LATENESS".to_string(), "90s".to_string()),
+            ("COHORT__STORE__ROCKSDB__COMPRESSION".to_string(), "zstd".to_string()),
+            ("COHORT__STORE__ROCKSDB__BLOOM_BITS_PER_KEY".to_string(), "7.5".to_string()),
+        ];
+        let c = Config::from_toml("cohort.toml", file, env).expect("valid");
+        assert_eq!(c.kafka.consumer_properties["ssl.key.password"], "007", "a property is text, leading zero kept");
+        assert_eq!(c.store.rocksdb.compression, cohort_store::Compression::Zstd);
+
+        let text = c.to_masked_toml().expect("renders");
+        for secret in ["hunter2", "007", "s3"] {
+            assert!(!text.contains(secret), "{secret} in\n{text}");
+        }
+        assert!(text.contains("\"sasl.password\" = \"<redacted>\""), "{text}");
+        let back = Config::from_toml("rendered", &text, none()).expect("the rendered TOML is a valid config");
+        assert_eq!(back, c.masked(), "equal but for the masked secrets");
+        assert_eq!(back.kafka.properties["sasl.username"], "cohort-eu", "what is no secret is kept");
+        assert_ne!(back, c);
+        let defaults = Config::default();
+        assert_eq!(
+            Config::from_toml("d", &defaults.to_masked_toml().expect("renders"), none()).expect("valid"),
+            defaults
+        );
+    }
+
+    #[test]
+    fn a_property_may_be_a_number_or_a_bool_but_nothing_else_and_its_value_is_not_quoted() {
+        let text = "[kafka.producer_properties]\n\"linger.ms\" = 5\n\"enable.idempotence\" = true\n";
+        let c = Config::from_toml("c.toml", text, none()).expect("valid");
+        assert_eq!(c.kafka.producer_properties["linger.ms"], "5");
+        assert_eq!(c.kafka.producer_properties["enable.idempotence"], "true");
+        let e = Config::from_toml("c.toml", "[kafka.properties]\n\"sasl.password\" = [\"hunter2\"]\n", none())
+            .expect_err("an array");
+        assert!(e.to_string().contains("`sasl.password` must be a string"), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -22,6 +22,26 @@ pub mod reason {
     /// An event id among the customer's most recent ones (core's
     /// `RECENT_EVENTS`, 16): a producer retry that got a new offset.
     pub const DUPLICATE_EVENT_ID: &str = "duplicate_event_id";
+    /// A customer id starting with NUL (reserved for cohort's own
+    /// changelog keys); the codec uses the same reason for a non-UTF-8 key.
+    pub const INVALID_KEY: &str = "invalid_key";
+
+    /// Every reason a dead letter can carry, sorted: the codec's
+    /// ([`cohort_codec::DecodeError::REASONS`]), event validation's
+    /// ([`cohort_core::event::InvalidEvent::REASONS`]) and the worker's own.
+    /// `cohort_dlq_records_total` starts with a 0 series for each, and the
+    /// tests check that README.md and docs/schemas.md list exactly these.
+    pub fn all() -> Vec<&'static str> {
+        let mut v: Vec<&'static str> = cohort_codec::DecodeError::REASONS
+            .iter()
+            .chain(cohort_core::event::InvalidEvent::REASONS.iter())
+            .chain([OVERSIZED, DUPLICATE_EVENT_ID, INVALID_KEY].iter())
+            .copied()
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
 }
 
 /// The dead letter for `rec`, addressed to `dlq_topic`.

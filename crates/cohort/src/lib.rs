@@ -2,6 +2,7 @@
 //! endpoints and the processing loop, so end-to-end tests can run a worker
 //! in-process as well as the binary.
 
+pub mod check;
 pub mod config;
 pub mod demo;
 pub mod dlq;
@@ -12,5 +13,6 @@ pub mod liveness;
 pub mod loadgen_cmd;
 pub mod memory;
 pub mod metrics;
+pub mod secrets;
 mod timers;
 pub mod worker;

@@ -56,8 +56,11 @@ enum Command {
         /// The rules YAML file.
         rules: PathBuf,
     },
-    /// Check a configuration file (and the COHORT__* environment) without
-    /// connecting to anything; prints the effective configuration.
+    /// Check a configuration file (and the COHORT__* environment), the rules
+    /// file and schemas it names and its librdkafka properties, without
+    /// connecting to anything; print the effective configuration as TOML
+    /// that `run --config` accepts, secrets masked as "<redacted>". Exits
+    /// non-zero, naming the file (and line:column), if anything is wrong.
     CheckConfig {
         /// The TOML configuration file; only defaults and environment if omitted.
         #[arg(long, short, value_name = "FILE")]
@@ -89,12 +92,25 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     cohort::memory::disable_transparent_huge_pages();
-    let cli = Cli::parse();
+    match command(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // An rdkafka error may quote a property's value: no secret of the
+            // loaded configuration is printed (see cohort::secrets).
+            eprintln!("Error: {}", cohort::secrets::redact(&format!("{e:?}")));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn command(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => {
             let config = load_config(Some(&config))?;
+            // A property librdkafka refuses, named without its value.
+            cohort::check::check_librdkafka_properties(&config)?;
             init_tracing(&config);
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let result = rt.block_on(run(config));
@@ -125,7 +141,18 @@ fn main() -> anyhow::Result<()> {
         }
         Command::CheckConfig { config } => {
             let c = load_config(config.as_deref())?;
-            println!("{c:#?}");
+            let checked = cohort::check::check(&c)?;
+            let source = config.as_deref().map_or("the defaults".to_string(), |p| p.display().to_string());
+            println!("# The effective configuration: {source} and the COHORT__* environment, checked by");
+            println!("# `cohort check-config`; secret librdkafka properties read \"{}\".", cohort::secrets::REDACTED);
+            println!(
+                "# Rules {}: version {}, {} segments, {} offers.",
+                c.rules.path.display(),
+                checked.rules_version,
+                checked.segments,
+                checked.offers
+            );
+            print!("{}", c.to_masked_toml().context("rendering the configuration as TOML")?);
             Ok(())
         }
         Command::Inspect { customer, config } => {
@@ -181,14 +208,18 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Loads the configuration and remembers its secrets, so that no log line
+/// or error message of this process prints them.
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
-    Config::load(path, std::env::vars()).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+    let config = Config::load(path, std::env::vars()).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    cohort::secrets::remember(&config);
+    Ok(config)
 }
 
 fn init_tracing(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(cohort::secrets::RedactingStderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Human => builder.init(),

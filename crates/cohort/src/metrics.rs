@@ -73,6 +73,33 @@ fn latency_buckets() -> Vec<f64> {
     vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
 }
 
+/// [`latency_buckets`], then on to a week: event-to-output latency is
+/// measured from event time, so a backlog, a replay or a late producer
+/// reads as minutes to days, not as "over 30 s".
+fn event_latency_buckets() -> Vec<f64> {
+    let mut b = latency_buckets();
+    // 1 and 5 minutes, 15 minutes, 1 and 4 hours, 1, 3 and 7 days.
+    b.extend([60.0, 300.0, 900.0, 3_600.0, 14_400.0, 86_400.0, 259_200.0, 604_800.0]);
+    b
+}
+
+/// Label values a counter starts at 0 with, so a dashboard or an alert
+/// reads 0 rather than "no data" before the first increment.
+fn with_zeros(c: IntCounterVec, values: &[&str]) -> IntCounterVec {
+    for v in values {
+        c.with_label_values(&[v]);
+    }
+    c
+}
+
+/// The `reason`s of `cohort_input_decode_errors_total`: the codec's, and
+/// `corrupt_state` for a stored state that does not decode (worker.rs).
+pub fn decode_error_reasons() -> Vec<&'static str> {
+    let mut v = cohort_codec::DecodeError::REASONS.to_vec();
+    v.push("corrupt_state");
+    v
+}
+
 impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
@@ -103,16 +130,22 @@ impl Metrics {
         };
         Ok(Metrics {
             input_records: counter_vec("cohort_input_records_total", "Records read, by input topic.", &["topic"])?,
-            decode_errors: counter_vec(
-                "cohort_input_decode_errors_total",
-                "Input records that could not become events, by reason.",
-                &["reason"],
-            )?,
-            dlq_records: counter_vec(
-                "cohort_dlq_records_total",
-                "Records written to the dead-letter topic, by reason.",
-                &["reason"],
-            )?,
+            decode_errors: with_zeros(
+                counter_vec(
+                    "cohort_input_decode_errors_total",
+                    "Input records that could not become events, by reason.",
+                    &["reason"],
+                )?,
+                &decode_error_reasons(),
+            ),
+            dlq_records: with_zeros(
+                counter_vec(
+                    "cohort_dlq_records_total",
+                    "Records written to the dead-letter topic, by reason.",
+                    &["reason"],
+                )?,
+                &crate::dlq::reason::all(),
+            ),
             batch_records: histogram(
                 "cohort_batch_size_records",
                 "Records per processed batch.",
@@ -126,7 +159,7 @@ impl Metrics {
             event_to_output_latency: histogram(
                 "cohort_event_to_output_latency_seconds",
                 "From an event's event time to the commit of the outputs it caused.",
-                latency_buckets(),
+                event_latency_buckets(),
             )?,
             segment_entries: counter_vec(
                 "cohort_segment_entries_total",

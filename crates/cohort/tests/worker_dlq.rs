@@ -5,7 +5,7 @@
 mod common;
 
 use cohort_codec::Format;
-use cohort_core::event::{Click, ClickKind, ConsentUpdate, Event, EventKind, ProfileUpdate};
+use cohort_core::event::{Click, ClickKind, ConsentUpdate, Event, EventKind, LineItem, ProfileUpdate, Purchase};
 use cohort_core::time::Timestamp;
 use cohort_e2e::{Record, TestBroker};
 use common::Deployment;
@@ -35,6 +35,27 @@ fn click(id: &str, customer: &str, time: i64, price: f64, quantity: i32) -> Even
     c.price = Some(price);
     c.quantity = Some(quantity);
     Event { id: id.into(), customer: customer.into(), time: Timestamp(time), kind: EventKind::Click(c) }
+}
+
+/// An order of one line at `unit_price` for a positive total.
+fn purchase(id: &str, customer: &str, product_id: &str, unit_price: f64) -> Event {
+    Event {
+        id: id.into(),
+        customer: customer.into(),
+        time: Timestamp(T0),
+        kind: EventKind::Purchase(Purchase {
+            order_id: format!("o-{id}"),
+            items: vec![LineItem {
+                product_id: product_id.into(),
+                category: Some("keto".into()),
+                quantity: 2,
+                unit_price,
+            }],
+            total: 10.0,
+            currency: "EUR".into(),
+            channel: None,
+        }),
+    }
 }
 
 fn reasons(dlq: &[Record]) -> BTreeMap<String, usize> {
@@ -72,32 +93,52 @@ async fn every_kind_of_bad_json_input_is_dead_lettered_and_the_partition_keeps_f
         ("oversized", (b"c-bad".to_vec(), Some(vec![b' '; 10_000]))),
         ("duplicate_event_id", (b"c-dup".to_vec(), d.encode(&dup))),
     ];
+    // On the purchases topic: a negative line item with a positive total.
+    let neg_line = purchase("neg-line", "c-bad", "kb-1", -5.0);
+    // Accepted (docs/schemas.md, "Empty strings"): a line with a blank
+    // product id, a profile with an empty country.
+    let blank_product = purchase("blank-product", "c-blank-product", " ", 5.0);
+    let mut blank_country = good_profile("c-blank-country", 0);
+    if let EventKind::ProfileUpdate(u) = &mut blank_country.kind {
+        u.country = Some(String::new());
+    }
     let mut worker = d.start_worker("worker");
     // A good event before, the bad ones (and the original of the duplicate), a good event after.
     d.produce(&[good_profile("c-before", 0)]).await;
     let mut records: Vec<(Vec<u8>, Option<Vec<u8>>)> = vec![(b"c-dup".to_vec(), d.encode(&dup))];
     records.extend(bad.iter().map(|(_, r)| r.clone()));
     d.produce_raw(&clicks, records).await;
+    d.produce(&[neg_line.clone(), blank_product, blank_country]).await;
     d.produce(&[good_profile("c-after", 1)]).await;
     d.wait_caught_up(Duration::from_secs(90), &mut worker).await;
 
-    let dlq = d.read("cohort-dlq", Duration::from_secs(60), |r| r.len() >= bad.len()).await;
+    let dlq = d.read("cohort-dlq", Duration::from_secs(60), |r| r.len() > bad.len()).await;
     let mut want: BTreeMap<String, usize> = BTreeMap::new();
     for (reason, _) in &bad {
         *want.entry(reason.to_string()).or_insert(0) += 1;
     }
+    *want.entry("negative_value".to_string()).or_insert(0) += 1;
     assert_eq!(reasons(&dlq), want, "one dead letter per bad record, with its reason");
-    for (r, (_, (key, value))) in dlq.iter().zip(bad.iter()) {
+    let (from_clicks, from_purchases): (Vec<&Record>, Vec<&Record>) =
+        dlq.iter().partition(|r| r.header("cohort.dlq.topic") == Some(clicks.as_bytes()));
+    assert_eq!(from_purchases.len(), 1, "only the negative line item's purchase is dead-lettered");
+    assert_eq!(from_purchases[0].value, d.encode(&neg_line), "the original purchase is kept");
+    assert_eq!(
+        from_purchases[0].header("cohort.dlq.detail"),
+        Some(&b"field `items.unit_price` is negative"[..]),
+        "the detail names the field"
+    );
+    for (r, (_, (key, value))) in from_clicks.iter().zip(bad.iter()) {
         assert_eq!(r.key.clone().unwrap_or_default(), *key, "the original key is kept");
         assert_eq!(r.value, *value, "the original value is kept");
         assert_eq!(r.header("cohort.dlq.topic"), Some(clicks.as_bytes()));
         assert!(r.header("cohort.dlq.offset").is_some() && r.header("cohort.dlq.detail").is_some());
     }
-    let changes = d.read("segment-changes", Duration::from_secs(60), |r| customers_with_changes(r).len() >= 3).await;
+    let changes = d.read("segment-changes", Duration::from_secs(60), |r| customers_with_changes(r).len() >= 5).await;
     assert_eq!(
         customers_with_changes(&changes),
-        vec!["c-after".to_string(), "c-before".to_string(), "c-dup".to_string()],
-        "the good events before and after the bad ones are processed"
+        ["c-after", "c-before", "c-blank-country", "c-blank-product", "c-dup"].map(String::from).to_vec(),
+        "the good events before and after the bad ones are processed, blank product ids and countries included"
     );
     assert!(worker.terminate().success());
 }
