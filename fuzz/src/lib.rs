@@ -113,8 +113,11 @@ pub fn selector(target: Target, key: usize) -> u8 {
     t + 8 * key as u8
 }
 
+/// A codec input: the record to decode it as, the Kafka key, the value.
+pub type Input<'a> = (Target, Option<&'static [u8]>, &'a [u8]);
+
 /// Splits a codec input into its record, key and value.
-pub fn split(data: &[u8]) -> Option<(Target, Option<&'static [u8]>, &[u8])> {
+pub fn split(data: &[u8]) -> Option<Input<'_>> {
     let (&sel, value) = data.split_first()?;
     let target = *Target::ALL.get(usize::from(sel & 7))?;
     let key = *KEYS.get(usize::from(sel >> 3))?;
