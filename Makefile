@@ -8,7 +8,7 @@ CARGO ?= cargo
 # use the bench profile (fat LTO, as the shipped `dist` build): a build of its own.
 PROFILE_FLAGS ?= --release
 
-.PHONY: all setup run test test-core lint fmt bench clean-cache help
+.PHONY: all setup run test test-core lint fmt bench fuzz clean-cache help
 
 all: help
 
@@ -17,6 +17,7 @@ help:
 	@echo "make test   lint, deploy/ checks (promtool), then every test (unit, property, end-to-end on a real broker)"
 	@echo "make lint   cargo fmt --check and clippy with warnings denied"
 	@echo "make bench  the benchmarks, with their figures printed"
+	@echo "make fuzz   every cargo-fuzz target in fuzz/ for FUZZ_SECONDS (default 60) each"
 
 setup:
 	@scripts/setup.sh
@@ -42,3 +43,21 @@ test-core:
 
 bench: setup
 	$(CARGO) bench --workspace
+
+# The fuzz targets in fuzz/ (a crate of its own, outside the workspace), each
+# for FUZZ_SECONDS, seeded with valid inputs written by fuzz/src/bin/seeds.rs.
+# cargo-fuzz passes -Z flags (AddressSanitizer): RUSTC_BOOTSTRAP=1 lets the
+# stable toolchain accept them. A crash is saved in fuzz/artifacts/<target>/.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= avro_decode confluent_header json_decode rules_parse state_decode
+FUZZ_TARGET_DIR ?= $(CURDIR)/fuzz/target
+FUZZ_CARGO = RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR) $(CARGO) fuzz
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	$(FUZZ_CARGO) build -O --debug-assertions
+	$(FUZZ_TARGET_DIR)/$$(rustc -vV | sed -n 's/^host: //p')/release/seeds fuzz/corpus
+	@failed=; for t in $(FUZZ_TARGETS); do \
+	  dict=; [ -f fuzz/dicts/$$t.dict ] && dict=-dict=fuzz/dicts/$$t.dict; \
+	  ( $(FUZZ_CARGO) run -O --debug-assertions $$t -- -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 $$dict ) \
+	    || failed="$$failed $$t"; \
+	done; [ -z "$$failed" ] || { echo "fuzz: crashes in$$failed (see fuzz/artifacts/)"; exit 1; }

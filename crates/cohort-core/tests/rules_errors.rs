@@ -402,3 +402,22 @@ fn yaml_pitfalls_in_conditions_get_a_hint() {
     assert!(err(&with_segments("  - name: x\n    when: \"vegan\" in profile.interests\n"))
         .ends_with("must be quoted as a whole, e.g. when: '!consent.sms'"));
 }
+
+/// Found by `fuzz/fuzz_targets/rules_parse.rs`: a YAML error at the very end
+/// of a file without a final newline, or at a NUL, was reported one line
+/// below the file.
+#[test]
+fn yaml_error_at_the_end_of_the_file_points_into_the_file() {
+    assert_eq!(err(std::str::from_utf8(b":\ne").unwrap()), "rules.yaml:2:2: simple key expected");
+    let e = err("version: 1\nsegments: [a");
+    assert!(e.starts_with("rules.yaml:2:13: "), "{e}");
+    // A NUL, which the YAML scanner takes for the end of the input.
+    let e = err(std::str::from_utf8(b"[\0").unwrap());
+    assert!(e.starts_with("rules.yaml:1:2: "), "{e}");
+    // A tag at the end: refused by the tree builder, at the parser's mark.
+    let e = err(std::str::from_utf8(b"!").unwrap());
+    assert!(e.starts_with("rules.yaml:1:2: YAML anchors"), "{e}");
+    // A key with no value at the end of the file: the empty value's position.
+    let e = err("version:");
+    assert!(e.starts_with("rules.yaml:1:9: "), "{e}");
+}

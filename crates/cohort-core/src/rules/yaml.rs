@@ -70,15 +70,35 @@ enum Frame {
     Seq(Vec<Node>, Pos),
 }
 
-#[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
     root: Option<Node>,
     documents: usize,
     error: Option<YamlError>,
+    /// The text, to keep positions inside it.
+    locator: Locator,
 }
 
 impl Builder {
+    fn new(text: &str) -> Builder {
+        Builder { stack: Vec::new(), root: None, documents: 0, error: None, locator: Locator::new(text) }
+    }
+
+    /// The position of a parser mark. At the end of the input (the end of
+    /// the text, or a NUL, which the scanner reads as the end) the scanner
+    /// has already stepped onto a line after the last one: the position is
+    /// that end in the text instead.
+    fn pos(&self, m: Marker) -> Pos {
+        let pos = Pos::of(m);
+        let chars = &self.locator.chars;
+        if pos.index < chars.len() && chars[pos.index] != '\0' {
+            return pos;
+        }
+        let index = pos.index.min(chars.len());
+        let (line, column) = self.locator.line_col(index);
+        Pos { index, line, column }
+    }
+
     fn fail(&mut self, pos: Pos, message: &str) {
         if self.error.is_none() {
             self.error = Some(YamlError { pos, message: message.to_string() });
@@ -106,7 +126,7 @@ impl MarkedEventReceiver for Builder {
         if self.error.is_some() {
             return;
         }
-        let pos = Pos::of(mark);
+        let pos = self.pos(mark);
         match ev {
             Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
             Event::DocumentStart => {
@@ -145,10 +165,10 @@ impl MarkedEventReceiver for Builder {
 
 /// Parse a whole file into a tree.
 pub fn parse(text: &str) -> Result<Node, YamlError> {
-    let mut builder = Builder::default();
+    let mut builder = Builder::new(text);
     let mut parser = Parser::new_from_str(text);
     if let Err(e) = parser.load(&mut builder, true) {
-        return Err(YamlError { pos: Pos::of(*e.marker()), message: e.info().to_string() });
+        return Err(YamlError { pos: builder.pos(*e.marker()), message: e.info().to_string() });
     }
     if let Some(e) = builder.error {
         return Err(e);
@@ -252,5 +272,24 @@ mod tests {
         assert_eq!(parse("").unwrap_err().message, "the file is empty");
         let e = parse("a: [1, 2\n").unwrap_err();
         assert!(e.pos.line >= 1, "{e:?}");
+    }
+
+    #[test]
+    fn an_error_at_the_end_of_the_text_is_inside_it() {
+        // Found by the rules_parse fuzz target: the scanner reported line 3
+        // of this two-line text.
+        let e = parse(":\ne").unwrap_err();
+        assert_eq!((e.pos.line, e.pos.column), (2, 2), "{e:?}");
+        let e = parse("a: [1, 2").unwrap_err();
+        assert_eq!((e.pos.line, e.pos.column), (1, 9), "{e:?}");
+        // A NUL ends the input for the scanner: the error is at the NUL.
+        let e = parse("[\0").unwrap_err();
+        assert_eq!((e.pos.line, e.pos.column), (1, 2), "{e:?}");
+        // Not only the scanner's errors: the builder's, at a node's mark.
+        let e = parse("!").unwrap_err();
+        assert_eq!((e.pos.line, e.pos.column), (1, 2), "{e:?}");
+        // With a final newline the end is the empty last line, as before.
+        let e = parse(":\ne\n").unwrap_err();
+        assert_eq!((e.pos.line, e.pos.column), (3, 1), "{e:?}");
     }
 }
