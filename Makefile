@@ -30,12 +30,12 @@ lint: setup
 	$(CARGO) clippy $(PROFILE_FLAGS) --workspace --all-targets -- -D warnings
 
 test: lint
+	@# The binary `make run` uses (`-p cohort` alone, whose features can differ
+	@# from the workspace's test build): built here, `make run` after
+	@# `make test` starts at once, and check-deploy checks its live /metrics.
+	$(CARGO) build $(PROFILE_FLAGS) -p cohort --bin cohort
 	PYTHON=/usr/bin/python3 scripts/check-deploy.sh
 	scripts/with-broker.sh $(CARGO) test $(PROFILE_FLAGS) --workspace --no-fail-fast
-	@# `make run` builds `-p cohort` alone, whose features can differ from the
-	@# workspace's test build (dev-dependencies add some); building it here
-	@# means `make run` after `make test` starts at once.
-	$(CARGO) build $(PROFILE_FLAGS) -p cohort --bin cohort
 
 # Fast loop for the pure core: builds neither librdkafka nor RocksDB.
 test-core:

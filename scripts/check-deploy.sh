@@ -15,6 +15,9 @@
 #     processing.shutdown_timeout, compose creates exactly the configured
 #     topics); without PyYAML this part is skipped with a note;
 #   - with kubectl: `kubectl kustomize deploy/kubernetes` builds (offline);
+#   - with a cohort binary newer than metrics.rs: the README's metrics table
+#     and the names docs/deploy.md uses against a live /metrics (`cohort
+#     demo`); `make test` builds the binary first, so there it always runs;
 #   - with a cohort binary newer than config.rs (target/release/cohort, or
 #     COHORT_BIN): `cohort check-config --config deploy/cohort.toml` (with
 #     the repository's rules and schemas in place of the image's paths), and
@@ -403,6 +406,66 @@ if [[ -x "$bin" && "$bin" -nt crates/cohort/src/config.rs ]]; then
     fi
 else
     log "note: no cohort binary newer than config.rs at $bin: skipping 'cohort check-config' (set COHORT_BIN)"
+fi
+
+# --- docs against a live /metrics (optional) ---------------------------------------
+# `cohort demo` (an embedded broker, generated traffic) serves the worker's
+# real /metrics: every metric family it exports must be in the README's
+# metrics table and nothing else there, and every cohort_* name that
+# docs/deploy.md mentions must be exported, except those it lists under
+# "Not exported at all".
+if [[ -x "$bin" && "$bin" -nt crates/cohort/src/metrics.rs ]]; then
+    port="$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    "$bin" demo --duration 120s --customers 200 --plain --listen "127.0.0.1:$port" > "$tmp/demo.log" 2>&1 &
+    demo_pid=$!
+    run "docs/deploy.md and the README's metrics table match a live /metrics" \
+        "$PYTHON" - "$port" "$tmp/demo.log" <<'PY'
+import re, sys, time, urllib.request
+port, demo_log = sys.argv[1], sys.argv[2]
+text, deadline = None, time.time() + 240
+# Wait on progress: until the worker has read records and reported its lag
+# (every family then has its series), or the deadline, with the demo's log
+# on failure.
+while time.time() < deadline:
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        # Lag appears once the watchdog has seen the consumer's statistics.
+        if re.search(r'^cohort_input_records_total\{[^}]*\} [1-9]', body, re.M) and \
+                re.search(r'^cohort_consumer_lag_records\{', body, re.M):
+            text = body
+            break
+    except OSError:
+        pass
+    time.sleep(0.5)
+if text is None:
+    print("the demo's /metrics never showed input records; its log:\n" + open(demo_log).read()[-3000:])
+    sys.exit(1)
+live = set(re.findall(r'^# TYPE (cohort_\w+) ', text, re.M))
+fail = 0
+readme = open("README.md").read()
+table = readme[readme.index("### Metrics"):readme.index("## Guarantees")]
+in_table = set(re.findall(r'`(cohort_\w+)`', table))
+for name in sorted(live - in_table):
+    print(f"exported but not in the README's metrics table: {name}"); fail += 1
+for name in sorted(in_table - live):
+    print(f"in the README's metrics table but not exported: {name}"); fail += 1
+deploy = open("docs/deploy.md").read()
+absent_part = deploy[deploy.index("Not exported at all"):] if "Not exported at all" in deploy else ""
+absent = set(re.findall(r'`(cohort_\w+)`', absent_part.split("\n## ")[0]))
+mentioned = set(re.findall(r'(?<![:\w])(cohort_[a-z0-9_]*[a-z0-9])(?![:\w])', deploy))
+for name in sorted(mentioned):
+    family = re.sub(r'_(bucket|sum|count)$', '', name)
+    if family not in live and name not in live and name not in absent:
+        print(f"docs/deploy.md names {name}, which the worker does not export"); fail += 1
+for name in sorted(absent & live):
+    print(f"docs/deploy.md says {name} is not exported, but it is"); fail += 1
+print(f"{len(live)} families exported; {len(mentioned)} names in docs/deploy.md checked")
+sys.exit(min(fail, 100))
+PY
+    kill "$demo_pid" 2> /dev/null
+    wait "$demo_pid" 2> /dev/null
+else
+    log "note: no cohort binary newer than metrics.rs at $bin: skipping the live /metrics check (set COHORT_BIN)"
 fi
 
 if ((failures)); then

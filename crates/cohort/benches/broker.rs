@@ -37,12 +37,15 @@
 //! Under `cargo test --benches` it does a tiny run, or skips when tansu is
 //! not installed.
 
+mod common;
+
 use anyhow::{anyhow, bail, Context as _};
 use cohort_codec::{Decoder, Encoder, Format, Registry};
 use cohort_core::engine::CauseKind;
 use cohort_core::event::{Event, EventKind};
 use cohort_core::time::{Duration as SimDuration, Timestamp};
 use cohort_e2e::{create_topic, Tansu};
+use common::cpu_secs;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -402,18 +405,6 @@ fn high_watermarks(bootstrap: &str, topics: &[&str]) -> anyhow::Result<HashMap<S
 }
 
 // ---------------------------------------------------------------- CPU time
-
-/// CPU seconds (user + system, all threads) of a process so far.
-fn cpu_secs(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 here; in USER_HZ (100).
-    let ticks: u64 =
-        f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    ticks as f64 / 100.0
-}
 
 /// The tansu process serving `bootstrap` (the harness does not expose its pid).
 fn find_tansu_pid(bootstrap: &str) -> Option<u32> {

@@ -8,6 +8,8 @@
 //! `PIPELINE_CUSTOMERS`, `PIPELINE_EVENTS` and `PIPELINE_BATCH` (records per
 //! batch, 10,000 as the worker's default) to change the size.
 
+mod common;
+
 use cohort::config::{Config, WireFormat};
 use cohort::http::Readiness;
 use cohort::metrics::Metrics;
@@ -101,7 +103,8 @@ fn main() -> anyhow::Result<()> {
         n += evs.len();
         batches.push(to_records(&evs));
     }
-    let (t, thread0, process0) = (Instant::now(), cpu_secs("/proc/thread-self/stat"), cpu_secs("/proc/self/stat"));
+    let (t, thread0, process0) =
+        (Instant::now(), common::cpu_secs_of("/proc/thread-self/stat"), common::cpu_secs_of("/proc/self/stat"));
     let mut outputs = 0usize;
     let mut by_topic: std::collections::BTreeMap<String, usize> = Default::default();
     for b in &batches {
@@ -111,8 +114,8 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let secs = t.elapsed().as_secs_f64();
-    let thread_cpu = cpu_secs("/proc/thread-self/stat") - thread0;
-    let process_cpu = cpu_secs("/proc/self/stat") - process0;
+    let thread_cpu = common::cpu_secs_of("/proc/thread-self/stat") - thread0;
+    let process_cpu = common::cpu_secs_of("/proc/self/stat") - process0;
     let store_bytes: u64 = walk(dir.path());
     println!(
         "pipeline: {n} events, {with_state} of {customers} customers with state, in {secs:.2}s = {:.0} events/s \
@@ -139,17 +142,6 @@ fn main() -> anyhow::Result<()> {
         if no_thp { "off, as in the cohort binary" } else { "left as the system and mimalloc set them" }
     );
     Ok(())
-}
-
-/// CPU seconds (user + system) from a `/proc/.../stat` file: the process's or
-/// the calling thread's.
-fn cpu_secs(path: &str) -> f64 {
-    let stat = std::fs::read_to_string(path).unwrap_or_default();
-    let Some(end) = stat.rfind(')') else { return 0.0 };
-    let fields: Vec<&str> = stat[end + 2..].split_whitespace().collect();
-    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    // utime and stime, in clock ticks of 1/100 s.
-    (field(11) + field(12)) as f64 / 100.0
 }
 
 fn walk(p: &std::path::Path) -> u64 {

@@ -342,6 +342,10 @@ struct Committed {
     batch_duration: Duration,
 }
 
+/// The `topic` label of `cohort_output_errors_total`: a failed send fails
+/// the batch's whole set, which is retried whole.
+const OUTPUT_ERRORS_LABEL: &str = "all";
+
 /// Produces every record of the batch and waits for all acknowledgements,
 /// retrying the whole set while the broker is away (ids are stable, so a
 /// resend is a duplicate consumers can drop).
@@ -359,7 +363,7 @@ async fn deliver(
             Ok(()) => break,
             Err(e) if e.is_retryable() => {
                 attempt += 1;
-                metrics.output_errors.with_label_values(&["all"]).inc();
+                metrics.output_errors.with_label_values(&[OUTPUT_ERRORS_LABEL]).inc();
                 let backoff = Duration::from_millis((100u64 << attempt.min(6)).min(5_000));
                 warn!(error = %e, attempt, ?backoff, "producing the batch failed; retrying");
                 tokio::time::sleep(backoff).await;
@@ -524,6 +528,9 @@ impl Worker {
     ) -> anyhow::Result<Worker> {
         let rules = load_rules(&config.rules.path)?;
         metrics.rules_info.with_label_values(&[rules.version()]).set(1);
+        // Series that exist before the first output or failure, so rates
+        // over them are defined from the start (0, not "No data").
+        metrics.output_errors.with_label_values(&[OUTPUT_ERRORS_LABEL]).inc_by(0);
         let engine = Arc::new(Engine::new(rules, Default::default()));
         // The worker keeps hot customers decoded, in `state_cache_bytes`
         // (see `crate::hot`); a second cache of their encoded bytes in the
