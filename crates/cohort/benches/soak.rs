@@ -19,7 +19,10 @@
 //! of its log. Nothing is asserted about speed.
 //!
 //! `cargo bench -p cohort --bench soak` (part of `make bench`); under
-//! `cargo test --benches` it does a 3,000-event run.
+//! `cargo test --benches` it does a 3,000-event run, and
+//! `cargo test --release -p cohort --bench soak -- --bench` the full one with
+//! the release build. `SOAK_COHORT_BIN` names another `cohort` binary to
+//! run (the same harness for a before-and-after).
 
 mod common;
 
@@ -51,7 +54,9 @@ fn run() -> anyhow::Result<()> {
     let partitions = env("SOAK_PARTITIONS", 4) as i32;
     let deadline = Duration::from_secs(env("SOAK_DEADLINE_SECS", 900));
     let stall_limit = Duration::from_secs(env("SOAK_STALL_SECS", 120));
-    let cohort = env!("CARGO_BIN_EXE_cohort");
+    // SOAK_COHORT_BIN runs another build of `cohort` (an older one, to compare).
+    let cohort = std::env::var("SOAK_COHORT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cohort").to_string());
+    let cohort = cohort.as_str();
 
     let broker = Tansu::start().context("starting tansu (make test's setup installs it)")?;
     let bootstrap = broker.bootstrap();
