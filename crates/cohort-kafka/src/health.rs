@@ -25,8 +25,14 @@ pub struct HealthSnapshot {
     /// How long before `at` the brokers this client fetches from last
     /// answered: the longest silence among them (every one must answer for
     /// every partition to be fetched), or among all brokers when it fetches
-    /// from none yet. `None` when no broker has ever answered.
+    /// from none yet. `None` when one of them has not answered on its
+    /// current connection yet (librdkafka's `rxidle` is -1 then, also
+    /// right after a reconnect).
     pub silent_for: Option<Duration>,
+    /// When those brokers last answered: `at - silent_for`, or, while that
+    /// is unknown, the last answer an earlier snapshot saw (see
+    /// [`ClientHealth::update`]). `None` when no broker has answered yet.
+    pub last_response: Option<Instant>,
     /// The consumer group's state as librdkafka names it (`up` when joined).
     pub group_state: String,
     /// The group join state (`steady` when assigned and consuming).
@@ -62,12 +68,8 @@ impl HealthSnapshot {
         }
         let (group_state, join_state) =
             stats.cgrp.as_ref().map(|g| (g.state.clone(), g.join_state.clone())).unwrap_or_default();
-        HealthSnapshot { at: Some(at), silent_for, group_state, join_state, high_watermarks }
-    }
-
-    /// When any broker this client needs last answered, as of `at`.
-    pub fn last_response(&self) -> Option<Instant> {
-        self.at?.checked_sub(self.silent_for?)
+        let last_response = silent_for.and_then(|d| at.checked_sub(d));
+        HealthSnapshot { at: Some(at), silent_for, last_response, group_state, join_state, high_watermarks }
     }
 }
 
@@ -79,9 +81,19 @@ pub struct ClientHealth {
 }
 
 impl ClientHealth {
+    /// Takes new statistics. A broker that has reconnected and not answered
+    /// yet has no silence to report: the last answer seen before still
+    /// stands (without it, a 3 s broker restart read as a silence since
+    /// the worker's start).
     pub fn update(&self, stats: &Statistics) {
-        let snap = HealthSnapshot::from_statistics(stats, Instant::now());
-        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = snap;
+        self.update_at(stats, Instant::now())
+    }
+
+    fn update_at(&self, stats: &Statistics, at: Instant) {
+        let mut snap = HealthSnapshot::from_statistics(stats, at);
+        let mut current = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        snap.last_response = snap.last_response.max(current.last_response);
+        *current = snap;
     }
 
     pub fn snapshot(&self) -> HealthSnapshot {
@@ -153,7 +165,7 @@ mod tests {
         // The leader has been silent 7 s; the coordinator answered 0.2 s ago
         // but serves no partition, so it does not hide the leader's silence.
         assert_eq!(s.silent_for, Some(Duration::from_secs(7)));
-        assert_eq!(s.last_response(), at.checked_sub(Duration::from_secs(7)));
+        assert_eq!(s.last_response, at.checked_sub(Duration::from_secs(7)));
         assert_eq!(s.high_watermarks, BTreeMap::from([(("clicks".to_string(), 0), 42)]));
         assert_eq!((s.group_state.as_str(), s.join_state.as_str()), ("up", "steady"));
     }
@@ -174,7 +186,26 @@ mod tests {
         st.brokers.get_mut("127.0.0.1:9092/1").expect("broker").rxidle = -1;
         let s = HealthSnapshot::from_statistics(&st, Instant::now());
         assert_eq!(s.silent_for, None);
-        assert_eq!(s.last_response(), None);
+        assert_eq!(s.last_response, None);
+    }
+
+    #[test]
+    fn a_reconnected_broker_that_has_not_answered_yet_keeps_the_last_answer_seen() {
+        let h = ClientHealth::default();
+        let t0 = Instant::now();
+        h.update_at(&stats(STATS), t0);
+        let before = h.snapshot().last_response.expect("an answer 7 s before");
+        // The broker restarted: its new connection has received nothing yet.
+        let mut st = stats(STATS);
+        st.brokers.get_mut("127.0.0.1:9092/1").expect("broker").rxidle = -1;
+        h.update_at(&st, t0 + Duration::from_secs(4));
+        let s = h.snapshot();
+        assert_eq!(s.silent_for, None);
+        assert_eq!(s.last_response, Some(before), "not 'never', not the start");
+        // It answers again: the newer answer wins.
+        st.brokers.get_mut("127.0.0.1:9092/1").expect("broker").rxidle = 100_000;
+        h.update_at(&st, t0 + Duration::from_secs(6));
+        assert_eq!(h.snapshot().last_response, Some(t0 + Duration::from_secs(6) - Duration::from_millis(100)));
     }
 
     #[test]

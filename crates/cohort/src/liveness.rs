@@ -194,7 +194,7 @@ pub fn assess(now: Instant, started: Instant, progress: &ProgressState, consumer
     }
     // Statistics arrive only while the loop polls; with none, or none
     // recent, the last answer known is what counts.
-    let last = consumer.last_response().unwrap_or(started).max(started);
+    let last = consumer.last_response.unwrap_or(started).max(started);
     Some(Stall { waiting: Waiting::Fetch, for_: since(last) })
 }
 
@@ -354,6 +354,7 @@ mod tests {
         HealthSnapshot {
             at: Some(at),
             silent_for: silent,
+            last_response: silent.and_then(|d| at.checked_sub(d)),
             group_state: group.0.into(),
             join_state: group.1.into(),
             high_watermarks: Default::default(),
