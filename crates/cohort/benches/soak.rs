@@ -26,7 +26,7 @@
 
 mod common;
 
-use anyhow::{anyhow, bail, Context as _};
+use anyhow::{bail, Context as _};
 use cohort_e2e::{create_topic, Tansu};
 use common::cpu_secs;
 use std::io::Read;
@@ -68,7 +68,7 @@ fn run() -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })?;
-    let config = write_config(dir.path(), &bootstrap)?;
+    let (config, http_port) = write_config(dir.path(), &bootstrap)?;
 
     let loaded = Instant::now();
     let status = Command::new(cohort)
@@ -96,7 +96,7 @@ fn run() -> anyhow::Result<()> {
             .spawn()
             .context("starting cohort run")?,
     );
-    let http = format!("127.0.0.1:{}", http_port(&config)?);
+    let http = format!("127.0.0.1:{http_port}");
     let mut last_count = -1.0;
     let mut last_change = Instant::now();
     let mut longest_stall = Duration::ZERO;
@@ -160,7 +160,8 @@ impl Drop for Kill {
     }
 }
 
-fn write_config(dir: &Path, bootstrap: &str) -> anyhow::Result<std::path::PathBuf> {
+/// The worker's config file and the port of its /metrics.
+fn write_config(dir: &Path, bootstrap: &str) -> anyhow::Result<(std::path::PathBuf, u16)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     // The worker's defaults but for the broker, the store and the port.
@@ -173,13 +174,7 @@ fn write_config(dir: &Path, bootstrap: &str) -> anyhow::Result<std::path::PathBu
     );
     let path = dir.join("cohort.toml");
     std::fs::write(&path, text)?;
-    Ok(path)
-}
-
-fn http_port(config: &Path) -> anyhow::Result<u16> {
-    let text = std::fs::read_to_string(config)?;
-    let line = text.lines().find(|l| l.starts_with("listen")).ok_or_else(|| anyhow!("no listen line"))?;
-    line.rsplit(':').next().and_then(|p| p.trim_end_matches('"').parse().ok()).ok_or_else(|| anyhow!("bad listen"))
+    Ok((path, port))
 }
 
 fn get(addr: &str, path: &str) -> Option<String> {

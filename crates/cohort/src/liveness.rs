@@ -227,6 +227,11 @@ impl Watchdog {
             let mut reported = Reported::default();
             let mut last_gauges: Option<Instant> = None;
             let mut lag_partitions: BTreeSet<i32> = BTreeSet::new();
+            let gauges = Arc::new(WatchdogGauges {
+                metrics: parts.metrics.clone(),
+                store: parts.store.clone(),
+                topics: parts.input_topics.clone(),
+            });
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -238,11 +243,7 @@ impl Watchdog {
                 reported.report(now, stall.as_ref(), &parts);
                 if last_gauges.is_none_or(|t| now.duration_since(t) >= GAUGES_EVERY) {
                     last_gauges = Some(now);
-                    let p = WatchdogGauges {
-                        metrics: parts.metrics.clone(),
-                        store: parts.store.clone(),
-                        topics: parts.input_topics.clone(),
-                    };
+                    let p = gauges.clone();
                     let owned = progress.partitions.clone();
                     let before = std::mem::take(&mut lag_partitions);
                     // RocksDB reads: off the async workers.

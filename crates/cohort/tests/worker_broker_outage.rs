@@ -20,7 +20,7 @@ mod common;
 use cohort_core::event::{Event, EventKind};
 use cohort_e2e::{Record, Tansu, TestBroker};
 use cohort_loadgen::{Config as LoadConfig, Generator};
-use common::{assert_same_customer_states, http_get, outputs_by_id, sample, Deployment, WorkerProcess};
+use common::{assert_same_customer_states, http_get, outputs_by_id, Deployment, WorkerProcess};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -41,13 +41,6 @@ fn traffic() -> (Vec<Event>, Vec<Event>) {
     let profiles = events.iter().filter(|e| matches!(e.kind, EventKind::ProfileUpdate(_))).cloned().collect();
     let clicks = events.into_iter().filter(|e| matches!(e.kind, EventKind::Click(_))).take(CLICKS).collect();
     (profiles, clicks)
-}
-
-/// The clickstream records the worker has processed and committed, from its
-/// /metrics (counted once their batch is committed to the store).
-fn clicks_read(http: &str, d: &Deployment) -> Option<f64> {
-    let text = http_get(http, "/metrics")?;
-    Some(sample(&text, &format!("cohort_input_records_total{{topic=\"{}\"}}", d.topic("clickstream"))).unwrap_or(0.0))
 }
 
 /// Each dead letter's reason and source (topic without the deployment's
@@ -140,7 +133,7 @@ async fn a_broker_down_for_30s_stalls_the_worker_which_then_resumes_without_loss
     let until = Instant::now() + DEADLINE;
     let read_before_kill = loop {
         worker.assert_running();
-        let n = clicks_read(&http, &outage).unwrap_or(0.0);
+        let n = outage.records_committed(&http, "clickstream").unwrap_or(0.0);
         if n >= 200.0 {
             break n;
         }
@@ -170,13 +163,13 @@ async fn a_broker_down_for_30s_stalls_the_worker_which_then_resumes_without_loss
         );
         probes += 1;
         if stalled_at.is_none() && down_at.elapsed() >= Duration::from_secs(2) {
-            stalled_at = clicks_read(&http, &outage);
+            stalled_at = outage.records_committed(&http, "clickstream");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     worker.assert_running();
     let stalled_at = stalled_at.expect("/metrics answers during the outage");
-    let read_at_end = clicks_read(&http, &outage).expect("/metrics answers during the outage");
+    let read_at_end = outage.records_committed(&http, "clickstream").expect("/metrics answers during the outage");
     eprintln!(
         "outage over: {probes} health probes answered; clicks committed 2s into the outage {stalled_at}, at its end {read_at_end}"
     );
@@ -205,7 +198,7 @@ async fn a_broker_down_for_30s_stalls_the_worker_which_then_resumes_without_loss
     // used to cost a 200ms retry pause: about 40s here.)
     let resumed = loop {
         worker.assert_running();
-        if clicks_read(&http, &outage).is_some_and(|n| n >= first_clicks.len() as f64) {
+        if outage.records_committed(&http, "clickstream").is_some_and(|n| n >= first_clicks.len() as f64) {
             break up_at.elapsed();
         }
         assert!(up_at.elapsed() < DEADLINE, "the worker did not resume within {DEADLINE:?}:\n{}", worker.log_tail());

@@ -32,12 +32,6 @@ const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 /// telling that it waits for its group (tansu's coordinator bug, below).
 const REJOIN_WITHIN: Duration = Duration::from_secs(60);
 
-fn clicks_committed(http: &str, d: &Deployment) -> f64 {
-    http_get(http, "/metrics")
-        .and_then(|t| sample(&t, &format!("cohort_input_records_total{{topic=\"{}\"}}", d.topic("clickstream"))))
-        .unwrap_or(0.0)
-}
-
 /// Polls `/readyz` until its status is `code`; returns its body.
 fn wait_readyz(http: &str, code: u16, worker: &mut WorkerProcess, what: &str) -> String {
     let until = Instant::now() + DEADLINE;
@@ -121,7 +115,7 @@ async fn a_broker_frozen_past_the_session_timeout_makes_the_worker_unready_then_
     // leader. The worker cannot repair the broker; what it must do is say
     // what it waits for, and rejoin as soon as the coordinator lets it.
     let mut restarted = false;
-    while clicks_committed(&http, &paused) < first.len() as f64 + 1.0 && !restarted {
+    while paused.records_committed(&http, "clickstream").unwrap_or(0.0) < first.len() as f64 + 1.0 && !restarted {
         worker.assert_running();
         if resumed_at.elapsed() > REJOIN_WITHIN {
             let readyz = http_status(&http, "/readyz").map(|(_, b)| b).unwrap_or_default();
@@ -138,13 +132,13 @@ async fn a_broker_frozen_past_the_session_timeout_makes_the_worker_unready_then_
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let until = Instant::now() + DEADLINE;
-    while clicks_committed(&http, &paused) < clicks.len() as f64 {
+    while paused.records_committed(&http, "clickstream").unwrap_or(0.0) < clicks.len() as f64 {
         worker.assert_running();
         assert!(
             Instant::now() < until,
             "the worker did not consume again within {DEADLINE:?} of the broker's resumption ({} of {} clicks):\n{}\n\
              the broker's log:\n{}",
-            clicks_committed(&http, &paused),
+            paused.records_committed(&http, "clickstream").unwrap_or(0.0),
             clicks.len(),
             worker.log_tail(),
             broker.log_tail()
@@ -190,7 +184,7 @@ async fn sigterm_with_the_broker_frozen_or_down_exits_within_the_shutdown_timeou
         let http = worker.http_addr(DEADLINE);
         // Mid-stream in the first round; caught up (idle) in the second.
         let until = Instant::now() + DEADLINE;
-        while clicks_committed(&http, &d) < 1.0 && round == 0 {
+        while d.records_committed(&http, "clickstream").unwrap_or(0.0) < 1.0 && round == 0 {
             worker.assert_running();
             assert!(Instant::now() < until, "no clicks committed within {DEADLINE:?}:\n{}", worker.log_tail());
             tokio::time::sleep(Duration::from_millis(20)).await;

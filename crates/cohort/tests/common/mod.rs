@@ -105,6 +105,14 @@ allowed_lateness = "1m"
         Deployment { bootstrap: bootstrap.to_string(), prefix, dir, config, partitions, encoder }
     }
 
+    /// The records of input topic `short` the worker at `http` has processed
+    /// and committed, from its /metrics (counted once their batch is
+    /// committed to the store); `None` when /metrics does not answer.
+    pub fn records_committed(&self, http: &str, short: &str) -> Option<f64> {
+        let text = http_get(http, "/metrics")?;
+        Some(sample(&text, &format!("cohort_input_records_total{{topic=\"{}\"}}", self.topic(short))).unwrap_or(0.0))
+    }
+
     /// Adds a librdkafka consumer property to this deployment's config.
     pub fn set_consumer_property(&self, key: &str, value: &str) {
         let text = std::fs::read_to_string(&self.config).expect("read config");
