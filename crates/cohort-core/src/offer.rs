@@ -424,7 +424,7 @@ pub fn recommend(
     out
 }
 
-fn put_uv(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_uv(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -432,19 +432,19 @@ fn put_uv(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     put_uv(out, s.len() as u64);
     out.extend_from_slice(s.as_bytes());
 }
 
-/// A minimal reader for the two tables' formats.
-struct MiniReader<'a> {
+/// A minimal reader for the two tables' formats (and the partition metadata's).
+pub(crate) struct MiniReader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> MiniReader<'a> {
-    fn new(bytes: &'a [u8]) -> Result<Self, crate::encode::DecodeError> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Result<Self, crate::encode::DecodeError> {
         use crate::encode::DecodeError;
         match bytes.first() {
             None => Err(DecodeError::Empty),
@@ -452,7 +452,7 @@ impl<'a> MiniReader<'a> {
             Some(&found) => Err(DecodeError::UnsupportedVersion { found, supported: 1 }),
         }
     }
-    fn uv(&mut self) -> Result<u64, crate::encode::DecodeError> {
+    pub(crate) fn uv(&mut self) -> Result<u64, crate::encode::DecodeError> {
         use crate::encode::DecodeError;
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
@@ -465,20 +465,33 @@ impl<'a> MiniReader<'a> {
         }
         Err(DecodeError::Invalid("varint too long"))
     }
-    fn len(&mut self) -> Result<usize, crate::encode::DecodeError> {
+    pub(crate) fn len(&mut self) -> Result<usize, crate::encode::DecodeError> {
         let n = usize::try_from(self.uv()?).map_err(|_| crate::encode::DecodeError::Invalid("length"))?;
         if n > self.buf.len() - self.pos {
             return Err(crate::encode::DecodeError::Invalid("length"));
         }
         Ok(n)
     }
-    fn string(&mut self) -> Result<String, crate::encode::DecodeError> {
+    pub(crate) fn string(&mut self) -> Result<String, crate::encode::DecodeError> {
         let n = self.len()?;
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
         std::str::from_utf8(s).map(str::to_owned).map_err(|_| crate::encode::DecodeError::Invalid("utf-8"))
     }
-    fn finish(&self) -> Result<(), crate::encode::DecodeError> {
+    /// The next `n` bytes.
+    pub(crate) fn bytes(&mut self, n: usize) -> Result<&'a [u8], crate::encode::DecodeError> {
+        let end =
+            self.pos.checked_add(n).filter(|e| *e <= self.buf.len()).ok_or(crate::encode::DecodeError::Truncated)?;
+        let b = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(b)
+    }
+    /// An `i64`, 8 bytes big-endian.
+    pub(crate) fn i64(&mut self) -> Result<i64, crate::encode::DecodeError> {
+        let b: [u8; 8] = self.bytes(8)?.try_into().map_err(|_| crate::encode::DecodeError::Truncated)?;
+        Ok(i64::from_be_bytes(b))
+    }
+    pub(crate) fn finish(&self) -> Result<(), crate::encode::DecodeError> {
         if self.pos == self.buf.len() {
             Ok(())
         } else {

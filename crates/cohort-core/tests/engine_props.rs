@@ -4,9 +4,10 @@
 
 use cohort_core::engine::{apply, customer_timer, Engine, EngineSettings, Input, Output, Tables};
 use cohort_core::event::{Click, ClickKind, ConsentUpdate, Date, Event, EventKind, LineItem, ProfileUpdate, Purchase};
+use cohort_core::partition::{InMemory, PartitionMeta, PartitionTask, TaskSettings};
 use cohort_core::rules::RuleSet;
 use cohort_core::state::CustomerState;
-use cohort_core::time::{Timestamp, MS_PER_DAY};
+use cohort_core::time::{Duration, Timestamp, MS_PER_DAY};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -90,51 +91,18 @@ fn events(customer: &str, steps: &[(i64, Step)]) -> Vec<Event> {
         .collect()
 }
 
-/// Runs events through the engine the way the worker does (timers fire
-/// when time passes them), up to `until`. Returns every output and the
-/// final states.
+/// Runs events through the worker's own partition step (zero lateness, in
+/// event-time order), then lets the clock pass `until`. Returns every output
+/// and the final states.
 fn run(engine: &Engine, evs: &[Event], until: Timestamp) -> (Vec<Output>, BTreeMap<String, CustomerState>) {
-    let mut tables = Tables::default();
-    let mut states: BTreeMap<String, CustomerState> = BTreeMap::new();
-    let mut timers: BTreeMap<String, Timestamp> = BTreeMap::new();
-    let mut outputs = Vec::new();
-    let mut sorted: Vec<&Event> = evs.iter().collect();
+    let mut sorted = evs.to_vec();
     sorted.sort_by_key(|e| e.time);
-    let fire = |until: Timestamp,
-                states: &mut BTreeMap<String, CustomerState>,
-                timers: &mut BTreeMap<String, Timestamp>,
-                tables: &Tables,
-                outputs: &mut Vec<Output>| loop {
-        let Some((due, c)) = timers.iter().map(|(c, t)| (*t, c.clone())).min() else { return };
-        if due > until {
-            return;
-        }
-        let st = states.entry(c.clone()).or_default();
-        let d = apply(st, Input::Timer { customer: &c, due }, &tables.context(engine));
-        outputs.extend(d.outputs);
-        match d.next_timer {
-            Some(t) => {
-                assert!(t > due, "a timer must move forward");
-                timers.insert(c, t);
-            }
-            None => {
-                timers.remove(&c);
-            }
-        }
-    };
-    for e in sorted {
-        fire(e.time, &mut states, &mut timers, &tables, &mut outputs);
-        let st = states.entry(e.customer.clone()).or_default();
-        let d = apply(st, Input::Event(e), &tables.context(engine));
-        outputs.extend(d.outputs);
-        match d.next_timer {
-            Some(t) => timers.insert(e.customer.clone(), t),
-            None => timers.remove(&e.customer),
-        };
-        tables.observe(e);
-    }
-    fire(until, &mut states, &mut timers, &tables, &mut outputs);
-    (outputs, states)
+    let settings = TaskSettings { allowed_lateness: Duration::ZERO, max_future_skew: Duration::ZERO };
+    let mut m = InMemory::new(PartitionTask::new(0, PartitionMeta::default(), [], settings));
+    let mut outputs: Vec<Output> =
+        m.step(engine, &sorted, until, false).outputs.into_iter().map(|d| d.output).collect();
+    outputs.extend(m.step(engine, &[], until, true).outputs.into_iter().map(|d| d.output));
+    (outputs, m.states)
 }
 
 /// Segment membership over time from SegmentChanged outputs: (instant, set).

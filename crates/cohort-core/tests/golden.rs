@@ -29,19 +29,21 @@
 //!   - c1 +2h holdout winback_20 (event segment_entered:lapsed)
 //! ```
 //!
-//! Before each event, timers due at or before its instant fire (a watermark
-//! with zero lateness). Each state is also checked to survive an encode /
-//! decode roundtrip. On a mismatch the test prints the actual lines.
+//! The scenario runs through the worker's partition step
+//! (`cohort_core::partition`) with zero lateness: before each event, timers
+//! due at or before its instant fire, earliest first. Each state written is
+//! also checked to survive an encode / decode roundtrip. On a mismatch the
+//! test prints the actual lines.
 
-use cohort_core::encode::{decode, encode};
-use cohort_core::engine::{apply, CauseKind, Engine, EngineSettings, Input, Output, Tables};
+use cohort_core::encode::decode;
+use cohort_core::engine::{CauseKind, Engine, EngineSettings, Output, Tables};
 use cohort_core::event::{
     Channel, Click, ClickKind, ConsentUpdate, Date, Event, EventKind, Geo, LineItem, OfferOutcome, Outcome,
     ProfileUpdate, Purchase,
 };
+use cohort_core::partition::{InMemory, PartitionMeta, PartitionTask, TaskSettings};
 use cohort_core::rules::RuleSet;
-use cohort_core::state::CustomerState;
-use cohort_core::time::{timestamp_of_date, Timestamp};
+use cohort_core::time::{timestamp_of_date, Duration, Timestamp};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -273,11 +275,12 @@ fn render(o: &Output, start: Timestamp) -> String {
     }
 }
 
+/// A scenario's partition, driven through the worker's own partition step
+/// (`cohort_core::partition`), with zero lateness: before each event, every
+/// timer due at or before its instant fires.
 struct World {
     engine: Engine,
-    tables: Tables,
-    states: BTreeMap<String, CustomerState>,
-    timers: BTreeMap<String, Timestamp>,
+    partition: InMemory,
     last_decision: BTreeMap<String, String>,
     lines: Vec<String>,
     ids: HashSet<String>,
@@ -285,38 +288,26 @@ struct World {
 }
 
 impl World {
-    fn run(&mut self, customer: &str, input: Input<'_>) {
-        let state = self.states.entry(customer.to_owned()).or_default();
-        let ctx = self.tables.context(&self.engine);
-        let d = apply(state, input, &ctx);
-        let bytes = encode(state);
-        assert_eq!(decode(&bytes).as_ref(), Ok(&*state), "state must survive an encoding roundtrip");
-        for o in &d.outputs {
+    /// One step of the partition: `events` at `now` (an `advance` is a step
+    /// without events whose wall clock carries the watermark to `now`).
+    fn step(&mut self, events: &[Event], now: Timestamp) {
+        let out = self.partition.step(&self.engine, events, now, events.is_empty());
+        for w in &out.writes {
+            if let Some(bytes) = &w.bytes {
+                assert_eq!(
+                    decode(bytes).as_ref(),
+                    Ok(&self.partition.states[&w.customer]),
+                    "state must survive an encoding roundtrip"
+                );
+            }
+        }
+        for d in &out.outputs {
+            let o = &d.output;
             assert!(self.ids.insert(o.id().to_owned()), "duplicate output id {}", o.id());
             if let Output::NextBestOffer(n) = o {
-                self.last_decision.insert(customer.to_owned(), n.id.clone());
+                self.last_decision.insert(n.customer.clone(), n.id.clone());
             }
             self.lines.push(render(o, self.start));
-        }
-        if d.forget {
-            self.states.remove(customer);
-        }
-        match d.next_timer {
-            Some(t) => self.timers.insert(customer.to_owned(), t),
-            None => self.timers.remove(customer),
-        };
-    }
-
-    /// Fires every timer due at or before `until`, earliest first.
-    fn fire_until(&mut self, until: Timestamp) {
-        loop {
-            let next = self.timers.iter().map(|(c, t)| (*t, c.clone())).min();
-            let Some((due, customer)) = next else { return };
-            if due > until {
-                return;
-            }
-            self.timers.remove(&customer);
-            self.run(&customer, Input::Timer { customer: &customer, due });
         }
     }
 }
@@ -328,19 +319,10 @@ fn run_scenario(path: &Path) -> Result<(), String> {
     let rules_text = std::fs::read_to_string(&rules_path).map_err(|e| format!("{}: {e}", rules_path.display()))?;
     let rules = RuleSet::from_yaml(&sc.rules, &rules_text).map_err(|e| e.to_string())?;
     let start = absolute(&sc.start);
-    let mut w = World {
-        engine: Engine::new(rules, EngineSettings::default()),
-        tables: Tables::default(),
-        states: BTreeMap::new(),
-        timers: BTreeMap::new(),
-        last_decision: BTreeMap::new(),
-        lines: Vec::new(),
-        ids: HashSet::new(),
-        start,
-    };
+    let mut tables = Tables::default();
     for (i, p) in sc.popular.iter().enumerate() {
         for k in 0..p.orders {
-            w.tables.popularity.record(&Purchase {
+            tables.popularity.record(&Purchase {
                 order_id: format!("seed-{i}-{k}"),
                 items: vec![LineItem {
                     product_id: p.product.clone(),
@@ -354,9 +336,19 @@ fn run_scenario(path: &Path) -> Result<(), String> {
             });
         }
     }
+    let settings = TaskSettings { allowed_lateness: Duration::ZERO, max_future_skew: Duration::ZERO };
+    let task = PartitionTask::new(0, PartitionMeta { tables, ..PartitionMeta::default() }, [], settings);
+    let mut w = World {
+        engine: Engine::new(rules, EngineSettings::default()),
+        partition: InMemory::new(task),
+        last_decision: BTreeMap::new(),
+        lines: Vec::new(),
+        ids: HashSet::new(),
+        start,
+    };
     for (i, step) in sc.steps.iter().enumerate() {
         if let Some(a) = &step.advance {
-            w.fire_until(instant(a, start));
+            w.step(&[], instant(a, start));
             continue;
         }
         let at = instant(step.at.as_deref().ok_or_else(|| format!("step {i} has neither `at` nor `advance`"))?, start);
@@ -421,9 +413,7 @@ fn run_scenario(path: &Path) -> Result<(), String> {
         };
         let ev = Event { id: format!("{customer}-e{i}"), customer: customer.clone(), time: at, kind };
         ev.validate(at).map_err(|e| format!("step {i}: invalid event: {e}"))?;
-        w.fire_until(at);
-        w.run(&customer, Input::Event(&ev));
-        w.tables.observe(&ev);
+        w.step(&[ev], at);
     }
     if w.lines != sc.expect {
         let mut msg = format!("{}: {}\n--- expected\n", path.display(), sc.description);

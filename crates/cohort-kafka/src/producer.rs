@@ -38,18 +38,12 @@ pub struct Pending(DeliveryFuture);
 #[derive(Clone)]
 pub struct OutputProducer {
     inner: FutureProducer<ProducerContext>,
-    /// Above this many unacknowledged records the worker pauses its input.
-    high_water: i32,
 }
 
 impl OutputProducer {
     /// Creates an idempotent producer with acks=all. `properties` are
     /// librdkafka settings applied after cohort's defaults.
-    pub fn new(
-        bootstrap: &str,
-        properties: &BTreeMap<String, String>,
-        high_water: usize,
-    ) -> Result<OutputProducer, KafkaAdapterError> {
+    pub fn new(bootstrap: &str, properties: &BTreeMap<String, String>) -> Result<OutputProducer, KafkaAdapterError> {
         let mut config = client_config(bootstrap, &BTreeMap::new());
         config
             .set("acks", "all")
@@ -64,7 +58,7 @@ impl OutputProducer {
         }
         let inner: FutureProducer<ProducerContext> =
             config.create_with_context(ProducerContext::default()).map_err(KafkaAdapterError::Config)?;
-        Ok(OutputProducer { inner, high_water: high_water.min(i32::MAX as usize) as i32 })
+        Ok(OutputProducer { inner })
     }
 
     /// Enqueues a record. When librdkafka's queue is full this waits for room
@@ -120,11 +114,6 @@ impl OutputProducer {
     /// Records handed to the producer and not yet acknowledged.
     pub fn in_flight(&self) -> i32 {
         self.inner.in_flight_count()
-    }
-
-    /// Whether the worker should pause input until acknowledgements catch up.
-    pub fn is_congested(&self) -> bool {
-        self.in_flight() >= self.high_water
     }
 
     /// Waits until everything queued is acknowledged or `timeout` passes.

@@ -53,7 +53,7 @@ async fn read_all(c: &InputConsumer, expected: usize, deadline: Duration) -> Vec
 /// an offset for partition 0 only, and checks that the consumer starts
 /// partition 0 at the stored offset and partition 1 at the beginning.
 async fn assignment_seeks_to_stored_offsets(bootstrap: &str, topic: &str) {
-    let producer = OutputProducer::new(bootstrap, &BTreeMap::new(), 10_000).expect("producer");
+    let producer = OutputProducer::new(bootstrap, &BTreeMap::new()).expect("producer");
     let records: Vec<OutputRecord> = (0..RECORDS).map(|i| record(topic, i)).collect();
     producer.send_all(&records).await.expect("produce");
 
@@ -127,7 +127,7 @@ async fn tombstones_are_produced_with_their_key() {
     let broker = TestBroker::shared();
     let topic = unique_name("adapters-tombstone");
     broker.create_topic(&topic, 1).await.expect("create topic");
-    let producer = OutputProducer::new(broker.bootstrap(), &BTreeMap::new(), 10_000).expect("producer");
+    let producer = OutputProducer::new(broker.bootstrap(), &BTreeMap::new()).expect("producer");
     let records = vec![
         OutputRecord { timestamp: Some(1_700_000_000_000), ..record(&topic, 1) },
         OutputRecord { value: None, ..record(&topic, 1) },

@@ -1,4 +1,4 @@
-//! cohort-store benchmarks: commit throughput, cached and uncached reads, and
+//! cohort-store benchmarks: commit throughput, reads through the block cache, and
 //! disk bytes per customer.
 //!
 //! `CARGO_TARGET_DIR=/root/.cache/cohort/target cargo bench -p cohort-store --bench store`
@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use cohort_core::partition::PartitionMeta;
 use cohort_core::time::Timestamp;
-use cohort_store::{Batch, Compression, Store, StoreConfig, Timer, TopicOffset};
+use cohort_store::{Batch, Compression, Store, StoreConfig, Timer};
 use criterion::{black_box, BatchSize, Criterion, Throughput};
 
 const BATCH: usize = 1_000;
@@ -65,8 +66,15 @@ fn batch(rng: &mut Rng, n: u64, with_timers: bool) -> Batch {
         states,
         timers_set,
         timers_clear,
-        input_offsets: vec![TopicOffset { topic: "clickstream".into(), partition: 0, next_offset: n as i64 + 1 }],
-        changelog_offsets: vec![TopicOffset { topic: "cohort-changelog".into(), partition: 0, next_offset: n as i64 }],
+        meta: Some(
+            PartitionMeta {
+                next_offsets: [("clickstream".to_string(), n as i64 + 1)].into_iter().collect(),
+                changelog_next: Some(n as i64),
+                ..PartitionMeta::default()
+            }
+            .encode()
+            .into(),
+        ),
     }
 }
 
@@ -120,10 +128,9 @@ fn bench_reads(c: &mut Criterion) {
     group.throughput(Throughput::Elements(BATCH as u64));
     group.sample_size(30).measurement_time(Duration::from_secs(5));
     let ids: Vec<String> = (0..BATCH * 20).map(customer).collect();
-    for cached in [true, false] {
+    {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = StoreConfig { state_cache_bytes: if cached { 256 << 20 } else { 0 }, ..StoreConfig::default() };
-        let store = Store::open(dir.path(), &config).expect("open");
+        let store = Store::open(dir.path(), &StoreConfig::default()).expect("open");
         let mut rng = Rng(7);
         for chunk in ids.chunks(BATCH) {
             let states = chunk.iter().map(|c| (c.clone(), Some(state(&mut rng, 1).into()))).collect();
@@ -131,7 +138,7 @@ fn bench_reads(c: &mut Criterion) {
         }
         store.flush().expect("flush");
         let mut round = 0usize;
-        let name = if cached { "1000_cached" } else { "1000_rocksdb_block_cache" };
+        let name = "1000_rocksdb_block_cache";
         group.bench_function(name, |b| {
             b.iter_batched(
                 || {

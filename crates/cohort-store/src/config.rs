@@ -59,10 +59,10 @@ impl InfoLogLevel {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct StoreConfig {
-    /// Bytes of hot customers' states kept in memory (keys, values and
-    /// bookkeeping counted). 0 disables the cache. The store caches encoded
-    /// bytes; the `cohort run` worker instead keeps this budget for decoded
-    /// states across batches and opens its store with this cache off.
+    /// Bytes of recently active customers' decoded states the worker keeps
+    /// in memory across batches (keys, values and bookkeeping counted),
+    /// split over its partitions; 0 keeps none. The store itself caches no
+    /// states: RocksDB's block cache serves the rest.
     #[serde(default = "default_state_cache_bytes")]
     pub state_cache_bytes: u64,
     /// RocksDB block cache for data, index and filter blocks.

@@ -10,9 +10,12 @@
 //! | `states`            | partition · customer                         | record envelope + state    |
 //! | `timers`            | partition · due (i64, order-preserving) · customer | empty               |
 //! | `timer_index`       | partition · len(customer) u16 · customer · due | empty                    |
-//! | `input_offsets`     | partition · topic                            | next offset (i64 BE)       |
-//! | `changelog_offsets` | partition · topic                            | next offset (i64 BE)       |
+//! | `partitions`        | partition                                    | record envelope + [`PartitionMeta`](cohort_core::partition::PartitionMeta) |
 //! | `meta`              | metadata key (ASCII)                         | see [`crate::Metadata`]    |
+//!
+//! Store format 1 kept partition metadata as NUL-prefixed "customers" in
+//! `states` and offsets in `input_offsets` / `changelog_offsets`; opening
+//! such a store migrates it (`crate::migrate`).
 //!
 //! `timer_index` is the reverse of `timers` so that forgetting a customer
 //! finds its timers with one short prefix scan instead of a scan of every
@@ -26,17 +29,20 @@ pub const CF_STATES: &str = "states";
 pub const CF_TIMERS: &str = "timers";
 /// Timers by customer, to find a customer's timers when forgetting it.
 pub const CF_TIMER_INDEX: &str = "timer_index";
-/// Next input offset to consume, per input topic and partition.
-pub const CF_INPUT_OFFSETS: &str = "input_offsets";
-/// Next changelog offset the local state reflects, per changelog partition.
-pub const CF_CHANGELOG_OFFSETS: &str = "changelog_offsets";
+/// Each partition's metadata record: watermark, learned tables, input
+/// positions, segment populations, changelog position.
+pub const CF_PARTITIONS: &str = "partitions";
 /// Store-wide metadata: format and encoding versions, rules version.
 pub const CF_META: &str = "meta";
+/// Store format 1: next input offset per input topic and partition.
+pub const CF_LEGACY_INPUT_OFFSETS: &str = "input_offsets";
+/// Store format 1: next changelog offset per partition.
+pub const CF_LEGACY_CHANGELOG_OFFSETS: &str = "changelog_offsets";
 
 /// Column families whose keys start with the partition.
-pub const PARTITIONED_CFS: [&str; 5] = [CF_STATES, CF_TIMERS, CF_TIMER_INDEX, CF_INPUT_OFFSETS, CF_CHANGELOG_OFFSETS];
+pub const PARTITIONED_CFS: [&str; 4] = [CF_STATES, CF_TIMERS, CF_TIMER_INDEX, CF_PARTITIONS];
 /// Every column family the store opens (RocksDB's `default` is opened too but unused).
-pub const ALL_CFS: [&str; 6] = [CF_STATES, CF_TIMERS, CF_TIMER_INDEX, CF_INPUT_OFFSETS, CF_CHANGELOG_OFFSETS, CF_META];
+pub const ALL_CFS: [&str; 5] = [CF_STATES, CF_TIMERS, CF_TIMER_INDEX, CF_PARTITIONS, CF_META];
 
 /// `meta` key: the layout version of this store's files ([`crate::STORE_FORMAT_VERSION`]).
 pub const META_STORE_FORMAT_VERSION: &[u8] = b"store_format_version";
@@ -142,7 +148,7 @@ pub fn parse_timer_index_due(key: &[u8], prefix_len: usize) -> Option<Timestamp>
 }
 
 /// `partition · topic`, the key of both offset column families.
-pub fn offset_key(partition: u32, topic: &str) -> Vec<u8> {
+pub fn legacy_offset_key(partition: u32, topic: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(PARTITION_LEN + topic.len());
     key.extend_from_slice(&partition_prefix(partition));
     key.extend_from_slice(topic.as_bytes());

@@ -2,10 +2,12 @@
 //!
 //! The worker loads the states of a batch's customers ([`Store::get_many`]),
 //! applies the batch in core, produces the outputs, and then commits one
-//! [`Batch`] ([`Store::commit`]): the new states, timer changes and the next
-//! input and changelog offsets in a single RocksDB `WriteBatch`. After a crash
-//! at any point the store reopens with offsets and states from the same
-//! batch, so replaying from the stored offsets gives exactly-once state.
+//! [`Batch`] ([`Store::commit`]): the new states, timer changes and the
+//! partition's metadata record (next input offsets, watermark, learned
+//! tables, segment populations, changelog position) in a single RocksDB
+//! `WriteBatch`. After a crash at any point the store reopens with metadata
+//! and states from the same batch, so replaying from the stored offsets
+//! gives exactly-once state.
 //!
 //! States are opaque bytes here (core's versioned encoding), wrapped in the
 //! store's own record envelope ([`envelope`]) with a checksum and a version
@@ -16,9 +18,9 @@
 //!   names live. Every key starts with the partition (u32 BE), so a
 //!   partition is a range: dropped with range deletes, iterated for restore.
 //! - [`envelope`]: record envelope versions, upgrade on read, checksum.
-//! - [`store`]: [`Store`], the operations (commit, multi-get, due timers,
-//!   drop partition, forget, inspect, metadata, stats).
-//! - `cache`: the hot-customer cache, bounded in bytes, written through by commits.
+//! - [`store`]: [`Store`], the operations (commit, multi-get, timers,
+//!   partition metadata, drop partition, forget, inspect, metadata, stats).
+//! - `migrate`: opening a store of format 1 migrates it to format 2.
 //! - [`config`]: [`StoreConfig`], serde, with RocksDB tuning defaults.
 //! - [`stats`]: [`StoreStats`], plain figures for the metrics layer.
 //! - [`error`]: [`StoreError`], classified retryable / fatal / bad data.
@@ -27,11 +29,11 @@
 //! `spawn_blocking`):
 //! - [`Store::open`] with a [`StoreConfig`]; refuses a newer store format.
 //! - [`Store::commit`] one [`Batch`]: states (`None` deletes the customer and
-//!   its timers), timer sets and clears, input and changelog offsets.
-//! - [`Store::get_many`] / [`Store::get`]: states by customer, cache first,
-//!   then one batched multi-get; a corrupt record is an error for its key only.
-//! - [`Store::input_offset`], [`Store::changelog_offset`]: where to resume.
-//! - [`Store::due_timers`]: timers due at or before a watermark, in order.
+//!   its timers), timer sets and clears, the partition's metadata record.
+//! - [`Store::get_many`] / [`Store::get`]: states by customer, in one batched
+//!   multi-get; a corrupt record is an error for its key only.
+//! - [`Store::partition_meta`], [`Store::input_offset`]: where to resume.
+//! - [`Store::partition_timers`]: a partition's timers, in due order.
 //! - [`Store::drop_partition`], [`Store::iter_partition_states`],
 //!   [`Store::partitions`]: rebalancing and restore.
 //! - [`Store::forget`]: delete a customer everywhere and erase it from disk;
@@ -39,23 +41,24 @@
 //! - [`Store::inspect`]: a customer's raw state bytes, partition and timers.
 //! - [`Store::metadata`] / [`Store::set_metadata`], [`Store::stats`].
 //!
-//! This crate must not depend on Kafka (rdkafka), on an async runtime
-//! (tokio), or on core's state types: it stores bytes, and only
-//! `cohort_core::time::Timestamp` crosses the boundary.
+//! This crate must not depend on Kafka (rdkafka) or on an async runtime
+//! (tokio). Customer states are opaque bytes here; core's types cross the
+//! boundary in three places only: `Timestamp` and `Timer`, the typed
+//! [`PartitionMeta`](cohort_core::partition::PartitionMeta) record, and
+//! decoding states to count segment populations when a customer is forgotten
+//! or a format 1 store is migrated.
 
-mod cache;
 pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod keys;
+mod migrate;
 pub mod stats;
 pub mod store;
 
 pub use config::{Compression, InfoLogLevel, StoreConfig};
 pub use error::{ErrorClass, StoreError};
-pub use stats::{CacheStats, CfStats, StoreStats};
-pub use store::{
-    Batch, ForgetReport, Inspection, Metadata, PartitionStates, Store, Timer, TopicOffset, STORE_FORMAT_VERSION,
-};
+pub use stats::{CfStats, StoreStats};
+pub use store::{Batch, ForgetReport, Inspection, Metadata, PartitionStates, Store, Timer, STORE_FORMAT_VERSION};
 
 pub use bytes::Bytes;

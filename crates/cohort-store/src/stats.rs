@@ -1,6 +1,4 @@
-//! Plain figures for the metrics layer: RocksDB properties and cache counters.
-
-pub use crate::cache::CacheStats;
+//! Plain figures for the metrics layer: RocksDB properties and the store's counters.
 
 /// One column family's RocksDB properties.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -40,8 +38,6 @@ pub struct StoreStats {
     pub running_flushes: u64,
     pub block_cache_usage_bytes: u64,
     pub block_cache_capacity_bytes: u64,
-    /// The hot-customer cache.
-    pub state_cache: CacheStats,
     /// Records that failed to decode (checksum, truncation, unknown version).
     pub corrupt_records_total: u64,
     pub commits_total: u64,

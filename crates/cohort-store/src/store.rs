@@ -12,18 +12,18 @@ use rocksdb::{
     DBRecoveryMode, FlushOptions, Options, ReadOptions, WriteBatch, WriteOptions, DB,
 };
 
-use crate::cache::{Lookup, StateCache};
 use crate::config::StoreConfig;
 use crate::envelope::{self, EnvelopeError, OLDEST_RECORD_VERSION, RECORD_VERSION};
 use crate::error::display_key;
 use crate::keys::*;
 use crate::stats::{CfStats, StoreStats};
 use crate::StoreError;
+use cohort_core::partition::PartitionMeta;
 
 /// The layout version of a store directory this build writes. Bumped when
 /// key layouts or column families change incompatibly; a store with a higher
 /// version is refused at open.
-pub const STORE_FORMAT_VERSION: u32 = 1;
+pub const STORE_FORMAT_VERSION: u32 = 2;
 
 /// A column family and an inclusive key range to compact (`None` = unbounded).
 type PurgeRange = (&'static str, Option<Vec<u8>>, Option<Vec<u8>>);
@@ -31,26 +31,13 @@ type PurgeRange = (&'static str, Option<Vec<u8>>, Option<Vec<u8>>);
 /// Kafka partitions are non-negative `i32`s.
 const MAX_PARTITION: u32 = i32::MAX as u32;
 
-/// A customer's timer: fire `customer` once the partition's watermark reaches `due`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Timer {
-    pub due: Timestamp,
-    pub customer: String,
-}
-
-/// The next offset to read from one topic partition.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TopicOffset {
-    pub topic: String,
-    pub partition: u32,
-    pub next_offset: i64,
-}
+pub use cohort_core::timers::Timer;
 
 /// Everything one processed batch changes, committed atomically by
 /// [`Store::commit`]: after a crash either all of it or none of it is there.
 ///
 /// Applied in this order, so later entries win: `states`, `timers_clear`,
-/// `timers_set`, offsets. Moving a customer's timer is a clear of the old due
+/// `timers_set`, `meta`. Moving a customer's timer is a clear of the old due
 /// time plus a set of the new one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Batch {
@@ -59,15 +46,13 @@ pub struct Batch {
     /// New state bytes per customer (core's encoding). `None` deletes the
     /// customer's state and every timer it has in this partition: that is how
     /// a forget arriving on the stream is committed.
-    /// `Bytes`, so the hot-customer cache keeps the committed buffer itself
-    /// instead of a copy.
     pub states: Vec<(String, Option<Bytes>)>,
     pub timers_set: Vec<Timer>,
     pub timers_clear: Vec<Timer>,
-    /// Next input offsets, stored under each entry's own partition.
-    pub input_offsets: Vec<TopicOffset>,
-    /// Next changelog offsets the local states reflect.
-    pub changelog_offsets: Vec<TopicOffset>,
+    /// The partition's new metadata record ([`PartitionMeta::encode`]):
+    /// its next input offsets, watermark, tables and populations, which
+    /// must change together with the states they describe.
+    pub meta: Option<Bytes>,
 }
 
 /// Store-wide metadata.
@@ -113,7 +98,6 @@ pub struct Store {
     block_cache: Cache,
     /// `None` only after a reopen in [`Store::purge`] failed.
     db: RwLock<Option<DB>>,
-    cache: StateCache,
     write_opts: WriteOptions,
     corrupt_records: AtomicU64,
     commits: AtomicU64,
@@ -125,7 +109,7 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn cf<'a>(db: &'a DB, name: &'static str) -> Result<&'a ColumnFamily, StoreError> {
+pub(crate) fn cf<'a>(db: &'a DB, name: &'static str) -> Result<&'a ColumnFamily, StoreError> {
     db.cf_handle(name).ok_or(StoreError::CorruptMetadata {
         path: db.path().to_path_buf(),
         key: "column_families",
@@ -265,12 +249,21 @@ fn check_format_read_only(path: &Path, existing_cfs: &[String], opts: &Options) 
     Ok(())
 }
 
-/// Writes the format version of a new store, refuses a newer one, and
-/// refuses a non-empty store without one (something else wrote it).
-fn init_format(db: &DB, path: &Path) -> Result<(), StoreError> {
+/// Writes the format version of a new store, refuses a newer one, migrates
+/// an older one (`crate::migrate`), and refuses a non-empty store without
+/// one (something else wrote it).
+fn init_format(db: &mut DB, path: &Path) -> Result<(), StoreError> {
     let meta = cf(db, CF_META)?;
-    match db.get_pinned_cf(meta, META_STORE_FORMAT_VERSION).map_err(|e| StoreError::rocks("get", e))? {
-        Some(bytes) => refuse_newer(path, parse_format_version(path, &bytes)?),
+    let found = db.get_pinned_cf(meta, META_STORE_FORMAT_VERSION).map_err(|e| StoreError::rocks("get", e))?;
+    match found.map(|bytes| parse_format_version(path, &bytes)).transpose()? {
+        Some(version) => {
+            refuse_newer(path, version)?;
+            if version == 1 {
+                crate::migrate::v1_to_v2(db, path)
+            } else {
+                crate::migrate::drop_legacy_families(db, path)
+            }
+        }
         None => {
             for name in PARTITIONED_CFS {
                 let mut it = db.raw_iterator_cf(cf(db, name)?);
@@ -302,12 +295,11 @@ impl Store {
         let path = path.as_ref().to_path_buf();
         std::fs::create_dir_all(&path).map_err(|source| StoreError::Fs { path: path.clone(), source })?;
         let block_cache = Cache::new_lru_cache(config.block_cache_bytes as usize);
-        let db = open_db(&path, config, &block_cache)?;
-        init_format(&db, &path)?;
+        let mut db = open_db(&path, config, &block_cache)?;
+        init_format(&mut db, &path)?;
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(config.sync_writes);
         Ok(Store {
-            cache: StateCache::new(config.state_cache_bytes),
             path,
             config: config.clone(),
             block_cache,
@@ -346,17 +338,14 @@ impl Store {
 
     /// Commits one processed batch atomically (one RocksDB `WriteBatch`):
     /// states, timer changes and offsets become visible and durable together.
-    /// On error nothing was written and the hot cache is unchanged.
+    /// On error nothing was written.
     ///
     /// Commits of different partitions may run concurrently; commits of one
     /// partition must be sequential (as the worker's per-partition loop
-    /// does), or the cache could keep the older of two racing values.
+    /// does), or the metadata could go back to the older of two.
     pub fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
         let p = batch.partition;
         check_partition(p)?;
-        for o in batch.input_offsets.iter().chain(&batch.changelog_offsets) {
-            check_partition(o.partition)?;
-        }
         for t in batch.timers_set.iter().chain(&batch.timers_clear) {
             if t.customer.len() > usize::from(u16::MAX) {
                 return Err(StoreError::InvalidArgument(format!(
@@ -412,96 +401,69 @@ impl Store {
                     wb.put_cf(index, k, b"");
                 }
             }
-            let input = cf(db, CF_INPUT_OFFSETS)?;
-            for o in &batch.input_offsets {
-                wb.put_cf(input, offset_key(o.partition, &o.topic), o.next_offset.to_be_bytes());
-            }
-            let changelog = cf(db, CF_CHANGELOG_OFFSETS)?;
-            for o in &batch.changelog_offsets {
-                wb.put_cf(changelog, offset_key(o.partition, &o.topic), o.next_offset.to_be_bytes());
+            if let Some(meta) = &batch.meta {
+                envelope::seal_into(&mut sealed, meta);
+                wb.put_cf(cf(db, CF_PARTITIONS)?, partition_prefix(p), &sealed);
             }
             db.write_opt(wb, &self.write_opts).map_err(|e| StoreError::rocks("commit", e))?;
             Ok(())
         })?;
-        let mut key = Vec::new();
-        for (customer, state) in &batch.states {
-            write_state_key(&mut key, p, customer);
-            match state {
-                Some(bytes) => self.cache.put(&key, bytes.clone()),
-                None => self.cache.remove(&key),
-            }
-        }
         self.commits.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// The states of `customers` in `partition`, in the same order: hot ones
-    /// from the cache, the rest with one batched RocksDB multi-get.
+    /// The states of `customers` in `partition`, in the same order, with
+    /// one batched RocksDB multi-get. (The worker keeps recently active
+    /// customers decoded in memory and asks only for the others.)
     ///
     /// A record that does not decode is an `Err` for that customer only (and
     /// counted in [`StoreStats::corrupt_records_total`]); the others are
     /// returned normally.
     pub fn get_many(&self, partition: u32, customers: &[&str]) -> Vec<Result<Option<Bytes>, StoreError>> {
-        let mut out: Vec<Result<Option<Bytes>, StoreError>> = Vec::with_capacity(customers.len());
-        let mut misses = Vec::new();
-        let mut key = Vec::new();
-        for (i, customer) in customers.iter().enumerate() {
-            write_state_key(&mut key, partition, customer);
-            match self.cache.get(&key) {
-                Lookup::Hit(value) => out.push(Ok(Some(value))),
-                Lookup::Miss(ticket) => {
-                    out.push(Ok(None));
-                    misses.push((i, key.clone(), ticket));
-                }
-            }
-        }
-        self.cache.count((customers.len() - misses.len()) as u64, misses.len() as u64);
-        if misses.is_empty() {
-            return out;
+        if customers.is_empty() {
+            return Vec::new();
         }
         let guard = self.read_db();
         let Some(db) = guard.as_ref() else {
-            for (i, _, _) in misses {
-                out[i] = Err(self.closed());
-            }
-            return out;
+            return customers.iter().map(|_| Err(self.closed())).collect();
         };
         let states = match cf(db, CF_STATES) {
             Ok(states) => states,
             Err(e) => {
                 let msg = e.to_string();
-                for (i, _, _) in misses {
-                    out[i] = Err(StoreError::CorruptMetadata {
-                        path: self.path.clone(),
-                        key: "column_families",
-                        reason: msg.clone(),
-                    });
-                }
-                return out;
+                return customers
+                    .iter()
+                    .map(|_| {
+                        Err(StoreError::CorruptMetadata {
+                            path: self.path.clone(),
+                            key: "column_families",
+                            reason: msg.clone(),
+                        })
+                    })
+                    .collect();
             }
         };
+        let keys: Vec<Vec<u8>> = customers.iter().map(|c| state_key(partition, c)).collect();
         // Keys share the partition prefix, so they are in order when the
         // customers are; RocksDB then skips sorting them.
         let sorted = customers.is_sorted();
-        let results = db.batched_multi_get_cf(states, misses.iter().map(|(_, k, _)| k), sorted);
+        let results = db.batched_multi_get_cf(states, &keys, sorted);
         let mut corrupt = 0;
-        for ((i, key, ticket), result) in misses.into_iter().zip(results) {
-            out[i] = match result {
+        let out = keys
+            .iter()
+            .zip(results)
+            .map(|(key, result)| match result {
                 Ok(None) => Ok(None),
-                Ok(Some(record)) => match self.open_record(CF_STATES, &key, &record) {
-                    Ok((_, payload)) => {
-                        let value = Bytes::copy_from_slice(payload);
-                        self.cache.fill(&key, value.clone(), ticket);
-                        Ok(Some(value))
-                    }
+                Ok(Some(record)) => match self.open_record(CF_STATES, key, &record) {
+                    Ok((_, payload)) => Ok(Some(Bytes::copy_from_slice(payload))),
                     Err(e) => {
                         corrupt += 1;
                         Err(e)
                     }
                 },
                 Err(e) => Err(StoreError::rocks("multi_get", e)),
-            };
-        }
+            })
+            .collect();
         if corrupt > 0 {
             self.corrupt_records.fetch_add(corrupt, Ordering::Relaxed);
         }
@@ -528,52 +490,57 @@ impl Store {
         }
     }
 
-    /// The next offset to consume from `topic`/`partition`, as last committed.
-    pub fn input_offset(&self, topic: &str, partition: u32) -> Result<Option<i64>, StoreError> {
-        self.offset(CF_INPUT_OFFSETS, topic, partition)
+    /// The partition's metadata record as last committed, `None` for a
+    /// partition never committed. A record that does not decode is a
+    /// [`StoreError::CorruptRecord`] (the partition cannot resume safely).
+    pub fn partition_meta(&self, partition: u32) -> Result<Option<PartitionMeta>, StoreError> {
+        self.with_db(|db| self.meta_in(db, partition))
     }
 
-    /// The next changelog offset the local states of `partition` reflect.
-    pub fn changelog_offset(&self, topic: &str, partition: u32) -> Result<Option<i64>, StoreError> {
-        self.offset(CF_CHANGELOG_OFFSETS, topic, partition)
-    }
-
-    fn offset(&self, cf_name: &'static str, topic: &str, partition: u32) -> Result<Option<i64>, StoreError> {
-        self.with_db(|db| {
-            let key = offset_key(partition, topic);
-            let Some(v) = db.get_pinned_cf(cf(db, cf_name)?, &key).map_err(|e| StoreError::rocks("get", e))? else {
+    fn meta_in(&self, db: &DB, partition: u32) -> Result<Option<PartitionMeta>, StoreError> {
+        {
+            let key = partition_prefix(partition);
+            let Some(record) =
+                db.get_pinned_cf(cf(db, CF_PARTITIONS)?, key).map_err(|e| StoreError::rocks("get", e))?
+            else {
                 return Ok(None);
             };
-            let raw = <[u8; 8]>::try_from(&*v).map_err(|_| {
-                self.corrupt_records.fetch_add(1, Ordering::Relaxed);
-                StoreError::CorruptRecord {
-                    cf: cf_name,
-                    key: format!("{topic}/{partition}"),
-                    reason: format!("offset of {} bytes, expected 8", v.len()),
-                }
-            })?;
-            Ok(Some(i64::from_be_bytes(raw)))
-        })
+            let decoded = self
+                .open_record(CF_PARTITIONS, &key, &record)
+                .and_then(|(_, payload)| {
+                    PartitionMeta::decode(payload).map_err(|e| StoreError::CorruptRecord {
+                        cf: CF_PARTITIONS,
+                        key: format!("partition {partition}"),
+                        reason: e.to_string(),
+                    })
+                })
+                .inspect_err(|_| {
+                    self.corrupt_records.fetch_add(1, Ordering::Relaxed);
+                })?;
+            Ok(Some(decoded))
+        }
     }
 
-    /// Timers of `partition` due at or before `watermark`, earliest first, at
-    /// most `limit`. Firing them is the caller's job: it clears them in the
-    /// batch that applies them. A timer key that does not decode is skipped
-    /// and counted as corrupt rather than stopping the partition.
-    pub fn due_timers(&self, partition: u32, watermark: Timestamp, limit: usize) -> Result<Vec<Timer>, StoreError> {
+    /// The next offset to consume from `topic`/`partition`, as last committed
+    /// (from the partition's metadata record).
+    pub fn input_offset(&self, topic: &str, partition: u32) -> Result<Option<i64>, StoreError> {
+        Ok(self.partition_meta(partition)?.and_then(|m| m.next_offsets.get(topic).copied()))
+    }
+
+    /// Every timer of `partition`, earliest first: what a partition task
+    /// starts from when the partition is assigned. A timer key that does not
+    /// decode is skipped and counted as corrupt rather than stopping the
+    /// partition.
+    pub fn partition_timers(&self, partition: u32) -> Result<Vec<Timer>, StoreError> {
         self.with_db(|db| {
             let mut opts = ReadOptions::default();
-            opts.set_iterate_lower_bound(partition_prefix(partition).to_vec());
-            let upper = match watermark.as_millis().checked_add(1) {
-                Some(next) => timer_due_prefix(partition, Timestamp::from_millis(next)),
-                None => partition_range(partition).1.to_vec(),
-            };
-            opts.set_iterate_upper_bound(upper);
+            let (lower, upper) = partition_range(partition);
+            opts.set_iterate_lower_bound(lower.to_vec());
+            opts.set_iterate_upper_bound(upper.to_vec());
             let mut it = db.raw_iterator_cf_opt(cf(db, CF_TIMERS)?, opts);
             it.seek_to_first();
             let mut out = Vec::new();
-            while out.len() < limit {
-                let Some(key) = it.key() else { break };
+            while let Some(key) = it.key() {
                 match parse_timer_key(key).and_then(|(_, due, c)| Some((due, std::str::from_utf8(c).ok()?))) {
                     Some((due, customer)) => out.push(Timer { due, customer: customer.to_owned() }),
                     None => {
@@ -587,17 +554,12 @@ impl Store {
         })
     }
 
-    /// Every timer of `partition`, earliest first (for inspection and tests).
-    pub fn partition_timers(&self, partition: u32) -> Result<Vec<Timer>, StoreError> {
-        self.due_timers(partition, Timestamp::MAX, usize::MAX)
-    }
-
     /// The partitions this store holds anything for, ascending.
     pub fn partitions(&self) -> Result<Vec<u32>, StoreError> {
         self.with_db(|db| Ok(partitions_in(db)?.into_iter().collect()))
     }
 
-    /// Deletes everything of `partition` (states, timers, offsets) in one
+    /// Deletes everything of `partition` (states, timers, metadata) in one
     /// atomic batch of range deletes, e.g. when a rebalance moved it away.
     /// Space is reclaimed by later compactions.
     pub fn drop_partition(&self, partition: u32) -> Result<(), StoreError> {
@@ -610,7 +572,6 @@ impl Store {
             }
             db.write_opt(wb, &self.write_opts).map_err(|e| StoreError::rocks("drop_partition", e))
         })?;
-        self.cache.remove_partition(partition);
         Ok(())
     }
 
@@ -649,10 +610,29 @@ impl Store {
             for p in partitions_in(db)? {
                 let mut found = false;
                 let key = state_key(p, customer);
-                if db.get_pinned_cf(states, &key).map_err(|e| StoreError::rocks("get", e))?.is_some() {
+                if let Some(record) = db.get_pinned_cf(states, &key).map_err(|e| StoreError::rocks("get", e))? {
                     wb.delete_cf(states, &key);
                     report.states_deleted += 1;
                     found = true;
+                    // The customer leaves its segments' populations in the
+                    // same write (a record that does not decode counted in none).
+                    let segments = self
+                        .open_record(CF_STATES, &key, &record)
+                        .ok()
+                        .and_then(|(_, payload)| cohort_core::encode::decode(payload).ok().map(|s| s.segments));
+                    if let (Some(segments), Some(mut meta)) = (segments, self.meta_in(db, p)?) {
+                        for m in segments {
+                            if let Some(n) = meta.populations.get_mut(&m.segment) {
+                                *n = n.saturating_sub(1);
+                                if *n == 0 {
+                                    meta.populations.remove(&m.segment);
+                                }
+                            }
+                        }
+                        let mut sealed = Vec::new();
+                        envelope::seal_into(&mut sealed, &meta.encode());
+                        wb.put_cf(cf(db, CF_PARTITIONS)?, partition_prefix(p), &sealed);
+                    }
                 }
                 purge_keys.push((CF_STATES, Some(key.clone()), Some(key)));
                 if let Some(prefix) = timer_index_prefix(p, customer) {
@@ -676,9 +656,6 @@ impl Store {
             db.write_opt(wb, &opts).map_err(|e| StoreError::rocks("forget", e))?;
             Ok((report, purge_keys))
         })?;
-        for &p in &report.partitions {
-            self.cache.remove(&state_key(p, customer));
-        }
         self.purge_keys(&purge_keys)?;
         Ok(report)
     }
@@ -739,7 +716,7 @@ impl Store {
         // Close first: RocksDB's LOCK allows one open handle per directory.
         drop(guard.take());
         match open_db(&self.path, &self.config, &self.block_cache)
-            .and_then(|db| init_format(&db, &self.path).map(|()| db))
+            .and_then(|mut db| init_format(&mut db, &self.path).map(|()| db))
         {
             Ok(db) => {
                 *guard = Some(db);
@@ -825,7 +802,7 @@ impl Store {
         })
     }
 
-    /// RocksDB's and the cache's figures, for the metrics layer.
+    /// RocksDB's figures, for the metrics layer.
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
         self.with_db(|db| {
             let int = |name: &str| -> Result<u64, StoreError> {
@@ -838,7 +815,6 @@ impl Store {
                 running_flushes: int("rocksdb.num-running-flushes")?,
                 block_cache_usage_bytes: self.block_cache.get_usage() as u64,
                 block_cache_capacity_bytes: self.config.block_cache_bytes,
-                state_cache: self.cache.stats(),
                 corrupt_records_total: self.corrupt_records.load(Ordering::Relaxed),
                 commits_total: self.commits.load(Ordering::Relaxed),
                 ..StoreStats::default()

@@ -1,6 +1,4 @@
-//! Behaviour of the store's public API. The read/write suite runs twice:
-//! with the hot-customer cache and without it, so the cache can never change
-//! an answer.
+//! Behaviour of the store's public API.
 
 mod common;
 
@@ -9,8 +7,8 @@ use cohort_store::keys::{state_key, CF_META, CF_STATES, META_STORE_FORMAT_VERSIO
 use cohort_store::{envelope, Batch, ErrorClass, Metadata, Store, StoreConfig, StoreError, STORE_FORMAT_VERSION};
 use common::*;
 
-fn configs() -> [(&'static str, StoreConfig); 2] {
-    [("cached", test_config()), ("uncached", StoreConfig { state_cache_bytes: 0, ..test_config() })]
+fn configs() -> [(&'static str, StoreConfig); 1] {
+    [("store", test_config())]
 }
 
 fn get(store: &Store, partition: u32, customer: &str) -> Option<Vec<u8>> {
@@ -31,8 +29,7 @@ fn states_offsets_and_timers_round_trip() {
                     ("bob".into(), Some(b"B1".to_vec().into())),
                 ],
                 timers_set: vec![timer("alice", 100), timer("bob", -5)],
-                input_offsets: vec![offset(TOPIC, 3, 42), offset("purchases", 3, 7)],
-                changelog_offsets: vec![offset(CHANGELOG, 3, 9)],
+                meta: meta(&[(TOPIC, 42), ("purchases", 7)], Some(9)),
                 ..Batch::default()
             })
             .expect("commit");
@@ -42,18 +39,17 @@ fn states_offsets_and_timers_round_trip() {
         assert_eq!(get(&store, 4, "alice"), None, "{name}: partitions are separate");
         assert_eq!(store.input_offset(TOPIC, 3).expect("offset"), Some(42), "{name}");
         assert_eq!(store.input_offset("purchases", 3).expect("offset"), Some(7), "{name}");
-        assert_eq!(store.changelog_offset(CHANGELOG, 3).expect("offset"), Some(9), "{name}");
+        assert_eq!(changelog_next(&store, 3), Some(9), "{name}");
         assert_eq!(store.partition_timers(3).expect("timers"), vec![timer("bob", -5), timer("alice", 100)], "{name}");
 
-        // Update, move a timer, read again (through the cache when enabled).
+        // Update, move a timer, read again.
         store
             .commit(&Batch {
                 partition: 3,
                 states: vec![("alice".into(), Some(b"A2".to_vec().into()))],
                 timers_clear: vec![timer("alice", 100)],
                 timers_set: vec![timer("alice", 200)],
-                input_offsets: vec![offset(TOPIC, 3, 43)],
-                ..Batch::default()
+                meta: meta(&[(TOPIC, 43), ("purchases", 7)], Some(9)),
             })
             .expect("commit");
         assert_eq!(get(&store, 3, "alice"), Some(b"A2".to_vec()), "{name}");
@@ -102,56 +98,18 @@ fn of_two_updates_to_one_customer_in_a_batch_the_later_wins() {
 }
 
 #[test]
-fn due_timers_are_a_bounded_ordered_range_scan() {
-    for (name, config) in configs() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path(), &config).expect("open");
-        let timers = vec![timer("c", 30), timer("a", 10), timer("b", 10), timer("d", i64::MAX), timer("e", i64::MIN)];
-        store.commit(&Batch { partition: 1, timers_set: timers, ..Batch::default() }).expect("commit");
-        store.commit(&Batch { partition: 2, timers_set: vec![timer("z", 0)], ..Batch::default() }).expect("commit");
-        let due = |w: i64, limit| store.due_timers(1, Timestamp::from_millis(w), limit).expect("due");
-        assert_eq!(due(9, 100), vec![timer("e", i64::MIN)], "{name}");
-        assert_eq!(due(10, 100), vec![timer("e", i64::MIN), timer("a", 10), timer("b", 10)], "{name}: inclusive");
-        assert_eq!(due(10, 2), vec![timer("e", i64::MIN), timer("a", 10)], "{name}: limit");
-        assert_eq!(due(i64::MAX, 100).len(), 5, "{name}");
-        assert_eq!(store.due_timers(2, Timestamp::MAX, 10).expect("due"), vec![timer("z", 0)], "{name}");
-        assert_eq!(store.due_timers(7, Timestamp::MAX, 10).expect("due"), vec![], "{name}");
-    }
-}
-
-#[test]
-fn cache_follows_commits_and_deletes() {
+fn a_partitions_timers_come_in_due_order() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
-    let put = |v: &[u8]| {
-        store.commit(&Batch { partition: 0, states: vec![("c".into(), Some(v.to_vec().into()))], ..Batch::default() })
-    };
-    put(b"1").expect("commit");
-    assert_eq!(get(&store, 0, "c"), Some(b"1".to_vec()));
-    assert_eq!(get(&store, 0, "c"), Some(b"1".to_vec()));
-    put(b"2").expect("commit");
-    assert_eq!(get(&store, 0, "c"), Some(b"2".to_vec()));
-    store.commit(&Batch { partition: 0, states: vec![("c".into(), None)], ..Batch::default() }).expect("commit");
-    assert_eq!(get(&store, 0, "c"), None);
-    let stats = store.stats().expect("stats");
-    assert!(stats.state_cache.hits_total >= 2, "{:?}", stats.state_cache);
-}
-
-#[test]
-fn cache_stays_within_its_budget_under_load() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = StoreConfig { state_cache_bytes: 2 << 20, ..test_config() };
-    let store = Store::open(dir.path(), &config).expect("open");
-    let ids = customers(5_000);
-    for chunk in ids.chunks(500) {
-        let states = chunk.iter().map(|c| (c.clone(), Some(vec![7u8; 1024].into()))).collect();
-        store.commit(&Batch { partition: 0, states, ..Batch::default() }).expect("commit");
-    }
-    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    assert!(store.get_many(0, &refs).iter().all(|r| matches!(r, Ok(Some(v)) if v.len() == 1024)));
-    let cache = store.stats().expect("stats").state_cache;
-    assert!(cache.bytes <= 2 << 20, "{cache:?}");
-    assert!(cache.entries >= 1_000, "{cache:?}");
+    let timers = vec![timer("c", 30), timer("a", 10), timer("b", 10), timer("d", i64::MAX), timer("e", i64::MIN)];
+    store.commit(&Batch { partition: 1, timers_set: timers, ..Batch::default() }).expect("commit");
+    store.commit(&Batch { partition: 2, timers_set: vec![timer("z", 0)], ..Batch::default() }).expect("commit");
+    assert_eq!(
+        store.partition_timers(1).expect("timers"),
+        vec![timer("e", i64::MIN), timer("a", 10), timer("b", 10), timer("c", 30), timer("d", i64::MAX)]
+    );
+    assert_eq!(store.partition_timers(2).expect("timers"), vec![timer("z", 0)]);
+    assert_eq!(store.partition_timers(7).expect("timers"), vec![]);
 }
 
 #[test]
@@ -165,8 +123,7 @@ fn drop_partition_removes_only_that_partition() {
                     partition: p,
                     states: vec![("c".into(), Some(vec![p as u8].into()))],
                     timers_set: vec![timer("c", 1)],
-                    input_offsets: vec![offset(TOPIC, p, 10)],
-                    changelog_offsets: vec![offset(CHANGELOG, p, 20)],
+                    meta: meta(&[(TOPIC, 10)], Some(20)),
                     ..Batch::default()
                 })
                 .expect("commit");
@@ -177,7 +134,7 @@ fn drop_partition_removes_only_that_partition() {
         assert_eq!(get(&store, 5, "c"), None, "{name}");
         assert_eq!(store.partition_timers(5).expect("timers"), vec![], "{name}");
         assert_eq!(store.input_offset(TOPIC, 5).expect("offset"), None, "{name}");
-        assert_eq!(store.changelog_offset(CHANGELOG, 5).expect("offset"), None, "{name}");
+        assert_eq!(store.partition_meta(5).expect("meta"), None, "{name}");
         assert_eq!(store.partitions().expect("partitions"), vec![4, 6], "{name}");
         assert_eq!(get(&store, 4, "c"), Some(vec![4]), "{name}");
         assert_eq!(get(&store, 6, "c"), Some(vec![6]), "{name}");
@@ -272,7 +229,7 @@ fn stats_report_rocksdb_figures() {
     assert!(stats.estimated_customers >= 1_000, "{stats:?}");
     assert!(!stats.write_stall());
     assert_eq!(stats.commits_total, 1);
-    assert_eq!(stats.column_families.len(), 6);
+    assert_eq!(stats.column_families.len(), cohort_store::keys::ALL_CFS.len());
 }
 
 #[test]

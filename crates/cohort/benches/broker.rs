@@ -1006,7 +1006,7 @@ fn replay_outputs(
         });
     }
     drop(reader);
-    let producer = cohort_kafka::OutputProducer::new(bootstrap, &BTreeMap::new(), 1_000_000)?;
+    let producer = cohort_kafka::OutputProducer::new(bootstrap, &BTreeMap::new())?;
     let mut batch_of = |b: usize| -> Vec<cohort_kafka::OutputRecord> {
         let mut out = Vec::new();
         for (t, n) in per_batch {

@@ -116,8 +116,8 @@ pub enum StartFrom {
     Latest,
 }
 
-/// Every topic cohort reads or writes, renamable. Defaults are DESIGN.md's
-/// topic table.
+/// Every topic cohort reads or writes, renamable. Defaults are README's
+/// "Topics and records" table.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Topics {
@@ -241,8 +241,6 @@ pub struct ProcessingConfig {
     /// Advance idle partitions' watermarks with the wall clock, so time-based
     /// segments (lapsed, cart abandoned) fire without new events.
     pub live_clock: bool,
-    /// Unacknowledged output records above which input is paused.
-    pub max_in_flight: usize,
     /// How long SIGTERM waits for the batch to finish and commit; also how
     /// long giving up a partition in a rebalance waits for the batch in flight.
     #[serde(with = "humantime_serde")]
@@ -271,7 +269,6 @@ impl Default for ProcessingConfig {
             // Kafka's default message.max.bytes.
             max_record_bytes: 1_048_588,
             live_clock: true,
-            max_in_flight: 100_000,
             // Kubernetes' default terminationGracePeriodSeconds is 30s.
             shutdown_timeout: Duration::from_secs(25),
             stall_timeout: Duration::from_secs(30),

@@ -1,7 +1,7 @@
 //! `cohort demo`: everything in one process on an embedded broker.
 //!
 //! - librdkafka's mock cluster ([`cohort_kafka::EmbeddedBroker`]) with every
-//!   topic of DESIGN.md's table, `--partitions` partitions each;
+//!   topic of README's "Topics and records" table, `--partitions` partitions each;
 //! - the worker ([`crate::worker::Worker`]) with the example rules, a store in
 //!   a temporary directory and an accelerated [`Clock`];
 //! - the load generator, producing to the input topics every
@@ -414,7 +414,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     let shared = Arc::new(Shared::default());
     let wall0 = clock.start();
     let sender = {
-        let producer = OutputProducer::new(&config.kafka.bootstrap_servers, &BTreeMap::new(), 1_000_000)?;
+        let producer = OutputProducer::new(&config.kafka.bootstrap_servers, &BTreeMap::new())?;
         let encoder = Encoder::new(Format::Json, Arc::new(Registry::builtin()));
         let topics = config.topics.clone();
         let (clock, shared) = (clock.clone(), shared.clone());

@@ -14,5 +14,4 @@ pub mod loadgen_cmd;
 pub mod memory;
 pub mod metrics;
 pub mod secrets;
-mod timers;
 pub mod worker;

@@ -86,7 +86,7 @@ pub fn run(args: LoadgenArgs, now: Timestamp) -> anyhow::Result<u64> {
         (Some(bootstrap), _) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async {
-                let producer = OutputProducer::new(bootstrap, &config.kafka.properties, 1_000_000)?;
+                let producer = OutputProducer::new(bootstrap, &config.kafka.properties)?;
                 let mut pending = Vec::new();
                 for ev in events {
                     pace(n);

@@ -189,7 +189,7 @@ fn command(cli: Cli) -> anyhow::Result<()> {
             rt.block_on(async {
                 let mut props = config.kafka.properties.clone();
                 props.extend(config.kafka.producer_properties.clone());
-                let producer = cohort_kafka::OutputProducer::new(&config.kafka.bootstrap_servers, &props, 1)?;
+                let producer = cohort_kafka::OutputProducer::new(&config.kafka.bootstrap_servers, &props)?;
                 let rec = cohort_kafka::OutputRecord {
                     topic: config.topics.profiles.as_str().into(),
                     key: Some(customer.clone().into_bytes()),

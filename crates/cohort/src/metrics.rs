@@ -173,7 +173,7 @@ impl Metrics {
             )?,
             segment_population: gauge_vec(
                 "cohort_segment_population_customers",
-                "Customers in each segment on this worker's partitions.",
+                "Customers in each segment, exactly, over the partitions this worker owns.",
                 &["segment"],
             )?,
             offers_decided: counter_vec(

@@ -1,7 +1,8 @@
 //! The worker's changelog without a broker (`Worker::process_offline`): each
-//! partition's reserved records (watermark, learned tables) keep their own
-//! key, so the latest record per key, which is what a compacted changelog
-//! keeps, is every partition's last committed value.
+//! partition's metadata record (watermark, learned tables, positions,
+//! populations) has its own key (`cohort_core::partition::changelog_key`),
+//! so the latest record per key, which is what a compacted changelog keeps,
+//! is every partition's last committed value.
 //!
 //! Under one shared key, the partition that wrote last won: with partition 1
 //! a day of event time ahead of partition 0, and partition 0 writing after
@@ -13,9 +14,10 @@
 use cohort::config::Config;
 use cohort::http::Readiness;
 use cohort::metrics::Metrics;
-use cohort::worker::{changelog_key, FixedClock, Worker, KEY_WATERMARK};
+use cohort::worker::{FixedClock, Worker};
 use cohort_codec::{Encoder, Format, Registry};
 use cohort_core::event::{Click, ClickKind, Event, EventKind};
+use cohort_core::partition::{changelog_key, PartitionMeta};
 use cohort_core::time::Timestamp;
 use cohort_kafka::{InputRecord, OutputRecord};
 use std::collections::BTreeMap;
@@ -69,13 +71,14 @@ fn latest_per_key(records: &[OutputRecord]) -> BTreeMap<String, Option<Vec<u8>>>
         .collect()
 }
 
+/// The watermark of a changelog metadata record.
 fn millis(v: &[u8]) -> i64 {
-    i64::from_be_bytes(v.try_into().expect("8 bytes"))
+    PartitionMeta::decode(v).expect("a metadata record").watermark.as_millis()
 }
 
 /// The watermark `partition` committed to the store.
 fn stored_watermark(worker: &Worker, partition: u32) -> i64 {
-    millis(&worker.store().get(partition, KEY_WATERMARK).expect("read").expect("a stored watermark"))
+    worker.store().partition_meta(partition).expect("read").expect("a stored record").watermark.as_millis()
 }
 
 #[test]
@@ -87,20 +90,26 @@ fn each_partitions_watermark_has_its_own_changelog_key() {
     // produced after it (fetch timing decides this order in a real run).
     changelog.extend(worker.process_offline(&[click(1, 0, "b", T0 + DAY)]).expect("batch"));
     changelog.extend(worker.process_offline(&[click(0, 0, "a", T0)]).expect("batch"));
-    // An older event moves no watermark and writes none.
+    // An older event moves no watermark (its record says so, with the new offset).
     let quiet = worker.process_offline(&[click(1, 1, "b", T0)]).expect("batch");
-    assert!(quiet.iter().all(|r| !r.key.as_deref().unwrap_or_default().starts_with(b"\0")), "{quiet:?}");
+    let quiet_meta = latest_per_key(&quiet).remove(&changelog_key(1)).flatten().expect("partition 1's record");
+    assert_eq!(millis(&quiet_meta), T0 + DAY - LATENESS);
+    assert_eq!(PartitionMeta::decode(&quiet_meta).expect("decodes").next_offsets.get("clickstream"), Some(&2));
     changelog.extend(quiet);
 
     assert_eq!(stored_watermark(&worker, 0), T0 - LATENESS);
     assert_eq!(stored_watermark(&worker, 1), T0 + DAY - LATENESS);
     let latest = latest_per_key(&changelog);
     for p in [0, 1] {
-        let key = changelog_key(KEY_WATERMARK, p);
+        let key = changelog_key(p);
         let v = latest.get(&key).cloned().flatten().unwrap_or_else(|| panic!("no changelog record {key:?}"));
         assert_eq!(millis(&v), stored_watermark(&worker, p as u32), "partition {p}'s watermark in the changelog");
     }
-    assert!(!latest.contains_key(KEY_WATERMARK), "a watermark record under the key all partitions share");
+    assert!(
+        latest.keys().filter(|k| k.starts_with('\u{0}')).count() == 2,
+        "one metadata key per partition, none shared: {:?}",
+        latest.keys().collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -118,7 +127,7 @@ fn a_restarted_worker_continues_each_partitions_watermark_under_its_key() {
     changelog.extend(worker.process_offline(&[click(0, 2, "a", T0 + 1_000)]).expect("batch"));
     changelog.extend(worker.process_offline(&[click(1, 1, "b", T0 + DAY / 2 + 5_000)]).expect("batch"));
     let latest = latest_per_key(&changelog);
-    let wm = |p: i32| latest.get(&changelog_key(KEY_WATERMARK, p)).cloned().flatten().map(|v| millis(&v));
+    let wm = |p: i32| latest.get(&changelog_key(p)).cloned().flatten().map(|v| millis(&v));
     assert_eq!(wm(0), Some(T0 + DAY - LATENESS));
     assert_eq!(wm(1), Some(T0 + DAY / 2 + 5_000 - LATENESS));
     assert_eq!(wm(0), Some(stored_watermark(&worker, 0)));

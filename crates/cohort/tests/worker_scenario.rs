@@ -5,15 +5,13 @@
 
 mod common;
 
-use cohort_core::engine::{apply, Engine, EngineSettings, Input, Output, Tables};
+use cohort_core::engine::{Engine, EngineSettings, Output};
 use cohort_core::event::{Click, ClickKind, ConsentUpdate, Date, Event, EventKind, LineItem, ProfileUpdate, Purchase};
+use cohort_core::partition::{InMemory, PartitionMeta, PartitionTask, TaskSettings};
 use cohort_core::rules::RuleSet;
-use cohort_core::state::CustomerState;
 use cohort_core::time::{Duration, Timestamp};
-use cohort_core::watermark::Watermark;
 use cohort_e2e::TestBroker;
 use common::Deployment;
-use std::collections::{BTreeSet, HashMap};
 use std::time::Duration as StdDuration;
 
 const RULES: &str = include_str!("../../../deploy/rules.yaml");
@@ -97,52 +95,15 @@ fn phases() -> Vec<Vec<Event>> {
     ]
 }
 
-/// What the worker must emit, computed with core's engine on one partition
-/// the way the worker processes it: before each event every timer due at or
-/// before the watermark fires, and once more after the last event.
+/// What the worker must decide: the events, in the order they are
+/// produced, through the worker's own partition step (one partition,
+/// lateness as the deployment configures it, no live clock).
 fn expected_outputs(rules: &str, events: &[Event]) -> Vec<Output> {
     let engine = Engine::new(RuleSet::from_yaml("rules.yaml", rules).expect("rules"), EngineSettings::default());
-    let mut tables = Tables::default();
-    let mut states: HashMap<String, CustomerState> = HashMap::new();
-    let mut timers: BTreeSet<(Timestamp, String)> = BTreeSet::new();
-    let mut timer_of: HashMap<String, Timestamp> = HashMap::new();
-    let mut wm = Watermark::new(Duration::from_mins(1), Timestamp::MIN);
-    let mut out = Vec::new();
-    let fire = |wm: Timestamp,
-                timers: &mut BTreeSet<(Timestamp, String)>,
-                timer_of: &mut HashMap<String, Timestamp>,
-                states: &mut HashMap<String, CustomerState>,
-                tables: &Tables,
-                out: &mut Vec<Output>| {
-        while let Some((due, c)) = timers.iter().next().cloned().filter(|(d, _)| *d <= wm) {
-            timers.remove(&(due, c.clone()));
-            timer_of.remove(&c);
-            let s = states.entry(c.clone()).or_default();
-            let d = apply(s, Input::Timer { customer: &c, due }, &tables.context(&engine));
-            if let Some(n) = d.next_timer {
-                timers.insert((n, c.clone()));
-                timer_of.insert(c.clone(), n);
-            }
-            out.extend(d.outputs);
-        }
-    };
-    for e in events {
-        fire(wm.current(), &mut timers, &mut timer_of, &mut states, &tables, &mut out);
-        let s = states.entry(e.customer.clone()).or_default();
-        let d = apply(s, Input::Event(e), &tables.context(&engine));
-        tables.observe(e);
-        if let Some(old) = timer_of.remove(&e.customer) {
-            timers.remove(&(old, e.customer.clone()));
-        }
-        if let Some(n) = d.next_timer {
-            timers.insert((n, e.customer.clone()));
-            timer_of.insert(e.customer.clone(), n);
-        }
-        out.extend(d.outputs);
-        wm.observe(e.time);
-    }
-    fire(wm.current(), &mut timers, &mut timer_of, &mut states, &tables, &mut out);
-    out
+    let settings = TaskSettings { allowed_lateness: Duration::from_mins(1), max_future_skew: Duration::from_hours(1) };
+    let mut partition = InMemory::new(PartitionTask::new(0, PartitionMeta::default(), [], settings));
+    let out = partition.step(&engine, events, Timestamp(T0), false);
+    out.outputs.into_iter().map(|d| d.output).collect()
 }
 
 fn json(bytes: &[u8]) -> serde_json::Value {

@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
+use cohort_core::partition::PartitionMeta;
 use cohort_core::time::Timestamp;
-use cohort_store::{Batch, Store, StoreConfig, Timer, TopicOffset};
+use cohort_store::{Batch, Bytes, Store, StoreConfig, Timer};
 
 pub const TOPIC: &str = "clickstream";
 pub const CHANGELOG: &str = "cohort-changelog";
@@ -12,7 +13,6 @@ pub const CHANGELOG: &str = "cohort-changelog";
 /// A small config so tests run fast and exercise flushes.
 pub fn test_config() -> StoreConfig {
     StoreConfig {
-        state_cache_bytes: 4 << 20,
         block_cache_bytes: 8 << 20,
         write_buffer_bytes: 1 << 20,
         total_write_buffer_bytes: 16 << 20,
@@ -29,8 +29,19 @@ pub fn timer(customer: &str, due: i64) -> Timer {
     Timer { customer: customer.to_owned(), due: Timestamp::from_millis(due) }
 }
 
-pub fn offset(topic: &str, partition: u32, next_offset: i64) -> TopicOffset {
-    TopicOffset { topic: topic.to_owned(), partition, next_offset }
+/// A partition metadata record with these next input offsets and changelog position.
+pub fn meta(offsets: &[(&str, i64)], changelog_next: Option<i64>) -> Option<Bytes> {
+    let meta = PartitionMeta {
+        next_offsets: offsets.iter().map(|(t, o)| (t.to_string(), *o)).collect(),
+        changelog_next,
+        ..PartitionMeta::default()
+    };
+    Some(meta.encode().into())
+}
+
+/// The partition's committed changelog position.
+pub fn changelog_next(store: &Store, partition: u32) -> Option<i64> {
+    store.partition_meta(partition).expect("meta").and_then(|m| m.changelog_next)
 }
 
 /// The state batch `n` writes for `customer`: derived from both, of varying length.
@@ -55,8 +66,7 @@ pub fn crash_batch(partition: u32, n: i64, customers: &[String]) -> Batch {
         states: customers.iter().map(|c| (c.clone(), Some(state_for(n, c).into()))).collect(),
         timers_set: customers.iter().map(|c| timer(c, n)).collect(),
         timers_clear: if n > 0 { customers.iter().map(|c| timer(c, n - 1)).collect() } else { Vec::new() },
-        input_offsets: vec![offset(TOPIC, partition, n + 1)],
-        changelog_offsets: vec![offset(CHANGELOG, partition, n * 10)],
+        meta: meta(&[(TOPIC, n + 1)], Some(n * 10)),
     }
 }
 
@@ -75,7 +85,7 @@ pub fn assert_consistent(store: &Store, partition: u32, customers: &[String]) ->
         return -1;
     };
     let n = next - 1;
-    assert_eq!(store.changelog_offset(CHANGELOG, partition).expect("changelog offset"), Some(n * 10));
+    assert_eq!(changelog_next(store, partition), Some(n * 10));
     let ids: Vec<&str> = customers.iter().map(String::as_str).collect();
     for (c, r) in customers.iter().zip(store.get_many(partition, &ids)) {
         let got = r.expect("read").unwrap_or_else(|| panic!("{c} missing at batch {n}"));

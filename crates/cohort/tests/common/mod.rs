@@ -154,7 +154,7 @@ allowed_lateness = "1m"
 
     /// Produces raw records (`None` value: a tombstone).
     pub async fn produce_raw(&self, topic: &str, records: Vec<RawRecord>) {
-        let p = cohort_kafka::OutputProducer::new(&self.bootstrap, &BTreeMap::new(), 1_000_000).expect("producer");
+        let p = cohort_kafka::OutputProducer::new(&self.bootstrap, &BTreeMap::new()).expect("producer");
         let recs: Vec<cohort_kafka::OutputRecord> = records
             .into_iter()
             .map(|(k, v)| cohort_kafka::OutputRecord {
@@ -467,8 +467,8 @@ fn format_section(format: Format) -> String {
 
 /// Asserts that `other` ends with the same customer states as `reference`:
 /// the last changelog record per key, every key compared, the partitions'
-/// reserved records (watermark, learned tables; keyed per partition, see
-/// `cohort::worker::changelog_key`) included. (They once shared one key for
+/// metadata records (watermark, learned tables, positions, populations;
+/// keyed per partition, see `cohort_core::partition::changelog_key`) included. (They once shared one key for
 /// all partitions, so the last record was whichever partition wrote last and
 /// a disturbed run's "watermark" could be a day behind the reference's.)
 pub async fn assert_same_customer_states(reference: &Deployment, other: &Deployment) {

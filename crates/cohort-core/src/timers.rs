@@ -18,7 +18,7 @@
 //! integers, and timers due at the same instant are taken in the same order
 //! by every build and run.
 
-use cohort_core::time::Timestamp;
+use crate::time::Timestamp;
 use foldhash::HashMap;
 use std::sync::Arc;
 
@@ -29,8 +29,16 @@ fn tie(customer: &str) -> u64 {
 
 type Entry = (Timestamp, u64, Arc<str>);
 
+/// A customer's timer: fire `customer` once the partition's watermark reaches `due`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timer {
+    pub due: Timestamp,
+    pub customer: String,
+}
+
+/// A partition's pending timers (see the module doc).
 #[derive(Default)]
-pub(crate) struct Timers {
+pub struct Timers {
     /// A binary min-heap in array form (the children of `i` are `2i + 1`
     /// and `2i + 2`), with stale entries (see the module doc). The customer
     /// `Arc` is shared with `due_of`: a move allocates nothing.
@@ -40,18 +48,22 @@ pub(crate) struct Timers {
 }
 
 impl Timers {
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.due_of.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.due_of.is_empty()
+    }
+
     /// The customer's pending timer.
-    pub(crate) fn get(&self, customer: &str) -> Option<Timestamp> {
+    pub fn get(&self, customer: &str) -> Option<Timestamp> {
         self.due_of.get(customer).copied()
     }
 
     /// Sets (or with `None` clears) the customer's timer. When that changes
     /// anything, returns the customer's id and the timer it had before.
-    pub(crate) fn set(&mut self, customer: &str, due: Option<Timestamp>) -> Option<(Arc<str>, Option<Timestamp>)> {
+    pub fn set(&mut self, customer: &str, due: Option<Timestamp>) -> Option<(Arc<str>, Option<Timestamp>)> {
         let (id, old) = match self.due_of.get_key_value(customer) {
             Some((_, &old)) if Some(old) == due => return None,
             Some((id, &old)) => (id.clone(), Some(old)),
@@ -77,7 +89,7 @@ impl Timers {
     /// Rebuilds the heap from the live timers if stale entries outnumber
     /// them. Between batches, so that the O(live) rebuild never lands on one
     /// event; amortised, it is a constant cost per move.
-    pub(crate) fn compact(&mut self) {
+    pub fn compact(&mut self) {
         if self.heap.len() > 2 * self.due_of.len() + 64 {
             self.heap = self.due_of.iter().map(|(id, &due)| (due, tie(id), id.clone())).collect();
             self.heap.sort_unstable();
@@ -89,7 +101,7 @@ impl Timers {
     }
 
     /// Removes and returns the earliest timer due at or before `watermark`.
-    pub(crate) fn pop_due(&mut self, watermark: Timestamp) -> Option<(Timestamp, Arc<str>)> {
+    pub fn pop_due(&mut self, watermark: Timestamp) -> Option<(Timestamp, Arc<str>)> {
         loop {
             let top = self.heap.first()?;
             if top.0 > watermark {
@@ -107,7 +119,7 @@ impl Timers {
     /// The customers whose timers are due at or before `horizon`, in no
     /// particular order (a customer may appear twice). Visits only the part
     /// of the heap that is due, not the whole.
-    pub(crate) fn due_by(&self, horizon: Timestamp) -> Vec<Arc<str>> {
+    pub fn due_by(&self, horizon: Timestamp) -> Vec<Arc<str>> {
         let mut out = Vec::new();
         let mut stack = vec![0usize];
         while let Some(i) = stack.pop() {

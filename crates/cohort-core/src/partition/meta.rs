@@ -1,0 +1,188 @@
+//! [`PartitionMeta`]: what a partition knows besides its customers, as one
+//! typed record, and its encoding.
+//!
+//! The store keeps one per partition in a column family of its own,
+//! committed in the same atomic write as the batch's states; the changelog
+//! carries it under [`changelog_key`]. Format version 1, after the version
+//! byte (`uv` = unsigned LEB128 varint, `str` = `uv` length + UTF-8, `i64` =
+//! 8 bytes big-endian):
+//!
+//! ```text
+//! watermark      i64 (i64::MIN: nothing seen yet)
+//! popularity     uv length + the table's own encoding
+//! propensity     uv length + the table's own encoding
+//! next offsets   uv n, each: str input topic, i64 next offset
+//! populations    uv n, each: str segment, uv customers (sorted by segment)
+//! changelog      u8 0 | 1 then i64: the next changelog offset the states reflect
+//! ```
+
+use crate::encode::DecodeError;
+use crate::engine::Tables;
+use crate::offer::{put_str, put_uv, MiniReader, Popularity, Propensity};
+use crate::time::Timestamp;
+use std::collections::BTreeMap;
+
+/// The format [`PartitionMeta::encode`] writes.
+pub const META_FORMAT_VERSION: u8 = 1;
+
+/// The changelog key of partition `partition`'s metadata record, e.g.
+/// `"\0cohort.partition/3"`. Customer ids never start with a NUL byte
+/// (such events are dead-lettered), so it cannot collide with a customer;
+/// the partition number is part of the key because the changelog places
+/// records by key, and under one shared key compaction would keep only
+/// whichever partition wrote last.
+pub fn changelog_key(partition: i32) -> String {
+    format!("\u{0}cohort.partition/{partition}")
+}
+
+/// One partition's metadata: its watermark, learned tables, input
+/// positions, segment populations and changelog position.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PartitionMeta {
+    /// Timers due at or before it have fired. [`Timestamp::MIN`]: nothing seen.
+    pub watermark: Timestamp,
+    /// Learned from the partition's purchases and offer outcomes.
+    pub tables: Tables,
+    /// Input topic → the next offset to read: everything before it is in
+    /// the states committed with this record.
+    pub next_offsets: BTreeMap<String, i64>,
+    /// Segment → customers of this partition in it, exactly, as of the
+    /// states committed with this record. Segments with no customer are absent.
+    pub populations: BTreeMap<String, u64>,
+    /// The next changelog offset the local states reflect (restore), if known.
+    pub changelog_next: Option<i64>,
+}
+
+impl Default for PartitionMeta {
+    fn default() -> Self {
+        PartitionMeta {
+            watermark: Timestamp::MIN,
+            tables: Tables::default(),
+            next_offsets: BTreeMap::new(),
+            populations: BTreeMap::new(),
+            changelog_next: None,
+        }
+    }
+}
+
+impl PartitionMeta {
+    /// The record's bytes, in [`META_FORMAT_VERSION`].
+    pub fn encode(&self) -> Vec<u8> {
+        let popularity = self.tables.popularity.encode();
+        let propensity = self.tables.propensity.encode();
+        let mut out = Vec::with_capacity(32 + popularity.len() + propensity.len() + 24 * self.populations.len());
+        out.push(META_FORMAT_VERSION);
+        out.extend_from_slice(&self.watermark.as_millis().to_be_bytes());
+        for table in [&popularity, &propensity] {
+            put_uv(&mut out, table.len() as u64);
+            out.extend_from_slice(table);
+        }
+        put_uv(&mut out, self.next_offsets.len() as u64);
+        for (topic, next) in &self.next_offsets {
+            put_str(&mut out, topic);
+            out.extend_from_slice(&next.to_be_bytes());
+        }
+        put_uv(&mut out, self.populations.len() as u64);
+        for (segment, n) in &self.populations {
+            put_str(&mut out, segment);
+            put_uv(&mut out, *n);
+        }
+        match self.changelog_next {
+            None => out.push(0),
+            Some(o) => {
+                out.push(1);
+                out.extend_from_slice(&o.to_be_bytes());
+            }
+        }
+        out
+    }
+
+    /// Reads bytes from [`PartitionMeta::encode`]; a version this build does
+    /// not know is refused ([`DecodeError::UnsupportedVersion`]), never misread.
+    pub fn decode(bytes: &[u8]) -> Result<PartitionMeta, DecodeError> {
+        let mut r = MiniReader::new(bytes)?;
+        let watermark = Timestamp(r.i64()?);
+        let n = r.len()?;
+        let popularity = Popularity::decode(r.bytes(n)?)?;
+        let n = r.len()?;
+        let propensity = Propensity::decode(r.bytes(n)?)?;
+        let mut next_offsets = BTreeMap::new();
+        for _ in 0..r.len()? {
+            let topic = r.string()?;
+            next_offsets.insert(topic, r.i64()?);
+        }
+        let mut populations = BTreeMap::new();
+        for _ in 0..r.len()? {
+            let segment = r.string()?;
+            populations.insert(segment, r.uv()?);
+        }
+        let changelog_next = match r.bytes(1)?[0] {
+            0 => None,
+            1 => Some(r.i64()?),
+            _ => return Err(DecodeError::Invalid("changelog position flag")),
+        };
+        r.finish()?;
+        Ok(PartitionMeta {
+            watermark,
+            tables: Tables { popularity, propensity },
+            next_offsets,
+            populations,
+            changelog_next,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{LineItem, Outcome, Purchase};
+
+    fn sample() -> PartitionMeta {
+        let mut m = PartitionMeta { watermark: Timestamp(1_736_760_274_874), ..Default::default() };
+        m.tables.popularity.record(&Purchase {
+            order_id: "o1".into(),
+            items: vec![LineItem {
+                product_id: "p-1".into(),
+                category: Some("shoes".into()),
+                quantity: 2,
+                unit_price: 3.5,
+            }],
+            total: 7.0,
+            currency: "EUR".into(),
+            channel: None,
+        });
+        m.tables.propensity.record("winback_20", Outcome::Converted);
+        m.next_offsets.insert("clickstream".into(), 657);
+        m.next_offsets.insert("purchases".into(), 0);
+        m.populations.insert("vip".into(), 3);
+        m.populations.insert("lapsed".into(), 1_000_000);
+        m.changelog_next = Some(42);
+        m
+    }
+
+    #[test]
+    fn roundtrips() {
+        for m in [PartitionMeta::default(), sample()] {
+            assert_eq!(PartitionMeta::decode(&m.encode()), Ok(m));
+        }
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_read() {
+        let bytes = sample().encode();
+        assert_eq!(PartitionMeta::decode(&[]), Err(DecodeError::Empty));
+        assert_eq!(PartitionMeta::decode(&[2]), Err(DecodeError::UnsupportedVersion { found: 2, supported: 1 }));
+        for cut in 1..bytes.len() {
+            assert!(PartitionMeta::decode(&bytes[..cut]).is_err(), "truncated at {cut} must not decode");
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(PartitionMeta::decode(&long), Err(DecodeError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn each_partition_has_its_own_changelog_key() {
+        assert_eq!(changelog_key(3), "\u{0}cohort.partition/3");
+        assert_ne!(changelog_key(1), changelog_key(11));
+    }
+}

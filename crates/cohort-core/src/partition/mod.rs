@@ -1,0 +1,533 @@
+//! One input partition's step: the ordering of events and timers, the
+//! watermark, the timer index, the learned tables and the segment
+//! populations, decided here and nowhere else.
+//!
+//! A [`PartitionTask`] owns what a partition knows besides its customers
+//! ([`PartitionMeta`] and its pending [`Timers`]). Its [`PartitionTask::step`]
+//! takes a batch of validated events with the states of the customers they
+//! (and the timers the batch can fire) touch, and returns the outputs, the
+//! state writes, the timer moves and the new metadata: everything a batch
+//! commits. The worker, the golden tests, the end-to-end tests' expectations
+//! and the benchmarks all drive partitions through it (the tests through
+//! [`InMemory`]), so no copy of the ordering exists to disagree with it.
+//!
+//! **Order.** For each event at time T, in input order: the watermark
+//! advances to T minus the allowed lateness; every timer due at or before
+//! the watermark fires, earliest first (timers due at the same instant in
+//! the order of a pinned hash of the customer id); then the event is
+//! applied. After the batch's events (under a live clock) the watermark
+//! follows the wall clock and due timers fire again. So an event never
+//! precedes a timer due before the time it proves has come, and where batch
+//! boundaries fall changes nothing (property-tested below).
+//!
+//! **Duplicates** (an event id the customer sent recently) change nothing,
+//! the learned tables included, and come back in [`StepOutput::rejected`].
+//!
+//! **Populations** count, per segment, the customers whose committed state
+//! is in it: each segment change moves them, and a forget removes the
+//! customer from every segment it was in.
+
+mod meta;
+
+pub use meta::{changelog_key, PartitionMeta, META_FORMAT_VERSION};
+
+use crate::encode::encode;
+use crate::engine::{apply, Decision, Engine, Input, Output, Tables};
+use crate::event::{Event, EventKind};
+use crate::state::CustomerState;
+use crate::time::{Duration, Timestamp};
+use crate::timers::{Timer, Timers};
+use crate::watermark::Watermark;
+use foldhash::HashMap;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Dead-letter reasons the partition step decides (see docs/schemas.md).
+pub mod reason {
+    /// The customer id starts with a NUL byte, reserved for cohort's own keys.
+    pub const INVALID_KEY: &str = "invalid_key";
+    /// The event id was already processed for this customer.
+    pub const DUPLICATE_EVENT_ID: &str = "duplicate_event_id";
+}
+
+/// How a partition's time behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskSettings {
+    /// How far behind the highest event time the watermark trails.
+    pub allowed_lateness: Duration,
+    /// How far in the future of the wall clock an event may be.
+    pub max_future_skew: Duration,
+}
+
+/// Why an input was not applied: a dead letter's reason and detail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+/// Whether a decoded event may enter a partition: its customer id is not a
+/// reserved key and [`Event::validate_with_skew`] accepts it at `now`.
+pub fn admit(event: &Event, now: Timestamp, settings: &TaskSettings) -> Result<(), Rejected> {
+    if event.customer.starts_with('\u{0}') {
+        return Err(Rejected {
+            reason: reason::INVALID_KEY,
+            detail: "customer ids may not start with a NUL byte (reserved)".into(),
+        });
+    }
+    event
+        .validate_with_skew(now, settings.max_future_skew)
+        .map_err(|e| Rejected { reason: e.reason(), detail: e.to_string() })
+}
+
+/// A customer's state while a batch decides on it.
+pub struct Slot {
+    pub state: Box<CustomerState>,
+    /// Whatever the caller keeps with the state (the worker: its cost in the
+    /// hot-state cache). Untouched by the step.
+    pub charge: usize,
+    changed: bool,
+    forgotten: bool,
+    encoded_len: usize,
+}
+
+impl Slot {
+    /// Whether the batch changed the state (it is among the step's writes).
+    pub fn changed(&self) -> bool {
+        self.changed
+    }
+
+    /// The length of the state's encoding in the step's writes, if changed
+    /// and not erased.
+    pub fn encoded_len(&self) -> Option<usize> {
+        (self.changed && !self.is_gone()).then_some(self.encoded_len)
+    }
+
+    /// Forgotten in this batch and not seen again since: erased, not written.
+    pub fn is_gone(&self) -> bool {
+        self.forgotten && *self.state == CustomerState::default()
+    }
+}
+
+/// The states a batch reads and writes, keyed by customer id. The caller
+/// loads every customer [`PartitionTask::customers`] names (a customer
+/// absent from the store as `CustomerState::default()`), and takes them back
+/// after the step. Kept between batches, empty, so its memory is reused.
+#[derive(Default)]
+pub struct BatchStates {
+    map: HashMap<String, Slot>,
+}
+
+impl BatchStates {
+    pub fn contains(&self, customer: &str) -> bool {
+        self.map.contains_key(customer)
+    }
+
+    /// Adds a loaded customer.
+    pub fn insert(&mut self, customer: String, state: Box<CustomerState>, charge: usize) {
+        self.map.insert(customer, Slot { state, charge, changed: false, forgotten: false, encoded_len: 0 });
+    }
+
+    pub fn get(&self, customer: &str) -> Option<&Slot> {
+        self.map.get(customer)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    /// Every customer, in no particular order, leaving the set empty.
+    pub fn drain(&mut self) -> impl Iterator<Item = (String, Slot)> + '_ {
+        self.map.drain()
+    }
+}
+
+/// What a step is given besides the states.
+#[derive(Clone, Copy, Debug)]
+pub struct StepInput<'a> {
+    /// Admitted events (see [`admit`]) in input order, each with a tag the
+    /// caller uses to find its record again (rejections name it).
+    pub events: &'a [(Event, usize)],
+    /// The next offset of each input topic after this batch, counting the
+    /// records that were not admitted.
+    pub next_offsets: &'a [(&'a str, i64)],
+    /// The wall clock, for a live watermark.
+    pub now: Timestamp,
+    /// Whether the watermark follows the wall clock when events stop.
+    pub live: bool,
+}
+
+/// An output and the time of the input that caused it (an event's time, a
+/// timer's due time), for latency.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decided {
+    pub output: Output,
+    pub cause_time: Timestamp,
+}
+
+/// A customer's new state bytes, or `None`: erased (forgotten).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateWrite {
+    pub customer: String,
+    pub bytes: Option<Vec<u8>>,
+}
+
+/// Everything a step decided: what the batch produces and commits.
+#[derive(Debug, Default)]
+pub struct StepOutput {
+    /// In decision order.
+    pub outputs: Vec<Decided>,
+    /// Events not applied: (their tag, why).
+    pub rejected: Vec<(usize, Rejected)>,
+    /// Changed customers, sorted by customer id.
+    pub writes: Vec<StateWrite>,
+    /// Timers to add and to remove in the store, each sorted.
+    pub timers_set: Vec<Timer>,
+    pub timers_clear: Vec<Timer>,
+    /// The partition's new metadata record ([`PartitionMeta::encode`]),
+    /// when anything in it changed.
+    pub meta: Option<Vec<u8>>,
+    pub timers_fired: u64,
+}
+
+impl StepOutput {
+    /// Whether the batch has anything to commit.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.timers_set.is_empty() && self.timers_clear.is_empty() && self.meta.is_none()
+    }
+}
+
+/// One partition's watermark, timers, learned tables, populations and
+/// positions, and the step that moves them (see the module doc).
+pub struct PartitionTask {
+    partition: i32,
+    settings: TaskSettings,
+    watermark: Watermark,
+    tables: Tables,
+    timers: Timers,
+    next_offsets: BTreeMap<String, i64>,
+    populations: BTreeMap<String, u64>,
+    changelog_next: Option<i64>,
+}
+
+impl PartitionTask {
+    /// A partition as committed: its metadata and its pending timers.
+    pub fn new(
+        partition: i32,
+        meta: PartitionMeta,
+        timers: impl IntoIterator<Item = Timer>,
+        settings: TaskSettings,
+    ) -> PartitionTask {
+        let mut index = Timers::default();
+        for t in timers {
+            index.set(&t.customer, Some(t.due));
+        }
+        PartitionTask {
+            partition,
+            settings,
+            watermark: Watermark::new(settings.allowed_lateness, meta.watermark),
+            tables: meta.tables,
+            timers: index,
+            next_offsets: meta.next_offsets,
+            populations: meta.populations,
+            changelog_next: meta.changelog_next,
+        }
+    }
+
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    pub fn settings(&self) -> &TaskSettings {
+        &self.settings
+    }
+
+    /// Timers due at or before it have fired.
+    pub fn watermark(&self) -> Timestamp {
+        self.watermark.current()
+    }
+
+    /// Customers per segment, as of the last step.
+    pub fn populations(&self) -> &BTreeMap<String, u64> {
+        &self.populations
+    }
+
+    /// The next offset of an input topic, as of the last step.
+    pub fn next_offset(&self, topic: &str) -> Option<i64> {
+        self.next_offsets.get(topic).copied()
+    }
+
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    /// Pending timers.
+    pub fn timers_pending(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// The partition's metadata as of the last step.
+    pub fn meta(&self) -> PartitionMeta {
+        PartitionMeta {
+            watermark: self.watermark.current(),
+            tables: self.tables.clone(),
+            next_offsets: self.next_offsets.clone(),
+            populations: self.populations.clone(),
+            changelog_next: self.changelog_next,
+        }
+    }
+
+    /// The customers whose timers a step of `events` can fire: those due by
+    /// the watermark the events (and, when `live`, the wall clock) would
+    /// reach. With the events' own customers, these are the states the step
+    /// needs. A customer may appear more than once.
+    pub fn customers_with_due_timers(&self, events: &[(Event, usize)], now: Timestamp, live: bool) -> Vec<Arc<str>> {
+        let mut horizon = self.watermark;
+        for (e, _) in events {
+            horizon.observe(e.time);
+        }
+        if live {
+            horizon.observe_wall_clock(now);
+        }
+        self.timers.due_by(horizon.current())
+    }
+
+    /// Decides a batch (see the module doc). `states` must hold every
+    /// customer of `input.events` and of [`PartitionTask::customers_with_due_timers`];
+    /// it is left holding them, changed where the step wrote them.
+    pub fn step(&mut self, engine: &Engine, input: StepInput<'_>, states: &mut BatchStates) -> StepOutput {
+        let mut out = StepOutput::default();
+        let watermark_before = self.watermark.current();
+        let mut tables_dirty = false;
+        let mut populations_dirty = false;
+        let mut delta = TimerDelta::default();
+        for (event, tag) in input.events {
+            self.watermark.observe(event.time);
+            populations_dirty |= self.fire_due_timers(engine, states, &mut delta, &mut out);
+            let slot = states.map.entry(event.customer.clone()).or_insert_with(|| missing_slot(&event.customer));
+            let forget = matches!(event.kind, EventKind::Forget);
+            if forget && !slot.state.segments.is_empty() {
+                for m in &slot.state.segments {
+                    leave(&mut self.populations, &m.segment);
+                }
+                populations_dirty = true;
+            }
+            let decision = apply(&mut slot.state, Input::Event(event), &self.tables.context(engine));
+            if decision.duplicate {
+                let detail = format!("event id {} was already processed for this customer", event.id);
+                out.rejected.push((*tag, Rejected { reason: reason::DUPLICATE_EVENT_ID, detail }));
+                continue;
+            }
+            self.tables.observe(event);
+            tables_dirty |= matches!(event.kind, EventKind::Purchase(_) | EventKind::OfferOutcome(_));
+            slot.changed = true;
+            if decision.forget {
+                *slot.state = CustomerState::default();
+                slot.forgotten = true;
+            }
+            let next = if decision.forget { None } else { decision.next_timer };
+            self.set_timer(&event.customer, next, &mut delta);
+            populations_dirty |= self.record(decision, event.time, &mut out);
+        }
+        if input.live {
+            self.watermark.observe_wall_clock(input.now);
+        }
+        populations_dirty |= self.fire_due_timers(engine, states, &mut delta, &mut out);
+
+        let mut writes = Vec::new();
+        for (customer, slot) in states.map.iter_mut().filter(|(_, s)| s.changed) {
+            let bytes = if slot.is_gone() { None } else { Some(encode(&slot.state)) };
+            slot.encoded_len = bytes.as_ref().map_or(0, Vec::len);
+            writes.push(StateWrite { customer: customer.clone(), bytes });
+        }
+        // Customers are unique, so unstable is exact.
+        writes.sort_unstable_by(|a, b| a.customer.cmp(&b.customer));
+        out.writes = writes;
+        let (set, clear) = delta.finish(&self.timers);
+        self.timers.compact();
+        out.timers_set = set;
+        out.timers_clear = clear;
+        let mut offsets_moved = false;
+        for (topic, next) in input.next_offsets {
+            match self.next_offsets.get_mut(*topic) {
+                Some(o) if *o == *next => {}
+                Some(o) => {
+                    *o = *next;
+                    offsets_moved = true;
+                }
+                None => {
+                    self.next_offsets.insert(topic.to_string(), *next);
+                    offsets_moved = true;
+                }
+            }
+        }
+        if offsets_moved || tables_dirty || populations_dirty || self.watermark.current() != watermark_before {
+            out.meta = Some(self.meta().encode());
+        }
+        out
+    }
+
+    /// Fires every timer due at or before the watermark, earliest first.
+    /// True if a population changed.
+    fn fire_due_timers(
+        &mut self,
+        engine: &Engine,
+        states: &mut BatchStates,
+        delta: &mut TimerDelta,
+        out: &mut StepOutput,
+    ) -> bool {
+        let mut populations_dirty = false;
+        while let Some((due, customer)) = self.timers.pop_due(self.watermark.current()) {
+            delta.touch(customer.clone(), Some(due));
+            let slot = states.map.entry(customer.to_string()).or_insert_with(|| missing_slot(&customer));
+            let decision =
+                apply(&mut slot.state, Input::Timer { customer: &customer, due }, &self.tables.context(engine));
+            slot.changed = true;
+            out.timers_fired += 1;
+            // A timer is always set after the instant it fired at (the
+            // engine's contract); one that was not would fire forever.
+            debug_assert!(decision.next_timer.is_none_or(|t| t > due), "timer of {customer} did not move forward");
+            let next = decision.next_timer.filter(|t| *t > due);
+            self.set_timer(&customer, next, delta);
+            populations_dirty |= self.record(decision, due, out);
+        }
+        populations_dirty
+    }
+
+    fn set_timer(&mut self, customer: &str, due: Option<Timestamp>, delta: &mut TimerDelta) {
+        if let Some((id, old)) = self.timers.set(customer, due) {
+            delta.touch(id, old);
+        }
+    }
+
+    /// Keeps a decision's outputs and counts its segment changes. True if a
+    /// population changed.
+    fn record(&mut self, decision: Decision, cause_time: Timestamp, out: &mut StepOutput) -> bool {
+        let mut changed = false;
+        for output in decision.outputs {
+            if let Output::SegmentChanged(s) = &output {
+                for seg in &s.entered {
+                    match self.populations.get_mut(seg) {
+                        Some(n) => *n += 1,
+                        None => {
+                            self.populations.insert(seg.clone(), 1);
+                        }
+                    }
+                }
+                for seg in &s.exited {
+                    leave(&mut self.populations, seg);
+                }
+                changed |= !s.entered.is_empty() || !s.exited.is_empty();
+            }
+            out.outputs.push(Decided { output, cause_time });
+        }
+        changed
+    }
+}
+
+/// One customer fewer in `segment`. A population never goes below zero: a
+/// customer whose corrupt state was reset left no record of its segments.
+fn leave(populations: &mut BTreeMap<String, u64>, segment: &str) {
+    if let Some(n) = populations.get_mut(segment) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            populations.remove(segment);
+        }
+    }
+}
+
+/// A state the caller did not load, though the step needs it: a broken
+/// contract. In debug builds it fails loudly; in release the customer
+/// starts afresh rather than stopping the partition.
+fn missing_slot(customer: &str) -> Slot {
+    debug_assert!(false, "customer {customer:?} was not loaded for the step");
+    Slot { state: Box::default(), charge: 0, changed: false, forgotten: false, encoded_len: 0 }
+}
+
+/// Each customer's timer as it was when the batch first touched it; the
+/// store is told only the difference to its timer at the end of the batch
+/// (a timer cleared and set again within one batch must survive).
+#[derive(Default)]
+struct TimerDelta {
+    initial: HashMap<Arc<str>, Option<Timestamp>>,
+}
+
+impl TimerDelta {
+    fn touch(&mut self, customer: Arc<str>, due: Option<Timestamp>) {
+        self.initial.entry(customer).or_insert(due);
+    }
+
+    /// `(timers to set, timers to clear)`, given the timers at the end of the batch.
+    fn finish(self, now: &Timers) -> (Vec<Timer>, Vec<Timer>) {
+        let mut set = Vec::new();
+        let mut clear = Vec::new();
+        for (customer, before) in self.initial {
+            let after = now.get(&customer);
+            if before == after {
+                continue;
+            }
+            if let Some(due) = before {
+                clear.push(Timer { due, customer: customer.to_string() });
+            }
+            if let Some(due) = after {
+                set.push(Timer { due, customer: customer.to_string() });
+            }
+        }
+        set.sort();
+        clear.sort();
+        (set, clear)
+    }
+}
+
+/// A partition driven entirely in memory: the task and a map standing in
+/// for the store. What the tests' reference models and offline replays use,
+/// so they decide exactly as the worker does.
+pub struct InMemory {
+    pub task: PartitionTask,
+    /// Every customer with a state, as committed.
+    pub states: BTreeMap<String, CustomerState>,
+    scratch: BatchStates,
+}
+
+impl InMemory {
+    pub fn new(task: PartitionTask) -> InMemory {
+        InMemory { task, states: BTreeMap::new(), scratch: BatchStates::default() }
+    }
+
+    /// One batch: admits nothing (the events must be valid), loads the
+    /// states the step needs, steps, and keeps what it wrote.
+    pub fn step(&mut self, engine: &Engine, events: &[Event], now: Timestamp, live: bool) -> StepOutput {
+        let tagged: Vec<(Event, usize)> = events.iter().cloned().enumerate().map(|(i, e)| (e, i)).collect();
+        let due = self.task.customers_with_due_timers(&tagged, now, live);
+        for c in tagged.iter().map(|(e, _)| e.customer.as_str()).chain(due.iter().map(|c| &**c)) {
+            if !self.scratch.contains(c) {
+                let state = self.states.get(c).cloned().unwrap_or_default();
+                self.scratch.insert(c.to_string(), Box::new(state), 0);
+            }
+        }
+        let input = StepInput { events: &tagged, next_offsets: &[], now, live };
+        let out = self.task.step(engine, input, &mut self.scratch);
+        for (customer, slot) in self.scratch.drain() {
+            if !slot.changed() {
+                continue;
+            }
+            if slot.is_gone() {
+                self.states.remove(&customer);
+            } else {
+                self.states.insert(customer, *slot.state);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,238 @@
+use super::*;
+use crate::engine::EngineSettings;
+use crate::event::{Click, ClickKind, LineItem, OfferOutcome, Outcome, Purchase};
+use crate::rules::RuleSet;
+use proptest::prelude::*;
+
+const START: i64 = 1_709_542_800_000; // 2024-03-04T09:00:00Z
+const MIN: i64 = 60_000;
+const DAY: i64 = 86_400_000;
+const CUSTOMERS: [&str; 4] = ["ana", "ben", "cem", "dia"];
+
+fn engine() -> Engine {
+    let rules = RuleSet::from_yaml("rules.yaml", include_str!("../../tests/golden/rules.yaml")).expect("rules");
+    Engine::new(rules, EngineSettings::default())
+}
+
+fn settings() -> TaskSettings {
+    TaskSettings { allowed_lateness: Duration::from_mins(5), max_future_skew: Duration::from_hours(1) }
+}
+
+#[derive(Clone, Debug)]
+enum Kind {
+    View(u8),
+    Add(u8),
+    Buy(u32),
+    Outcome(bool),
+    Forget,
+    /// Sends the event `n` inputs back again (same id).
+    Resend(usize),
+}
+
+fn kind() -> impl Strategy<Value = Kind> {
+    prop_oneof![
+        4 => (0..4u8).prop_map(Kind::View),
+        3 => (0..4u8).prop_map(Kind::Add),
+        2 => (100..50_000u32).prop_map(Kind::Buy),
+        1 => any::<bool>().prop_map(Kind::Outcome),
+        1 => Just(Kind::Forget),
+        1 => (1..6usize).prop_map(Kind::Resend),
+    ]
+}
+
+/// Time moves forward by `gap`, or back by up to 10 minutes (late events).
+fn gap() -> impl Strategy<Value = i64> {
+    prop_oneof![5 => 0..(30 * MIN), 2 => 0..(3 * DAY), 1 => -(10 * MIN)..0]
+}
+
+fn events(spec: &[(usize, i64, Kind)]) -> Vec<Event> {
+    let mut t = START;
+    let mut out: Vec<Event> = Vec::new();
+    for (i, (c, gap, k)) in spec.iter().enumerate() {
+        t += gap;
+        let customer = CUSTOMERS[*c].to_string();
+        let kind = match k {
+            Kind::Resend(back) => match out.len().checked_sub(*back).map(|j| out[j].clone()) {
+                Some(e) => {
+                    out.push(e);
+                    continue;
+                }
+                None => EventKind::Click(Click::new(ClickKind::PageView)),
+            },
+            Kind::View(p) => {
+                let mut k = Click::new(ClickKind::ProductView);
+                k.product_id = Some(format!("p{p}"));
+                k.category = Some(["keto", "vegan", "snacks", "gluten-free"][*p as usize].into());
+                EventKind::Click(k)
+            }
+            Kind::Add(p) => {
+                let mut k = Click::new(ClickKind::AddToCart);
+                k.product_id = Some(format!("p{p}"));
+                k.price = Some(12.0);
+                EventKind::Click(k)
+            }
+            Kind::Buy(cents) => EventKind::Purchase(Purchase {
+                order_id: format!("o{i}"),
+                items: vec![LineItem {
+                    product_id: format!("p{}", cents % 4),
+                    category: Some("vegan".into()),
+                    quantity: 1,
+                    unit_price: f64::from(*cents) / 100.0,
+                }],
+                total: f64::from(*cents) / 100.0,
+                currency: "EUR".into(),
+                channel: None,
+            }),
+            Kind::Outcome(converted) => EventKind::OfferOutcome(OfferOutcome {
+                offer_id: "winback_20".into(),
+                decision_id: String::new(),
+                outcome: if *converted { Outcome::Converted } else { Outcome::Dismissed },
+                channel: None,
+            }),
+            Kind::Forget => EventKind::Forget,
+        };
+        out.push(Event { id: format!("{customer}-{i}"), customer, time: Timestamp(t), kind });
+    }
+    out
+}
+
+/// Runs `evs` in batches cut at `cuts` (indexes), then lets the wall clock
+/// pass `until`; returns every output, the states, the metadata and the
+/// rejected events' positions.
+fn run(
+    engine: &Engine,
+    evs: &[Event],
+    cuts: &[usize],
+    until: Timestamp,
+) -> (Vec<Decided>, BTreeMap<String, CustomerState>, PartitionMeta, Vec<usize>) {
+    let mut m = InMemory::new(PartitionTask::new(0, PartitionMeta::default(), [], settings()));
+    let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (evs.len() + 1)).collect();
+    bounds.extend([0, evs.len()]);
+    bounds.sort_unstable();
+    bounds.dedup();
+    let (mut outputs, mut rejected) = (Vec::new(), Vec::new());
+    for w in bounds.windows(2) {
+        let out = m.step(engine, &evs[w[0]..w[1]], Timestamp(START), false);
+        outputs.extend(out.outputs);
+        rejected.extend(out.rejected.iter().map(|(tag, _)| w[0] + tag));
+    }
+    outputs.extend(m.step(engine, &[], until, true).outputs);
+    (outputs, m.states, m.task.meta(), rejected)
+}
+
+fn count_populations(states: &BTreeMap<String, CustomerState>) -> BTreeMap<String, u64> {
+    let mut n = BTreeMap::new();
+    for s in states.values() {
+        for m in &s.segments {
+            *n.entry(m.segment.clone()).or_default() += 1;
+        }
+    }
+    n
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Any split of the same inputs into batches decides the same outputs
+    /// (same ids, same order), the same states, tables, watermark and
+    /// populations, and rejects the same duplicates; and the populations
+    /// always equal a count over the states.
+    #[test]
+    fn batch_boundaries_change_nothing(
+        spec in prop::collection::vec((0..CUSTOMERS.len(), gap(), kind()), 1..80),
+        cuts in prop::collection::vec(any::<usize>(), 0..8),
+    ) {
+        let engine = engine();
+        let evs = events(&spec);
+        let until = Timestamp(START + 400 * DAY);
+        let whole = run(&engine, &evs, &[], until);
+        let split = run(&engine, &evs, &cuts, until);
+        let one_by_one = run(&engine, &evs, &(0..evs.len()).collect::<Vec<_>>(), until);
+        for other in [&split, &one_by_one] {
+            prop_assert_eq!(&whole.0, &other.0);
+            prop_assert_eq!(&whole.1, &other.1);
+            prop_assert_eq!(&whole.2, &other.2);
+            prop_assert_eq!(&whole.3, &other.3);
+        }
+        prop_assert_eq!(&whole.2.populations, &count_populations(&whole.1));
+    }
+}
+
+#[test]
+fn timers_due_before_an_event_fire_before_it() {
+    // ana's cart is abandoned an hour after her add; ben's event two hours
+    // later proves that hour has passed (lateness 0): ana's timer fires
+    // first, stamped with its due time.
+    let engine = engine();
+    let settings = TaskSettings { allowed_lateness: Duration::ZERO, ..settings() };
+    let mut m = InMemory::new(PartitionTask::new(0, PartitionMeta::default(), [], settings));
+    let mut add = Click::new(ClickKind::AddToCart);
+    add.product_id = Some("p1".into());
+    add.price = Some(10.0);
+    let e1 = Event { id: "a1".into(), customer: "ana".into(), time: Timestamp(START), kind: EventKind::Click(add) };
+    let e2 = Event {
+        id: "b1".into(),
+        customer: "ben".into(),
+        time: Timestamp(START + 120 * MIN),
+        kind: EventKind::Click(Click::new(ClickKind::PageView)),
+    };
+    let out = m.step(&engine, &[e1, e2], Timestamp(START), false);
+    let who: Vec<(&str, Timestamp)> = out
+        .outputs
+        .iter()
+        .map(|d| match &d.output {
+            Output::SegmentChanged(s) => (s.customer.as_str(), d.cause_time),
+            Output::NextBestOffer(n) => (n.customer.as_str(), d.cause_time),
+            Output::Forgotten(f) => (f.customer.as_str(), d.cause_time),
+        })
+        .collect();
+    let first_ben = who.iter().position(|(c, _)| *c == "ben").expect("ben decided");
+    let ana_timer = who.iter().position(|(c, t)| *c == "ana" && *t == Timestamp(START + 60 * MIN));
+    assert!(ana_timer.is_some_and(|i| i < first_ben), "ana's timer before ben's event: {who:?}");
+    assert_eq!(out.timers_fired, 1);
+}
+
+#[test]
+fn a_step_commits_offsets_watermark_and_populations_in_its_metadata() {
+    let engine = engine();
+    let mut task = PartitionTask::new(3, PartitionMeta::default(), [], settings());
+    let mut states = BatchStates::default();
+    let ev = Event {
+        id: "a1".into(),
+        customer: "ana".into(),
+        time: Timestamp(START),
+        kind: EventKind::Click(Click::new(ClickKind::PageView)),
+    };
+    states.insert("ana".into(), Box::default(), 0);
+    let events = [(ev, 7)];
+    let input = StepInput { events: &events, next_offsets: &[("clickstream", 11)], now: Timestamp(START), live: false };
+    let out = task.step(&engine, input, &mut states);
+    let meta = PartitionMeta::decode(out.meta.as_deref().expect("metadata written")).expect("decodes");
+    assert_eq!(meta.next_offsets.get("clickstream"), Some(&11));
+    assert_eq!(meta.watermark, Timestamp(START - 5 * MIN));
+    assert_eq!(meta, task.meta());
+    assert_eq!(out.writes.len(), 1);
+    let s = states.get("ana").expect("kept");
+    assert!(s.changed() && s.encoded_len() == out.writes[0].bytes.as_ref().map(Vec::len));
+    for seg in &s.state.segments {
+        assert_eq!(meta.populations.get(&seg.segment), Some(&1), "{}", seg.segment);
+    }
+    // Nothing new: nothing to commit.
+    let input = StepInput { events: &[], next_offsets: &[("clickstream", 11)], now: Timestamp(START), live: false };
+    assert!(task.step(&engine, input, &mut BatchStates::default()).is_empty());
+}
+
+#[test]
+fn admit_refuses_reserved_keys_and_invalid_events() {
+    let mut ev = Event {
+        id: "a1".into(),
+        customer: "\u{0}cohort.partition/0".into(),
+        time: Timestamp(START),
+        kind: EventKind::Click(Click::new(ClickKind::PageView)),
+    };
+    assert_eq!(admit(&ev, Timestamp(START), &settings()).map_err(|r| r.reason), Err(reason::INVALID_KEY));
+    ev.customer = "ana".into();
+    assert_eq!(admit(&ev, Timestamp(START), &settings()), Ok(()));
+    ev.time = Timestamp(START + 2 * 3_600_000);
+    assert!(admit(&ev, Timestamp(START), &settings()).is_err(), "beyond the future skew");
+}

@@ -1,0 +1,556 @@
+//! The worker: Kafka in, decisions out.
+//!
+//! One loop per process, for every batch (docs/architecture.md, "Data flow
+//! of one batch"):
+//!
+//! ```text
+//! poll batch ─> decode (codec) ─> load states (store) ─> partition step:
+//! events and due timers (core) ─> produce outputs, dead letters and changelog ─>
+//! await acks ─> commit {states, timers, partition metadata} (store) ─> advisory
+//! Kafka commit
+//! ```
+//!
+//! The store commit happens only after every output of the batch is
+//! acknowledged, so a crash at any point replays from offsets that match the
+//! state: state is exactly-once, outputs at-least-once with stable ids.
+//!
+//! One batch is in flight while the next is polled and processed: batch N's
+//! produce, acknowledgements and store commit run in a task of their own,
+//! and batch N+1 reads N's states from memory (the in-flight overlay) where
+//! the store does not have them yet. N+1's outputs are produced only after
+//! N is committed, so the order of produces and commits is that of the
+//! serial loop; if N fails the worker stops before N+1 is produced, and a
+//! restart replays both from the store's offsets. The rebalance callback
+//! holds a revocation until the batch in flight is committed (at most
+//! `shutdown_timeout`, with a warning if that passes), so this worker
+//! produces nothing from a partition after giving it up, and its store ends
+//! exactly where its outputs do (a partition that comes back resumes there;
+//! another member starts from its own store, see README "Scaling"). The
+//! advisory Kafka commit that follows covers only partitions still
+//! assigned. Records fetched again after an eager revoke and re-assign are
+//! not processed twice ([`Handed`]).
+//!
+//! Backpressure is structural: at most one batch is unacknowledged while
+//! one more is processed, so input is never consumed faster than outputs are
+//! accepted, and librdkafka's prefetch is bounded by its own queue settings.
+//!
+//! What a batch decides, partition by partition, is cohort-core's
+//! [`PartitionTask::step`](cohort_core::partition::PartitionTask::step):
+//! the interleaving of events and timers, the watermark, the learned tables
+//! and the segment populations live there, and where batch boundaries fall
+//! never changes what is decided. In live mode an idle partition's watermark
+//! also follows the injected [`Clock`].
+//!
+//! The worker's roles, one module each: this one (the run loop), `batch`
+//! (decode, load, step, records), `inflight` (the one-batch-in-flight
+//! protocol), `positions`, `partitions` (ownership, populations), `records`
+//! and `telemetry`. See docs/architecture.md.
+
+mod batch;
+mod inflight;
+mod partitions;
+mod positions;
+mod records;
+mod telemetry;
+
+pub use records::{HEADER_FORGOTTEN, HEADER_ID, HEADER_TYPE};
+
+use crate::config::{Config, StartFrom, WireFormat};
+use crate::http::Readiness;
+use crate::liveness::{Progress, Watchdog, WatchdogParts};
+use crate::metrics::Metrics;
+use anyhow::{anyhow, Context as _};
+use batch::Scratch;
+use cohort_codec::{Decoder, Encoder, Format, InputKind, Registry};
+use cohort_core::engine::Engine;
+use cohort_core::partition::TaskSettings;
+use cohort_core::time::{Duration as CoreDuration, Timestamp};
+use cohort_kafka::consumer::ConsumerSettings;
+use cohort_kafka::{
+    InputConsumer, InputRecord, OutputProducer, OutputRecord, PartitionEvent, StartPosition, TopicPartition,
+};
+use cohort_store::Store;
+use foldhash::HashMap;
+use inflight::{close_within, deliver, Committed, InFlight, InFlightWrites, SettleOnDrop, StoreOffsets};
+use partitions::PartitionRuntime;
+use positions::Handed;
+use records::{OutTopics, Processed};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use telemetry::{BatchCommitted, Telemetry, OUTPUT_ERRORS_LABEL};
+use tracing::{debug, info, info_span, warn};
+
+/// Where "now" comes from. The worker reads wall-clock time only through
+/// this, so tests and the demo (an accelerated clock) control it.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Timestamp;
+}
+
+/// A clock that always reads the same instant: offline replays, tests and
+/// benchmarks.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedClock(pub Timestamp);
+
+impl Clock for FixedClock {
+    fn now(&self) -> Timestamp {
+        self.0
+    }
+}
+
+/// The system's clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        Timestamp(ms)
+    }
+}
+/// Everything the worker needs, built by [`Worker::open`].
+pub struct Worker {
+    config: Config,
+    engine: Arc<Engine>,
+    store: Arc<Store>,
+    decoder: Decoder,
+    encoder: Encoder,
+    telemetry: Telemetry,
+    readiness: Arc<Readiness>,
+    /// What the loop waits for, read by the watchdog (`crate::liveness`).
+    progress: Arc<Progress>,
+    clock: Arc<dyn Clock>,
+    /// How partitions' time behaves (lateness, future skew).
+    task_settings: TaskSettings,
+    partitions: BTreeMap<i32, PartitionRuntime>,
+    /// Input topic name → what it carries.
+    kinds: HashMap<String, InputKind>,
+    /// What the batch in flight (produced, not yet committed) writes.
+    in_flight: InFlightWrites,
+    /// How far each input partition has been handed to processing.
+    handed: Handed,
+    out_topics: OutTopics,
+    /// Per-batch buffers kept between batches.
+    scratch: Scratch,
+}
+
+fn format_of(f: WireFormat) -> Format {
+    match f {
+        WireFormat::Json => Format::Json,
+        WireFormat::Avro => Format::Avro,
+        WireFormat::ConfluentAvro => Format::ConfluentAvro,
+    }
+}
+
+/// Loads the rules file, refusing it with file, line, column and reason.
+pub fn load_rules(path: &std::path::Path) -> anyhow::Result<cohort_core::rules::RuleSet> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read rules", path.display()))?;
+    cohort_core::rules::RuleSet::from_yaml(&path.display().to_string(), &text).map_err(|e| anyhow!("{e}"))
+}
+
+/// Builds the codec registry from the configured schemas directory and ids.
+pub fn load_registry(config: &Config) -> anyhow::Result<Registry> {
+    if config.format.schema_ids.is_empty() && !config.format.schemas_dir.join("io.cohort.v1.ClickEvent.avsc").exists() {
+        return Ok(Registry::builtin());
+    }
+    let ids = config.format.schema_id_list();
+    Registry::load(&config.format.schemas_dir, ids).map_err(|e| anyhow!("{e}"))
+}
+
+impl Worker {
+    /// Opens the store and compiles the rules; connects to nothing yet.
+    pub fn open(
+        config: Config,
+        metrics: Metrics,
+        readiness: Arc<Readiness>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Worker> {
+        let rules = load_rules(&config.rules.path)?;
+        metrics.rules_info.with_label_values(&[rules.version()]).set(1);
+        // Series that exist before the first output or failure, so rates
+        // over them are defined from the start (0, not "No data").
+        metrics.output_errors.with_label_values(&[OUTPUT_ERRORS_LABEL]).inc_by(0);
+        let engine = Arc::new(Engine::new(rules, Default::default()));
+        let store = Arc::new(
+            Store::open(&config.store.path, &config.store.rocksdb)
+                .with_context(|| format!("opening the store at {}", config.store.path.display()))?,
+        );
+        let registry = Arc::new(load_registry(&config)?);
+        let decoder = Decoder::new(format_of(config.format.input), registry.clone())
+            .with_max_value_bytes(config.processing.max_record_bytes);
+        let encoder = Encoder::new(format_of(config.format.output), registry);
+        let t = &config.topics;
+        let kinds = [
+            (t.clickstream.clone(), InputKind::Click),
+            (t.purchases.clone(), InputKind::Purchase),
+            (t.profiles.clone(), InputKind::Profile),
+            (t.offer_outcomes.clone(), InputKind::OfferOutcome),
+        ]
+        .into_iter()
+        .collect();
+        let out_topics = OutTopics {
+            segment_changes: t.segment_changes.as_str().into(),
+            next_best_offers: t.next_best_offers.as_str().into(),
+            changelog: t.changelog.as_str().into(),
+            dlq: t.dlq.clone(),
+        };
+        let millis = |d: Duration| CoreDuration::from_millis(d.as_millis() as i64);
+        let task_settings = TaskSettings {
+            allowed_lateness: millis(config.processing.allowed_lateness),
+            max_future_skew: millis(config.processing.max_future_skew),
+        };
+        Ok(Worker {
+            config,
+            engine,
+            store,
+            decoder,
+            encoder,
+            telemetry: Telemetry::new(metrics),
+            readiness,
+            progress: Arc::new(Progress::new(Instant::now())),
+            clock,
+            task_settings,
+            partitions: BTreeMap::new(),
+            kinds,
+            in_flight: InFlightWrites::default(),
+            handed: Handed::default(),
+            out_topics,
+            scratch: Scratch::default(),
+        })
+    }
+
+    /// The store, shared with the admin API.
+    pub fn store(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+
+    /// The compiled rules and settings.
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.clone()
+    }
+
+    /// Consumes until `shutdown` completes, then finishes the batch in hand,
+    /// commits, and leaves the group. An error stops consuming the same way:
+    /// the batch in flight gets `shutdown_timeout` to be acknowledged and
+    /// committed before the producer is flushed and the group left.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let cfg = self.config.clone();
+        let mut consumer_props = cfg.kafka.properties.clone();
+        consumer_props.extend(cfg.kafka.consumer_properties.clone());
+        let settings = ConsumerSettings {
+            bootstrap: cfg.kafka.bootstrap_servers.clone(),
+            group_id: cfg.kafka.group_id.clone(),
+            topics: cfg.topics.inputs().iter().map(|s| s.to_string()).collect(),
+            properties: consumer_props,
+            start: match cfg.kafka.start_from {
+                StartFrom::Earliest => StartPosition::Earliest,
+                StartFrom::Latest => StartPosition::Latest,
+            },
+        };
+        let offsets = StoreOffsets {
+            store: self.store.clone(),
+            in_flight: self.in_flight.offsets.clone(),
+            revoke_timeout: cfg.processing.shutdown_timeout,
+        };
+        let (consumer, events) = InputConsumer::new(&settings, Arc::new(offsets))?;
+        let mut producer_props = cfg.kafka.properties.clone();
+        producer_props.extend(cfg.kafka.producer_properties.clone());
+        let producer = Arc::new(OutputProducer::new(&cfg.kafka.bootstrap_servers, &producer_props)?);
+        info!(
+            group = %cfg.kafka.group_id,
+            bootstrap = %cfg.kafka.bootstrap_servers,
+            rules = %self.engine.rules().version(),
+            "worker started"
+        );
+        let watchdog = Watchdog::spawn(WatchdogParts {
+            progress: self.progress.clone(),
+            consumer: consumer.health(),
+            readiness: self.readiness.clone(),
+            metrics: self.telemetry.metrics.clone(),
+            store: self.store.clone(),
+            input_topics: cfg.topics.inputs().iter().map(|t| t.to_string()).collect(),
+            stall_timeout: cfg.processing.stall_timeout,
+        });
+
+        let mut in_flight: Option<InFlight> = None;
+        let consumed = self.consume(&consumer, events, &producer, &mut in_flight, shutdown).await;
+        // One budget for everything after the loop: the batch in flight,
+        // the producer's last records and leaving the group.
+        let budget = cfg.processing.shutdown_timeout;
+        let deadline = Instant::now() + budget;
+        let drained = self.drain(&mut in_flight, &consumer, budget).await;
+        drop(watchdog);
+        self.readiness.consuming.store(false, Ordering::Relaxed);
+        self.telemetry.metrics.ready.set(0);
+        let left = deadline.saturating_duration_since(Instant::now());
+        info!(budget_left = ?left, "shutting down: flushing the producer and leaving the group");
+        if !close_within(producer, consumer, left).await {
+            warn!(
+                budget = ?budget,
+                "the producer's flush and leaving the group did not finish within processing.shutdown_timeout; \
+                 exiting without waiting (the group reassigns this worker's partitions after session.timeout.ms; \
+                 anything not committed to the store is replayed from its offsets)"
+            );
+        }
+        match (consumed, drained) {
+            (Err(e), Err(d)) => {
+                warn!(error = %d, "the batch in flight could not be finished either");
+                Err(e)
+            }
+            (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+            (Ok(()), Ok(())) => Ok(()),
+        }
+    }
+
+    /// The loop: poll, process, hand the batch to a produce-and-commit task,
+    /// and poll the next while it runs. Returns with at most one batch in
+    /// flight, left in `in_flight` for [`Worker::drain`].
+    async fn consume(
+        &mut self,
+        consumer: &InputConsumer,
+        mut events: tokio::sync::mpsc::UnboundedReceiver<PartitionEvent>,
+        producer: &Arc<OutputProducer>,
+        in_flight: &mut Option<InFlight>,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let cfg = self.config.clone();
+        tokio::pin!(shutdown);
+        let mut last_housekeeping = Instant::now();
+        loop {
+            if in_flight.as_ref().is_some_and(|f| f.task.is_finished()) {
+                self.finish(in_flight, consumer).await?;
+            }
+            if last_housekeeping.elapsed() > Duration::from_secs(5) {
+                last_housekeeping = Instant::now();
+                // RocksDB point reads: off the async workers.
+                tokio::task::block_in_place(|| self.housekeeping(consumer));
+            }
+            let batch = tokio::select! {
+                biased;
+                _ = &mut shutdown => return Ok(()),
+                b = consumer.next_batch(cfg.processing.batch_max_records, cfg.processing.batch_max_wait) => b,
+            };
+            let mut partition_events = Vec::new();
+            while let Ok(ev) = events.try_recv() {
+                partition_events.push(ev);
+            }
+            if !partition_events.is_empty() {
+                // The rebalance callback waited for the batch in flight
+                // before revoking; assigned partitions load committed state.
+                if !self.finish_unless(in_flight, consumer, &mut shutdown).await? {
+                    return Ok(());
+                }
+                for ev in partition_events {
+                    self.on_partition_event(ev)?;
+                }
+            }
+            let records = match batch {
+                Ok(r) => r,
+                Err(e) if e.is_retryable() => {
+                    warn!(error = %e, "consumer error; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            // Records of partitions revoked since they were fetched belong to
+            // their next owner, which starts from the store's offsets.
+            let records: Vec<InputRecord> =
+                records.into_iter().filter(|r| self.partitions.contains_key(&r.partition)).collect();
+            let records = self.handed.keep_new(records);
+            let live = cfg.processing.live_clock;
+            if records.is_empty() && !live {
+                continue;
+            }
+            let started = Instant::now();
+            let mut processed = {
+                let _span = info_span!("batch", records = records.len()).entered();
+                tokio::task::block_in_place(|| self.process(&records, live))?
+            };
+            let processing = started.elapsed();
+            if processed.commits.is_empty() && processed.outputs.is_empty() {
+                continue;
+            }
+            // One batch in flight: this one is produced after the last is committed.
+            if !self.finish_unless(in_flight, consumer, &mut shutdown).await? {
+                return Ok(());
+            }
+            self.in_flight.set(&processed.commits, &processed.kafka_offsets);
+            let commits = std::mem::take(&mut processed.commits);
+            let outputs = std::mem::take(&mut processed.outputs);
+            let settle = SettleOnDrop(self.in_flight.offsets.clone());
+            let (producer, store, metrics, clock, progress) = (
+                producer.clone(),
+                self.store.clone(),
+                self.telemetry.metrics.clone(),
+                self.clock.clone(),
+                self.progress.clone(),
+            );
+            let task = tokio::spawn(async move {
+                let _settle = settle;
+                let handed_over = Instant::now();
+                deliver(&producer, &metrics, &progress, &outputs).await?;
+                drop(outputs);
+                progress.committing();
+                let committed = tokio::task::spawn_blocking(move || -> Result<(), cohort_store::StoreError> {
+                    for b in &commits {
+                        store.commit(b)?;
+                    }
+                    Ok(())
+                })
+                .await;
+                progress.committed();
+                committed??;
+                // Not counting the wait for the batch before it to commit
+                // (this batch's processing did overlap that batch's produce).
+                Ok(Committed { at: clock.now(), batch_duration: processing + handed_over.elapsed() })
+            });
+            *in_flight = Some(InFlight { task, processed });
+        }
+    }
+
+    /// Takes ownership of `partitions` as an assignment would, without Kafka
+    /// (benchmarks, offline replays and tests).
+    pub fn assign(&mut self, topic: &str, partitions: &[i32]) -> anyhow::Result<()> {
+        let parts =
+            partitions.iter().map(|p| (TopicPartition { topic: topic.to_string(), partition: *p }, None)).collect();
+        self.on_partition_event(PartitionEvent::Assigned(parts))
+    }
+
+    /// Processes records and commits the result to the store without a
+    /// broker: everything a batch does except producing. Returns the output
+    /// records the batch would have produced (outputs, dead letters, changelog).
+    pub fn process_offline(&mut self, records: &[InputRecord]) -> anyhow::Result<Vec<OutputRecord>> {
+        let processed = self.process(records, false)?;
+        for b in &processed.commits {
+            if let Err(e) = self.store.commit(b) {
+                self.forget_uncommitted();
+                return Err(e.into());
+            }
+        }
+        self.publish_populations();
+        Ok(processed.outputs)
+    }
+
+    /// After a batch that will not be committed: every partition processed
+    /// before the failure moved its task (watermark, timers, tables,
+    /// populations, positions) and put states the store never got into its
+    /// hot states, so a caller that goes on must start again from the store.
+    fn forget_uncommitted(&mut self) {
+        let owned: Vec<i32> = self.partitions.keys().copied().collect();
+        for p in owned {
+            match self.load_partition(p) {
+                Ok(rt) => {
+                    self.partitions.insert(p, rt);
+                }
+                Err(e) => {
+                    warn!(partition = p, error = %e, "cannot reload the partition after a failed batch; dropping it");
+                    self.partitions.remove(&p);
+                }
+            }
+        }
+        self.set_hot_budgets();
+    }
+
+    /// Waits for the batch in flight, if any, to be acknowledged and
+    /// committed, then makes the advisory Kafka commit and records its metrics.
+    /// Cancel-safe: dropped while it waits, the batch stays in `in_flight`.
+    async fn finish(&mut self, in_flight: &mut Option<InFlight>, consumer: &InputConsumer) -> anyhow::Result<()> {
+        let Some(f) = in_flight.as_mut() else { return Ok(()) };
+        let result = (&mut f.task).await;
+        let f = in_flight.take().expect("the batch awaited is in flight");
+        self.finished(f.processed, result, consumer)
+    }
+
+    /// [`Worker::finish`], unless `shutdown` completes first (false): the
+    /// batch then stays in flight for [`Worker::drain`]. A batch whose
+    /// outputs cannot be delivered (the broker away) retries until then, so
+    /// SIGTERM must not wait behind it.
+    async fn finish_unless<S: Future<Output = ()>>(
+        &mut self,
+        in_flight: &mut Option<InFlight>,
+        consumer: &InputConsumer,
+        shutdown: &mut std::pin::Pin<&mut S>,
+    ) -> anyhow::Result<bool> {
+        tokio::select! {
+            biased;
+            _ = shutdown.as_mut() => Ok(false),
+            r = self.finish(in_flight, consumer) => r.map(|()| true),
+        }
+    }
+
+    /// [`Worker::finish`] on the way out: the batch in flight gets `timeout`,
+    /// then is abandoned (its task aborted; if its store commit had begun,
+    /// some of its partitions' writes may land, each partition's atomically)
+    /// and what is not committed is replayed from the store's offsets on
+    /// restart.
+    async fn drain(
+        &mut self,
+        in_flight: &mut Option<InFlight>,
+        consumer: &InputConsumer,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        match tokio::time::timeout(timeout, self.finish(in_flight, consumer)).await {
+            Ok(result) => result,
+            Err(_) => {
+                // `finish` is cancel-safe: the batch is still in `in_flight`.
+                if let Some(f) = in_flight.take() {
+                    f.task.abort();
+                }
+                Err(anyhow!(
+                    "the batch in flight was not acknowledged and committed within {timeout:?}; \
+                     it is replayed from the store's offsets on restart"
+                ))
+            }
+        }
+    }
+
+    fn finished(
+        &mut self,
+        processed: Processed,
+        result: Result<anyhow::Result<Committed>, tokio::task::JoinError>,
+        consumer: &InputConsumer,
+    ) -> anyhow::Result<()> {
+        self.in_flight.clear();
+        let committed = result.context("the batch's produce-and-commit task")??;
+        // Only partitions still assigned: a revoked one's next owner may have
+        // committed further already, and this would move it back.
+        let assigned: BTreeSet<TopicPartition> = consumer.assignment().unwrap_or_default().into_iter().collect();
+        let offsets: Vec<(TopicPartition, i64)> =
+            processed.kafka_offsets.iter().filter(|(tp, _)| assigned.contains(tp)).cloned().collect();
+        if let Err(e) = consumer.commit_advisory(&offsets) {
+            debug!(error = %e, "advisory offset commit failed");
+        }
+        self.telemetry.emit(BatchCommitted { processed: &processed, committed: &committed });
+        self.publish_populations();
+        Ok(())
+    }
+    /// Re-commits the store's offsets to Kafka. Asks the broker nothing and
+    /// waits for nothing (the commit is asynchronous): lag, watermarks and
+    /// the store's gauges are the watchdog's (`crate::liveness`).
+    fn housekeeping(&self, consumer: &InputConsumer) {
+        let mut stored = Vec::new();
+        for p in self.partitions.keys() {
+            let Some(meta) = self.store.partition_meta(*p as u32).ok().flatten() else { continue };
+            for topic in self.config.topics.inputs() {
+                if let Some(next) = meta.next_offsets.get(topic) {
+                    stored.push((TopicPartition { topic: topic.to_string(), partition: *p }, *next));
+                }
+            }
+        }
+        // Again, from the store: an asynchronous commit that failed (during a
+        // rebalance, say) is otherwise only repaired by the partition's next
+        // batch, and an idle partition would show lag it does not have.
+        if let Err(e) = consumer.commit_advisory(&stored) {
+            debug!(error = %e, "advisory offset commit failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,256 @@
+use super::*;
+use cohort_core::event::{Event, EventKind};
+use cohort_kafka::OffsetSource;
+use cohort_store::{Batch, Bytes};
+
+fn open(dir: &std::path::Path) -> Worker {
+    let mut config = Config::default();
+    config.rules.path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rules.yaml");
+    config.store.path = dir.join("store");
+    config.processing.live_clock = false;
+    config.processing.max_future_skew = std::time::Duration::from_secs(3650 * 86_400);
+    let clock = Arc::new(FixedClock(Timestamp(i64::MAX / 4)));
+    let mut worker =
+        Worker::open(config, Metrics::new().expect("metrics"), Arc::new(Readiness::default()), clock).expect("open");
+    worker.assign("clickstream", &[0, 1]).expect("assign");
+    worker
+}
+
+fn store_offsets(worker: &Worker) -> StoreOffsets {
+    StoreOffsets {
+        store: worker.store.clone(),
+        in_flight: worker.in_flight.offsets.clone(),
+        revoke_timeout: Duration::from_secs(30),
+    }
+}
+
+/// The partition the traffic puts a customer on.
+fn partition_of(customer: &str) -> i32 {
+    i32::from(customer.bytes().last().unwrap_or(0) % 2)
+}
+
+/// cohort-loadgen traffic over few customers on two partitions, so
+/// consecutive batches share most of them: `batches` batches of `size`
+/// records, some customers forgotten along the way, and batch 3 without
+/// clicks (it commits no clickstream offset).
+fn traffic(batches: usize, size: usize) -> Vec<Vec<InputRecord>> {
+    let load = cohort_loadgen::Config {
+        customers: 50,
+        seed: 7,
+        forget_share: 0.1,
+        forget_within: CoreDuration::from_days(3),
+        ..Default::default()
+    };
+    let mut gen = cohort_loadgen::Generator::new(load).expect("loadgen");
+    let encoder = Encoder::new(Format::Json, Arc::new(Registry::builtin()));
+    let mut offset = 0;
+    (0..batches)
+        .map(|i| {
+            let events: Vec<Event> = gen.by_ref().take(size).collect();
+            events
+                .iter()
+                .filter(|e| i != 3 || !matches!(e.kind, EventKind::Click(_)))
+                .map(|e| {
+                    offset += 1;
+                    let topic = match e.kind {
+                        EventKind::Click(_) => "clickstream",
+                        EventKind::Purchase(_) => "purchases",
+                        EventKind::ProfileUpdate(_) | EventKind::Forget => "customer-profiles",
+                        EventKind::OfferOutcome(_) => "offer-outcomes",
+                    };
+                    InputRecord {
+                        topic: Arc::from(topic),
+                        partition: partition_of(&e.customer),
+                        offset,
+                        timestamp: None,
+                        key: Some(e.customer.clone().into_bytes()),
+                        value: encoder.encode_event(e).expect("encode"),
+                        headers: Vec::new(),
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A batch's output records in a fixed order: changelog records come in
+/// the batch's hash-map order, which differs between two workers.
+fn sorted(mut records: Vec<OutputRecord>) -> Vec<OutputRecord> {
+    records.sort_by(|a, b| (&a.topic, &a.key, &a.value).cmp(&(&b.topic, &b.key, &b.value)));
+    records
+}
+
+/// Every key of both partitions and its bytes, as the store has them.
+fn stored(worker: &Worker, customers: &[String]) -> Vec<(i32, String, Option<Bytes>)> {
+    let mut out = Vec::new();
+    for partition in [0, 1] {
+        let keys: Vec<&str> = customers.iter().map(String::as_str).collect();
+        let values = worker.store.get_many(partition as u32, &keys);
+        for (k, v) in customers.iter().zip(values) {
+            out.push((partition, k.clone(), v.expect("read")));
+        }
+    }
+    out
+}
+
+/// Where the store (with the batch in flight over it) says each
+/// partition's clickstream resumes: after the last click of the batches
+/// so far, on that partition.
+fn clicks_resume(batches: &[Vec<InputRecord>], partition: i32) -> Option<i64> {
+    batches
+        .iter()
+        .flatten()
+        .rev()
+        .find(|r| &*r.topic == "clickstream" && r.partition == partition)
+        .map(|r| r.offset + 1)
+}
+
+/// What the run loop does: batch N+1 is processed while N is produced
+/// and not yet committed. With the hot states dropped in between (as if
+/// evicted), N+1 can only find N's states in the in-flight overlay; it
+/// must decide exactly what the serial loop decides, forgotten customers
+/// (erased states in the overlay) included.
+#[test]
+fn a_batch_processed_while_the_last_is_in_flight_decides_as_if_it_were_committed() {
+    let batches = traffic(6, 300);
+    let customers: Vec<String> = {
+        let mut c: Vec<String> = batches
+            .iter()
+            .flatten()
+            .map(|r| String::from_utf8(r.key.clone().expect("keyed")).expect("utf-8"))
+            .collect();
+        c.sort();
+        c.dedup();
+        c
+    };
+    assert!(customers.len() < 300, "few customers, so batches share them");
+    let forgets = batches.iter().flatten().filter(|r| r.value.is_none()).count();
+    assert!(forgets > 0, "the traffic forgets some customers");
+    assert!(batches.iter().flatten().any(|r| r.partition == 1), "both partitions have traffic");
+
+    let serial_dir = tempfile::tempdir().expect("tempdir");
+    let mut serial = open(serial_dir.path());
+    let serial_outputs: Vec<Vec<OutputRecord>> =
+        batches.iter().map(|b| sorted(serial.process_offline(b).expect("batch"))).collect();
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut pipelined = open(dir.path());
+    let mut previous: Option<Processed> = None;
+    let mut outputs = Vec::new();
+    for (i, b) in batches.iter().enumerate() {
+        // As if evicted: only the batch in flight's overlay has them.
+        for rt in pipelined.partitions.values_mut() {
+            rt.hot.clear();
+        }
+        let processed = pipelined.process(b, false).expect("batch");
+        if let Some(p) = previous.take() {
+            for c in &p.commits {
+                pipelined.store.commit(c).expect("commit");
+            }
+            pipelined.in_flight.clear();
+        }
+        pipelined.in_flight.set(&processed.commits, &processed.kafka_offsets);
+        // The rebalance callback would seek where the batch in flight ends.
+        let offsets = store_offsets(&pipelined);
+        for partition in [0, 1] {
+            assert_eq!(
+                offsets.next_offset("clickstream", partition),
+                clicks_resume(&batches[..=i], partition),
+                "batch {i}, partition {partition}"
+            );
+        }
+        outputs.push(sorted(processed.outputs.clone()));
+        previous = Some(processed);
+    }
+    for c in &previous.expect("a last batch").commits {
+        pipelined.store.commit(c).expect("commit");
+    }
+    pipelined.in_flight.clear();
+
+    assert_eq!(outputs.len(), serial_outputs.len());
+    for (i, (p, s)) in outputs.iter().zip(&serial_outputs).enumerate() {
+        assert_eq!(p, s, "batch {i}'s outputs (decisions and changelog)");
+    }
+    assert!(serial_outputs.iter().skip(1).all(|o| !o.is_empty()), "every batch decides something");
+    let tombstones = serial_outputs.iter().flatten().filter(|o| o.value.is_none()).count();
+    assert!(tombstones > 0, "forgets write changelog tombstones");
+    assert_eq!(stored(&pipelined, &customers), stored(&serial, &customers));
+    for partition in [0, 1] {
+        let meta = |w: &Worker| w.store.partition_meta(partition).expect("meta").expect("committed");
+        assert_eq!(meta(&pipelined), meta(&serial), "partition {partition}'s metadata record");
+    }
+    let offsets = store_offsets(&pipelined);
+    for partition in [0, 1] {
+        assert_eq!(offsets.next_offset("clickstream", partition), clicks_resume(&batches, partition));
+    }
+}
+
+/// A revocation waits for the batch in flight on the revoked partitions
+/// to settle, and does not wait for one that has nothing in flight.
+#[test]
+fn revoking_a_partition_waits_until_its_batch_in_flight_settles() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut worker = open(dir.path());
+    let batches = traffic(1, 200);
+    let processed = worker.process(&batches[0], false).expect("batch");
+    worker.in_flight.set(&processed.commits, &processed.kafka_offsets);
+    let p0 = TopicPartition { topic: "clickstream".into(), partition: 0 };
+    let p7 = TopicPartition { topic: "clickstream".into(), partition: 7 };
+
+    // Nothing of partition 7 is in flight: no wait.
+    let offsets = Arc::new(store_offsets(&worker));
+    offsets.before_revoke(std::slice::from_ref(&p7));
+
+    let revoking = {
+        let offsets = offsets.clone();
+        std::thread::spawn(move || offsets.before_revoke(&[p0]))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!revoking.is_finished(), "the revocation returned with partition 0's batch still in flight");
+    let settle = SettleOnDrop(worker.in_flight.offsets.clone());
+    for c in &processed.commits {
+        worker.store.commit(c).expect("commit");
+    }
+    drop(settle);
+    revoking.join().expect("the revocation returns once the batch settles");
+    assert_eq!(offsets.next_offset("clickstream", 0), clicks_resume(&batches, 0), "from the store now");
+
+    // An idle partition's timer decisions (live clock) commit no input
+    // offset; its revocation waits for them too.
+    worker.in_flight.set(&[Batch { partition: 1, ..Batch::default() }], &[]);
+    let p1 = TopicPartition { topic: "clickstream".into(), partition: 1 };
+    let revoking = {
+        let offsets = offsets.clone();
+        std::thread::spawn(move || offsets.before_revoke(&[p1]))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!revoking.is_finished(), "the revocation returned with partition 1's timer batch in flight");
+    worker.in_flight.clear();
+    revoking.join().expect("the revocation returns once the batch settles");
+}
+
+#[test]
+fn records_fetched_again_after_a_revoke_and_reassign_are_dropped_in_this_poll_or_a_later_one() {
+    let rec = |partition: i32, offset: i64| InputRecord {
+        topic: Arc::from("clickstream"),
+        partition,
+        offset,
+        timestamp: None,
+        key: None,
+        value: None,
+        headers: Vec::new(),
+    };
+    let offsets =
+        |records: Vec<InputRecord>| -> Vec<(i32, i64)> { records.iter().map(|r| (r.partition, r.offset)).collect() };
+    let mut handed = Handed::default();
+    // Partition 0 fetched 10..=12, revoked, re-assigned at 10 and fetched 10..=13, in one poll.
+    let poll =
+        vec![rec(0, 10), rec(1, 5), rec(0, 11), rec(0, 12), rec(0, 10), rec(0, 11), rec(1, 6), rec(0, 12), rec(0, 13)];
+    assert_eq!(offsets(handed.keep_new(poll)), vec![(0, 10), (1, 5), (0, 11), (0, 12), (1, 6), (0, 13)]);
+    // Re-assigned at 11 during that poll: 11..=13 come again in the next one, then 14.
+    let poll = vec![rec(0, 11), rec(0, 12), rec(1, 7), rec(0, 13), rec(0, 14)];
+    assert_eq!(offsets(handed.keep_new(poll)), vec![(1, 7), (0, 14)]);
+    // Another topic's partition 0 is its own sequence.
+    let other = InputRecord { topic: Arc::from("purchases"), ..rec(0, 3) };
+    assert_eq!(offsets(handed.keep_new(vec![other])), vec![(0, 3)]);
+}
