@@ -119,7 +119,10 @@ async fn populations_equal_a_count_over_the_stored_states_after_a_crash_and_a_pa
     let want = changelog_populations(&d).await;
     assert!(want.values().sum::<u64>() > 100, "the traffic puts customers in segments: {want:?}");
     let owned = wait_for_populations(&mut first, &want);
-    assert_eq!(owned, BTreeSet::from([0, 1]), "the only worker owns every partition");
+    let addr = first.http_addr(Duration::from_secs(5));
+    let text = http_get(&addr, "/metrics").unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("watermark") || l.contains("assigned")).collect();
+    assert_eq!(owned, BTreeSet::from([0, 1]), "the only worker owns every partition: {lines:#?}");
 
     // A second worker (a store of its own) takes partitions over.
     let mut second = d.start_member("second");

@@ -36,6 +36,7 @@ impl Worker {
                         partition: p,
                         timers: rt.task.timers_pending(),
                         customers_in_segments: rt.task.populations().values().sum(),
+                        watermark_secs: rt.task.watermark().as_millis().max(0) / 1000,
                     });
                     self.partitions.insert(p, rt);
                 }

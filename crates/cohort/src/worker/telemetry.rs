@@ -158,11 +158,14 @@ pub(super) struct PartitionAssigned {
     pub(super) partition: i32,
     pub(super) timers: usize,
     pub(super) customers_in_segments: u64,
+    /// As committed, in seconds since the epoch (0: nothing seen yet).
+    pub(super) watermark_secs: i64,
 }
 
 impl InternalEvent for PartitionAssigned {
     fn emit(self, t: &Telemetry) {
         t.metrics.rebalances.with_label_values(&["assigned"]).inc();
+        t.metrics.partition_watermark.with_label_values(&[&self.partition.to_string()]).set(self.watermark_secs);
         info!(
             partition = self.partition,
             timers = self.timers,
