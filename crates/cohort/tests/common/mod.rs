@@ -205,7 +205,7 @@ allowed_lateness = "1m"
     /// commits follow the store commit).
     pub async fn wait_caught_up(&self, deadline: Duration, worker: &mut WorkerProcess) {
         let until = Instant::now() + deadline;
-        let probe: BaseConsumer = cohort_e2e::client_config(&self.bootstrap)
+        let probe: BaseConsumer = cohort_e2e::consumer_config(&self.bootstrap)
             .set("group.id", format!("{}-group", self.prefix))
             .create()
             .expect("probe consumer");
