@@ -1,5 +1,7 @@
 # cohort: the two commands a new machine needs are `make run` and `make test`.
-# Both install what they need (Debian packages, the tansu test broker) first.
+# Both install what they need (Debian packages, PostgreSQL, the tansu test
+# broker) first; `make test` runs tansu on a private PostgreSQL cluster
+# (scripts/pg.sh), started on 127.0.0.1 if it does not run.
 
 SHELL := /bin/bash
 CARGO ?= cargo

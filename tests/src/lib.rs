@@ -10,6 +10,15 @@
 //! - Tests that stop and restart the broker start a private one with
 //!   [`Tansu::start`].
 //!
+//! tansu keeps its data in PostgreSQL by default: a private cluster on
+//! 127.0.0.1 (`scripts/pg.sh`, started here when it does not run yet), one
+//! database per broker, copied from a template that holds tansu's schema, so
+//! brokers never share state and a restarted broker finds its own data.
+//! `COHORT_TEST_STORAGE=sqlite` ([`STORAGE_ENV`]) selects tansu's sqlite
+//! engine instead (a file in the broker's directory), which tansu 0.6.0 can
+//! fail to restart on after a long run (`idempotent_message_check: more or
+//! less than one row`).
+//!
 //! Every test names its own topics with [`unique_name`] so tests run in
 //! parallel against one broker. Waiting is done by polling until a condition
 //! holds or a deadline passes ([`consume_until`]), never by fixed sleeps.
@@ -35,6 +44,45 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const BROKER_ENV: &str = "COHORT_TEST_BROKER";
 /// Path to the tansu binary, when it is not on PATH as `tansu`.
 pub const TANSU_BIN_ENV: &str = "TANSU_BIN";
+/// The storage a tansu broker started here uses: `postgres` (the default)
+/// or `sqlite`. `scripts/with-broker.sh` reads it too.
+pub const STORAGE_ENV: &str = "COHORT_TEST_STORAGE";
+
+/// tansu's storage engine for a broker started here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// A database of its own in the private PostgreSQL cluster of
+    /// `scripts/pg.sh`; survives restarts on its own data.
+    Postgres,
+    /// A sqlite file in the broker's directory, its header table indexed.
+    Sqlite,
+}
+
+impl Storage {
+    /// [`STORAGE_ENV`], or postgres when it is unset or empty.
+    pub fn from_env() -> Result<Storage> {
+        Self::from_env_or(Storage::Postgres)
+    }
+
+    /// [`STORAGE_ENV`], or `default` when it is unset or empty (the
+    /// benchmarks default to sqlite, on which their published figures were
+    /// measured).
+    pub fn from_env_or(default: Storage) -> Result<Storage> {
+        match std::env::var(STORAGE_ENV).unwrap_or_default().trim() {
+            "" => Ok(default),
+            "postgres" => Ok(Storage::Postgres),
+            "sqlite" => Ok(Storage::Sqlite),
+            other => bail!("{STORAGE_ENV}={other:?}: expected postgres or sqlite"),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Storage::Postgres => "postgres",
+            Storage::Sqlite => "sqlite",
+        }
+    }
+}
 
 /// A broker the tests can reach: the shared one from `make test`, or a
 /// private tansu process owned by this value.
@@ -76,22 +124,42 @@ impl TestBroker {
     }
 }
 
-/// A tansu broker process with sqlite storage in its own directory.
-/// Dropping it kills the process and removes the directory.
+/// A tansu broker process with storage of its own (see [`Storage`]) and a
+/// directory for its log (and its sqlite file). Dropping it kills the
+/// process, removes the directory and drops its database.
 pub struct Tansu {
     bin: PathBuf,
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    storage: Storage,
+    /// The `--storage-engine` URL.
+    url: String,
+    /// The PostgreSQL database this broker owns, dropped with it.
+    database: Option<String>,
 }
 
 impl Tansu {
-    /// Starts a new broker on a free loopback port and waits until it answers.
+    /// Starts a new broker with the storage [`STORAGE_ENV`] names (postgres
+    /// by default) on a free loopback port, and waits until it answers.
     pub fn start() -> Result<Tansu> {
+        Self::start_with(Storage::from_env()?)
+    }
+
+    /// Starts a new broker with `storage` on a free loopback port.
+    pub fn start_with(storage: Storage) -> Result<Tansu> {
         let bin = tansu_bin()?;
         let dir = tempfile::Builder::new().prefix("cohort-tansu-").tempdir()?;
         let port = free_port()?;
-        let mut t = Tansu { bin, port, dir, child: None };
+        let (url, database) = match storage {
+            // tansu resolves the sqlite path relative to its working directory.
+            Storage::Sqlite => ("sqlite://tansu.db".to_string(), None),
+            Storage::Postgres => {
+                let name = pg::new_database_name();
+                (pg::create_database(&name)?, Some(name))
+            }
+        };
+        let mut t = Tansu { bin, port, dir, child: None, storage, url, database };
         t.spawn()?;
         Ok(t)
     }
@@ -100,6 +168,7 @@ impl Tansu {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The broker's directory: its log, and its sqlite file with [`Storage::Sqlite`].
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }
@@ -134,7 +203,8 @@ impl Tansu {
         Ok(())
     }
 
-    /// Starts the broker again on the same port and the same sqlite file.
+    /// Starts the broker again on the same port and the same storage (its
+    /// database, or its sqlite file).
     pub fn restart(&mut self) -> Result<()> {
         self.kill()?;
         self.spawn()
@@ -142,12 +212,15 @@ impl Tansu {
 
     fn spawn(&mut self) -> Result<()> {
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        // tansu resolves the sqlite path relative to its working directory.
-        let db = "sqlite://tansu.db".to_string();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("broker.log"))?;
         let child = Command::new(&self.bin)
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", &db])
+            .args(["--storage-engine", &self.url])
+            // tansu reads these when set; the tests' broker never exports
+            // telemetry anywhere, nor takes its settings from the caller.
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("SCHEMA_REGISTRY")
+            .env_remove("CLUSTER_ID")
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -158,11 +231,22 @@ impl Tansu {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return index_headers(self.dir.path());
+                return match self.storage {
+                    Storage::Sqlite => index_headers(self.dir.path()),
+                    // The header table's primary key (topition, offset_id, k)
+                    // serves tansu's per-record header lookup on postgres.
+                    Storage::Postgres => Ok(()),
+                };
             }
             if let Some(c) = self.child.as_mut() {
                 if let Some(status) = c.try_wait()? {
-                    bail!("tansu exited at start with {status}; log: {}", self.log_tail());
+                    bail!(
+                        "tansu ({}) exited at start with {status} (a binary without the {} engine? \
+                         scripts/setup.sh builds one with both); log: {}",
+                        self.bin.display(),
+                        self.storage.name(),
+                        self.log_tail()
+                    );
                 }
             }
             if Instant::now() > deadline {
@@ -183,6 +267,70 @@ impl Tansu {
 impl Drop for Tansu {
     fn drop(&mut self) {
         let _ = self.kill();
+        if let Some(db) = self.database.take() {
+            // Best effort: `scripts/pg.sh start` drops what a killed run left.
+            if let Err(e) = pg::drop_database(&db) {
+                eprintln!("tansu harness: dropping database {db}: {e:#}");
+            }
+        }
+    }
+}
+
+/// The private PostgreSQL cluster behind [`Storage::Postgres`], through
+/// `scripts/pg.sh` (which `scripts/with-broker.sh` uses too).
+mod pg {
+    use anyhow::{anyhow, bail, Context, Result};
+    use std::path::PathBuf;
+    use std::process::{Command, Stdio};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+
+    fn script() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg.sh")
+    }
+
+    /// Runs `scripts/pg.sh ARGS`; its stdout, or its stderr as the error.
+    fn run(args: &[&str]) -> Result<String> {
+        let out = Command::new(script())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {}", script().display()))?;
+        if !out.status.success() {
+            bail!(
+                "scripts/pg.sh {} failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Starts the cluster once per process (reused when it already runs).
+    fn started() -> Result<()> {
+        static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
+        STARTED
+            .get_or_init(|| run(&["start"]).map(|_| ()).map_err(|e| format!("{e:#}")))
+            .clone()
+            .map_err(|e| anyhow!("{e}\n(scripts/setup.sh installs PostgreSQL; COHORT_TEST_STORAGE=sqlite avoids it)"))
+    }
+
+    /// `cohort_t_<pid>_<n>`: `scripts/pg.sh start` drops it once this
+    /// process is gone, should the broker's drop not have run.
+    pub fn new_database_name() -> String {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        format!("cohort_t_{}_{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Creates database `name` from the tansu template; its storage URL.
+    pub fn create_database(name: &str) -> Result<String> {
+        started()?;
+        run(&["create", name])
+    }
+
+    pub fn drop_database(name: &str) -> Result<()> {
+        run(&["drop", name]).map(|_| ())
     }
 }
 
@@ -197,7 +345,13 @@ fn tansu_bin() -> Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    let cached = PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/cohort/tansu/bin/tansu");
+    // Where scripts/setup.sh installs it.
+    let root = match (std::env::var_os("TANSU_ROOT"), std::env::var_os("COHORT_CACHE")) {
+        (Some(root), _) => PathBuf::from(root),
+        (None, Some(cache)) => PathBuf::from(cache).join("tansu"),
+        (None, None) => PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/cohort/tansu"),
+    };
+    let cached = root.join("bin/tansu");
     if cached.is_file() {
         return Ok(cached);
     }
@@ -222,6 +376,20 @@ pub fn client_config(bootstrap: &str) -> ClientConfig {
     c.set("bootstrap.servers", bootstrap)
         // tansu advertises 127.0.0.1; IPv4 avoids a resolver round trip.
         .set("broker.address.family", "v4");
+    c
+}
+
+/// [`client_config`] for a consumer (or a probe that reads offsets).
+///
+/// It reads uncommitted: tansu 0.6.0 answers ListOffsets(latest) under
+/// read_committed, librdkafka's default, with a query that PostgreSQL
+/// before 16 rejects ("subquery in FROM must have an alias"), and Debian 12
+/// ships PostgreSQL 15; so every end-offset query (`fetch_watermarks`)
+/// failed on the postgres engine. No test produces transactionally, so
+/// both levels read the same records.
+pub fn consumer_config(bootstrap: &str) -> ClientConfig {
+    let mut c = client_config(bootstrap);
+    c.set("isolation.level", "read_uncommitted");
     c
 }
 
@@ -325,7 +493,7 @@ impl Record {
 
 /// A consumer in `group`, reading `topics` from the earliest offset.
 pub fn consumer(bootstrap: &str, group: &str, topics: &[&str]) -> Result<StreamConsumer> {
-    let c: StreamConsumer = client_config(bootstrap)
+    let c: StreamConsumer = consumer_config(bootstrap)
         .set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "true")
@@ -391,7 +559,7 @@ fn owned<M: Message>(m: &M) -> Record {
 /// position reaches the high watermark it had when this was called.
 pub async fn consume_to_end(bootstrap: &str, topic: &str, deadline: Duration) -> Result<Vec<Record>> {
     use rdkafka::consumer::BaseConsumer;
-    let probe: BaseConsumer = client_config(bootstrap).create()?;
+    let probe: BaseConsumer = consumer_config(bootstrap).create()?;
     let md = probe.fetch_metadata(Some(topic), Timeout::After(Duration::from_secs(10)))?;
     let partitions: Vec<i32> = md
         .topics()

@@ -1,6 +1,8 @@
 //! Through the broker: the real `cohort run` worker against a private tansu
-//! broker on loopback (sqlite storage), compared with a plain rdkafka
-//! consumer reading the same records in the same run.
+//! broker on loopback (sqlite storage, as in the figures of
+//! docs/benchmarks.md; `COHORT_TEST_STORAGE=postgres` for the tests'
+//! postgres engine), compared with a plain rdkafka consumer reading the
+//! same records in the same run.
 //!
 //! 1. Loads `BROKER_EVENTS` cohort-loadgen events (Avro, keyed by customer,
 //!    each on its input topic; one partition per topic) before measuring.
@@ -25,9 +27,10 @@
 //!    the worker awaits its batch: the broker's share of a batch.
 //!
 //! Every consumer uses `fetch.wait.max.ms = BROKER_FETCH_WAIT_MS` (10): tansu
-//! holds every fetch for (half) its max wait even when it has records. The
-//! bench adds an index to tansu's header table (`BROKER_TANSU_HEADER_INDEX=0`
-//! leaves it out): see [`index_tansu_headers`].
+//! holds every fetch for (half) its max wait even when it has records. On
+//! sqlite the bench adds an index to tansu's header table
+//! (`BROKER_TANSU_HEADER_INDEX=0` leaves it out): see [`index_tansu_headers`];
+//! on postgres the table's primary key serves that lookup.
 //!
 //! `cargo bench --workspace --bench broker` prints the figures; nothing is
 //! asserted. Set `BROKER_EVENTS`, `BROKER_CUSTOMERS`, `BROKER_LATENCY_SECS`;
@@ -44,7 +47,7 @@ use cohort_codec::{Decoder, Encoder, Format, Registry};
 use cohort_core::engine::CauseKind;
 use cohort_core::event::{Event, EventKind};
 use cohort_core::time::{Duration as SimDuration, Timestamp};
-use cohort_e2e::{create_topic, Tansu};
+use cohort_e2e::{create_topic, Storage, Tansu};
 use common::cpu_secs;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -117,7 +120,8 @@ fn main() -> anyhow::Result<()> {
     let index_headers = env("BROKER_TANSU_HEADER_INDEX", 1) != 0;
     let started = Instant::now();
 
-    let tansu = match Tansu::start() {
+    let storage = Storage::from_env_or(Storage::Sqlite)?;
+    let tansu = match Tansu::start_with(storage) {
         Ok(t) => t,
         Err(e) if quick => {
             println!("broker: skipped, no tansu broker ({e:#})");
@@ -134,15 +138,22 @@ fn main() -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })?;
-    let indexed =
-        if index_headers { index_tansu_headers(tansu.data_dir()) } else { Err(anyhow!("BROKER_TANSU_HEADER_INDEX=0")) };
+    let indexed = match storage {
+        Storage::Postgres => Ok(()),
+        Storage::Sqlite if index_headers => index_tansu_headers(tansu.data_dir()),
+        Storage::Sqlite => Err(anyhow!("BROKER_TANSU_HEADER_INDEX=0")),
+    };
     println!(
-        "broker: tansu 0.6.0 (sqlite) on {bootstrap}; topics {} and {} with 1 partition each; every consumer with \
+        "broker: tansu 0.6.0 ({}) on {bootstrap}; topics {} and {} with 1 partition each; every consumer with \
          {}; {}",
+        storage.name(),
         INPUTS.join(", "),
         OUTPUTS.join(", "),
         props.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "),
         match &indexed {
+            Ok(()) if storage == Storage::Postgres => {
+                "tansu's header table served by its primary key (topition, offset_id, k)".to_string()
+            }
             Ok(()) => "index added on tansu's header table (topition, offset_id)".to_string(),
             Err(e) => format!(
                 "tansu's header table NOT indexed ({e:#}): every record served scans every stored header, and the \
@@ -395,7 +406,7 @@ level = "info,librdkafka=warn"
 }
 
 fn high_watermarks(bootstrap: &str, topics: &[&str]) -> anyhow::Result<HashMap<String, i64>> {
-    let probe: BaseConsumer = cohort_e2e::client_config(bootstrap).create()?;
+    let probe: BaseConsumer = cohort_e2e::consumer_config(bootstrap).create()?;
     let mut out = HashMap::new();
     for t in topics {
         let (_, high) = probe.fetch_watermarks(t, 0, Duration::from_secs(10))?;

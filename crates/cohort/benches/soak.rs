@@ -22,12 +22,14 @@
 //! `cargo test --benches` it does a 3,000-event run, and
 //! `cargo test --release -p cohort --bench soak -- --bench` the full one with
 //! the release build. `SOAK_COHORT_BIN` names another `cohort` binary to
-//! run (the same harness for a before-and-after).
+//! run (the same harness for a before-and-after). The broker keeps its data
+//! in sqlite, as in the figures of docs/benchmarks.md;
+//! `COHORT_TEST_STORAGE=postgres` runs it on the tests' postgres engine.
 
 mod common;
 
 use anyhow::{bail, Context as _};
-use cohort_e2e::{create_topic, Tansu};
+use cohort_e2e::{create_topic, Storage, Tansu};
 use common::cpu_secs;
 use std::io::Read;
 use std::path::Path;
@@ -58,7 +60,8 @@ fn run() -> anyhow::Result<()> {
     let cohort = std::env::var("SOAK_COHORT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cohort").to_string());
     let cohort = cohort.as_str();
 
-    let broker = Tansu::start().context("starting tansu (make test's setup installs it)")?;
+    let storage = Storage::from_env_or(Storage::Sqlite)?;
+    let broker = Tansu::start_with(storage).context("starting tansu (make test's setup installs it)")?;
     let bootstrap = broker.bootstrap();
     let dir = tempfile::Builder::new().prefix("cohort-soak-").tempdir()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -82,7 +85,11 @@ fn run() -> anyhow::Result<()> {
         bail!("cohort loadgen exited with {status}");
     }
     let load_time = loaded.elapsed();
-    println!("soak: {events} loadgen events (JSON, {partitions} partitions per topic) loaded in {load_time:.1?}");
+    println!(
+        "soak: {events} loadgen events (JSON, {partitions} partitions per topic) loaded into tansu ({}) in \
+         {load_time:.1?}",
+        storage.name()
+    );
 
     let log_path = dir.path().join("worker.log");
     let log = std::fs::File::create(&log_path)?;

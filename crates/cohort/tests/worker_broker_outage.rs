@@ -67,7 +67,7 @@ async fn dead_letters(d: &Deployment) -> BTreeSet<[String; 4]> {
 /// of its partitions' high watermarks).
 fn clickstream_end(d: &Deployment) -> i64 {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = cohort_e2e::client_config(&d.bootstrap).create().expect("probe consumer");
+    let c: BaseConsumer = cohort_e2e::consumer_config(&d.bootstrap).create().expect("probe consumer");
     (0..d.partitions)
         .map(|p| {
             let (_, high) = c

@@ -7,7 +7,9 @@
 use cohort_codec::{Encoder, Format, Registry};
 use cohort_core::event::{Event, EventKind};
 use cohort_e2e::{consume_until, create_topic, unique_name, Record};
+use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::util::Timeout;
 use std::collections::BTreeMap;
@@ -52,6 +54,33 @@ impl Deployment {
         for t in INPUTS.iter().chain(OUTPUTS.iter()) {
             create_topic(bootstrap, &format!("{prefix}-{t}"), partitions).await.expect("create topic");
         }
+        Self::configured(bootstrap, prefix, partitions, rules, extra_processing, format)
+    }
+
+    /// Like [`Deployment::new`] on librdkafka's mock cluster (JSON inputs),
+    /// which has no CreateTopics: the topics are created through its API.
+    pub fn on_mock_cluster<C: ClientContext>(
+        cluster: &MockCluster<'_, C>,
+        partitions: i32,
+        rules: &str,
+        extra_processing: &str,
+    ) -> Deployment {
+        let prefix = unique_name("e2e");
+        for t in INPUTS.iter().chain(OUTPUTS.iter()) {
+            cluster.create_topic(&format!("{prefix}-{t}"), partitions, 1).expect("create a topic on the mock cluster");
+        }
+        Self::configured(&cluster.bootstrap_servers(), prefix, partitions, rules, extra_processing, Format::Json)
+    }
+
+    /// Writes the config and rules of a deployment whose topics exist.
+    fn configured(
+        bootstrap: &str,
+        prefix: String,
+        partitions: i32,
+        rules: &str,
+        extra_processing: &str,
+        format: Format,
+    ) -> Deployment {
         let dir = tempfile::Builder::new().prefix("cohort-e2e-").tempdir().expect("tempdir");
         std::fs::write(dir.path().join("rules.yaml"), rules).expect("write rules");
         let config = dir.path().join("cohort.toml");
@@ -205,7 +234,7 @@ allowed_lateness = "1m"
     /// commits follow the store commit).
     pub async fn wait_caught_up(&self, deadline: Duration, worker: &mut WorkerProcess) {
         let until = Instant::now() + deadline;
-        let probe: BaseConsumer = cohort_e2e::client_config(&self.bootstrap)
+        let probe: BaseConsumer = cohort_e2e::consumer_config(&self.bootstrap)
             .set("group.id", format!("{}-group", self.prefix))
             .create()
             .expect("probe consumer");
