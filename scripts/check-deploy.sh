@@ -7,7 +7,7 @@
 #     is defined in crates/cohort/src/metrics.rs (no invented metrics);
 #   - the Grafana dashboard is valid JSON and each of its queries parses as
 #     PromQL (through promtool);
-#   - deploy/cohort.toml parses and uses only keys config.rs knows;
+#   - deploy/cohort.toml parses and uses only keys config/mod.rs knows;
 #   - with PyYAML: the Kubernetes manifests, the compose file and Grafana's
 #     provisioning files parse, and are consistent (the ConfigMap carries
 #     deploy/cohort.toml verbatim, selectors match, probes use declared ports,
@@ -18,7 +18,7 @@
 #   - with a cohort binary newer than metrics.rs: the README's metrics table
 #     and the names docs/deploy.md uses against a live /metrics (`cohort
 #     demo`); `make test` builds the binary first, so there it always runs;
-#   - with a cohort binary newer than config.rs (target/release/cohort, or
+#   - with a cohort binary newer than config/mod.rs (target/release/cohort, or
 #     COHORT_BIN): `cohort check-config --config deploy/cohort.toml` (with
 #     the repository's rules and schemas in place of the image's paths), and
 #     the TOML it prints passes `cohort check-config` in turn.
@@ -203,7 +203,7 @@ if tomllib is not None:
     except Exception as e:
         fail(f"{toml_path}: {e}")
 if config is not None:
-    config_src = read("crates/cohort/src/config.rs")
+    config_src = read("crates/cohort/src/config/mod.rs")
     struct_fields = {}
     for m in re.finditer(r"pub struct (\w+) \{(.*?)\n\}", config_src, re.S):
         struct_fields[m.group(1)] = set(re.findall(r"pub (\w+):", m.group(2)))
@@ -222,11 +222,11 @@ if config is not None:
                 bad.append(f"{section}.{key}")
     missing = sorted(top - set(config))
     if bad:
-        fail(f"{toml_path}: keys config.rs does not know: {', '.join(bad)}")
+        fail(f"{toml_path}: keys config/mod.rs does not know: {', '.join(bad)}")
     elif missing:
         fail(f"{toml_path}: sections missing from the example: {', '.join(missing)}")
     else:
-        ok(f"{toml_path}: parses, every section present, every key known to config.rs")
+        ok(f"{toml_path}: parses, every section present, every key known to config/mod.rs")
     if config.get("http", {}).get("listen", "").startswith("127."):
         fail(f"{toml_path}: http.listen must not be loopback in a container")
 
@@ -393,7 +393,7 @@ fi
 
 # --- cohort check-config (optional) -----------------------------------------------
 bin="${COHORT_BIN:-${CARGO_TARGET_DIR:-target}/release/cohort}"
-if [[ -x "$bin" && "$bin" -nt crates/cohort/src/config.rs ]]; then
+if [[ -x "$bin" && "$bin" -nt crates/cohort/src/config/mod.rs ]]; then
     # A clean environment, so COHORT__* variables of the caller do not count;
     # the rules and schemas paths of the image (/etc/cohort, /usr/share/cohort)
     # point at the repository's files instead.
@@ -405,7 +405,7 @@ if [[ -x "$bin" && "$bin" -nt crates/cohort/src/config.rs ]]; then
             env -i PATH="$PATH" "$bin" check-config --config "$tmp/effective.toml"
     fi
 else
-    log "note: no cohort binary newer than config.rs at $bin: skipping 'cohort check-config' (set COHORT_BIN)"
+    log "note: no cohort binary newer than config/mod.rs at $bin: skipping 'cohort check-config' (set COHORT_BIN)"
 fi
 
 # --- docs against a live /metrics (optional) ---------------------------------------
