@@ -51,7 +51,7 @@ bench: setup
 # cargo-fuzz passes -Z flags (AddressSanitizer): RUSTC_BOOTSTRAP=1 lets the
 # stable toolchain accept them. A crash is saved in fuzz/artifacts/<target>/.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= avro_decode confluent_header json_decode rules_parse state_decode
+FUZZ_TARGETS ?= avro_decode confluent_header json_decode partition_meta_decode rules_parse state_decode
 FUZZ_TARGET_DIR ?= $(CURDIR)/fuzz/target
 FUZZ_CARGO = RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR) $(CARGO) fuzz
 fuzz:

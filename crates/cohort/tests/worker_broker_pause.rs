@@ -226,5 +226,6 @@ async fn sigterm_with_the_broker_frozen_or_down_exits_within_the_shutdown_timeou
     broker.restart().expect("restart the broker on its data");
     let mut worker = d.start_worker("after");
     d.wait_caught_up(DEADLINE, &mut worker).await;
-    assert!(worker.terminate().success());
+    let status = worker.terminate();
+    assert!(status.success(), "the worker after the outages exited with {status} on SIGTERM:\n{}", worker.log_tail());
 }

@@ -67,6 +67,19 @@ fn main() {
     for (i, s) in sample_states().iter().enumerate() {
         write(&dir, "state_decode", &format!("{i:02}"), &cohort_core::encode::encode(s));
     }
+    // Partition metadata: empty, and one with offsets, populations, a
+    // changelog position and tables learned from purchases and outcomes.
+    let mut meta = cohort_core::partition::PartitionMeta::default();
+    write(&dir, "partition_meta_decode", "00", &meta.encode());
+    meta.watermark = cohort_core::time::Timestamp(1_736_760_274_874);
+    meta.next_offsets.insert("clickstream".into(), 657);
+    meta.next_offsets.insert("purchases".into(), 20);
+    meta.populations.insert("vip".into(), 3);
+    meta.populations.insert("lapsed".into(), 1_000_000);
+    meta.changelog_next = Some(42);
+    meta.tables.propensity.record("winback_20", cohort_core::event::Outcome::Converted);
+    meta.tables.propensity.record("winback_20", cohort_core::event::Outcome::Dismissed);
+    write(&dir, "partition_meta_decode", "01", &meta.encode());
     // Rules: the shipped example, the golden tests' file, and every YAML
     // block of the user guide.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
