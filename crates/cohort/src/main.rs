@@ -108,12 +108,18 @@ fn main() -> std::process::ExitCode {
 fn command(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => {
+            // The runtime and the SIGTERM handler first: from here on SIGTERM
+            // means a clean stop, even while the config loads and the store opens.
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let shutdown = {
+                let _in_runtime = rt.enter();
+                shutdown_signal()
+            };
             let config = load_config(Some(&config))?;
             // A property librdkafka refuses, named without its value.
             cohort::check::check_librdkafka_properties(&config)?;
             init_tracing(&config);
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            let result = rt.block_on(run(config));
+            let result = rt.block_on(run(config, shutdown));
             // The worker has spent its shutdown budget; a blocking task still
             // running (a store read for the admin API) must not hold the exit.
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
@@ -255,7 +261,7 @@ impl CustomerLookup for AdminLookup {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let metrics = Metrics::new()?;
     metrics.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
     let readiness = Arc::new(Readiness::default());
@@ -270,7 +276,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     .await
     .with_context(|| format!("binding http.listen {addr}"))?;
     tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
-    let result = worker.run(shutdown_signal()).await;
+    let result = worker.run(shutdown).await;
     let _ = stop_http_tx.send(());
     // Graceful: requests under way are answered, but a scraper's open
     // connection does not hold the exit.
@@ -278,25 +284,33 @@ async fn run(config: Config) -> anyhow::Result<()> {
     result
 }
 
-/// Completes on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Completes on SIGTERM or Ctrl-C. The SIGTERM handler is installed when
+/// this is called, not when the future is first polled: a SIGTERM that
+/// arrives while the store opens (a pod stopped right after it started)
+/// is kept and ends the worker cleanly once it runs, instead of killing
+/// the process with the signal's default action.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        #[cfg(unix)]
+        let term = async move {
+            match term {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        tracing::info!("shutdown requested");
     }
-    tracing::info!("shutdown requested");
 }
