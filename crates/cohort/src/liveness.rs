@@ -336,9 +336,11 @@ impl WatchdogGauges {
         }
         let mut set = BTreeSet::new();
         for p in owned {
+            // One read (and decode) of the partition's metadata for all its topics.
+            let committed = self.store.partition_meta(*p as u32).ok().flatten().map(|m| m.next_offsets);
             for t in &self.topics {
                 let Some(high) = consumer.high_watermarks.get(&(t.clone(), *p)) else { continue };
-                let next = self.store.input_offset(t, *p as u32).ok().flatten().unwrap_or(0);
+                let next = committed.as_ref().and_then(|o| o.get(t).copied()).unwrap_or(0);
                 m.consumer_lag_records.with_label_values(&[t, &p.to_string()]).set((high - next).max(0));
                 set.insert(*p);
             }

@@ -65,9 +65,19 @@ impl Default for PartitionMeta {
     }
 }
 
-impl PartitionMeta {
+/// A [`PartitionMeta`]'s fields, borrowed: what is encoded. The partition
+/// task encodes its own fields through this without copying its tables.
+pub(crate) struct MetaRef<'a> {
+    pub(crate) watermark: Timestamp,
+    pub(crate) tables: &'a Tables,
+    pub(crate) next_offsets: &'a BTreeMap<String, i64>,
+    pub(crate) populations: &'a BTreeMap<String, u64>,
+    pub(crate) changelog_next: Option<i64>,
+}
+
+impl MetaRef<'_> {
     /// The record's bytes, in [`META_FORMAT_VERSION`].
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let popularity = self.tables.popularity.encode();
         let propensity = self.tables.propensity.encode();
         let mut out = Vec::with_capacity(32 + popularity.len() + propensity.len() + 24 * self.populations.len());
@@ -78,12 +88,12 @@ impl PartitionMeta {
             out.extend_from_slice(table);
         }
         put_uv(&mut out, self.next_offsets.len() as u64);
-        for (topic, next) in &self.next_offsets {
+        for (topic, next) in self.next_offsets {
             put_str(&mut out, topic);
             out.extend_from_slice(&next.to_be_bytes());
         }
         put_uv(&mut out, self.populations.len() as u64);
-        for (segment, n) in &self.populations {
+        for (segment, n) in self.populations {
             put_str(&mut out, segment);
             put_uv(&mut out, *n);
         }
@@ -95,6 +105,20 @@ impl PartitionMeta {
             }
         }
         out
+    }
+}
+
+impl PartitionMeta {
+    /// The record's bytes, in [`META_FORMAT_VERSION`].
+    pub fn encode(&self) -> Vec<u8> {
+        MetaRef {
+            watermark: self.watermark,
+            tables: &self.tables,
+            next_offsets: &self.next_offsets,
+            populations: &self.populations,
+            changelog_next: self.changelog_next,
+        }
+        .encode()
     }
 
     /// Reads bytes from [`PartitionMeta::encode`]; a version this build does

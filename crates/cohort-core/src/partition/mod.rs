@@ -370,7 +370,14 @@ impl PartitionTask {
             }
         }
         if offsets_moved || tables_dirty || populations_dirty || self.watermark.current() != watermark_before {
-            out.meta = Some(self.meta().encode());
+            let meta = meta::MetaRef {
+                watermark: self.watermark.current(),
+                tables: &self.tables,
+                next_offsets: &self.next_offsets,
+                populations: &self.populations,
+                changelog_next: self.changelog_next,
+            };
+            out.meta = Some(meta.encode());
         }
         out
     }
