@@ -394,10 +394,14 @@ pub fn consumer_config(bootstrap: &str) -> ClientConfig {
 }
 
 /// Creates a topic with the admin API and waits until its metadata shows all
-/// partitions.
+/// partitions. A topic whose name ends in `changelog` is created compacted
+/// (`cleanup.policy=compact`), as cohort requires of its changelog.
 pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create()?;
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    if name.ends_with("changelog") {
+        topic = topic.set("cleanup.policy", "compact");
+    }
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin.create_topics([&topic], &opts).await.context("create_topics")?;
     for r in results {

@@ -93,6 +93,7 @@ pub struct CohortConsumerContext {
     events: mpsc::UnboundedSender<PartitionEvent>,
     log: KafkaLog,
     health: Arc<ClientHealth>,
+    hold_assigned: bool,
 }
 
 impl ClientContext for CohortConsumerContext {
@@ -156,6 +157,11 @@ impl ConsumerContext for CohortConsumerContext {
                     assigned.push((p, stored));
                 }
                 let result = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                if result.is_ok() && self.hold_assigned {
+                    if let Err(e) = consumer.pause(tpl) {
+                        warn!(error = %e, "could not pause newly assigned partitions before their restore");
+                    }
+                }
                 match result {
                     Ok(()) => {
                         info!(partitions = assigned.len(), cooperative, "partitions assigned");
@@ -195,6 +201,10 @@ pub struct ConsumerSettings {
     /// librdkafka properties, applied after cohort's defaults.
     pub properties: BTreeMap<String, String>,
     pub start: StartPosition,
+    /// Pause every newly assigned partition in the rebalance callback, before
+    /// anything is fetched from it: the worker restores its state first,
+    /// then seeks and resumes it ([`InputConsumer::resume`]).
+    pub hold_assigned: bool,
 }
 
 /// A consumer-group member over the input topics.
@@ -242,6 +252,7 @@ impl InputConsumer {
             events: tx,
             log: KafkaLog::default(),
             health: health.clone(),
+            hold_assigned: settings.hold_assigned,
         };
         let consumer: StreamConsumer<CohortConsumerContext> =
             config.create_with_context(context).map_err(KafkaAdapterError::Config)?;

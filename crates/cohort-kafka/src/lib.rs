@@ -9,12 +9,15 @@
 //! - [`producer::OutputProducer`] is an idempotent producer (acks=all) whose
 //!   sends are awaited before the store commits, and which reports when its
 //!   queue is full so the worker can pause input (backpressure).
+//! - [`changelog::ChangelogReader`] reads a changelog partition back in
+//!   bounded chunks, outside any group (restores and standbys).
 //! - [`embedded::EmbeddedBroker`] is librdkafka's in-process mock cluster,
 //!   for the demo and fast tests.
 //!
 //! Nothing here knows about customers, events or segments; this crate must
 //! not depend on cohort-core, the codec or the store.
 
+pub mod changelog;
 pub mod consumer;
 pub mod embedded;
 pub mod error;
@@ -22,11 +25,12 @@ pub mod health;
 pub mod logging;
 pub mod producer;
 
+pub use changelog::{ChangelogReader, ChangelogRecord, ReadEnd};
 pub use consumer::{InputConsumer, InputRecord, OffsetSource, PartitionEvent, StartPosition, TopicPartition};
 pub use embedded::EmbeddedBroker;
 pub use error::KafkaAdapterError;
 pub use health::{ClientHealth, HealthSnapshot};
-pub use producer::{OutputHeader, OutputProducer, OutputRecord};
+pub use producer::{Delivered, OutputHeader, OutputProducer, OutputRecord};
 
 use rdkafka::config::ClientConfig;
 use std::collections::BTreeMap;

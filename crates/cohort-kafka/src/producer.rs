@@ -29,6 +29,16 @@ pub struct OutputRecord {
     pub headers: Vec<OutputHeader>,
     /// The record timestamp in ms since the epoch; the broker's clock when `None`.
     pub timestamp: Option<i64>,
+    /// The partition to write to; `None`: the partitioner's choice by key
+    /// (librdkafka's default, murmur2-compatible with the Java client's).
+    pub partition: Option<i32>,
+}
+
+/// Where an acknowledged record was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    pub partition: i32,
+    pub offset: i64,
 }
 
 /// A send in flight; await it with [`OutputProducer::wait`].
@@ -80,6 +90,9 @@ impl OutputProducer {
             if let Some(ts) = rec.timestamp {
                 record = record.timestamp(ts);
             }
+            if let Some(p) = rec.partition {
+                record = record.partition(p);
+            }
             match self.inner.send_result(record) {
                 Ok(f) => return Ok(Pending(f)),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
@@ -90,25 +103,27 @@ impl OutputProducer {
         }
     }
 
-    /// Waits for one send's acknowledgement.
-    pub async fn wait(&self, pending: Pending) -> Result<(), KafkaAdapterError> {
+    /// Waits for one send's acknowledgement: where the record was written.
+    pub async fn wait(&self, pending: Pending) -> Result<Delivered, KafkaAdapterError> {
         match pending.0.await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(d)) => Ok(Delivered { partition: d.partition, offset: d.offset }),
             Ok(Err((e, _))) => Err(e.into()),
             Err(_) => Err(KafkaAdapterError::Cancelled),
         }
     }
 
-    /// Sends all records and waits until every one is acknowledged.
-    pub async fn send_all(&self, records: &[OutputRecord]) -> Result<(), KafkaAdapterError> {
+    /// Sends all records and waits until every one is acknowledged. Returns
+    /// where each was written, in the order of `records`.
+    pub async fn send_all(&self, records: &[OutputRecord]) -> Result<Vec<Delivered>, KafkaAdapterError> {
         let mut pending = Vec::with_capacity(records.len());
         for r in records {
             pending.push(self.send(r).await?);
         }
+        let mut delivered = Vec::with_capacity(pending.len());
         for p in pending {
-            self.wait(p).await?;
+            delivered.push(self.wait(p).await?);
         }
-        Ok(())
+        Ok(delivered)
     }
 
     /// Records handed to the producer and not yet acknowledged.

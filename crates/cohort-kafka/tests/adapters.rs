@@ -29,6 +29,7 @@ fn record(topic: &str, i: usize) -> OutputRecord {
         value: Some(format!("v{i}").into_bytes()),
         headers: vec![("cohort-test".into(), b"1".to_vec().into())],
         timestamp: None,
+        partition: None,
     }
 }
 
@@ -70,6 +71,7 @@ async fn assignment_seeks_to_stored_offsets(bootstrap: &str, topic: &str) {
         topics: vec![topic.to_string()],
         properties: BTreeMap::new(),
         start: StartPosition::Earliest,
+        hold_assigned: false,
     };
     let (consumer, mut events) = InputConsumer::new(&settings, Arc::new(offsets)).expect("consumer");
     let expected = RECORDS - stored_p0 as usize;

@@ -36,6 +36,9 @@
 //! - [`Store::partition_timers`]: a partition's timers, in due order.
 //! - [`Store::drop_partition`], [`Store::iter_partition_states`],
 //!   [`Store::partitions`]: rebalancing and restore.
+//! - [`Store::restore_write`] / [`Store::restore_finish`]: a partition
+//!   restored from the changelog, written in bulk without the WAL
+//!   ([`restore`]).
 //! - [`Store::forget`]: delete a customer everywhere and erase it from disk;
 //!   [`Store::purge`] erases deletes that arrived on the stream.
 //! - [`Store::inspect`]: a customer's raw state bytes, partition and timers.
@@ -53,11 +56,13 @@ pub mod envelope;
 pub mod error;
 pub mod keys;
 mod migrate;
+pub mod restore;
 pub mod stats;
 pub mod store;
 
 pub use config::{Compression, InfoLogLevel, StoreConfig};
 pub use error::{ErrorClass, StoreError};
+pub use restore::Restored;
 pub use stats::{CfStats, StoreStats};
 pub use store::{Batch, ForgetReport, Inspection, Metadata, PartitionStates, Store, Timer, STORE_FORMAT_VERSION};
 

@@ -329,7 +329,7 @@ impl Store {
         StoreError::Closed { path: self.path.clone(), reason: "a reopen after purge failed".into() }
     }
 
-    fn with_db<T>(&self, f: impl FnOnce(&DB) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    pub(crate) fn with_db<T>(&self, f: impl FnOnce(&DB) -> Result<T, StoreError>) -> Result<T, StoreError> {
         match self.read_db().as_ref() {
             Some(db) => f(db),
             None => Err(self.closed()),
@@ -850,7 +850,7 @@ impl Store {
     }
 }
 
-fn flush_all(db: &DB) -> Result<(), StoreError> {
+pub(crate) fn flush_all(db: &DB) -> Result<(), StoreError> {
     // One family at a time (what `flush_cfs` does without atomic flush);
     // once every family has flushed, no WAL holds data older than the flush.
     let mut opts = FlushOptions::default();
@@ -865,7 +865,7 @@ fn flush_all(db: &DB) -> Result<(), StoreError> {
 }
 
 /// Due times of `customer`'s timers in `partition`, from the reverse index.
-fn customer_timers(db: &DB, partition: u32, customer: &str) -> Result<Vec<Timestamp>, StoreError> {
+pub(crate) fn customer_timers(db: &DB, partition: u32, customer: &str) -> Result<Vec<Timestamp>, StoreError> {
     let Some(prefix) = timer_index_prefix(partition, customer) else { return Ok(Vec::new()) };
     let mut opts = ReadOptions::default();
     if let Some(end) = prefix_successor(&prefix) {

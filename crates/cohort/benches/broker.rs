@@ -1014,6 +1014,7 @@ fn replay_outputs(
             value: m.payload().map(<[u8]>::to_vec),
             headers,
             timestamp: m.timestamp().to_millis(),
+            partition: None,
         });
     }
     drop(reader);

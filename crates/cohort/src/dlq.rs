@@ -59,6 +59,7 @@ pub fn dead_letter(dlq_topic: &str, rec: &InputRecord, reason: &str, detail: &st
         value: rec.value.clone(),
         headers,
         timestamp: rec.timestamp,
+        partition: None,
     }
 }
 

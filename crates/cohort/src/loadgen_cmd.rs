@@ -96,6 +96,7 @@ pub fn run(args: LoadgenArgs, now: Timestamp) -> anyhow::Result<u64> {
                         value: encoder.encode_event(&ev)?,
                         headers: Vec::new(),
                         timestamp: Some(ev.time.as_millis()),
+                        partition: None,
                     };
                     pending.push(producer.send(&rec).await?);
                     n += 1;

@@ -202,6 +202,7 @@ fn command(cli: Cli) -> anyhow::Result<()> {
                     value: None,
                     headers: vec![("cohort.forget".into(), (&b"requested"[..]).into())],
                     timestamp: Some(SystemClock.now().as_millis()),
+                    partition: None,
                 };
                 producer.send_all(std::slice::from_ref(&rec)).await?;
                 println!(

@@ -55,6 +55,13 @@ pub struct Metrics {
     pub output_in_flight: IntGauge,
     /// Assigned partitions still restoring state (not yet consuming).
     pub restoring_partitions: IntGauge,
+    /// Changelog records applied to the store, by kind (active: a partition
+    /// this worker was assigned; standby: one it follows).
+    pub restore_records: IntCounterVec,
+    /// Changelog records still to apply in the restores under way.
+    pub restore_remaining: IntGauge,
+    /// Changelog partitions followed as warm standbys.
+    pub standby_partitions: IntGauge,
     /// 1 while /readyz answers ready.
     pub ready: IntGauge,
     /// How long the worker has been waiting on the broker or the store,
@@ -222,6 +229,19 @@ impl Metrics {
             restoring_partitions: gauge(
                 "cohort_consumer_restoring_partitions",
                 "Assigned partitions still restoring state.",
+            )?,
+            restore_records: counter_vec(
+                "cohort_restore_records_total",
+                "Changelog records applied to the store, by kind (active: an assigned partition's restore; standby).",
+                &["kind"],
+            )?,
+            restore_remaining: gauge(
+                "cohort_restore_records_remaining",
+                "Changelog records still to apply in the restores under way.",
+            )?,
+            standby_partitions: gauge(
+                "cohort_standby_partitions",
+                "Changelog partitions this worker follows as a warm standby.",
             )?,
             ready: gauge("cohort_worker_ready", "1 while /readyz answers ready.")?,
             stall_seconds: {

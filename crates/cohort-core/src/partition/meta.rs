@@ -121,6 +121,15 @@ impl PartitionMeta {
         .encode()
     }
 
+    /// `encoded` with its changelog position set to `next`: the worker
+    /// learns where a batch's metadata record landed in the changelog only
+    /// once it is acknowledged, and stores the position with the batch.
+    pub fn with_changelog_next(encoded: &[u8], next: i64) -> Result<Vec<u8>, DecodeError> {
+        let mut meta = PartitionMeta::decode(encoded)?;
+        meta.changelog_next = Some(next);
+        Ok(meta.encode())
+    }
+
     /// Reads bytes from [`PartitionMeta::encode`]; a version this build does
     /// not know is refused ([`DecodeError::UnsupportedVersion`]), never misread.
     pub fn decode(bytes: &[u8]) -> Result<PartitionMeta, DecodeError> {

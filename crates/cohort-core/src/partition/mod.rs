@@ -27,6 +27,7 @@
 //! is in it: each segment change moves them, and a forget removes the
 //! customer from every segment it was in.
 
+pub mod changelog;
 mod meta;
 
 pub use meta::{changelog_key, PartitionMeta, META_FORMAT_VERSION};
@@ -215,7 +216,6 @@ pub struct PartitionTask {
     timers: Timers,
     next_offsets: BTreeMap<String, i64>,
     populations: BTreeMap<String, u64>,
-    changelog_next: Option<i64>,
 }
 
 impl PartitionTask {
@@ -238,7 +238,6 @@ impl PartitionTask {
             timers: index,
             next_offsets: meta.next_offsets,
             populations: meta.populations,
-            changelog_next: meta.changelog_next,
         }
     }
 
@@ -274,6 +273,33 @@ impl PartitionTask {
         self.timers.len()
     }
 
+    /// A customer's pending timer.
+    pub fn timer_of(&self, customer: &str) -> Option<Timestamp> {
+        self.timers.get(customer)
+    }
+
+    /// The encoded metadata record as of the last step: what a batch that
+    /// changes nothing else but must close with a metadata record (a fence,
+    /// see [`changelog`]) writes.
+    pub fn encode_meta(&self) -> Vec<u8> {
+        self.meta_ref().encode()
+    }
+
+    fn meta_ref(&self) -> meta::MetaRef<'_> {
+        meta::MetaRef {
+            watermark: self.watermark.current(),
+            tables: &self.tables,
+            next_offsets: &self.next_offsets,
+            populations: &self.populations,
+            // Where a batch's metadata record lands in the changelog is known
+            // only once it is acknowledged: the worker stores that position
+            // with the batch (`PartitionMeta::with_changelog_next`). The
+            // task's own records carry none, so every copy of a batch's
+            // record, the changelog's included, is the same whoever wrote it.
+            changelog_next: None,
+        }
+    }
+
     /// The partition's metadata as of the last step.
     pub fn meta(&self) -> PartitionMeta {
         PartitionMeta {
@@ -281,7 +307,7 @@ impl PartitionTask {
             tables: self.tables.clone(),
             next_offsets: self.next_offsets.clone(),
             populations: self.populations.clone(),
-            changelog_next: self.changelog_next,
+            changelog_next: None,
         }
     }
 
@@ -370,14 +396,7 @@ impl PartitionTask {
             }
         }
         if offsets_moved || tables_dirty || populations_dirty || self.watermark.current() != watermark_before {
-            let meta = meta::MetaRef {
-                watermark: self.watermark.current(),
-                tables: &self.tables,
-                next_offsets: &self.next_offsets,
-                populations: &self.populations,
-                changelog_next: self.changelog_next,
-            };
-            out.meta = Some(meta.encode());
+            out.meta = Some(self.meta_ref().encode());
         }
         out
     }

@@ -34,6 +34,8 @@ pub struct Config {
     #[serde(default)]
     pub processing: ProcessingConfig,
     #[serde(default)]
+    pub restore: RestoreConfig,
+    #[serde(default)]
     pub http: HttpConfig,
     #[serde(default)]
     pub log: LogConfig,
@@ -276,6 +278,35 @@ impl Default for ProcessingConfig {
     }
 }
 
+/// Restoring partitions from the changelog, and warm standbys (README "Scaling").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestoreConfig {
+    /// 0: restore a partition only when it is assigned. 1 or more: also keep
+    /// every changelog partition this worker does not own caught up in its
+    /// store (a warm standby), so a takeover restores only the last seconds.
+    /// (Every worker with standbys on follows every partition it does not
+    /// own; choosing N of them per partition is not built yet.)
+    pub standby_replicas: u32,
+    /// How often a standby catches up with the changelog.
+    #[serde(with = "humantime_serde")]
+    pub standby_interval: Duration,
+    /// A restore holds at most about this much of the changelog in memory:
+    /// what librdkafka prefetches and one write batch to the store.
+    pub max_memory_bytes: usize,
+}
+
+impl Default for RestoreConfig {
+    fn default() -> Self {
+        RestoreConfig {
+            standby_replicas: 0,
+            standby_interval: Duration::from_secs(1),
+            // Two halves: the fetch queue and the write batch.
+            max_memory_bytes: 64 << 20,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
@@ -415,6 +446,12 @@ impl Config {
                         .into(),
                 ));
             }
+        }
+        if self.restore.max_memory_bytes < 4 << 20 {
+            return Err(bad("restore.max_memory_bytes", "must be at least 4 MiB (4194304)".into()));
+        }
+        if self.restore.standby_interval.is_zero() {
+            return Err(bad("restore.standby_interval", "must be longer than 0s".into()));
         }
         let p = &self.processing;
         if p.batch_max_records == 0 {

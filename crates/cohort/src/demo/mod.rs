@@ -446,6 +446,7 @@ fn record_of(ev: &Event, encoder: &Encoder, topics: &crate::config::Topics) -> a
         value,
         headers,
         timestamp: Some(ev.time.as_millis()),
+        partition: None,
     })
 }
 

@@ -39,8 +39,8 @@ impl Worker {
         for r in records {
             by_partition.entry(r.partition).or_default().push(r);
         }
-        if live {
-            for p in self.partitions.keys() {
+        for (p, rt) in &self.partitions {
+            if live || !rt.fence.is_empty() {
                 by_partition.entry(*p).or_default();
             }
         }
@@ -133,7 +133,9 @@ impl Worker {
             }
         }
 
-        // The changelog and the store batch carry the same writes.
+        // The changelog and the store batch carry the same writes: first the
+        // fence a restore left (see `cohort_core::partition::changelog`),
+        // then the batch's states, then the metadata record that closes it.
         let mut batch = Batch {
             partition: partition as u32,
             states: Vec::with_capacity(step.writes.len()),
@@ -141,13 +143,34 @@ impl Worker {
             timers_clear: step.timers_clear,
             meta: None,
         };
+        let fenced = !rt.fence.is_empty();
+        if fenced {
+            let fence: Vec<String> = std::mem::take(&mut rt.fence).into_iter().collect();
+            let keys: Vec<&str> = fence.iter().map(String::as_str).collect();
+            for (customer, bytes) in fence.iter().zip(self.read_states(partition, &keys)) {
+                let bytes = bytes.map_err(|e| anyhow!("reading a fenced customer's state: {e}"))?;
+                let timer = bytes.as_ref().and_then(|_| rt.task.timer_of(customer));
+                out.outputs.push(self.out_topics.changelog(
+                    partition,
+                    customer.clone(),
+                    bytes.map(|b| b.to_vec()),
+                    timer,
+                ));
+            }
+        }
         for w in step.writes {
             let bytes = w.bytes.map(Bytes::from);
-            out.outputs.push(self.out_topics.changelog(w.customer.clone(), bytes.as_deref().map(<[u8]>::to_vec)));
+            let timer = bytes.as_ref().and_then(|_| rt.task.timer_of(&w.customer));
+            let value = bytes.as_deref().map(<[u8]>::to_vec);
+            out.outputs.push(self.out_topics.changelog(partition, w.customer.clone(), value, timer));
             batch.states.push((w.customer, bytes));
         }
-        if let Some(meta) = step.meta {
-            out.outputs.push(self.out_topics.changelog(changelog_key(partition), Some(meta.clone())));
+        // A batch that wrote states closes with a metadata record (see
+        // `cohort_core::partition::changelog`), even if nothing in it changed.
+        let meta = step.meta.or_else(|| (fenced || !batch.states.is_empty()).then(|| rt.task.encode_meta()));
+        if let Some(meta) = meta {
+            out.meta_records.push((out.commits.len(), out.outputs.len()));
+            out.outputs.push(self.out_topics.changelog(partition, changelog_key(partition), Some(meta.clone()), None));
             batch.meta = Some(meta.into());
         }
         for (topic, next) in next_offsets {

@@ -7,8 +7,9 @@
 
 use crate::liveness::Progress;
 use crate::metrics::Metrics;
+use cohort_core::partition::PartitionMeta;
 use cohort_core::time::Timestamp;
-use cohort_kafka::{OffsetSource, OutputProducer, OutputRecord, TopicPartition};
+use cohort_kafka::{Delivered, OffsetSource, OutputProducer, OutputRecord, TopicPartition};
 use cohort_store::{Batch, Bytes, Store};
 use foldhash::HashMap;
 use std::collections::BTreeSet;
@@ -182,19 +183,20 @@ pub(super) struct Committed {
 
 /// Produces every record of the batch and waits for all acknowledgements,
 /// retrying the whole set while the broker is away (ids are stable, so a
-/// resend is a duplicate consumers can drop).
+/// resend is a duplicate consumers can drop). Returns where each record was
+/// written.
 pub(super) async fn deliver(
     producer: &OutputProducer,
     metrics: &Metrics,
     progress: &Progress,
     outputs: &[OutputRecord],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<Delivered>> {
     let mut attempt = 0u32;
     progress.producing(outputs.len());
-    loop {
+    let delivered = loop {
         metrics.output_in_flight.set(outputs.len() as i64);
         match producer.send_all(outputs).await {
-            Ok(()) => break,
+            Ok(d) => break d,
             Err(e) if e.is_retryable() => {
                 attempt += 1;
                 metrics.output_errors.with_label_values(&[OUTPUT_ERRORS_LABEL]).inc();
@@ -204,11 +206,28 @@ pub(super) async fn deliver(
             }
             Err(e) => return Err(e.into()),
         }
-    }
+    };
     metrics.output_in_flight.set(0);
     progress.produced();
     for r in outputs {
         metrics.output_records.with_label_values(&[&r.topic]).inc();
+    }
+    Ok(delivered)
+}
+
+/// Stores with each partition's metadata record the changelog position
+/// after its acknowledged copy: the position a later restore of this store
+/// starts from.
+pub(super) fn set_changelog_positions(
+    commits: &mut [Batch],
+    meta_records: &[(usize, usize)],
+    delivered: &[Delivered],
+) -> anyhow::Result<()> {
+    for &(commit, output) in meta_records {
+        let (Some(batch), Some(at)) = (commits.get_mut(commit), delivered.get(output)) else { continue };
+        if let Some(meta) = &batch.meta {
+            batch.meta = Some(PartitionMeta::with_changelog_next(meta, at.offset + 1)?.into());
+        }
     }
     Ok(())
 }

@@ -51,6 +51,7 @@ mod inflight;
 mod partitions;
 mod positions;
 mod records;
+mod restore;
 mod telemetry;
 
 pub use records::{HEADER_FORGOTTEN, HEADER_ID, HEADER_TYPE};
@@ -67,14 +68,18 @@ use cohort_core::partition::TaskSettings;
 use cohort_core::time::{Duration as CoreDuration, Timestamp};
 use cohort_kafka::consumer::ConsumerSettings;
 use cohort_kafka::{
-    InputConsumer, InputRecord, OutputProducer, OutputRecord, PartitionEvent, StartPosition, TopicPartition,
+    ChangelogReader, InputConsumer, InputRecord, OutputProducer, OutputRecord, PartitionEvent, StartPosition,
+    TopicPartition,
 };
 use cohort_store::Store;
 use foldhash::HashMap;
-use inflight::{close_within, deliver, Committed, InFlight, InFlightWrites, SettleOnDrop, StoreOffsets};
+use inflight::{
+    close_within, deliver, set_changelog_positions, Committed, InFlight, InFlightWrites, SettleOnDrop, StoreOffsets,
+};
 use partitions::PartitionRuntime;
 use positions::Handed;
 use records::{OutTopics, Processed};
+use restore::{RestoreSettings, Restorer};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -137,6 +142,11 @@ pub struct Worker {
     out_topics: OutTopics,
     /// Per-batch buffers kept between batches.
     scratch: Scratch,
+    /// The restore thread; `None` offline (no broker).
+    restorer: Option<Restorer>,
+    /// Assigned partitions being restored, with their input topic-partitions
+    /// (paused until then).
+    restoring: BTreeMap<i32, Vec<TopicPartition>>,
 }
 
 fn format_of(f: WireFormat) -> Format {
@@ -221,6 +231,8 @@ impl Worker {
             handed: Handed::default(),
             out_topics,
             scratch: Scratch::default(),
+            restorer: None,
+            restoring: BTreeMap::new(),
         })
     }
 
@@ -251,7 +263,27 @@ impl Worker {
                 StartFrom::Earliest => StartPosition::Earliest,
                 StartFrom::Latest => StartPosition::Latest,
             },
+            hold_assigned: true,
         };
+        let reader = ChangelogReader::new(
+            &cfg.kafka.bootstrap_servers,
+            &cfg.kafka.properties,
+            &cfg.topics.changelog,
+            cfg.restore.max_memory_bytes / 2,
+        )?;
+        let changelog_partitions = check_changelog(&cfg, &reader).await?;
+        let standby_partitions =
+            if cfg.restore.standby_replicas > 0 { (0..changelog_partitions as i32).collect() } else { Vec::new() };
+        self.restorer = Some(Restorer::spawn(
+            self.store.clone(),
+            reader,
+            self.telemetry.metrics.clone(),
+            RestoreSettings {
+                chunk_bytes: cfg.restore.max_memory_bytes / 2,
+                standby_partitions,
+                standby_interval: cfg.restore.standby_interval,
+            },
+        )?);
         let offsets = StoreOffsets {
             store: self.store.clone(),
             in_flight: self.in_flight.offsets.clone(),
@@ -325,6 +357,9 @@ impl Worker {
             if in_flight.as_ref().is_some_and(|f| f.task.is_finished()) {
                 self.finish(in_flight, consumer).await?;
             }
+            while let Some((p, report)) = self.restorer.as_mut().and_then(|r| r.done.try_recv().ok()) {
+                tokio::task::block_in_place(|| self.on_restored(consumer, p, report))?;
+            }
             if last_housekeeping.elapsed() > Duration::from_secs(5) {
                 last_housekeeping = Instant::now();
                 // RocksDB point reads: off the async workers.
@@ -364,7 +399,7 @@ impl Worker {
                 records.into_iter().filter(|r| self.partitions.contains_key(&r.partition)).collect();
             let records = self.handed.keep_new(records);
             let live = cfg.processing.live_clock;
-            if records.is_empty() && !live {
+            if records.is_empty() && !live && self.partitions.values().all(|rt| rt.fence.is_empty()) {
                 continue;
             }
             let started = Instant::now();
@@ -381,7 +416,8 @@ impl Worker {
                 return Ok(());
             }
             self.in_flight.set(&processed.commits, &processed.kafka_offsets);
-            let commits = std::mem::take(&mut processed.commits);
+            let mut commits = std::mem::take(&mut processed.commits);
+            let meta_records = std::mem::take(&mut processed.meta_records);
             let outputs = std::mem::take(&mut processed.outputs);
             let settle = SettleOnDrop(self.in_flight.offsets.clone());
             let (producer, store, metrics, clock, progress) = (
@@ -394,8 +430,9 @@ impl Worker {
             let task = tokio::spawn(async move {
                 let _settle = settle;
                 let handed_over = Instant::now();
-                deliver(&producer, &metrics, &progress, &outputs).await?;
+                let delivered = deliver(&producer, &metrics, &progress, &outputs).await?;
                 drop(outputs);
+                set_changelog_positions(&mut commits, &meta_records, &delivered)?;
                 progress.committing();
                 let committed = tokio::task::spawn_blocking(move || -> Result<(), cohort_store::StoreError> {
                     for b in &commits {
@@ -548,6 +585,62 @@ impl Worker {
         // batch, and an idle partition would show lag it does not have.
         if let Err(e) = consumer.commit_advisory(&stored) {
             debug!(error = %e, "advisory offset commit failed");
+        }
+    }
+}
+
+/// The changelog must be co-partitioned with the inputs (partition P of
+/// every input and of the changelog belong to one worker) and compacted:
+/// checked before the worker joins its group, refused with what to do.
+/// Returns the changelog's partition count.
+async fn check_changelog(cfg: &Config, reader: &ChangelogReader) -> anyhow::Result<usize> {
+    let changelog = &cfg.topics.changelog;
+    let counts = tokio::task::block_in_place(|| -> anyhow::Result<_> {
+        let own = reader.partition_count(changelog).context("asking the broker for the changelog topic")?;
+        let mut inputs = Vec::new();
+        for t in cfg.topics.inputs() {
+            inputs.push((t, reader.partition_count(t).with_context(|| format!("asking the broker for topic {t}"))?));
+        }
+        Ok((own, inputs))
+    })?;
+    let Some(n) = counts.0 else {
+        return Err(anyhow!(
+            "the changelog topic `{changelog}` (topics.changelog) does not exist: create it with as many partitions \
+             as the input topics and cleanup.policy=compact (README, \"Topics and records\")"
+        ));
+    };
+    for (topic, count) in counts.1 {
+        match count {
+            Some(k) if k != n => {
+                return Err(anyhow!(
+                    "the changelog topic `{changelog}` has {n} partitions but input topic `{topic}` has {k}: they must \
+                     have the same count, so that a customer's state lives in the changelog partition of its input \
+                     partition (co-partitioned)"
+                ))
+            }
+            Some(_) => {}
+            None => warn!(
+                topic,
+                "input topic not found yet; its partition count is checked against the changelog's when it exists"
+            ),
+        }
+    }
+    let policy = cohort_kafka::changelog::cleanup_policy(
+        &cfg.kafka.bootstrap_servers,
+        &cfg.kafka.properties,
+        changelog,
+        Duration::from_secs(10),
+    )
+    .await?;
+    match policy {
+        Some(p) if !p.split(',').any(|s| s.trim() == "compact") => Err(anyhow!(
+            "the changelog topic `{changelog}` has cleanup.policy={p}: it must include `compact`, or the broker \
+             deletes old states and a restore loses customers (kafka-configs --alter --add-config cleanup.policy=compact)"
+        )),
+        Some(_) => Ok(n),
+        None => {
+            warn!(topic = %changelog, "the broker does not describe the changelog's cleanup.policy; make sure it is compact");
+            Ok(n)
         }
     }
 }

@@ -2,14 +2,16 @@
 //! the store's metadata record and timers when assigned) and hot states;
 //! and the exact segment populations they add up to.
 
+use super::restore::Report;
 use super::telemetry::{PartitionAssigned, PartitionRevoked};
 use super::Worker;
 use crate::hot::HotStates;
 use anyhow::Context as _;
 use cohort_core::partition::PartitionTask;
-use cohort_kafka::PartitionEvent;
+use cohort_kafka::{InputConsumer, PartitionEvent, TopicPartition};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 /// What the worker keeps in memory for a partition it owns.
 pub(super) struct PartitionRuntime {
@@ -17,28 +19,35 @@ pub(super) struct PartitionRuntime {
     pub(super) task: PartitionTask,
     /// Decoded states of recently active customers (see [`crate::hot`]).
     pub(super) hot: HotStates,
+    /// Customers a restore found in the changelog's tail, re-written by the
+    /// partition's next batch (`cohort_core::partition::changelog`).
+    pub(super) fence: BTreeSet<String>,
 }
 
 impl Worker {
     pub(super) fn on_partition_event(&mut self, ev: PartitionEvent) -> anyhow::Result<()> {
         match ev {
             PartitionEvent::Assigned(parts) => {
-                let partitions: BTreeSet<i32> = parts.iter().map(|(p, _)| p.partition).collect();
-                for p in partitions {
-                    if self.partitions.contains_key(&p) {
+                let mut by_partition: BTreeMap<i32, Vec<TopicPartition>> = BTreeMap::new();
+                for (tp, _) in parts {
+                    by_partition.entry(tp.partition).or_default().push(tp);
+                }
+                for (p, tps) in by_partition {
+                    if self.partitions.contains_key(&p) || self.restoring.contains_key(&p) {
                         continue;
                     }
-                    self.telemetry.metrics.restoring_partitions.inc();
-                    let loaded = self.load_partition(p);
-                    self.telemetry.metrics.restoring_partitions.dec();
-                    let rt = loaded?;
-                    self.telemetry.emit(PartitionAssigned {
-                        partition: p,
-                        timers: rt.task.timers_pending(),
-                        customers_in_segments: rt.task.populations().values().sum(),
-                        watermark_secs: rt.task.watermark().as_millis().max(0) / 1000,
-                    });
-                    self.partitions.insert(p, rt);
+                    match &self.restorer {
+                        // Paused in the rebalance callback; resumed once restored.
+                        Some(restorer) => {
+                            restorer.restore(p);
+                            self.restoring.insert(p, tps);
+                        }
+                        // Offline (`Worker::assign`): the store is all there is.
+                        None => {
+                            let rt = self.load_partition(p)?;
+                            self.activate(p, rt);
+                        }
+                    }
                 }
             }
             PartitionEvent::Revoked(parts) => {
@@ -47,19 +56,70 @@ impl Worker {
                     if self.partitions.remove(&p).is_some() {
                         self.telemetry.emit(PartitionRevoked { partition: p });
                     }
+                    if self.restoring.remove(&p).is_some() {
+                        if let Some(r) = &self.restorer {
+                            r.cancel(p);
+                        }
+                    }
                 }
             }
         }
+        self.ownership_changed();
+        Ok(())
+    }
+
+    /// A restore finished (see `restore`): the partition is loaded from the
+    /// store, its inputs sought to the restored offsets (no record below
+    /// them is processed) and resumed. A partition revoked meanwhile is
+    /// left alone.
+    pub(super) fn on_restored(
+        &mut self,
+        consumer: &InputConsumer,
+        p: i32,
+        result: anyhow::Result<Report>,
+    ) -> anyhow::Result<()> {
+        let Some(tps) = self.restoring.remove(&p) else { return Ok(()) };
+        let report = result.with_context(|| format!("restoring partition {p} from the changelog"))?;
+        let mut rt = self.load_partition(p)?;
+        rt.fence = report.tail;
+        for tp in &tps {
+            if let Some(next) = rt.task.next_offset(&tp.topic) {
+                seek(consumer, tp, next)?;
+                self.handed.reset(&tp.topic, p, next);
+            }
+        }
+        consumer.resume(&tps).with_context(|| format!("resuming partition {p} after its restore"))?;
+        self.activate(p, rt);
+        self.ownership_changed();
+        Ok(())
+    }
+
+    fn activate(&mut self, p: i32, rt: PartitionRuntime) {
+        self.telemetry.emit(PartitionAssigned {
+            partition: p,
+            timers: rt.task.timers_pending(),
+            customers_in_segments: rt.task.populations().values().sum(),
+            watermark_secs: rt.task.watermark().as_millis().max(0) / 1000,
+        });
+        self.partitions.insert(p, rt);
+    }
+
+    /// Gauges, readiness, hot budgets and the standby set after partitions
+    /// came, went or finished restoring.
+    fn ownership_changed(&mut self) {
         self.progress.set_partitions(self.partitions.keys().copied().collect());
         self.set_hot_budgets();
-        let assigned = !self.partitions.is_empty();
+        let assigned = !self.partitions.is_empty() || !self.restoring.is_empty();
         self.readiness.assigned.store(assigned, Ordering::Relaxed);
-        self.readiness.consuming.store(assigned, Ordering::Relaxed);
+        self.readiness.consuming.store(assigned && self.restoring.is_empty(), Ordering::Relaxed);
+        if let Some(r) = &self.restorer {
+            r.set_owned(self.partitions.keys().chain(self.restoring.keys()).copied().collect());
+        }
         let m = &self.telemetry.metrics;
-        m.assigned_partitions.set(self.partitions.len() as i64);
+        m.assigned_partitions.set((self.partitions.len() + self.restoring.len()) as i64);
+        m.restoring_partitions.set(self.restoring.len() as i64);
         m.ready.set(i64::from(self.readiness.is_ready()));
         self.publish_populations();
-        Ok(())
     }
 
     /// The hot-state budget is the worker's, split over its partitions.
@@ -83,6 +143,7 @@ impl Worker {
         Ok(PartitionRuntime {
             task: PartitionTask::new(p, meta, timers, self.task_settings),
             hot: HotStates::default(),
+            fence: BTreeSet::new(),
         })
     }
 
@@ -101,6 +162,26 @@ impl Worker {
         let gauge = &self.telemetry.metrics.segment_population;
         for (segment, n) in sums {
             gauge.with_label_values(&[segment]).set(n as i64);
+        }
+    }
+}
+
+/// Seeks a paused partition that was just assigned: librdkafka can refuse
+/// while the assignment is still being set up, so a few tries.
+fn seek(consumer: &InputConsumer, tp: &TopicPartition, next: i64) -> anyhow::Result<()> {
+    let mut tries = 0;
+    loop {
+        match consumer.seek(tp, next, Duration::from_secs(5)) {
+            Ok(()) => return Ok(()),
+            Err(e) if tries < 20 => {
+                tries += 1;
+                tracing::debug!(topic = %tp.topic, partition = tp.partition, error = %e, "seek refused; retrying");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("seeking {} partition {} to offset {next}", tp.topic, tp.partition))
+            }
         }
     }
 }

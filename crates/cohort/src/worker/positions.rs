@@ -32,6 +32,12 @@ pub(super) struct Handed {
 }
 
 impl Handed {
+    /// The partition was sought to `next` (after a restore): records below
+    /// it, fetched before, are not processed.
+    pub(super) fn reset(&mut self, topic: &str, partition: i32, next: i64) {
+        self.next.insert((Arc::from(topic), partition), next);
+    }
+
     /// `records` without those already handed; records them as handed.
     pub(super) fn keep_new(&mut self, records: Vec<InputRecord>) -> Vec<InputRecord> {
         records

@@ -6,6 +6,7 @@
 use crate::dlq;
 use cohort_codec::Encoder;
 use cohort_core::engine::Output;
+use cohort_core::partition::changelog::{encode_timer, HEADER_TIMER};
 use cohort_core::time::Timestamp;
 use cohort_kafka::{InputRecord, OutputRecord, TopicPartition};
 use cohort_store::Batch;
@@ -25,6 +26,10 @@ pub const HEADER_ID: &str = "cohort.id";
 pub(super) struct Processed {
     pub(super) outputs: Vec<OutputRecord>,
     pub(super) commits: Vec<Batch>,
+    /// `(commit, output)`: the index in `commits` of each batch with a
+    /// metadata record and the index in `outputs` of its changelog copy, whose
+    /// acknowledged offset becomes the stored changelog position.
+    pub(super) meta_records: Vec<(usize, usize)>,
     /// Each input partition's next offset after the batch (its decided position).
     pub(super) kafka_offsets: Vec<(TopicPartition, i64)>,
     /// Event times of the events that caused outputs, for latency.
@@ -61,19 +66,32 @@ pub(super) struct OutTopics {
 }
 
 impl OutTopics {
-    /// A changelog record: a customer's state (`None`: a tombstone, the
-    /// customer was forgotten) or a partition's metadata record.
-    pub(super) fn changelog(&self, key: String, value: Option<Vec<u8>>) -> OutputRecord {
+    /// A changelog record of input partition `partition`, written to the
+    /// changelog's partition of the same number (co-partitioned): a
+    /// customer's state with its pending timer in [`HEADER_TIMER`] (`None`:
+    /// a tombstone, the customer was forgotten), or a partition's metadata
+    /// record.
+    pub(super) fn changelog(
+        &self,
+        partition: i32,
+        key: String,
+        value: Option<Vec<u8>>,
+        timer: Option<Timestamp>,
+    ) -> OutputRecord {
+        let headers = match timer {
+            Some(due) => vec![(HEADER_TIMER.into(), encode_timer(due).to_vec().into())],
+            None => Vec::new(),
+        };
         OutputRecord {
             topic: self.changelog.clone(),
             key: Some(key.into_bytes()),
             value,
-            headers: Vec::new(),
+            headers,
             timestamp: None,
+            partition: Some(partition),
         }
     }
 
-    /// The dead letter of an input record.
     pub(super) fn dead_letter(&self, rec: &InputRecord, reason: &'static str, detail: &str) -> OutputRecord {
         dlq::dead_letter(&self.dlq, rec, reason, detail)
     }
@@ -100,6 +118,7 @@ impl OutTopics {
                         (HEADER_ID.into(), s.id.into_bytes().into()),
                     ],
                     timestamp: Some(s.time.as_millis()),
+                    partition: None,
                 }
             }
             Output::NextBestOffer(n) => {
@@ -115,6 +134,7 @@ impl OutTopics {
                         (HEADER_ID.into(), n.id.into_bytes().into()),
                     ],
                     timestamp: Some(n.time.as_millis()),
+                    partition: None,
                 }
             }
             Output::Forgotten(f) => OutputRecord {
@@ -127,6 +147,7 @@ impl OutTopics {
                     (HEADER_ID.into(), f.id.into_bytes().into()),
                 ],
                 timestamp: Some(f.time.as_millis()),
+                partition: None,
             },
         })
     }

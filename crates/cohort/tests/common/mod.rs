@@ -192,6 +192,7 @@ allowed_lateness = "1m"
                 value: v,
                 headers: vec![],
                 timestamp: None,
+                partition: None,
             })
             .collect();
         p.send_all(&recs).await.expect("produce");
