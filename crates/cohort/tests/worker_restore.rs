@@ -1,0 +1,191 @@
+//! Partitions that move between workers are restored from the changelog,
+//! not replayed from the inputs (README "Scaling"). On tansu (the shared
+//! test broker, PostgreSQL storage): its group coordinator copes with
+//! members that leave cleanly (SIGTERM), which is all these tests do.
+//!
+//! - A worker with an empty store takes over every partition of a stopped
+//!   one: it restores them, processes no input record below the stopped
+//!   worker's offsets (`cohort_input_records_total`), and the pair ends with
+//!   the outputs and states of one uninterrupted worker. A customer
+//!   forgotten just before the move is absent from the new owner's store.
+//! - With a warm standby, the survivor of a clean stop restores nothing on
+//!   takeover: its standby had caught up.
+
+mod common;
+
+use cohort_core::event::{Event, EventKind};
+use cohort_e2e::TestBroker;
+use common::{
+    assert_same_customer_states, http_get, http_status, outputs_by_id, profiles_then_clicks, sample, Deployment,
+    WorkerProcess, INPUTS,
+};
+use std::time::{Duration, Instant};
+
+const RULES: &str = include_str!("../../../deploy/rules.yaml");
+const EVENTS: usize = 6_000;
+
+/// The sum of `cohort_input_records_total` over the inputs.
+fn inputs_processed(d: &Deployment, http: &str) -> f64 {
+    INPUTS.iter().map(|t| d.records_committed(http, t).unwrap_or(0.0)).sum()
+}
+
+fn restored_records(http: &str, kind: &str) -> f64 {
+    let text = http_get(http, "/metrics").unwrap_or_default();
+    sample(&text, &format!("cohort_restore_records_total{{kind=\"{kind}\"}}")).unwrap_or(0.0)
+}
+
+/// Waits until `worker` logs `needle` `times` times.
+async fn wait_logged(worker: &mut WorkerProcess, needle: &str, times: usize, deadline: Duration) {
+    let until = Instant::now() + deadline;
+    while worker.log_text().matches(needle).count() < times {
+        worker.assert_running();
+        assert!(Instant::now() < until, "no {times}× {needle:?} within {deadline:?}:\n{}", worker.log_tail());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A forget is a null value: its event time is the record's timestamp,
+/// set here to the event's so that both deployments decide the same.
+async fn produce_forget(d: &Deployment, forget: &Event) {
+    let p = cohort_kafka::OutputProducer::new(&d.bootstrap, &Default::default()).expect("producer");
+    let rec = cohort_kafka::OutputRecord {
+        topic: d.topic_of(forget).into(),
+        key: Some(forget.customer.clone().into_bytes()),
+        value: None,
+        headers: vec![],
+        timestamp: Some(forget.time.as_millis()),
+        partition: None,
+    };
+    p.send_all(std::slice::from_ref(&rec)).await.expect("produce the forget");
+}
+
+/// The same outputs by id and content. A forget announcement's id derives
+/// from its input record's topic (a forget has no event id of its own), and
+/// each deployment's topics have their own prefix: those are counted.
+async fn assert_same_outputs(reference: &Deployment, other: &Deployment) {
+    for topic in ["segment-changes", "next-best-offers"] {
+        let (want, got) = (reference.read_all(topic).await, other.read_all(topic).await);
+        let forgets = |records: &[cohort_e2e::Record]| records.iter().filter(|r| r.value.is_none()).count();
+        assert_eq!(forgets(&got), forgets(&want), "{topic}: forget announcements");
+        let decided =
+            |records: Vec<cohort_e2e::Record>| records.into_iter().filter(|r| r.value.is_some()).collect::<Vec<_>>();
+        let want = outputs_by_id(&decided(want));
+        let got = outputs_by_id(&decided(got));
+        assert!(!want.is_empty(), "the traffic produces {topic}");
+        assert_eq!(got.len(), want.len(), "{topic}: as many distinct outputs as one worker's");
+        for (id, v) in &want {
+            assert_eq!(got.get(id), Some(v), "{topic}: output {id} differs from the single worker's");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_an_empty_store_restores_and_reads_no_input_twice() {
+    let broker = TestBroker::shared();
+    let (profiles, clicks) = profiles_then_clicks(41, EVENTS);
+    // A customer forgotten while its partition moves: the forget is the
+    // first worker's last input.
+    let forgotten = profiles[0].customer.clone();
+    let forget =
+        Event { id: "forget-1".into(), customer: forgotten.clone(), time: profiles[0].time, kind: EventKind::Forget };
+    let (early, late) = clicks.split_at(clicks.len() / 2);
+
+    let reference = Deployment::new(broker.bootstrap(), 2, RULES, "").await;
+    let moved = Deployment::new(broker.bootstrap(), 2, RULES, "").await;
+    for d in [&reference, &moved] {
+        d.produce(&profiles).await;
+        d.produce(early).await;
+    }
+    let mut one = reference.start_worker("reference");
+    let mut first = moved.start_worker("first");
+    // The forget once everything before it is processed: across input
+    // topics the order of records is not fixed, and a click processed after
+    // it would bring the customer back.
+    reference.wait_caught_up(Duration::from_secs(300), &mut one).await;
+    moved.wait_caught_up(Duration::from_secs(300), &mut first).await;
+    for d in [&reference, &moved] {
+        produce_forget(d, &forget).await;
+    }
+    moved.wait_caught_up(Duration::from_secs(300), &mut first).await;
+    let first_http = first.http_addr(Duration::from_secs(30));
+    let before_move = inputs_processed(&moved, &first_http);
+    assert_eq!(before_move as usize, profiles.len() + early.len() + 1, "the first worker processed its half");
+    assert!(first.terminate().success(), "the first worker stops cleanly:\n{}", first.log_tail());
+
+    // The second worker's store is empty: everything it knows comes from the changelog.
+    let mut second = moved.start_member("second");
+    let http = second.http_addr(Duration::from_secs(30));
+    wait_logged(&mut second, "partition restored from the changelog", 2, Duration::from_secs(120)).await;
+    let restored = restored_records(&http, "active");
+    assert!(restored > 0.0, "the second worker restored states:\n{}", second.log_tail());
+    let customer = http_status(&http, &format!("/admin/customers/{forgotten}")).map(|(status, _)| status);
+    assert_eq!(customer, Some(404), "the forgotten customer is not in the new owner's store");
+
+    reference.produce(late).await;
+    moved.produce(late).await;
+    moved.wait_caught_up(Duration::from_secs(300), &mut second).await;
+    reference.wait_caught_up(Duration::from_secs(300), &mut one).await;
+    // No input record below the first worker's offsets was processed again.
+    assert_eq!(inputs_processed(&moved, &http) as usize, late.len(), "the second worker read only what came after");
+    eprintln!("restored {restored} changelog records; processed {} new input records", late.len());
+
+    assert_same_outputs(&reference, &moved).await;
+    assert_same_customer_states(&reference, &moved).await;
+    assert!(second.terminate().success());
+    assert!(one.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_standby_takes_over_without_restoring_what_it_followed() {
+    let broker = TestBroker::shared();
+    let (profiles, clicks) = profiles_then_clicks(43, EVENTS);
+    let (early, late) = clicks.split_at(clicks.len() / 2);
+    let standby = "\n[restore]\nstandby_replicas = 1\nstandby_interval = \"200ms\"\n";
+
+    let reference = Deployment::new(broker.bootstrap(), 2, RULES, "").await;
+    let pair = Deployment::new(broker.bootstrap(), 2, RULES, "").await;
+    let config = std::fs::read_to_string(&pair.config).expect("read config");
+    std::fs::write(&pair.config, format!("{config}{standby}")).expect("write config");
+    for d in [&reference, &pair] {
+        d.produce(&profiles).await;
+        d.produce(early).await;
+    }
+    let mut one = reference.start_worker("reference");
+    let mut a = pair.start_worker("a");
+    let mut b = pair.start_member("b");
+    // Each owns one partition and follows the other's.
+    wait_logged(&mut a, "partition ready", 1, Duration::from_secs(120)).await;
+    wait_logged(&mut b, "partition ready", 1, Duration::from_secs(120)).await;
+    pair.wait_caught_up(Duration::from_secs(300), &mut a).await;
+    let b_http = b.http_addr(Duration::from_secs(30));
+    // The standby has caught up when its count stops moving over a few of its rounds.
+    let until = Instant::now() + Duration::from_secs(120);
+    let mut last = -1.0;
+    loop {
+        let now = restored_records(&b_http, "standby");
+        if now > 0.0 && now == last {
+            break;
+        }
+        last = now;
+        assert!(Instant::now() < until, "b's standby never settled:\n{}", b.log_tail());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let active_before = restored_records(&b_http, "active");
+    assert!(a.terminate().success(), "a stops cleanly:\n{}", a.log_tail());
+    wait_logged(&mut b, "partition ready", 2, Duration::from_secs(120)).await;
+    assert_eq!(
+        restored_records(&b_http, "active") - active_before,
+        0.0,
+        "the takeover restored records its standby already had:\n{}",
+        b.log_tail()
+    );
+
+    reference.produce(late).await;
+    pair.produce(late).await;
+    pair.wait_caught_up(Duration::from_secs(300), &mut b).await;
+    reference.wait_caught_up(Duration::from_secs(300), &mut one).await;
+    assert_same_outputs(&reference, &pair).await;
+    assert_same_customer_states(&reference, &pair).await;
+    assert!(b.terminate().success());
+    assert!(one.terminate().success());
+}
