@@ -1,6 +1,6 @@
 //! Scaling out mid-stream: a second worker joins the group while the first
 //! is processing, takes over half the partitions (its own, empty store
-//! replays them from the beginning, README "Operations"), and together they
+//! restores them from the changelog, README "Scaling"), and together they
 //! emit every output a single uninterrupted worker emits, with the same
 //! contents, and end with the same customer states.
 //!

@@ -24,8 +24,9 @@
 //! holds a revocation until the batch in flight is committed (at most
 //! `shutdown_timeout`, with a warning if that passes), so this worker
 //! produces nothing from a partition after giving it up, and its store ends
-//! exactly where its outputs do (a partition that comes back resumes there;
-//! another member starts from its own store, see README "Scaling"). The
+//! exactly where its outputs do (a partition that comes back resumes there,
+//! after restoring from the changelog whatever other members wrote
+//! meanwhile: `restore`, README "Scaling"). The
 //! advisory Kafka commit that follows covers only partitions still
 //! assigned. Records fetched again after an eager revoke and re-assign are
 //! not processed twice ([`Handed`]).
