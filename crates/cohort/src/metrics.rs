@@ -236,7 +236,7 @@ impl Metrics {
                 &["kind"],
             )?,
             restore_remaining: gauge(
-                "cohort_restore_records_remaining",
+                "cohort_restore_remaining_records",
                 "Changelog records still to apply in the restores under way.",
             )?,
             standby_partitions: gauge(

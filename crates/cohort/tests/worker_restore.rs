@@ -10,6 +10,8 @@
 //!   forgotten just before the move is absent from the new owner's store.
 //! - With a warm standby, the survivor of a clean stop restores nothing on
 //!   takeover: its standby had caught up.
+//! - A worker SIGKILLed in the middle of a restore restarts and completes
+//!   it: its store ends with exactly the changelog's latest states.
 
 mod common;
 
@@ -188,4 +190,78 @@ async fn a_warm_standby_takes_over_without_restoring_what_it_followed() {
     assert_same_customer_states(&reference, &pair).await;
     assert!(b.terminate().success());
     assert!(one.terminate().success());
+}
+
+/// A changelog written as a worker writes it: `customers` states in
+/// partition 0 (each customer twice, the later value wins), a tombstone for
+/// every tenth, then partition 0's metadata record. Returns the states the
+/// store must end with.
+async fn write_changelog(d: &Deployment, customers: usize) -> std::collections::BTreeMap<String, Vec<u8>> {
+    use cohort_core::partition::{changelog_key, PartitionMeta};
+    let p = cohort_kafka::OutputProducer::new(&d.bootstrap, &Default::default()).expect("producer");
+    let topic: std::sync::Arc<str> = d.topic("cohort-changelog").into();
+    let record = |key: String, value: Option<Vec<u8>>| cohort_kafka::OutputRecord {
+        topic: topic.clone(),
+        key: Some(key.into_bytes()),
+        value,
+        headers: vec![],
+        timestamp: None,
+        partition: Some(0),
+    };
+    let mut want = std::collections::BTreeMap::new();
+    for round in 0..2u8 {
+        for chunk in (0..customers).collect::<Vec<_>>().chunks(10_000) {
+            let recs: Vec<_> = chunk
+                .iter()
+                .map(|i| {
+                    let customer = format!("c-{i:07}");
+                    let value = (round == 0 || i % 10 != 0).then(|| vec![round; 100]);
+                    match &value {
+                        Some(v) => want.insert(customer.clone(), v.clone()),
+                        None => want.remove(&customer),
+                    };
+                    record(customer, value)
+                })
+                .collect();
+            p.send_all(&recs).await.expect("produce the changelog");
+        }
+    }
+    p.send_all(&[record(changelog_key(0), Some(PartitionMeta::default().encode()))]).await.expect("produce the meta");
+    want
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_during_a_restore_completes_it_with_identical_states() {
+    const CUSTOMERS: usize = 60_000;
+    let broker = TestBroker::shared();
+    let d = Deployment::new(broker.bootstrap(), 1, RULES, "").await;
+    // Small write batches, so the restore shows progress many times.
+    let config = std::fs::read_to_string(&d.config).expect("read config");
+    std::fs::write(&d.config, format!("{config}\n[restore]\nmax_memory_bytes = 4194304\n")).expect("write config");
+    let want = write_changelog(&d, CUSTOMERS).await;
+    let total = (2 * CUSTOMERS) as f64;
+
+    let mut first = d.start_worker("first");
+    let http = first.http_addr(Duration::from_secs(30));
+    let until = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = restored_records(&http, "active");
+        if done > 0.0 && done < total {
+            break;
+        }
+        assert!(done < total, "the restore finished before it could be interrupted; make the changelog longer");
+        assert!(Instant::now() < until, "no restore progress within 120s:\n{}", first.log_tail());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill();
+    eprintln!("killed after {} of {total} records", restored_records(&http, "active"));
+
+    let mut second = d.start_worker("second");
+    wait_logged(&mut second, "partition restored from the changelog", 1, Duration::from_secs(300)).await;
+    assert!(second.terminate().success(), "the restarted worker stops cleanly:\n{}", second.log_tail());
+    let store = cohort_store::Store::open(d.dir.path().join("store"), &Default::default()).expect("open the store");
+    let got: std::collections::BTreeMap<String, Vec<u8>> =
+        store.iter_partition_states(0).map(|r| r.expect("a stored state")).map(|(c, v)| (c, v.to_vec())).collect();
+    assert_eq!(got.len(), want.len(), "as many customers as the changelog's latest states");
+    assert!(got == want, "the restored states differ from the changelog's latest");
 }

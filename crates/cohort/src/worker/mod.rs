@@ -186,6 +186,9 @@ impl Worker {
         // Series that exist before the first output or failure, so rates
         // over them are defined from the start (0, not "No data").
         metrics.output_errors.with_label_values(&[OUTPUT_ERRORS_LABEL]).inc_by(0);
+        for kind in ["active", "standby"] {
+            metrics.restore_records.with_label_values(&[kind]).inc_by(0);
+        }
         let engine = Arc::new(Engine::new(rules, Default::default()));
         let store = Arc::new(
             Store::open(&config.store.path, &config.store.rocksdb)
@@ -272,16 +275,14 @@ impl Worker {
             &cfg.topics.changelog,
             cfg.restore.max_memory_bytes / 2,
         )?;
-        let changelog_partitions = check_changelog(&cfg, &reader).await?;
-        let standby_partitions =
-            if cfg.restore.standby_replicas > 0 { (0..changelog_partitions as i32).collect() } else { Vec::new() };
+        check_changelog(&cfg, &reader).await?;
         self.restorer = Some(Restorer::spawn(
             self.store.clone(),
             reader,
             self.telemetry.metrics.clone(),
             RestoreSettings {
                 chunk_bytes: cfg.restore.max_memory_bytes / 2,
-                standby_partitions,
+                standbys: cfg.restore.standby_replicas > 0,
                 standby_interval: cfg.restore.standby_interval,
             },
         )?);
@@ -592,18 +593,28 @@ impl Worker {
 
 /// The changelog must be co-partitioned with the inputs (partition P of
 /// every input and of the changelog belong to one worker) and compacted:
-/// checked before the worker joins its group, refused with what to do.
-/// Returns the changelog's partition count.
-async fn check_changelog(cfg: &Config, reader: &ChangelogReader) -> anyhow::Result<usize> {
+/// checked before the worker joins its group, refused with what to do. A
+/// broker that does not answer yet is not a reason to stop (the worker
+/// waits for it like for any outage): the check is then skipped, with a
+/// warning.
+async fn check_changelog(cfg: &Config, reader: &ChangelogReader) -> anyhow::Result<()> {
     let changelog = &cfg.topics.changelog;
-    let counts = tokio::task::block_in_place(|| -> anyhow::Result<_> {
-        let own = reader.partition_count(changelog).context("asking the broker for the changelog topic")?;
+    let counts = tokio::task::block_in_place(|| -> Result<_, cohort_kafka::KafkaAdapterError> {
+        let own = reader.partition_count(changelog)?;
         let mut inputs = Vec::new();
         for t in cfg.topics.inputs() {
-            inputs.push((t, reader.partition_count(t).with_context(|| format!("asking the broker for topic {t}"))?));
+            inputs.push((t, reader.partition_count(t)?));
         }
         Ok((own, inputs))
-    })?;
+    });
+    let counts = match counts {
+        Ok(c) => c,
+        Err(e) if e.is_retryable() => {
+            warn!(error = %e, "cannot check the changelog topic's partitions and cleanup.policy: the broker does not answer yet");
+            return Ok(());
+        }
+        Err(e) => return Err(e).context("asking the broker for the changelog and input topics"),
+    };
     let Some(n) = counts.0 else {
         return Err(anyhow!(
             "the changelog topic `{changelog}` (topics.changelog) does not exist: create it with as many partitions \
@@ -630,7 +641,7 @@ async fn check_changelog(cfg: &Config, reader: &ChangelogReader) -> anyhow::Resu
         &cfg.kafka.bootstrap_servers,
         &cfg.kafka.properties,
         changelog,
-        Duration::from_secs(10),
+        Duration::from_secs(5),
     )
     .await?;
     match policy {
@@ -638,10 +649,10 @@ async fn check_changelog(cfg: &Config, reader: &ChangelogReader) -> anyhow::Resu
             "the changelog topic `{changelog}` has cleanup.policy={p}: it must include `compact`, or the broker \
              deletes old states and a restore loses customers (kafka-configs --alter --add-config cleanup.policy=compact)"
         )),
-        Some(_) => Ok(n),
+        Some(_) => Ok(()),
         None => {
             warn!(topic = %changelog, "the broker does not describe the changelog's cleanup.policy; make sure it is compact");
-            Ok(n)
+            Ok(())
         }
     }
 }

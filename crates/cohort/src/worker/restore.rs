@@ -98,8 +98,8 @@ pub(super) struct Restorer {
 pub(super) struct RestoreSettings {
     /// Bytes of changelog records per write batch.
     pub(super) chunk_bytes: usize,
-    /// Changelog partitions to follow as standbys (empty: none).
-    pub(super) standby_partitions: Vec<i32>,
+    /// Whether to follow the changelog partitions this worker does not own.
+    pub(super) standbys: bool,
     pub(super) standby_interval: Duration,
 }
 
@@ -168,7 +168,9 @@ impl Thread {
     fn run(self) {
         let mut pending: VecDeque<i32> = VecDeque::new();
         let mut next_standby = Instant::now() + self.settings.standby_interval;
-        let standbys = !self.settings.standby_partitions.is_empty();
+        let standbys = self.settings.standbys;
+        // The changelog's partitions, once the broker has said.
+        let mut partitions: Option<i32> = None;
         loop {
             if self.shared.stop.load(Ordering::Relaxed) {
                 return;
@@ -199,7 +201,10 @@ impl Thread {
                 continue;
             }
             if standbys && Instant::now() >= next_standby {
-                self.standby_round();
+                if partitions.is_none() {
+                    partitions = self.reader.partition_count(self.reader.topic()).ok().flatten().map(|n| n as i32);
+                }
+                self.standby_round(partitions.unwrap_or(0));
                 next_standby = Instant::now() + self.settings.standby_interval;
             }
         }
@@ -242,9 +247,9 @@ impl Thread {
         }
     }
 
-    fn standby_round(&self) {
+    fn standby_round(&self, partitions: i32) {
         let mut followed = 0;
-        for &p in &self.settings.standby_partitions {
+        for p in 0..partitions {
             if self.shared.owned(p) {
                 continue;
             }
