@@ -264,11 +264,82 @@ fn report_commit_cost() {
     }
 }
 
+/// A restore of `RESTORE_STATES` (default 1,000,000) 1 KiB states into an
+/// empty partition, with a timer each, in write batches of 32 MiB (the
+/// worker's default `restore.max_memory_bytes / 2`), measured three ways
+/// in one run: `restore_write` (WAL off) then `restore_finish` (flush, then
+/// the metadata record); the same with the WAL on (`commit`, what the
+/// batch path does); and the WAL-off writes alone (no final flush). Wall
+/// time from the first write to a durable end, and CPU of every thread.
+fn report_restore() {
+    let n: usize = std::env::var("RESTORE_STATES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let per_chunk = (32 << 20) / (STATE_BYTES + 64);
+    let mut rng = Rng(0x5E570);
+    let chunks: Vec<Vec<cohort_store::Restored>> = (0..n)
+        .collect::<Vec<_>>()
+        .chunks(per_chunk)
+        .map(|ids| {
+            ids.iter()
+                .map(|&i| cohort_store::Restored {
+                    customer: customer(i),
+                    state: Some(state(&mut rng, i as u64).into()),
+                    timer: Some(Timestamp::from_millis(1_700_000_000_000 + i as i64)),
+                })
+                .collect()
+        })
+        .collect();
+    let meta = PartitionMeta::default().encode();
+    for way in ["restore_write (WAL off) + restore_finish", "commit (WAL on) + flush"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), &StoreConfig::default()).expect("open");
+        let (cpu0, t0) = (process_cpu_secs(), Instant::now());
+        for chunk in &chunks {
+            if way.starts_with("restore_write") {
+                store.restore_write(0, chunk, false).expect("restore_write");
+            } else {
+                let batch = Batch {
+                    partition: 0,
+                    states: chunk.iter().map(|r| (r.customer.clone(), r.state.clone())).collect(),
+                    timers_set: chunk
+                        .iter()
+                        .map(|r| Timer { due: r.timer.expect("a timer"), customer: r.customer.clone() })
+                        .collect(),
+                    timers_clear: Vec::new(),
+                    meta: None,
+                };
+                store.commit(&batch).expect("commit");
+            }
+        }
+        let written = t0.elapsed();
+        if way.starts_with("restore_write") {
+            store.restore_finish(0, &meta).expect("restore_finish");
+        } else {
+            store.flush().expect("flush");
+        }
+        let (wall, cpu) = (t0.elapsed(), process_cpu_secs() - cpu0);
+        println!(
+            "restore {way:<42} {n} states of {STATE_BYTES} B: {:>9.0} states/s to a durable end \
+             ({:>9.0} states/s written before the flush), {:.2} us CPU/state (all threads)",
+            n as f64 / wall.as_secs_f64(),
+            n as f64 / written.as_secs_f64(),
+            cpu / n as f64 * 1e6,
+        );
+        let restored = store.iter_partition_states(0).count();
+        assert_eq!(restored, n, "every state restored");
+    }
+}
+
 fn main() {
+    // `STORE_BENCH=restore`: only the restore figures (they need no criterion run).
+    if std::env::var("STORE_BENCH").as_deref() == Ok("restore") {
+        report_restore();
+        return;
+    }
     let mut c = Criterion::default().configure_from_args();
     bench_commit(&mut c);
     bench_reads(&mut c);
     c.final_summary();
     report_commit_cost();
     report_disk_bytes();
+    report_restore();
 }

@@ -10,6 +10,10 @@
 //! it. Lag now comes from librdkafka's statistics, so nothing but the fetch
 //! travels on that connection.
 //!
+//! Then (unless `SOAK_RESTORE=0`) restore through the broker: the changelog
+//! the run wrote, read by a plain consumer and restored by a worker with an
+//! empty store, alternated three times (once in the quick run).
+//!
 //! Prints: the time to load the events, the time from the worker's start
 //! until every input record is committed, the longest stretch without
 //! progress (no change of the committed count while lag was > 0, sampled
@@ -152,9 +156,100 @@ fn run() -> anyhow::Result<()> {
         events as f64 / finished.as_secs_f64(),
         cpu * 1e6 / events as f64,
     );
+    terminate(&mut worker.0);
     drop(worker);
+    if std::env::var("SOAK_RESTORE").as_deref() != Ok("0") {
+        rt.block_on(restore_rounds(cohort, &bootstrap, dir.path(), partitions, if quick { 1 } else { 3 }))?;
+    }
     drop(broker);
     Ok(())
+}
+
+/// Restore through the broker, against a plain consumer of the same
+/// changelog, alternated `rounds` times in one run: a consumer (no group,
+/// read_uncommitted) reading every changelog partition to its end, then a
+/// `cohort run` with an empty store restoring every partition (the sum of
+/// its per-partition restore durations, from its log). Prints each round's
+/// rates and the ratio of the medians.
+async fn restore_rounds(
+    cohort: &str,
+    bootstrap: &str,
+    dir: &Path,
+    partitions: i32,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    let (mut plain, mut restore) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let t0 = Instant::now();
+        let records = cohort_e2e::consume_to_end(bootstrap, "cohort-changelog", Duration::from_secs(600)).await?.len();
+        let plain_rate = records as f64 / t0.elapsed().as_secs_f64();
+        plain.push(plain_rate);
+
+        let (config, _) = write_config(dir, bootstrap)?;
+        let text = std::fs::read_to_string(&config)?
+            .replace("/store\"", &format!("/store-restore-{round}\""))
+            .replace("format = \"human\"", "")
+            .replace("[log]\n", "[log]\nformat = \"json\"\n");
+        let config = dir.join(format!("restore-{round}.toml"));
+        std::fs::write(&config, text)?;
+        let log_path = dir.join(format!("restore-{round}.log"));
+        let log = std::fs::File::create(&log_path)?;
+        let mut worker = Kill(
+            Command::new(cohort).args(["run", "--config"]).arg(&config).stdout(log.try_clone()?).stderr(log).spawn()?,
+        );
+        let until = Instant::now() + Duration::from_secs(600);
+        let lines = loop {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let lines: Vec<String> = text
+                .lines()
+                .filter(|l| l.contains("partition restored from the changelog"))
+                .map(str::to_string)
+                .collect();
+            if lines.len() >= partitions as usize {
+                break lines;
+            }
+            if let Some(s) = worker.0.try_wait()? {
+                bail!("the restoring worker exited with {s}; its log:\n{}", tail(&log_path));
+            }
+            if Instant::now() > until {
+                bail!("the worker did not restore {partitions} partitions in 600 s; its log:\n{}", tail(&log_path));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        terminate(&mut worker.0);
+        let field = |l: &str, name: &str| -> f64 {
+            let at = l.find(&format!("\"{name}\":")).map(|i| i + name.len() + 3).unwrap_or(l.len());
+            l[at..].chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap_or(0.0)
+        };
+        let restored: f64 = lines.iter().map(|l| field(l, "records")).sum();
+        let took_ms: f64 = lines.iter().map(|l| field(l, "took_ms")).sum();
+        let rate = restored / (took_ms / 1e3).max(1e-3);
+        restore.push(rate);
+        println!(
+            "restore round {round}: plain consumer {records} records at {plain_rate:.0}/s; cohort restored {restored} \
+             state records into an empty store in {took_ms:.0} ms at {rate:.0}/s (ratio {:.2})",
+            rate / plain_rate
+        );
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (p, r) = (median(&mut plain), median(&mut restore));
+    println!("restore through tansu: median {r:.0} records/s against a plain consumer's {p:.0}/s: ratio {:.2}", r / p);
+    Ok(())
+}
+
+/// SIGTERM, then wait: a clean leave, which tansu's coordinator handles.
+fn terminate(child: &mut Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let until = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < until {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Kills the child when dropped.
