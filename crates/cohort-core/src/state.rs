@@ -6,7 +6,8 @@
 //! it; [`crate::view`] exposes it to rules.
 //!
 //! Bounds (so a customer with 100,000 events a year still encodes in a few
-//! kilobytes): windowed counters are per-day buckets for 365 days
+//! kilobytes): windowed counters keep the newest 128 contributions of each
+//! counter with their exact times and older ones per day, for 365 days
 //! ([`crate::window`]); text fields are cut at [`MAX_TEXT`] bytes; the cart
 //! keeps [`MAX_CART_LINES`] lines, affinities the [`MAX_CATEGORIES`] strongest
 //! categories, offer history the last [`MAX_OFFER_SENDS`] sends within a year,
@@ -20,7 +21,7 @@ use crate::event::{Channel, Click, ClickKind, ConsentUpdate, Date, Event, EventK
 use crate::hash::fast64;
 use crate::rules::SegmentSet;
 use crate::time::{Duration, Timestamp};
-use crate::window::{Counter, DayBuckets};
+use crate::window::{Counter, Windows};
 use std::borrow::Cow;
 
 /// Longest text kept in state, in bytes (cut at a character boundary).
@@ -351,8 +352,9 @@ pub struct CustomerState {
     /// First and last click or purchase.
     pub first_seen: Option<Timestamp>,
     pub last_seen: Option<Timestamp>,
-    /// Orders, spend, page views, product views, sessions per day.
-    pub counters: DayBuckets,
+    /// Orders, spend, page views, product views, sessions: exact windows
+    /// ([`crate::window`]).
+    pub counters: Windows,
     pub first_purchase: Option<Timestamp>,
     pub last_purchase: Option<Timestamp>,
     pub cart: Cart,
@@ -485,7 +487,7 @@ impl CustomerState {
     /// flight together instead of one after another as each is reached.
     /// The value means nothing.
     pub(crate) fn touch_parts(&self) -> u64 {
-        let bucket = self.counters.buckets().last().map_or(0, |b| b.day as u64);
+        let bucket = self.counters.newest().map_or(0, |t| t as u64);
         let weight = self.affinities.entries.last().map_or(0, |e| e.0);
         let line = self.cart.lines.first().map_or(0, |l| u64::from(l.quantity));
         let member = self.segments.first().map_or(0, |m| m.since.as_millis() as u64);

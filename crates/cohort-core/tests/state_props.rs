@@ -101,8 +101,8 @@ fn build(steps: &[(i64, Step)]) -> Vec<Event> {
 
 /// The brute-force model: every counted occurrence with its time, using the
 /// same definitions as the state (sessions: activity more than the gap after
-/// the latest activity so far; windows: UTC day of the event within
-/// `(day(now) - N, day(now)]`).
+/// the latest activity so far; windows: the event's time within
+/// `(now - N days, now]`, to the millisecond).
 #[derive(Default)]
 struct Brute {
     occurrences: Vec<(i64, NumField, i64)>, // (time, which field with Lifetime window, amount)
@@ -147,17 +147,13 @@ impl Brute {
             NumField::Sessions(w) => (NumField::Sessions(Window::Lifetime), w),
             _ => unreachable!(),
         };
-        let today = now.div_euclid(MS_PER_DAY);
         let sum: i64 = self
             .occurrences
             .iter()
             .filter(|(_, k, _)| *k == base)
             .filter(|(t, _, _)| match w.length() {
                 None => true,
-                Some(len) => {
-                    let d = t.div_euclid(MS_PER_DAY);
-                    d > today - len.as_millis() / MS_PER_DAY && d <= today
-                }
+                Some(len) => *t > now - len.as_millis() && *t <= now,
             })
             .map(|(_, _, a)| *a)
             .sum();
@@ -297,9 +293,11 @@ proptest! {
 
 /// A heavy customer: 100,000 events over a year (mostly clicks across many
 /// categories and products, a purchase every ~25 events), a full profile,
-/// offer history and twenty segments. Must encode under 8 KiB.
+/// offer history and twenty segments. Must encode under 12 KiB (about
+/// 9 KiB: 3 KiB of it the newest 128 contributions of each counter with
+/// their exact times, crate::window).
 #[test]
-fn heavy_customer_encodes_under_8_kib() {
+fn heavy_customer_encodes_under_12_kib() {
     let settings = StateSettings::default();
     let mut st = CustomerState::default();
     let year = 365 * MS_PER_DAY;
@@ -383,7 +381,7 @@ fn heavy_customer_encodes_under_8_kib() {
         (0..20).map(|i| Membership { segment: format!("segment_name_{i:02}"), since: Timestamp(BASE + i) }).collect();
     st.evaluated_at = Some(Timestamp(BASE + year));
     let bytes = encode(&st);
-    assert!(bytes.len() < 8 * 1024, "heavy customer encodes to {} bytes", bytes.len());
+    assert!(bytes.len() < 12 * 1024, "heavy customer encodes to {} bytes", bytes.len());
     assert_eq!(decode(&bytes).as_ref(), Ok(&st));
     println!("heavy customer: {} bytes", bytes.len());
 }

@@ -196,14 +196,14 @@ pub trait Facts {
     /// or `None`. Same contract as [`Facts::next_window_change`].
     fn next_offers_sent_change(&self, offer: &str, window: Duration, now: Timestamp) -> Option<Timestamp>;
 
-    /// Every windowed count and sum of one day at once, if the
+    /// Every windowed count and sum at one instant at once, if the
     /// implementation has them, so rules read them without a call per field.
-    /// When this returns `Some(s)`, then for every instant `now` of day
-    /// `s.day` and every counter field (`orders.*`, `spend.*`,
-    /// `page_views.*`, `product_views.*`, `sessions.*`), [`Facts::number`]
-    /// must equal the matching entry of `s.sums` or `s.lifetime` (divided by
-    /// 100 for `spend`), and [`Facts::next_window_change`] must equal
-    /// [`WindowSums::next_change`] where that is `Some`. Default: `None`.
+    /// When this returns `Some(s)`, then at `now == s.at` and for every
+    /// counter field (`orders.*`, `spend.*`, `page_views.*`,
+    /// `product_views.*`, `sessions.*`), [`Facts::number`] must equal the
+    /// matching entry of `s.sums` or `s.lifetime` (divided by 100 for
+    /// `spend`), and [`Facts::next_window_change`] must equal
+    /// [`WindowSums::next_change`]. Default: `None`.
     fn window_sums(&self) -> Option<&WindowSums> {
         None
     }

@@ -22,7 +22,7 @@ use super::eval::{self, Env, Next, SegNext};
 use super::facts::{Facts, FlagField, NumField, SetField, TextField, TimeField};
 use super::parse::CmpOp;
 use super::segset::SegmentSet;
-use crate::time::{Duration, Timestamp, MS_PER_DAY};
+use crate::time::{Duration, Timestamp};
 use crate::window::{WindowSums, COUNTERS, WINDOW_DAYS};
 
 /// A condition's top-level shape.
@@ -688,7 +688,7 @@ impl Plan {
     #[inline(always)]
     fn analyse_into<F: Facts + ?Sized>(&self, env: &Env<'_, F>, seg_next: &SegNext<'_>, out: &mut Acc<'_>) {
         match env.sums {
-            Some(s) => count_leaves(&self.counts, s, env, seg_next, out),
+            Some(s) => count_leaves(&self.counts, s, out),
             None => {
                 for c in self.counts.iter() {
                     out.set(c.id, c.atom.analyse(env, seg_next));
@@ -767,25 +767,14 @@ fn analyse_other<F: Facts + ?Sized>(a: &Atom, env: &Env<'_, F>, seg_next: &SegNe
 /// [`eval::field_number`] and [`eval::field_step`] unrolled, the
 /// comparison done on the raw count ([`RawTest`]).
 #[inline(always)]
-fn count_leaves<F: Facts + ?Sized>(
-    leaves: &[CountLeaf],
-    s: &WindowSums,
-    env: &Env<'_, F>,
-    seg_next: &SegNext<'_>,
-    out: &mut Acc<'_>,
-) {
+fn count_leaves(leaves: &[CountLeaf], s: &WindowSums, out: &mut Acc<'_>) {
     for c in leaves {
         let (w, k) = (usize::from(c.window & 3), usize::from(c.counter) % COUNTERS);
         let raw = if c.days == 0 { s.lifetime[k] } else { s.sums[w][k] };
-        let next = if c.days == 0 {
-            Next::NEVER
-        } else if s.future {
-            c.atom.analyse(env, seg_next).1
-        } else {
-            match s.oldest[w][k] {
-                i64::MAX => Next::NEVER,
-                oldest => Next::at(Timestamp(oldest.saturating_add(c.days).saturating_mul(MS_PER_DAY))),
-            }
+        let next = match s.next[w][k] {
+            _ if c.days == 0 => Next::NEVER,
+            i64::MAX => Next::NEVER,
+            at => Next::at(Timestamp(at)),
         };
         out.set(c.id, (c.test.test(raw), next));
     }
