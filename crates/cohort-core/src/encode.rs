@@ -31,19 +31,23 @@
 //! recent    uv n + n × 8 bytes LE
 //! ```
 //!
-//! Format version 2 (exact windows) differs from version 1 in its counters:
+//! Format version 2 (exact windows, incarnations) differs from version 1 in
+//! two places:
 //!
 //! ```text
 //! counters  for each counter (orders, spend cents, page views, product
 //!           views, sessions): uv n exact contributions (at most 128), each:
 //!           sv time (first) or uv time delta >= 1, sv amount; then the
 //!           folded day buckets and the lifetime totals as in version 1
+//! ...       (as version 1)
+//! recent    uv n + n × 8 bytes LE
+//! incarnation 8 bytes LE (0: none yet)
 //! ```
 //!
 //! A version-1 record still decodes: its day buckets become folded
-//! contributions (day precision, see [`crate::window`]); it is written back
-//! as version 2. To change the format, add the next version next to these
-//! and keep decoding them.
+//! contributions (day precision, see [`crate::window`]) and its incarnation
+//! is 0; it is written back as version 2. To change the format, add the
+//! next version next to these and keep decoding them.
 
 use crate::event::{Channel, Date};
 use crate::hash::fast64;
@@ -213,6 +217,7 @@ pub fn encode_into(state: &CustomerState, out: &mut Vec<u8>) {
     for h in state.recent_events.as_slice() {
         w.0.extend_from_slice(&h.to_le_bytes());
     }
+    w.0.extend_from_slice(&state.incarnation.to_le_bytes());
 }
 
 /// An upper bound of the encoded size for most states (so that [`encode`]
@@ -252,7 +257,7 @@ pub fn decode(bytes: &[u8]) -> Result<CustomerState, DecodeError> {
     }
 }
 
-/// Formats 1 and 2 (`version`): see the module doc for what 2 changed.
+/// Formats 1 and 2 (`version`): see the module doc for what 2 added.
 fn decode_body(r: &mut Reader<'_>, version: u8) -> Result<CustomerState, DecodeError> {
     let mut st = CustomerState::default();
     let p = &mut st.profile;
@@ -409,6 +414,9 @@ fn decode_body(r: &mut Reader<'_>, version: u8) -> Result<CustomerState, DecodeE
     let n = r.len(RECENT_EVENTS)?;
     for _ in 0..n {
         st.recent_events.push(u64::from_le_bytes(r.array::<8>()?));
+    }
+    if version >= 2 {
+        st.incarnation = u64::from_le_bytes(r.array::<8>()?);
     }
     Ok(st)
 }
@@ -594,7 +602,7 @@ mod tests {
         let s = CustomerState::default();
         let b = encode(&s);
         assert_eq!(b[0], FORMAT_VERSION);
-        assert!(b.len() < 48, "{}", b.len());
+        assert!(b.len() < 56, "{}", b.len());
         assert_eq!(decode(&b), Ok(s));
     }
 
@@ -629,7 +637,7 @@ mod tests {
             w.u8(0); // affinities, purchased, offers, segments, bitset, evaluated, recent
         }
         let s = decode(&v1).expect("a version-1 record decodes");
-        assert_eq!((s.first_seen, s.last_seen), (Some(Timestamp(t)), Some(Timestamp(t))));
+        assert_eq!((s.first_seen, s.last_seen, s.incarnation), (Some(Timestamp(t)), Some(Timestamp(t)), 0));
         assert_eq!(s.counters.lifetime(Counter::Orders), 2);
         // Its day bucket counts with day precision.
         let now = Timestamp(t);

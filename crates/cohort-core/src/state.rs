@@ -374,6 +374,13 @@ pub struct CustomerState {
     pub evaluated_at: Option<Timestamp>,
     /// Hashes of the last few event ids.
     pub recent_events: RecentEvents,
+    /// Which record started this state: a hash of the input topic,
+    /// partition and offset of the customer's first event (or first after
+    /// a forget), never 0 once set; 0 for a state stored before format 2
+    /// and not touched by an event since. Timer and rules-change output ids
+    /// include it, so a customer forgotten and seen again never repeats an
+    /// id of its previous life ([`crate::engine`], "Output ids").
+    pub incarnation: u64,
 }
 
 /// The last [`RECENT_EVENTS`] event id hashes, inline (no heap allocation:
