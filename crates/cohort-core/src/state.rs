@@ -13,9 +13,12 @@
 //! categories, offer history the last [`MAX_OFFER_SENDS`] sends within a year,
 //! and purchased products the last [`MAX_PURCHASED`].
 //!
-//! Normalisation (rules compare text exactly): categories, interests, gender,
-//! income band, education and loyalty tier are trimmed and lower-cased;
-//! countries trimmed and upper-cased; region and city trimmed.
+//! Normalisation (docs/rules.md, "Text values"): categories, interests,
+//! gender, income band, education and loyalty tier are trimmed and
+//! lower-cased; countries trimmed and upper-cased; region and city trimmed;
+//! all cut at [`MAX_TEXT`] bytes. The rules compiler normalises literals
+//! compared with these fields the same way, so comparisons ignore case and
+//! surrounding whitespace.
 
 use crate::event::{Channel, Click, ClickKind, ConsentUpdate, Date, Event, EventKind, Geo, ProfileUpdate, Purchase};
 use crate::hash::fast64;
@@ -469,11 +472,13 @@ pub fn norm_lower(s: &str) -> String {
     }
 }
 
-fn norm_upper(s: &str) -> String {
+/// Normalises a country: trimmed, upper-case, bounded.
+pub fn norm_upper(s: &str) -> String {
     bounded(&s.trim().to_uppercase()).to_owned()
 }
 
-fn norm_trim(s: &str) -> String {
+/// Normalises a place name: trimmed, bounded, case kept.
+pub fn norm_trim(s: &str) -> String {
     bounded(s.trim()).to_owned()
 }
 

@@ -385,3 +385,71 @@ fn heavy_customer_encodes_under_12_kib() {
     assert_eq!(decode(&bytes).as_ref(), Ok(&st));
     println!("heavy customer: {} bytes", bytes.len());
 }
+
+/// Profile text and categories are stored normalised, and rule literals
+/// compared with them are normalised the same way at load (docs/rules.md,
+/// "Text values"): any case or surrounding whitespace in either matches,
+/// except for the city, whose case counts.
+#[test]
+fn text_comparisons_ignore_case_and_whitespace_as_documented() {
+    use cohort_core::rules::{RuleSet, SegmentSet};
+    let rules = RuleSet::from_yaml(
+        "t.yaml",
+        r#"version: 1
+segments:
+  - { name: de_upper, when: 'profile.country == "DE"' }
+  - { name: de_lower, when: 'profile.country == " de "' }
+  - { name: de_list, when: 'profile.country in ["at", "de"]' }
+  - { name: women, when: 'profile.gender == "F"' }
+  - { name: tier, when: 'profile.loyalty_tier != "Gold"' }
+  - { name: cooks, when: '"Cooking" in profile.interests' }
+  - { name: munich, when: 'profile.city == "München"' }
+  - { name: munich_lower, when: 'profile.city == "münchen"' }
+  - { name: keto, when: 'affinity("Keto") >= 0.5' }
+"#,
+    )
+    .expect("rules load");
+    let settings = StateSettings { affinity_min_evidence: 0.0, ..StateSettings::default() };
+    let mut st = CustomerState::default();
+    let profile = ProfileUpdate {
+        country: Some(" de".into()),
+        gender: Some("f ".into()),
+        loyalty_tier: Some("GOLD".into()),
+        city: Some(" München".into()),
+        interests: Some(vec![" COOKING ".into()]),
+        ..Default::default()
+    };
+    let t = Timestamp(BASE);
+    st.record(
+        &Event { id: "p".into(), customer: "c".into(), time: t, kind: EventKind::ProfileUpdate(profile) },
+        &settings,
+    );
+    let mut view = Click::new(ClickKind::ProductView);
+    view.category = Some("  KETO".into());
+    st.record(&Event { id: "v".into(), customer: "c".into(), time: t, kind: EventKind::Click(view) }, &settings);
+    assert_eq!(st.profile.country.as_deref(), Some("DE"));
+    assert_eq!(st.profile.gender.as_deref(), Some("f"));
+    assert_eq!(st.profile.city.as_deref(), Some("München"));
+    assert_eq!(st.profile.interests, vec!["cooking".to_owned()]);
+    let mut set = SegmentSet::new();
+    rules.evaluate_segments(&CustomerView::at(&st, &settings, t), t, &mut set);
+    let got: Vec<&str> = set.iter().map(|i| rules.segments()[i].name.as_str()).collect();
+    assert_eq!(got, ["de_upper", "de_lower", "de_list", "women", "cooks", "munich", "keto"]);
+}
+
+/// first_seen and last_seen are activity (clicks and purchases): a profile
+/// update (a CRM sync) does not move them (docs/rules.md, "Fields").
+#[test]
+fn first_and_last_seen_are_clicks_and_purchases_only() {
+    let settings = StateSettings::default();
+    let mut st = CustomerState::default();
+    let at = |t: i64, kind: EventKind| Event { id: format!("e{t}"), customer: "c".into(), time: Timestamp(t), kind };
+    st.record(
+        &at(BASE, EventKind::ProfileUpdate(ProfileUpdate { country: Some("DE".into()), ..Default::default() })),
+        &settings,
+    );
+    assert_eq!((st.first_seen, st.last_seen), (None, None));
+    st.record(&at(BASE + 10, EventKind::Click(Click::new(ClickKind::PageView))), &settings);
+    st.record(&at(BASE + 20, EventKind::ProfileUpdate(ProfileUpdate::default())), &settings);
+    assert_eq!((st.first_seen, st.last_seen), (Some(Timestamp(BASE + 10)), Some(Timestamp(BASE + 10))));
+}

@@ -361,8 +361,9 @@ impl Compiler<'_> {
                 }
             }
             Func::Affinity => {
-                let category = self.string_arg(name, &args[0], "a category")?;
-                Typed::Num(Num::Affinity(category.into(), fast64(category.as_bytes())))
+                // Categories are stored normalised (lower-case): so is the argument.
+                let category = crate::state::norm_lower(self.string_arg(name, &args[0], "a category")?);
+                Typed::Num(Num::Affinity(category.as_str().into(), fast64(category.as_bytes())))
             }
             Func::InSegment => {
                 let arg = &args[0];
@@ -432,9 +433,18 @@ impl Compiler<'_> {
                 match self.lower(rhs)? {
                     Typed::List(list) => Ok(Typed::Bool(match &a {
                         Text::Lit(s) => Expr::Const(list.iter().any(|x| x == s)),
-                        Text::Field(_) => Expr::TextInList { a, list: list.into_boxed_slice() },
+                        Text::Field(f) => {
+                            let list = list.iter().map(|x| f.normalise(x).into_boxed_str()).collect();
+                            Expr::TextInList { a, list }
+                        }
                     })),
-                    Typed::Set(set) => Ok(Typed::Bool(Expr::TextInSet { a, set })),
+                    Typed::Set(set) => {
+                        let a = match a {
+                            Text::Lit(s) => Text::Lit(set.normalise(&s).into_boxed_str()),
+                            field => field,
+                        };
+                        Ok(Typed::Bool(Expr::TextInSet { a, set }))
+                    }
                     other => Err(self.err(
                         rhs.span.start,
                         format!(
@@ -479,7 +489,15 @@ impl Compiler<'_> {
                 ))
             }
             (Typed::Str(Text::Lit(x)), Typed::Str(Text::Lit(y))) => Expr::Const((x == y) == (op == CmpOp::Eq)),
-            (Typed::Str(a), Typed::Str(b)) => Expr::Text { eq: op == CmpOp::Eq, a, b },
+            (Typed::Str(a), Typed::Str(b)) => {
+                // A literal compared with a field takes the field's stored form.
+                let (a, b) = match (a, b) {
+                    (Text::Field(f), Text::Lit(x)) => (Text::Field(f), Text::Lit(f.normalise(&x).into_boxed_str())),
+                    (Text::Lit(x), Text::Field(f)) => (Text::Lit(f.normalise(&x).into_boxed_str()), Text::Field(f)),
+                    other => other,
+                };
+                Expr::Text { eq: op == CmpOp::Eq, a, b }
+            }
             (Typed::Bool(a), Typed::Bool(b)) => {
                 let eq = op == CmpOp::Eq;
                 match (a, b) {

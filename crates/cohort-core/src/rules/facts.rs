@@ -94,7 +94,10 @@ pub enum TimeField {
 }
 
 /// Profile attributes held as text. Missing text makes any comparison false.
-/// Comparisons are exact and case-sensitive: normalise when storing.
+/// Values are normalised when stored ([`TextField::normalise`]) and literals
+/// compared with them are normalised the same way when the rules load, so
+/// comparisons ignore case and surrounding whitespace (docs/rules.md, "Text
+/// values"); the comparison itself is then exact.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TextField {
     /// `profile.gender`.
@@ -113,11 +116,36 @@ pub enum TextField {
     LoyaltyTier,
 }
 
+impl TextField {
+    /// The field's stored form of `s`: trimmed, cut at
+    /// [`crate::state::MAX_TEXT`] bytes, and upper-case for the country,
+    /// lower-case for gender, income band, education and loyalty tier
+    /// (region and city keep their case).
+    pub fn normalise(self, s: &str) -> String {
+        match self {
+            TextField::Country => crate::state::norm_upper(s),
+            TextField::Region | TextField::City => crate::state::norm_trim(s),
+            TextField::Gender | TextField::IncomeBand | TextField::Education | TextField::LoyaltyTier => {
+                crate::state::norm_lower(s)
+            }
+        }
+    }
+}
+
 /// Profile attributes held as a set of strings, tested with `"x" in field`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SetField {
     /// Declared interests.
     Interests,
+}
+
+impl SetField {
+    /// The stored form of a member: trimmed, lower-case, bounded.
+    pub fn normalise(self, s: &str) -> String {
+        match self {
+            SetField::Interests => crate::state::norm_lower(s),
+        }
+    }
 }
 
 /// Boolean facts (consents). Unknown consent must be reported as `false`.
