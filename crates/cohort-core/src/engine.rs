@@ -442,7 +442,7 @@ fn apply_inner(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>, t
     let mut new_set = SegmentSet::new();
     // Counters do not change during the evaluation: one pass over the day
     // buckets serves every view below.
-    let sums = state.counters.sums_at(t);
+    let sums = state.counters.sums_for(t, engine.rules.windows_read());
     let view = CustomerView::with_sums_ref(state, &engine.state_settings, &sums, t);
     // One pass gives both the membership and the next rule flip; the flip is
     // recomputed below only if a send changes what offers_sent() counts.
@@ -701,7 +701,7 @@ fn next_timer(state: &CustomerState, engine: &Engine, t: Timestamp, sums: Option
     let sums = match sums {
         Some(s) => s,
         None => {
-            owned = state.counters.sums_at(t);
+            owned = state.counters.sums_for(t, engine.rules.windows_read());
             &owned
         }
     };

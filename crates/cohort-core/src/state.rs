@@ -494,16 +494,16 @@ impl CustomerState {
     }
 
     /// Reads one word of each separately allocated part that folding and
-    /// evaluating an event reads (day buckets, affinity weights, cart
-    /// lines, the membership list), so that their cache misses are in
-    /// flight together instead of one after another as each is reached.
-    /// The value means nothing.
+    /// evaluating an event reads (affinity weights, cart lines, the
+    /// membership list), so that their cache misses are in flight together
+    /// instead of one after another as each is reached. Not the windows:
+    /// an event adds to one counter and rules read a few, so touching all
+    /// five would cost more misses than it hides. The value means nothing.
     pub(crate) fn touch_parts(&self) -> u64 {
-        let bucket = self.counters.newest().map_or(0, |t| t as u64);
         let weight = self.affinities.entries.last().map_or(0, |e| e.0);
         let line = self.cart.lines.first().map_or(0, |l| u64::from(l.quantity));
         let member = self.segments.first().map_or(0, |m| m.since.as_millis() as u64);
-        bucket ^ weight ^ line ^ member
+        weight ^ line ^ member
     }
 
     /// Whether `id_hash` was seen among the last [`RECENT_EVENTS`] events,

@@ -92,7 +92,7 @@ impl Facts for CustomerView<'_> {
             Some((c, w)) => {
                 let raw = match (self.sums(), w) {
                     (_, Window::Lifetime) => st.counters.lifetime(c),
-                    (Some(s), w) if s.at == now => s.get(c, w).unwrap_or(0),
+                    (Some(s), w) if s.at == now && s.has(c, w) => s.get(c, w).unwrap_or(0),
                     _ => st.counters.sum(c, w, now),
                 };
                 if c == Counter::SpendCents {
@@ -120,7 +120,7 @@ impl Facts for CustomerView<'_> {
     fn next_window_change(&self, f: NumField, now: Timestamp) -> Option<Timestamp> {
         let (c, w) = counter_of(f)?;
         match self.sums() {
-            Some(s) if s.at == now => s.next_change(c, w),
+            Some(s) if s.at == now && s.has(c, w) => s.next_change(c, w),
             _ => self.state.counters.next_change(c, w, now),
         }
     }

@@ -137,8 +137,12 @@ impl Series {
     #[inline]
     fn window(&self, end: usize, to: i64, len: i64) -> (i64, i64) {
         let from = to.saturating_sub(len);
-        // Entries from `end` on are after `to`, so after `from` too.
-        let start = self.entries.partition_point(|e| e.0 <= from).min(end);
+        // Entries from `end` on are after `to`, so after `from` too. Most
+        // often every kept entry is in the window: no search.
+        let start = match self.entries.front() {
+            Some(first) if first.0 > from => 0,
+            _ => self.entries.partition_point(|e| e.0 <= from).min(end),
+        };
         let sum = self.total_before(end).saturating_sub(self.total_before(start));
         let leave = if start < end { self.entries[start].0.saturating_add(len) } else { i64::MAX };
         let enter = self.entries.get(end).map_or(i64::MAX, |e| e.0);
@@ -165,12 +169,18 @@ pub struct Windows {
     lifetime: [i64; COUNTERS],
 }
 
-/// Window sums for every windowed counter at one instant, computed in one
-/// pass so that evaluating twenty rules does not search twenty times.
+/// Window sums for the windowed counters the rules read at one instant,
+/// computed once so that evaluating twenty rules does not search twenty
+/// times.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct WindowSums {
     /// The instant the sums are for.
     pub at: Timestamp,
+    /// Which `(window, counter)` pairs are computed: bit
+    /// [`WindowSums::bit`]; the others read 0 and never change here, and
+    /// [`WindowSums::get`] and [`WindowSums::next_change`] do not answer
+    /// for them.
+    pub mask: u32,
     /// `sums[window][counter]` for windows 7, 30, 90, 365 days.
     pub sums: [[i64; COUNTERS]; 4],
     /// When each of `sums` next changes with no new event, in ms since the
@@ -209,6 +219,13 @@ impl Windows {
         if s.entries.back().is_some_and(|last| t <= last.0.saturating_sub(horizon)) {
             return;
         }
+        // Full, and the new contribution is the newest: fold the oldest
+        // first, so the buffer never grows past the bound.
+        if s.entries.len() >= MAX_EXACT && s.entries.back().is_some_and(|last| last.0 < t) {
+            if let Some((old, amount)) = s.pop_oldest() {
+                fold(&mut self.folded, old.div_euclid(MS_PER_DAY), c, amount);
+            }
+        }
         s.add(t, amount);
         // Contributions no window can count any more go; beyond the bound,
         // the oldest are folded into their days.
@@ -234,22 +251,45 @@ impl Windows {
 
     /// Every windowed sum at `now`, and when each next changes.
     pub fn sums_at(&self, now: Timestamp) -> WindowSums {
+        self.sums_for(now, WindowSums::ALL)
+    }
+
+    /// The windowed sums of the `(window, counter)` pairs in `mask` (bits
+    /// [`WindowSums::bit`]) at `now`, and when each next changes: what an
+    /// evaluation of rules that read only those needs
+    /// ([`crate::rules::RuleSet::windows_read`]). Each is two binary
+    /// searches in its counter's exact contributions.
+    pub fn sums_for(&self, now: Timestamp, mask: u32) -> WindowSums {
         let to = now.as_millis();
-        let mut out =
-            WindowSums { at: now, sums: [[0; COUNTERS]; 4], next: [[i64::MAX; COUNTERS]; 4], lifetime: self.lifetime };
+        let mut out = WindowSums {
+            at: now,
+            mask,
+            sums: [[0; COUNTERS]; 4],
+            next: [[i64::MAX; COUNTERS]; 4],
+            lifetime: self.lifetime,
+        };
         for (c, s) in self.exact.iter().enumerate() {
-            if s.entries.is_empty() {
+            if s.entries.is_empty() || mask & WindowSums::counter_bits(c) == 0 {
                 continue;
             }
             let end = s.end(to);
             for (wi, days) in WINDOW_DAYS.iter().enumerate() {
-                let (sum, next) = s.window(end, to, days * MS_PER_DAY);
-                out.sums[wi][c] = sum;
-                out.next[wi][c] = next;
+                if mask & WindowSums::bit(wi, c) != 0 {
+                    let (sum, next) = s.window(end, to, days * MS_PER_DAY);
+                    out.sums[wi][c] = sum;
+                    out.next[wi][c] = next;
+                }
             }
         }
         if !self.folded.is_empty() {
             self.add_folded(now, &mut out);
+            for wi in 0..WINDOW_DAYS.len() {
+                for c in 0..COUNTERS {
+                    if mask & WindowSums::bit(wi, c) == 0 {
+                        (out.sums[wi][c], out.next[wi][c]) = (0, i64::MAX);
+                    }
+                }
+            }
         }
         out
     }
@@ -396,12 +436,35 @@ fn prune_folded(folded: &mut Vec<DayBucket>, newest_day: i64) {
 }
 
 impl WindowSums {
-    /// The precomputed sum for `counter` over `w`; `None` for lifetime.
-    pub fn get(&self, counter: Counter, w: Window) -> Option<i64> {
-        window_index(w).map(|i| self.sums[i][counter as usize])
+    /// Every `(window, counter)` pair.
+    pub const ALL: u32 = (1 << (4 * COUNTERS)) - 1;
+
+    /// The [`WindowSums::mask`] bit of a window index (into
+    /// [`WindowSums::sums`]) and a counter index.
+    pub const fn bit(window: usize, counter: usize) -> u32 {
+        1 << (window * COUNTERS + counter)
     }
 
-    /// [`Windows::next_change`] at [`WindowSums::at`].
+    /// The bits of every window of one counter.
+    const fn counter_bits(counter: usize) -> u32 {
+        Self::bit(0, counter) | Self::bit(1, counter) | Self::bit(2, counter) | Self::bit(3, counter)
+    }
+
+    /// Whether the sums answer for `counter` over `w` (lifetime: always).
+    pub fn has(&self, counter: Counter, w: Window) -> bool {
+        window_index(w).is_none_or(|wi| self.mask & Self::bit(wi, counter as usize) != 0)
+    }
+
+    /// The precomputed sum for `counter` over `w`; `None` for lifetime and
+    /// for a pair not computed.
+    pub fn get(&self, counter: Counter, w: Window) -> Option<i64> {
+        window_index(w)
+            .filter(|&i| self.mask & Self::bit(i, counter as usize) != 0)
+            .map(|i| self.sums[i][counter as usize])
+    }
+
+    /// [`Windows::next_change`] at [`WindowSums::at`]; `None` also for a
+    /// pair not computed (see [`WindowSums::has`]).
     pub fn next_change(&self, counter: Counter, w: Window) -> Option<Timestamp> {
         let wi = window_index(w)?;
         self.next_change_at(wi, counter as usize)
@@ -515,6 +578,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn masked_sums_answer_only_for_their_pairs() {
+        let mut b = Windows::default();
+        b.add(Timestamp(10 * DAY), Counter::Orders, 1);
+        b.add(Timestamp(10 * DAY), Counter::PageViews, 3);
+        let now = Timestamp(12 * DAY);
+        let mask = WindowSums::bit(1, Counter::Orders as usize);
+        let s = b.sums_for(now, mask);
+        let all = b.sums_at(now);
+        assert_eq!(s.get(Counter::Orders, Window::D30), all.get(Counter::Orders, Window::D30));
+        assert_eq!(s.next_change(Counter::Orders, Window::D30), Some(Timestamp(40 * DAY)));
+        assert!(s.has(Counter::Orders, Window::D30) && s.has(Counter::PageViews, Window::Lifetime));
+        assert!(!s.has(Counter::PageViews, Window::D30));
+        assert_eq!(
+            (s.get(Counter::PageViews, Window::D30), s.next_change(Counter::PageViews, Window::D30)),
+            (None, None)
+        );
+        let rules = crate::rules::RuleSet::from_yaml(
+            "t.yaml",
+            "version: 1\nsegments:\n  - { name: a, when: 'orders.30d >= 2 && page_views.lifetime > 0' }\n",
+        )
+        .expect("rules load");
+        assert_eq!(rules.windows_read(), mask, "lifetime totals need no window");
     }
 
     #[test]

@@ -163,16 +163,19 @@ pub struct Compiled {
     pub expr: Expr,
     /// Segments referenced with `in_segment`, with the span of the reference.
     pub refs: Vec<(u16, Span)>,
+    /// The windowed counter fields the condition reads, as bits of
+    /// [`crate::window::WindowSums::mask`].
+    pub windows: u32,
 }
 
 /// Compile a parsed condition, which must be a bool.
 pub fn compile(src: &str, node: &Node, scope: &Scope<'_>) -> Result<Compiled, CompileError> {
-    let mut c = Compiler { src, scope, refs: Vec::new() };
+    let mut c = Compiler { src, scope, refs: Vec::new(), windows: 0 };
     let typed = c.lower(node)?;
     match typed {
         Typed::Bool(mut expr) => {
             expr.order_by_cost();
-            Ok(Compiled { expr, refs: c.refs })
+            Ok(Compiled { expr, refs: c.refs, windows: c.windows })
         }
         other => Err(c.err(
             node.span.start,
@@ -209,6 +212,7 @@ struct Compiler<'a> {
     src: &'a str,
     scope: &'a Scope<'a>,
     refs: Vec<(u16, Span)>,
+    windows: u32,
 }
 
 const DURATION_HINT: &str = "a whole number followed by a unit: ms, s, m, h, d or w (e.g. 30m, 90d)";
@@ -286,7 +290,12 @@ impl Compiler<'_> {
             ));
         };
         Ok(match info.field {
-            FieldRef::Num(f) => Typed::Num(Num::Field(f)),
+            FieldRef::Num(f) => {
+                if let Some(sl) = Slot::of(f).filter(|s| s.windowed()) {
+                    self.windows |= crate::window::WindowSums::bit(usize::from(sl.window), usize::from(sl.counter));
+                }
+                Typed::Num(Num::Field(f))
+            }
             FieldRef::Age => Typed::Num(Num::Age),
             FieldRef::Time(f) => Typed::Instant(f),
             FieldRef::Text(f) => Typed::Str(Text::Field(f)),

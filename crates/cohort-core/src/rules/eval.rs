@@ -343,8 +343,9 @@ pub(super) fn since_flip(x: Timestamp, op: CmpOp, d: Duration, now: Timestamp) -
 #[inline]
 pub(super) fn field_step<F: Facts + ?Sized>(f: NumField, slot: Option<Slot>, env: &Env<'_, F>) -> Next {
     let Some(sl) = slot.filter(|s| s.windowed()) else { return Next::NEVER };
-    if let Some(s) = env.sums {
-        return Next::from_opt(s.next_change_at(usize::from(sl.window), usize::from(sl.counter)));
+    let (w, c) = (usize::from(sl.window), usize::from(sl.counter));
+    if let Some(s) = env.sums.filter(|s| s.mask & WindowSums::bit(w, c) != 0) {
+        return Next::from_opt(s.next_change_at(w, c));
     }
     Next::from_opt(env.facts.next_window_change(f, env.now))
 }

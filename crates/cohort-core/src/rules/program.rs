@@ -688,7 +688,7 @@ impl Plan {
     #[inline(always)]
     fn analyse_into<F: Facts + ?Sized>(&self, env: &Env<'_, F>, seg_next: &SegNext<'_>, out: &mut Acc<'_>) {
         match env.sums {
-            Some(s) => count_leaves(&self.counts, s, out),
+            Some(s) => count_leaves(&self.counts, s, env, seg_next, out),
             None => {
                 for c in self.counts.iter() {
                     out.set(c.id, c.atom.analyse(env, seg_next));
@@ -767,9 +767,20 @@ fn analyse_other<F: Facts + ?Sized>(a: &Atom, env: &Env<'_, F>, seg_next: &SegNe
 /// [`eval::field_number`] and [`eval::field_step`] unrolled, the
 /// comparison done on the raw count ([`RawTest`]).
 #[inline(always)]
-fn count_leaves(leaves: &[CountLeaf], s: &WindowSums, out: &mut Acc<'_>) {
+fn count_leaves<F: Facts + ?Sized>(
+    leaves: &[CountLeaf],
+    s: &WindowSums,
+    env: &Env<'_, F>,
+    seg_next: &SegNext<'_>,
+    out: &mut Acc<'_>,
+) {
     for c in leaves {
         let (w, k) = (usize::from(c.window & 3), usize::from(c.counter) % COUNTERS);
+        if c.days != 0 && s.mask & WindowSums::bit(w, k) == 0 {
+            // Sums made for rules that do not read this one.
+            out.set(c.id, c.atom.analyse(env, seg_next));
+            continue;
+        }
         let raw = if c.days == 0 { s.lifetime[k] } else { s.sums[w][k] };
         let next = match s.next[w][k] {
             _ if c.days == 0 => Next::NEVER,
