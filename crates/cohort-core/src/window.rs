@@ -12,8 +12,10 @@
 //! **Bounds.** A customer who clicks a thousand times a day must still fit
 //! in a few kilobytes, so each counter keeps its newest [`MAX_EXACT`]
 //! contributions with their exact times (contributions at the same
-//! millisecond share one entry), and only those younger than the longest
-//! window ([`KEPT_DAYS`]). A contribution pushed out by newer ones is
+//! millisecond share one entry); one older than the longest window
+//! ([`KEPT_DAYS`]) can never count again and is dropped when its counter is
+//! next added to (until then it costs space, not time: sums search past
+//! it). A contribution pushed out by newer ones is
 //! *folded* into a per-UTC-day bucket of that counter: a folded contribution
 //! counts in the `N`-day window while `day(now) - N < day(t) <= day(now)`,
 //! i.e. it may leave up to a day early. So windows are exact for every
