@@ -31,7 +31,23 @@
 //! recent    uv n + n × 8 bytes LE
 //! ```
 //!
-//! To change the format, add version 2 next to version 1 and keep decoding 1.
+//! Format version 2 (exact windows, incarnations) differs from version 1 in
+//! two places:
+//!
+//! ```text
+//! counters  for each counter (orders, spend cents, page views, product
+//!           views, sessions): uv n exact contributions (at most 128), each:
+//!           sv time (first) or uv time delta >= 1, sv amount; then the
+//!           folded day buckets and the lifetime totals as in version 1
+//! ...       (as version 1)
+//! recent    uv n + n × 8 bytes LE
+//! incarnation 8 bytes LE (0: none yet)
+//! ```
+//!
+//! A version-1 record still decodes: its day buckets become folded
+//! contributions (day precision, see [`crate::window`]) and its incarnation
+//! is 0; it is written back as version 2. To change the format, add the
+//! next version next to these and keep decoding them.
 
 use crate::event::{Channel, Date};
 use crate::hash::fast64;
@@ -41,11 +57,11 @@ use crate::state::{
     MAX_INTERESTS, MAX_OFFER_SENDS, MAX_PURCHASED, RECENT_EVENTS,
 };
 use crate::time::Timestamp;
-use crate::window::{DayBucket, DayBuckets, COUNTERS};
+use crate::window::{Counter, DayBucket, Windows, COUNTERS, MAX_EXACT};
 use thiserror::Error;
 
 /// The format [`encode`] writes.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 
 /// Why bytes could not be read as a state. Every variant means the record
 /// is unusable by this build: the store should stop on it (a newer format
@@ -106,8 +122,21 @@ pub fn encode_into(state: &CustomerState, out: &mut Vec<u8>) {
     // activity
     w.opt_ts(state.first_seen);
     w.opt_ts(state.last_seen);
-    // counters
-    let buckets = state.counters.buckets();
+    // counters: exact contributions per counter, then folded days
+    for c in Counter::ALL {
+        w.uv(state.counters.exact_len(c) as u64);
+        let mut prev: Option<i64> = None;
+        for (t, amount) in state.counters.exact(c) {
+            let t = t.as_millis();
+            match prev {
+                None => w.sv(t),
+                Some(p) => w.uv(t.wrapping_sub(p) as u64),
+            }
+            prev = Some(t);
+            w.sv(amount);
+        }
+    }
+    let buckets = state.counters.folded();
     w.uv(buckets.len() as u64);
     let mut prev: Option<i32> = None;
     for b in buckets {
@@ -188,6 +217,7 @@ pub fn encode_into(state: &CustomerState, out: &mut Vec<u8>) {
     for h in state.recent_events.as_slice() {
         w.0.extend_from_slice(&h.to_le_bytes());
     }
+    w.0.extend_from_slice(&state.incarnation.to_le_bytes());
 }
 
 /// An upper bound of the encoded size for most states (so that [`encode`]
@@ -206,7 +236,8 @@ fn size_hint(state: &CustomerState) -> usize {
         + state.purchased.iter().map(|s| s.len() + 10).sum::<usize>()
         + state.offers.iter().map(|o| o.offer.len() + 40).sum::<usize>()
         + state.segments.iter().map(|m| m.segment.len() + 20).sum::<usize>();
-    let buckets = state.counters.buckets().len() * (11 + 5 * 10);
+    let exact: usize = Counter::ALL.iter().map(|&c| state.counters.exact_len(c)).sum();
+    let buckets = state.counters.folded().len() * (11 + 5 * 10) + exact * 20;
     200 + strings + buckets + state.segment_bits.set.len() + 8 * state.recent_events.as_slice().len()
 }
 
@@ -214,9 +245,9 @@ fn size_hint(state: &CustomerState) -> usize {
 pub fn decode(bytes: &[u8]) -> Result<CustomerState, DecodeError> {
     let (&version, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
     match version {
-        1 => {
+        1 | 2 => {
             let mut r = Reader { buf: rest, pos: 0 };
-            let state = decode_v1(&mut r)?;
+            let state = decode_body(&mut r, version)?;
             if r.pos != r.buf.len() {
                 return Err(DecodeError::TrailingBytes(r.buf.len() - r.pos));
             }
@@ -226,7 +257,8 @@ pub fn decode(bytes: &[u8]) -> Result<CustomerState, DecodeError> {
     }
 }
 
-fn decode_v1(r: &mut Reader<'_>) -> Result<CustomerState, DecodeError> {
+/// Formats 1 and 2 (`version`): see the module doc for what 2 added.
+fn decode_body(r: &mut Reader<'_>, version: u8) -> Result<CustomerState, DecodeError> {
     let mut st = CustomerState::default();
     let p = &mut st.profile;
     if r.flag()? {
@@ -253,6 +285,29 @@ fn decode_v1(r: &mut Reader<'_>) -> Result<CustomerState, DecodeError> {
     st.first_seen = r.opt_ts()?;
     st.last_seen = r.opt_ts()?;
     // counters
+    let mut exact: [Vec<(i64, i64)>; COUNTERS] = Default::default();
+    if version >= 2 {
+        for series in &mut exact {
+            let n = r.len(MAX_EXACT)?;
+            series.reserve_exact(n);
+            let mut prev: Option<i64> = None;
+            for _ in 0..n {
+                let t = match prev {
+                    None => r.sv()?,
+                    Some(p) => {
+                        let delta = r.uv()?;
+                        if delta == 0 || delta > i64::MAX as u64 {
+                            return Err(DecodeError::Invalid("contribution time order"));
+                        }
+                        p.checked_add(delta as i64).ok_or(DecodeError::Invalid("contribution time"))?
+                    }
+                };
+                prev = Some(t);
+                series.push((t, r.sv()?));
+            }
+        }
+    }
+    // Days: in format 1 the only windowed data, read as folded.
     let n = r.len(crate::window::KEPT_DAYS as usize + 1)?;
     let mut buckets = Vec::with_capacity(n);
     let mut prev: Option<i64> = None;
@@ -285,7 +340,7 @@ fn decode_v1(r: &mut Reader<'_>) -> Result<CustomerState, DecodeError> {
     for c in &mut lifetime {
         *c = r.sv()?;
     }
-    st.counters = DayBuckets::from_parts(buckets, lifetime);
+    st.counters = Windows::from_parts(exact, buckets, lifetime);
     st.first_purchase = r.opt_ts()?;
     st.last_purchase = r.opt_ts()?;
     // cart
@@ -359,6 +414,9 @@ fn decode_v1(r: &mut Reader<'_>) -> Result<CustomerState, DecodeError> {
     let n = r.len(RECENT_EVENTS)?;
     for _ in 0..n {
         st.recent_events.push(u64::from_le_bytes(r.array::<8>()?));
+    }
+    if version >= 2 {
+        st.incarnation = u64::from_le_bytes(r.array::<8>()?);
     }
     Ok(st)
 }
@@ -544,14 +602,58 @@ mod tests {
         let s = CustomerState::default();
         let b = encode(&s);
         assert_eq!(b[0], FORMAT_VERSION);
-        assert!(b.len() < 48, "{}", b.len());
+        assert!(b.len() < 56, "{}", b.len());
         assert_eq!(decode(&b), Ok(s));
+    }
+
+    #[test]
+    fn version_1_records_still_decode() {
+        // A version-1 record written field by field: first and last seen,
+        // one day bucket with 2 orders, nothing else.
+        let (t, day) = (1_700_000_000_000i64, 1_700_000_000_000i64.div_euclid(crate::time::MS_PER_DAY));
+        let mut v1 = Vec::new();
+        let w = &mut Writer(&mut v1);
+        w.u8(1);
+        for _ in 0..10 {
+            w.u8(0); // birth date, age, six texts, interests (count), consent
+        }
+        w.u8(0); // loyalty tier
+        w.opt_ts(Some(Timestamp(t)));
+        w.opt_ts(Some(Timestamp(t)));
+        w.uv(1);
+        w.sv(day);
+        w.u8(1 << Counter::Orders as u8);
+        w.sv(2);
+        for c in [2, 0, 0, 0, 0] {
+            w.sv(c);
+        }
+        for _ in 0..4 {
+            w.u8(0); // first and last purchase, cart lines, cart last added
+        }
+        w.u8(0); // abandon fired
+        w.sv(0);
+        w.f64(0.0);
+        for _ in 0..7 {
+            w.u8(0); // affinities, purchased, offers, segments, bitset, evaluated, recent
+        }
+        let s = decode(&v1).expect("a version-1 record decodes");
+        assert_eq!((s.first_seen, s.last_seen, s.incarnation), (Some(Timestamp(t)), Some(Timestamp(t)), 0));
+        assert_eq!(s.counters.lifetime(Counter::Orders), 2);
+        // Its day bucket counts with day precision.
+        let now = Timestamp(t);
+        assert_eq!(s.counters.sum(Counter::Orders, crate::rules::Window::D30, now), 2);
+        let leaves = Timestamp((day + 30) * crate::time::MS_PER_DAY);
+        assert_eq!(s.counters.next_change(Counter::Orders, crate::rules::Window::D30, now), Some(leaves));
+        // Written back as version 2, it reads the same.
+        let v2 = encode(&s);
+        assert_eq!(v2[0], 2);
+        assert_eq!(decode(&v2), Ok(s));
     }
 
     #[test]
     fn unknown_version_and_garbage_are_typed_errors() {
         assert_eq!(decode(&[]), Err(DecodeError::Empty));
-        assert_eq!(decode(&[9, 0, 0]), Err(DecodeError::UnsupportedVersion { found: 9, supported: 1 }));
+        assert_eq!(decode(&[9, 0, 0]), Err(DecodeError::UnsupportedVersion { found: 9, supported: FORMAT_VERSION }));
         let mut b = encode(&CustomerState::default());
         b.push(0);
         assert_eq!(decode(&b), Err(DecodeError::TrailingBytes(1)));

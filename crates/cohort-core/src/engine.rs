@@ -14,10 +14,22 @@
 //! input and the state only, a replay produces the same outputs, not just
 //! the same ids.
 //!
-//! **Output ids** are 128-bit stable hashes of the input's identity (customer
-//! and event id, or customer and timer due time, or customer, rules version
-//! and instant for a rules change) and the output's position, as 32 hex
-//! digits. Replaying an input re-emits the same ids, so consumers can dedup.
+//! **Output ids** are 128-bit stable hashes of the input's identity and the
+//! output's position among that input's outputs, as 32 hex digits:
+//!
+//! - an event: the record it was read from ([`Origin`]: input topic,
+//!   partition and offset), which no other record shares and every replay
+//!   reads again. Not the event id: producers re-send ids, and a re-sent id
+//!   that has left the duplicate window is a new decision;
+//! - a timer: the customer, the due time and the customer's
+//!   [`CustomerState::incarnation`] (which record started this state, so a
+//!   customer forgotten and seen again never repeats an earlier timer's id;
+//!   a customer's timers are due ever later within one incarnation);
+//! - a rules change: the customer, the rules version, the instant and the
+//!   incarnation.
+//!
+//! So an id is unique per decision and the same on every replay, restore or
+//! batch split: consumers can dedup on it.
 //!
 //! **Decision points**: entering a segment, the cart being abandoned (a
 //! non-empty cart with no add for [`EngineSettings::cart_abandon_after`]), a
@@ -161,11 +173,33 @@ impl Tables {
     }
 }
 
+/// Where an input record was read: what makes an event's decision unique
+/// (see the module doc, "Output ids").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Origin<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl Origin<'_> {
+    /// The identity hash state of decisions on this record.
+    fn identity(&self) -> StableHasher {
+        StableHasher::new().str("record").str(self.topic).u64(self.partition as u32 as u64).u64(self.offset as u64)
+    }
+
+    /// The incarnation a state started by this record gets (never 0).
+    pub fn incarnation(&self) -> u64 {
+        self.identity().finish64() | 1
+    }
+}
+
 /// What to decide on.
 #[derive(Clone, Copy, Debug)]
 pub enum Input<'a> {
-    /// A validated input event (see [`Event::validate`]).
-    Event(&'a Event),
+    /// A validated input event (see [`Event::validate`]) and the record it
+    /// was read from.
+    Event(&'a Event, Origin<'a>),
     /// This customer's timer, set from an earlier [`Decision::next_timer`],
     /// fired because the partition's watermark passed `due`.
     Timer { customer: &'a str, due: Timestamp },
@@ -176,13 +210,13 @@ pub enum Input<'a> {
 impl Input<'_> {
     fn customer(&self) -> &str {
         match self {
-            Input::Event(e) => &e.customer,
+            Input::Event(e, _) => &e.customer,
             Input::Timer { customer, .. } | Input::RulesChanged { customer, .. } => customer,
         }
     }
     fn time(&self) -> Timestamp {
         match self {
-            Input::Event(e) => e.time,
+            Input::Event(e, _) => e.time,
             Input::Timer { due, .. } => *due,
             Input::RulesChanged { at, .. } => *at,
         }
@@ -339,24 +373,30 @@ pub fn customer_timer(state: &CustomerState, ctx: &Context<'_>) -> Option<Timest
 fn apply_inner(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>, timer: bool) -> Decision {
     let engine = ctx.engine;
     let customer = input.customer();
-    // Hashed only when an output is actually produced (most inputs produce none).
+    // Hashed only when an output is actually produced (most inputs produce
+    // none). Read before the input changes the state: the incarnation a
+    // decision is made in is the one its state had.
+    let incarnation = state.incarnation;
     let identity = || match input {
-        Input::Event(e) => StableHasher::new().str("event").str(customer).str(&e.id),
-        Input::Timer { due, .. } => StableHasher::new().str("timer").str(customer).u64(due.as_millis() as u64),
-        Input::RulesChanged { at, .. } => {
-            StableHasher::new().str("rules").str(customer).str(engine.rules.version()).u64(at.as_millis() as u64)
+        Input::Event(_, origin) => origin.identity(),
+        Input::Timer { due, .. } => {
+            incarnated(StableHasher::new().str("timer").str(customer).u64(due.as_millis() as u64), incarnation)
         }
+        Input::RulesChanged { at, .. } => incarnated(
+            StableHasher::new().str("rules").str(customer).str(engine.rules.version()).u64(at.as_millis() as u64),
+            incarnation,
+        ),
     };
     // The identity's hash state, computed once for all of this input's outputs.
     let identity_state = std::cell::OnceCell::new();
     let out_id = |k: u64| identity_state.get_or_init(identity).u64(k).finish128();
     let cause_kind = match input {
-        Input::Event(_) => CauseKind::Event,
+        Input::Event(..) => CauseKind::Event,
         Input::Timer { .. } => CauseKind::Timer,
         Input::RulesChanged { .. } => CauseKind::RulesChanged,
     };
     let event_id = match input {
-        Input::Event(e) => Some(e.id.as_str()),
+        Input::Event(e, _) => Some(e.id.as_str()),
         _ => None,
     };
     let mut decision = Decision::default();
@@ -364,12 +404,12 @@ fn apply_inner(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>, t
     // A timer or rules change for a customer never evaluated (or forgotten
     // since the timer was set) has nothing to decide on, and must not
     // resurrect a forgotten customer.
-    if !matches!(input, Input::Event(_)) && state.evaluated_at.is_none() {
+    if !matches!(input, Input::Event(..)) && state.evaluated_at.is_none() {
         return decision;
     }
 
     let mut recorded = Recorded::default();
-    if let Input::Event(ev) = input {
+    if let Input::Event(ev, origin) = input {
         if matches!(ev.kind, EventKind::Forget) {
             *state = CustomerState::default();
             decision.forget = true;
@@ -389,6 +429,9 @@ fn apply_inner(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>, t
             }
             return decision;
         }
+        if state.incarnation == 0 {
+            state.incarnation = origin.incarnation();
+        }
         recorded = state.record(ev, &engine.state_settings);
     }
 
@@ -399,7 +442,7 @@ fn apply_inner(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>, t
     let mut new_set = SegmentSet::new();
     // Counters do not change during the evaluation: one pass over the day
     // buckets serves every view below.
-    let sums = state.counters.sums_at(t);
+    let sums = state.counters.sums_for(t, engine.rules.windows_read());
     let view = CustomerView::with_sums_ref(state, &engine.state_settings, &sums, t);
     // One pass gives both the membership and the next rule flip; the flip is
     // recomputed below only if a send changes what offers_sent() counts.
@@ -658,7 +701,7 @@ fn next_timer(state: &CustomerState, engine: &Engine, t: Timestamp, sums: Option
     let sums = match sums {
         Some(s) => s,
         None => {
-            owned = state.counters.sums_at(t);
+            owned = state.counters.sums_for(t, engine.rules.windows_read());
             &owned
         }
     };
@@ -673,6 +716,18 @@ fn cart_timer(state: &CustomerState, engine: &Engine, t: Timestamp) -> Option<Ti
             Some((last + engine.settings.cart_abandon_after).max(Timestamp(t.as_millis().saturating_add(1))))
         }
         _ => None,
+    }
+}
+
+/// A timer's or rules change's identity in `incarnation`. Incarnation 0
+/// (a state stored before incarnations existed, not touched by an event
+/// since) keeps the identity ids had then, so such a customer's pending
+/// timers keep their ids across the upgrade.
+fn incarnated(h: StableHasher, incarnation: u64) -> StableHasher {
+    if incarnation == 0 {
+        h
+    } else {
+        h.str("incarnation").u64(incarnation)
     }
 }
 
@@ -698,6 +753,10 @@ segments:
 
     fn engine() -> Engine {
         Engine::new(RuleSet::from_yaml("t.yaml", RULES).expect("test rules load"), EngineSettings::default())
+    }
+
+    fn origin(offset: i64) -> Origin<'static> {
+        Origin { topic: "clickstream", partition: 0, offset }
     }
 
     fn click(id: &str, t: i64) -> Event {
@@ -731,7 +790,7 @@ segments:
         let ctx = tables.context(&e);
         let mut st = CustomerState::default();
         let t0 = 1_700_000_000_000;
-        let d = apply(&mut st, Input::Event(&click("a", t0)), &ctx);
+        let d = apply(&mut st, Input::Event(&click("a", t0), origin(0)), &ctx);
         assert_eq!(d.next_timer, Some(Timestamp(t0 + 30 * 60_000)));
         let d = apply(&mut st, Input::Timer { customer: "c", due: Timestamp(t0 + 30 * 60_000) }, &ctx);
         let Some(Output::SegmentChanged(s)) = d.outputs.first() else { panic!("expected a segment change") };
@@ -740,7 +799,7 @@ segments:
         // A late click is folded in but evaluated at the customer's latest
         // instant: it was 29 minutes ago then, so the customer is browsing
         // again until a minute later.
-        let d = apply(&mut st, Input::Event(&click("late", t0 + 60_000)), &ctx);
+        let d = apply(&mut st, Input::Event(&click("late", t0 + 60_000), origin(1)), &ctx);
         let Some(Output::SegmentChanged(s)) = d.outputs.first() else { panic!("expected a segment change") };
         assert_eq!(s.entered, vec!["browsing_now".to_owned()]);
         assert_eq!(s.time, Timestamp(t0 + 30 * 60_000));
@@ -754,10 +813,10 @@ segments:
         let tables = Tables::default();
         let ctx = tables.context(&e);
         let mut st = CustomerState::default();
-        apply(&mut st, Input::Event(&click("a", 1_700_000_000_000)), &ctx);
+        apply(&mut st, Input::Event(&click("a", 1_700_000_000_000), origin(0)), &ctx);
         let forget =
             Event { id: "f".into(), customer: "c".into(), time: Timestamp(1_700_000_100_000), kind: EventKind::Forget };
-        let d = apply(&mut st, Input::Event(&forget), &ctx);
+        let d = apply(&mut st, Input::Event(&forget, origin(1)), &ctx);
         assert!(d.forget && d.next_timer.is_none());
         assert!(matches!(d.outputs.as_slice(), [Output::Forgotten(_)]));
         assert!(st.is_empty());

@@ -6,21 +6,25 @@
 //! it; [`crate::view`] exposes it to rules.
 //!
 //! Bounds (so a customer with 100,000 events a year still encodes in a few
-//! kilobytes): windowed counters are per-day buckets for 365 days
+//! kilobytes): windowed counters keep the newest 128 contributions of each
+//! counter with their exact times and older ones per day, for 365 days
 //! ([`crate::window`]); text fields are cut at [`MAX_TEXT`] bytes; the cart
 //! keeps [`MAX_CART_LINES`] lines, affinities the [`MAX_CATEGORIES`] strongest
 //! categories, offer history the last [`MAX_OFFER_SENDS`] sends within a year,
 //! and purchased products the last [`MAX_PURCHASED`].
 //!
-//! Normalisation (rules compare text exactly): categories, interests, gender,
-//! income band, education and loyalty tier are trimmed and lower-cased;
-//! countries trimmed and upper-cased; region and city trimmed.
+//! Normalisation (docs/rules.md, "Text values"): categories, interests,
+//! gender, income band, education and loyalty tier are trimmed and
+//! lower-cased; countries trimmed and upper-cased; region and city trimmed;
+//! all cut at [`MAX_TEXT`] bytes. The rules compiler normalises literals
+//! compared with these fields the same way, so comparisons ignore case and
+//! surrounding whitespace.
 
 use crate::event::{Channel, Click, ClickKind, ConsentUpdate, Date, Event, EventKind, Geo, ProfileUpdate, Purchase};
 use crate::hash::fast64;
 use crate::rules::SegmentSet;
 use crate::time::{Duration, Timestamp};
-use crate::window::{Counter, DayBuckets};
+use crate::window::{Counter, Windows};
 use std::borrow::Cow;
 
 /// Longest text kept in state, in bytes (cut at a character boundary).
@@ -351,8 +355,9 @@ pub struct CustomerState {
     /// First and last click or purchase.
     pub first_seen: Option<Timestamp>,
     pub last_seen: Option<Timestamp>,
-    /// Orders, spend, page views, product views, sessions per day.
-    pub counters: DayBuckets,
+    /// Orders, spend, page views, product views, sessions: exact windows
+    /// ([`crate::window`]).
+    pub counters: Windows,
     pub first_purchase: Option<Timestamp>,
     pub last_purchase: Option<Timestamp>,
     pub cart: Cart,
@@ -372,6 +377,13 @@ pub struct CustomerState {
     pub evaluated_at: Option<Timestamp>,
     /// Hashes of the last few event ids.
     pub recent_events: RecentEvents,
+    /// Which record started this state: a hash of the input topic,
+    /// partition and offset of the customer's first event (or first after
+    /// a forget), never 0 once set; 0 for a state stored before format 2
+    /// and not touched by an event since. Timer and rules-change output ids
+    /// include it, so a customer forgotten and seen again never repeats an
+    /// id of its previous life ([`crate::engine`], "Output ids").
+    pub incarnation: u64,
 }
 
 /// The last [`RECENT_EVENTS`] event id hashes, inline (no heap allocation:
@@ -460,11 +472,13 @@ pub fn norm_lower(s: &str) -> String {
     }
 }
 
-fn norm_upper(s: &str) -> String {
+/// Normalises a country: trimmed, upper-case, bounded.
+pub fn norm_upper(s: &str) -> String {
     bounded(&s.trim().to_uppercase()).to_owned()
 }
 
-fn norm_trim(s: &str) -> String {
+/// Normalises a place name: trimmed, bounded, case kept.
+pub fn norm_trim(s: &str) -> String {
     bounded(s.trim()).to_owned()
 }
 
@@ -480,16 +494,16 @@ impl CustomerState {
     }
 
     /// Reads one word of each separately allocated part that folding and
-    /// evaluating an event reads (day buckets, affinity weights, cart
-    /// lines, the membership list), so that their cache misses are in
-    /// flight together instead of one after another as each is reached.
-    /// The value means nothing.
+    /// evaluating an event reads (affinity weights, cart lines, the
+    /// membership list), so that their cache misses are in flight together
+    /// instead of one after another as each is reached. Not the windows:
+    /// an event adds to one counter and rules read a few, so touching all
+    /// five would cost more misses than it hides. The value means nothing.
     pub(crate) fn touch_parts(&self) -> u64 {
-        let bucket = self.counters.buckets().last().map_or(0, |b| b.day as u64);
         let weight = self.affinities.entries.last().map_or(0, |e| e.0);
         let line = self.cart.lines.first().map_or(0, |l| u64::from(l.quantity));
         let member = self.segments.first().map_or(0, |m| m.since.as_millis() as u64);
-        bucket ^ weight ^ line ^ member
+        weight ^ line ^ member
     }
 
     /// Whether `id_hash` was seen among the last [`RECENT_EVENTS`] events,

@@ -56,6 +56,11 @@ impl Timers {
         self.due_of.is_empty()
     }
 
+    /// Every pending timer, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Timestamp)> + '_ {
+        self.due_of.iter().map(|(c, &due)| (&**c, due))
+    }
+
     /// The customer's pending timer.
     pub fn get(&self, customer: &str) -> Option<Timestamp> {
         self.due_of.get(customer).copied()
@@ -114,6 +119,19 @@ impl Timers {
                 return Some((due, id));
             }
         }
+    }
+
+    /// Removes and returns `customer`'s timer if it is due at or before
+    /// `by`, whatever the watermark: the customer's own event at `by`
+    /// proves that its time has come. Its heap entry is left stale.
+    pub fn take_due(&mut self, customer: &str, by: Timestamp) -> Option<(Timestamp, Arc<str>)> {
+        let (id, &due) = self.due_of.get_key_value(customer)?;
+        if due > by {
+            return None;
+        }
+        let id = id.clone();
+        self.due_of.remove(customer);
+        Some((due, id))
     }
 
     /// The customers whose timers are due at or before `horizon`, in no

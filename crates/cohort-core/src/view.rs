@@ -45,7 +45,7 @@ impl<'a> CustomerView<'a> {
         Self::with_sums(state, settings, state.counters.sums_at(now), now)
     }
 
-    /// A view with sums already computed by [`crate::window::DayBuckets::sums_at`]
+    /// A view with sums already computed by [`crate::window::Windows::sums_at`]
     /// (so several views of one evaluation share one pass over the buckets).
     /// `sums` must be `state.counters.sums_at(now)`.
     pub fn with_sums(state: &'a CustomerState, settings: &'a StateSettings, sums: WindowSums, now: Timestamp) -> Self {
@@ -92,7 +92,7 @@ impl Facts for CustomerView<'_> {
             Some((c, w)) => {
                 let raw = match (self.sums(), w) {
                     (_, Window::Lifetime) => st.counters.lifetime(c),
-                    (Some(s), w) if s.day == now.day() => s.get(c, w).unwrap_or(0),
+                    (Some(s), w) if s.at == now && s.has(c, w) => s.get(c, w).unwrap_or(0),
                     _ => st.counters.sum(c, w, now),
                 };
                 if c == Counter::SpendCents {
@@ -119,14 +119,10 @@ impl Facts for CustomerView<'_> {
 
     fn next_window_change(&self, f: NumField, now: Timestamp) -> Option<Timestamp> {
         let (c, w) = counter_of(f)?;
-        if let Some(s) = self.sums() {
-            if s.day == now.day() {
-                if let Some(answer) = s.next_change(c, w) {
-                    return answer;
-                }
-            }
+        match self.sums() {
+            Some(s) if s.at == now && s.has(c, w) => s.next_change(c, w),
+            _ => self.state.counters.next_change(c, w, now),
         }
-        self.state.counters.next_change(c, w, now)
     }
 
     fn instant(&self, f: TimeField) -> Option<Timestamp> {

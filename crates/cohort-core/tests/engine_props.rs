@@ -2,7 +2,7 @@
 //! make evaluating only at events and timer instants exactly as good as
 //! evaluating all the time.
 
-use cohort_core::engine::{apply, customer_timer, Engine, EngineSettings, Input, Output, Tables};
+use cohort_core::engine::{apply, customer_timer, Engine, EngineSettings, Input, Origin, Output, Tables};
 use cohort_core::event::{Click, ClickKind, ConsentUpdate, Date, Event, EventKind, LineItem, ProfileUpdate, Purchase};
 use cohort_core::partition::{InMemory, PartitionMeta, PartitionTask, TaskSettings};
 use cohort_core::rules::RuleSet;
@@ -14,6 +14,11 @@ use std::collections::BTreeMap;
 const START: i64 = 1_709_542_800_000; // 2024-03-04T09:00:00Z
 const HOUR: i64 = 3_600_000;
 const CATS: [&str; 4] = ["keto", "vegan", "gluten-free", "snacks"];
+
+/// Where the `i`th event of a test was read.
+fn origin(i: usize) -> Origin<'static> {
+    Origin { topic: "clickstream", partition: 0, offset: i as i64 }
+}
 
 fn engine() -> Engine {
     let text = include_str!("golden/rules.yaml");
@@ -130,7 +135,7 @@ fn dense(engine: &Engine, evs: &[Event], until: Timestamp, step: i64) -> Vec<(Ti
     let mut m = evs.first().map_or(START, |e| e.time.as_millis());
     while m <= until.as_millis() {
         while i < evs.len() && evs[i].time.as_millis() <= m {
-            apply(&mut st, Input::Event(&evs[i]), &tables.context(engine));
+            apply(&mut st, Input::Event(&evs[i], origin(i)), &tables.context(engine));
             i += 1;
         }
         apply(&mut st, Input::Timer { customer: "c", due: Timestamp(m) }, &tables.context(engine));
@@ -172,12 +177,12 @@ proptest! {
         let tables = Tables::default();
         let mut s1 = CustomerState::default();
         let mut s2 = CustomerState::default();
-        let d1 = apply(&mut s1, Input::Event(&evs[0]), &tables.context(&engine));
-        let d2 = apply(&mut s2, Input::Event(&evs[0]), &tables.context(&engine));
+        let d1 = apply(&mut s1, Input::Event(&evs[0], origin(0)), &tables.context(&engine));
+        let d2 = apply(&mut s2, Input::Event(&evs[0], origin(0)), &tables.context(&engine));
         prop_assert_eq!(d1.outputs, d2.outputs);
         // Applying it again is a duplicate and changes nothing.
         let before = s1.clone();
-        let d3 = apply(&mut s1, Input::Event(&evs[0]), &tables.context(&engine));
+        let d3 = apply(&mut s1, Input::Event(&evs[0], origin(0)), &tables.context(&engine));
         prop_assert!(d3.duplicate && d3.outputs.is_empty());
         prop_assert_eq!(s1, before);
     }
@@ -191,8 +196,8 @@ proptest! {
         let tables = Tables::default();
         let ctx = tables.context(&engine);
         let mut st = CustomerState::default();
-        for e in &evs {
-            let d = apply(&mut st, Input::Event(e), &ctx);
+        for (i, e) in evs.iter().enumerate() {
+            let d = apply(&mut st, Input::Event(e, origin(i)), &ctx);
             prop_assert_eq!(customer_timer(&st, &ctx), d.next_timer);
         }
     }

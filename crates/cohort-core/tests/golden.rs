@@ -8,6 +8,7 @@
 //! description: what the story shows
 //! rules: rules.yaml                 # relative to tests/golden
 //! start: 2024-03-04T09:00:00Z       # instants below are relative to it ("+1h30m") or absolute
+//! lateness: 1d                      # optional: the partition's allowed lateness (default 0)
 //! popular:                          # optional: seed the partition's popularity table
 //!   - { product: kb-1, category: keto, orders: 5 }
 //! steps:
@@ -22,18 +23,25 @@
 //!     outcome: { offer: winback_20, outcome: converted }   # answers the customer's last decision
 //!   - at: +5h
 //!     forget: true
+//!   - at: +6h
+//!     id: e-1                       # optional: the event id (default <customer>-e<step>)
+//!     click: { kind: page_view }
 //!   - advance: +91d                 # fire every timer due up to then, in order
 //! expect:
 //!   - c1 +1h segments +cart_abandoner (timer)
 //!   - c1 +1h offer cart_reminder_10 via email products [kb-2] (timer cart_abandoned)
 //!   - c1 +2h holdout winback_20 (event segment_entered:lapsed)
+//!   - c1 +6h rejected duplicate_event_id   # an event the partition refused
 //! ```
 //!
 //! The scenario runs through the worker's partition step
-//! (`cohort_core::partition`) with zero lateness: before each event, timers
-//! due at or before its instant fire, earliest first. Each state written is
-//! also checked to survive an encode / decode roundtrip. On a mismatch the
-//! test prints the actual lines.
+//! (`cohort_core::partition`), one event per batch, with zero lateness
+//! unless `lateness` says otherwise: before each event, timers due at or
+//! before its instant minus the lateness fire, earliest first, then the
+//! event's own customer's timers due at or before its instant. Each state
+//! written is also checked to survive an encode / decode roundtrip, and no
+//! two outputs of a scenario may share an id. On a mismatch the test prints
+//! the actual lines.
 
 use cohort_core::encode::decode;
 use cohort_core::engine::{CauseKind, Engine, EngineSettings, Output, Tables};
@@ -54,6 +62,7 @@ struct Scenario {
     description: String,
     rules: String,
     start: String,
+    lateness: Option<String>,
     #[serde(default)]
     popular: Vec<Popular>,
     steps: Vec<Step>,
@@ -74,6 +83,7 @@ struct Step {
     at: Option<String>,
     advance: Option<String>,
     customer: Option<String>,
+    id: Option<String>,
     click: Option<ClickSpec>,
     purchase: Option<PurchaseSpec>,
     profile: Option<ProfileSpec>,
@@ -309,6 +319,10 @@ impl World {
             }
             self.lines.push(render(o, self.start));
         }
+        for (i, r) in &out.rejected {
+            let e = &events[*i];
+            self.lines.push(format!("{} {} rejected {}", e.customer, rel(e.time, self.start), r.reason));
+        }
     }
 }
 
@@ -336,7 +350,8 @@ fn run_scenario(path: &Path) -> Result<(), String> {
             });
         }
     }
-    let settings = TaskSettings { allowed_lateness: Duration::ZERO, max_future_skew: Duration::ZERO };
+    let lateness = sc.lateness.as_deref().map_or(Duration::ZERO, |l| Duration::from_millis(duration_ms(l)));
+    let settings = TaskSettings { allowed_lateness: lateness, max_future_skew: Duration::ZERO };
     let task = PartitionTask::new(0, PartitionMeta { tables, ..PartitionMeta::default() }, [], settings);
     let mut w = World {
         engine: Engine::new(rules, EngineSettings::default()),
@@ -411,7 +426,8 @@ fn run_scenario(path: &Path) -> Result<(), String> {
         } else {
             return Err(format!("step {i} has no event"));
         };
-        let ev = Event { id: format!("{customer}-e{i}"), customer: customer.clone(), time: at, kind };
+        let id = step.id.clone().unwrap_or_else(|| format!("{customer}-e{i}"));
+        let ev = Event { id, customer: customer.clone(), time: at, kind };
         ev.validate(at).map_err(|e| format!("step {i}: invalid event: {e}"))?;
         w.step(&[ev], at);
     }

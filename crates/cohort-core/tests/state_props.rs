@@ -101,8 +101,8 @@ fn build(steps: &[(i64, Step)]) -> Vec<Event> {
 
 /// The brute-force model: every counted occurrence with its time, using the
 /// same definitions as the state (sessions: activity more than the gap after
-/// the latest activity so far; windows: UTC day of the event within
-/// `(day(now) - N, day(now)]`).
+/// the latest activity so far; windows: the event's time within
+/// `(now - N days, now]`, to the millisecond).
 #[derive(Default)]
 struct Brute {
     occurrences: Vec<(i64, NumField, i64)>, // (time, which field with Lifetime window, amount)
@@ -147,17 +147,13 @@ impl Brute {
             NumField::Sessions(w) => (NumField::Sessions(Window::Lifetime), w),
             _ => unreachable!(),
         };
-        let today = now.div_euclid(MS_PER_DAY);
         let sum: i64 = self
             .occurrences
             .iter()
             .filter(|(_, k, _)| *k == base)
             .filter(|(t, _, _)| match w.length() {
                 None => true,
-                Some(len) => {
-                    let d = t.div_euclid(MS_PER_DAY);
-                    d > today - len.as_millis() / MS_PER_DAY && d <= today
-                }
+                Some(len) => *t > now - len.as_millis() && *t <= now,
             })
             .map(|(_, _, a)| *a)
             .sum();
@@ -297,9 +293,11 @@ proptest! {
 
 /// A heavy customer: 100,000 events over a year (mostly clicks across many
 /// categories and products, a purchase every ~25 events), a full profile,
-/// offer history and twenty segments. Must encode under 8 KiB.
+/// offer history and twenty segments. Must encode under 12 KiB (about
+/// 9 KiB: 3 KiB of it the newest 128 contributions of each counter with
+/// their exact times, crate::window).
 #[test]
-fn heavy_customer_encodes_under_8_kib() {
+fn heavy_customer_encodes_under_12_kib() {
     let settings = StateSettings::default();
     let mut st = CustomerState::default();
     let year = 365 * MS_PER_DAY;
@@ -383,7 +381,75 @@ fn heavy_customer_encodes_under_8_kib() {
         (0..20).map(|i| Membership { segment: format!("segment_name_{i:02}"), since: Timestamp(BASE + i) }).collect();
     st.evaluated_at = Some(Timestamp(BASE + year));
     let bytes = encode(&st);
-    assert!(bytes.len() < 8 * 1024, "heavy customer encodes to {} bytes", bytes.len());
+    assert!(bytes.len() < 12 * 1024, "heavy customer encodes to {} bytes", bytes.len());
     assert_eq!(decode(&bytes).as_ref(), Ok(&st));
     println!("heavy customer: {} bytes", bytes.len());
+}
+
+/// Profile text and categories are stored normalised, and rule literals
+/// compared with them are normalised the same way at load (docs/rules.md,
+/// "Text values"): any case or surrounding whitespace in either matches,
+/// except for the city, whose case counts.
+#[test]
+fn text_comparisons_ignore_case_and_whitespace_as_documented() {
+    use cohort_core::rules::{RuleSet, SegmentSet};
+    let rules = RuleSet::from_yaml(
+        "t.yaml",
+        r#"version: 1
+segments:
+  - { name: de_upper, when: 'profile.country == "DE"' }
+  - { name: de_lower, when: 'profile.country == " de "' }
+  - { name: de_list, when: 'profile.country in ["at", "de"]' }
+  - { name: women, when: 'profile.gender == "F"' }
+  - { name: tier, when: 'profile.loyalty_tier != "Gold"' }
+  - { name: cooks, when: '"Cooking" in profile.interests' }
+  - { name: munich, when: 'profile.city == "München"' }
+  - { name: munich_lower, when: 'profile.city == "münchen"' }
+  - { name: keto, when: 'affinity("Keto") >= 0.5' }
+"#,
+    )
+    .expect("rules load");
+    let settings = StateSettings { affinity_min_evidence: 0.0, ..StateSettings::default() };
+    let mut st = CustomerState::default();
+    let profile = ProfileUpdate {
+        country: Some(" de".into()),
+        gender: Some("f ".into()),
+        loyalty_tier: Some("GOLD".into()),
+        city: Some(" München".into()),
+        interests: Some(vec![" COOKING ".into()]),
+        ..Default::default()
+    };
+    let t = Timestamp(BASE);
+    st.record(
+        &Event { id: "p".into(), customer: "c".into(), time: t, kind: EventKind::ProfileUpdate(profile) },
+        &settings,
+    );
+    let mut view = Click::new(ClickKind::ProductView);
+    view.category = Some("  KETO".into());
+    st.record(&Event { id: "v".into(), customer: "c".into(), time: t, kind: EventKind::Click(view) }, &settings);
+    assert_eq!(st.profile.country.as_deref(), Some("DE"));
+    assert_eq!(st.profile.gender.as_deref(), Some("f"));
+    assert_eq!(st.profile.city.as_deref(), Some("München"));
+    assert_eq!(st.profile.interests, vec!["cooking".to_owned()]);
+    let mut set = SegmentSet::new();
+    rules.evaluate_segments(&CustomerView::at(&st, &settings, t), t, &mut set);
+    let got: Vec<&str> = set.iter().map(|i| rules.segments()[i].name.as_str()).collect();
+    assert_eq!(got, ["de_upper", "de_lower", "de_list", "women", "cooks", "munich", "keto"]);
+}
+
+/// first_seen and last_seen are activity (clicks and purchases): a profile
+/// update (a CRM sync) does not move them (docs/rules.md, "Fields").
+#[test]
+fn first_and_last_seen_are_clicks_and_purchases_only() {
+    let settings = StateSettings::default();
+    let mut st = CustomerState::default();
+    let at = |t: i64, kind: EventKind| Event { id: format!("e{t}"), customer: "c".into(), time: Timestamp(t), kind };
+    st.record(
+        &at(BASE, EventKind::ProfileUpdate(ProfileUpdate { country: Some("DE".into()), ..Default::default() })),
+        &settings,
+    );
+    assert_eq!((st.first_seen, st.last_seen), (None, None));
+    st.record(&at(BASE + 10, EventKind::Click(Click::new(ClickKind::PageView))), &settings);
+    st.record(&at(BASE + 20, EventKind::ProfileUpdate(ProfileUpdate::default())), &settings);
+    assert_eq!((st.first_seen, st.last_seen), (Some(Timestamp(BASE + 10)), Some(Timestamp(BASE + 10))));
 }

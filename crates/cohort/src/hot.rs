@@ -241,16 +241,17 @@ mod tests {
 
     #[test]
     fn charge_covers_the_decoded_size() {
-        use cohort_core::engine::{apply, Engine, Input, Tables};
+        use cohort_core::engine::{apply, Engine, Input, Origin, Tables};
         let rules_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rules.yaml");
         let rules = crate::worker::load_rules(&rules_path).expect("rules");
         let engine = Engine::new(rules, Default::default());
         let tables = Tables::default();
         let load = cohort_loadgen::Config { customers: 2_000, seed: 7, ..Default::default() };
         let mut states: HashMap<String, CustomerState> = HashMap::default();
-        for e in cohort_loadgen::Generator::new(load).expect("generator").take(100_000) {
+        for (i, e) in cohort_loadgen::Generator::new(load).expect("generator").take(100_000).enumerate() {
             let s = states.entry(e.customer.clone()).or_default();
-            apply(s, Input::Event(&e), &tables.context(&engine));
+            let origin = Origin { topic: "clickstream", partition: 0, offset: i as i64 };
+            apply(s, Input::Event(&e, origin), &tables.context(&engine));
         }
         let (mut charged, mut held, mut worst) = (0usize, 0usize, 0f64);
         for s in states.values() {

@@ -11,7 +11,7 @@
 mod common;
 
 use cohort_e2e::TestBroker;
-use common::{assert_same_customer_states, outputs_by_id, profiles_then_clicks, Deployment};
+use common::{assert_same_customer_states, outputs_by_decision, profiles_then_clicks, Deployment};
 use std::time::Duration;
 
 const RULES: &str = include_str!("../../../deploy/rules.yaml");
@@ -57,17 +57,14 @@ async fn a_worker_joining_mid_stream_takes_partitions_over_without_losing_or_cha
     );
 
     for topic in ["segment-changes", "next-best-offers"] {
-        let want = outputs_by_id(&reference.read_all(topic).await);
+        let want = outputs_by_decision(&reference.read_all(topic).await);
         let got_records = scaled.read_all(topic).await;
-        let got = outputs_by_id(&got_records);
+        let got = outputs_by_decision(&got_records);
         assert!(!want.is_empty(), "the traffic produces {topic}");
         let missing = want.keys().filter(|k| !got.contains_key(*k)).count();
         let extra = got.keys().filter(|k| !want.contains_key(*k)).count();
         assert_eq!(missing, 0, "{topic}: outputs lost in the rebalance");
         assert_eq!(extra, 0, "{topic}: outputs a single worker never emitted");
-        for (id, v) in &want {
-            assert_eq!(got.get(id), Some(v), "{topic}: output {id} differs from the single worker's");
-        }
         eprintln!(
             "{topic}: {} outputs, {} records with two workers ({} duplicates: the second replays its partitions)",
             want.len(),

@@ -14,7 +14,7 @@
 mod common;
 
 use cohort_e2e::TestBroker;
-use common::{assert_same_customer_states, outputs_by_id, profiles_then_clicks, Deployment};
+use common::{assert_same_customer_states, outputs_by_decision, profiles_then_clicks, Deployment};
 use std::time::Duration;
 
 const RULES: &str = include_str!("../../../deploy/rules.yaml");
@@ -45,15 +45,15 @@ async fn a_worker_killed_mid_stream_recovers_to_the_same_outputs_and_states() {
 
     for topic in ["segment-changes", "next-best-offers"] {
         let want = reference.read_all(topic).await;
-        let want_ids = outputs_by_id(&want);
+        let want_decisions = outputs_by_decision(&want);
         let got = crashed.read_all(topic).await;
-        let got_ids = outputs_by_id(&got);
-        assert!(!want_ids.is_empty(), "the traffic produces {topic}");
-        let missing: Vec<&String> = want_ids.keys().filter(|k| !got_ids.contains_key(*k)).collect();
-        let extra: Vec<&String> = got_ids.keys().filter(|k| !want_ids.contains_key(*k)).collect();
-        for id in missing.iter().take(3) {
-            let v: serde_json::Value = serde_json::from_slice(&want_ids[*id]).unwrap_or_default();
-            eprintln!("missing {topic} {id}: {v}");
+        let got_decisions = outputs_by_decision(&got);
+        assert!(!want_decisions.is_empty(), "the traffic produces {topic}");
+        let missing: Vec<&String> = want_decisions.keys().filter(|k| !got_decisions.contains_key(*k)).collect();
+        let extra: Vec<&String> = got_decisions.keys().filter(|k| !want_decisions.contains_key(*k)).collect();
+        for decision in missing.iter().take(3) {
+            let v: serde_json::Value = serde_json::from_str(decision).unwrap_or_default();
+            eprintln!("missing {topic}: {v}");
             let customer = v["customer"].as_str().unwrap_or_default().to_string();
             for r in got.iter().filter(|r| r.key_str() == customer) {
                 let g: serde_json::Value =
@@ -68,14 +68,11 @@ async fn a_worker_killed_mid_stream_recovers_to_the_same_outputs_and_states() {
             &missing[..missing.len().min(3)]
         );
         assert!(extra.is_empty(), "{topic}: {} outputs the uninterrupted run never emitted", extra.len());
-        for (id, v) in &want_ids {
-            assert_eq!(got_ids.get(id), Some(v), "{topic}: output {id} differs from the uninterrupted run");
-        }
         eprintln!(
             "{topic}: {} outputs, {} records after the crash ({} duplicates)",
-            want_ids.len(),
+            want_decisions.len(),
             got.len(),
-            got.len() - got_ids.len()
+            got.len() - got_decisions.len()
         );
     }
 

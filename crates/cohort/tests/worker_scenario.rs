@@ -7,7 +7,7 @@ mod common;
 
 use cohort_core::engine::{Engine, EngineSettings, Output};
 use cohort_core::event::{Click, ClickKind, ConsentUpdate, Date, Event, EventKind, LineItem, ProfileUpdate, Purchase};
-use cohort_core::partition::{InMemory, PartitionMeta, PartitionTask, TaskSettings};
+use cohort_core::partition::{default_topic, InMemory, PartitionMeta, PartitionTask, TaskSettings};
 use cohort_core::rules::RuleSet;
 use cohort_core::time::{Duration, Timestamp};
 use cohort_e2e::TestBroker;
@@ -97,11 +97,14 @@ fn phases() -> Vec<Vec<Event>> {
 
 /// What the worker must decide: the events, in the order they are
 /// produced, through the worker's own partition step (one partition,
-/// lateness as the deployment configures it, no live clock).
-fn expected_outputs(rules: &str, events: &[Event]) -> Vec<Output> {
+/// lateness as the deployment configures it, no live clock), read from the
+/// deployment's topics (`prefix`): output ids derive from them.
+fn expected_outputs(rules: &str, prefix: &str, events: &[Event]) -> Vec<Output> {
     let engine = Engine::new(RuleSet::from_yaml("rules.yaml", rules).expect("rules"), EngineSettings::default());
     let settings = TaskSettings { allowed_lateness: Duration::from_mins(1), max_future_skew: Duration::from_hours(1) };
-    let mut partition = InMemory::new(PartitionTask::new(0, PartitionMeta::default(), [], settings));
+    let prefix = prefix.to_owned();
+    let mut partition = InMemory::new(PartitionTask::new(0, PartitionMeta::default(), [], settings))
+        .with_topics(move |k| format!("{prefix}-{}", default_topic(k)));
     let out = partition.step(&engine, events, Timestamp(T0), false);
     out.outputs.into_iter().map(|d| d.output).collect()
 }
@@ -120,7 +123,7 @@ async fn events_in_expected_segment_changes_and_offers_out() {
         d.wait_caught_up(StdDuration::from_secs(90), &mut worker).await;
     }
     let all: Vec<Event> = phases().into_iter().flatten().collect();
-    let expected = expected_outputs(RULES, &all);
+    let expected = expected_outputs(RULES, &d.prefix, &all);
     let encoder =
         cohort_codec::Encoder::new(cohort_codec::Format::Json, std::sync::Arc::new(cohort_codec::Registry::builtin()));
     let mut want_changes = Vec::new();

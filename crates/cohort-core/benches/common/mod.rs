@@ -3,7 +3,7 @@
 //! binary's global allocator).
 
 use cohort_core::encode::{decode, encode, encode_into};
-use cohort_core::engine::{apply, Engine, EngineSettings, Input, Tables};
+use cohort_core::engine::{apply, Engine, EngineSettings, Input, Origin, Tables};
 use cohort_core::event::{
     Channel, Click, ClickKind, ConsentUpdate, Event, EventKind, LineItem, ProfileUpdate, Purchase,
 };
@@ -131,6 +131,11 @@ fn thread_cpu_time() -> Option<std::time::Duration> {
     Some(std::time::Duration::from_nanos(ns))
 }
 
+/// Where the `i`th event was read (one partition of one topic).
+fn origin(i: usize) -> Origin<'static> {
+    Origin { topic: "clickstream", partition: 0, offset: i as i64 }
+}
+
 fn engine() -> Engine {
     let text = include_str!("../../tests/golden/rules.yaml");
     Engine::new(RuleSet::from_yaml("rules.yaml", text).expect("example rules load"), EngineSettings::default())
@@ -159,8 +164,8 @@ pub fn bench(c: &mut Criterion, suffix: &str) {
             |mut states| {
                 let ctx = tables.context(&engine);
                 let mut outputs = 0usize;
-                for (e, &ci) in events.iter().zip(&index) {
-                    let d = apply(&mut states[ci], Input::Event(e), &ctx);
+                for (i, (e, &ci)) in events.iter().zip(&index).enumerate() {
+                    let d = apply(&mut states[ci], Input::Event(e, origin(i)), &ctx);
                     outputs += d.outputs.len();
                 }
                 black_box(outputs)
@@ -179,8 +184,8 @@ pub fn bench(c: &mut Criterion, suffix: &str) {
                 let start = thread_cpu_time();
                 let wall = std::time::Instant::now();
                 let mut outputs = 0usize;
-                for (e, &ci) in events.iter().zip(&index) {
-                    outputs += apply(&mut states[ci], Input::Event(e), &ctx).outputs.len();
+                for (i, (e, &ci)) in events.iter().zip(&index).enumerate() {
+                    outputs += apply(&mut states[ci], Input::Event(e, origin(i)), &ctx).outputs.len();
                 }
                 black_box(outputs);
                 total += match (start, thread_cpu_time()) {
@@ -198,8 +203,8 @@ pub fn bench(c: &mut Criterion, suffix: &str) {
     // stores of the worker see.
     let mut states = vec![CustomerState::default(); CUSTOMERS];
     let ctx = tables.context(&engine);
-    for (e, &ci) in events.iter().zip(&index) {
-        apply(&mut states[ci], Input::Event(e), &ctx);
+    for (i, (e, &ci)) in events.iter().zip(&index).enumerate() {
+        apply(&mut states[ci], Input::Event(e, origin(i)), &ctx);
     }
     let mut by_size: Vec<(usize, usize)> = states.iter().enumerate().map(|(i, s)| (encode(s).len(), i)).collect();
     by_size.sort_unstable();

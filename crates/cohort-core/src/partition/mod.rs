@@ -14,11 +14,14 @@
 //! **Order.** For each event at time T, in input order: the watermark
 //! advances to T minus the allowed lateness; every timer due at or before
 //! the watermark fires, earliest first (timers due at the same instant in
-//! the order of a pinned hash of the customer id); then the event is
-//! applied. After the batch's events (under a live clock) the watermark
-//! follows the wall clock and due timers fire again. So an event never
-//! precedes a timer due before the time it proves has come, and where batch
-//! boundaries fall changes nothing (property-tested below).
+//! the order of a pinned hash of the customer id); then the event's own
+//! customer's timers due at or before T fire, in due order (an event at T
+//! proves that T has come for its customer, whatever the partition's
+//! watermark); then the event is applied. After the batch's events (under a
+//! live clock) the watermark follows the wall clock and due timers fire
+//! again. So an event never precedes a timer of its own customer due by its
+//! time, nor any timer due before the time the watermark says has come, and
+//! where batch boundaries fall changes nothing (property-tested below).
 //!
 //! **Duplicates** (an event id the customer sent recently) change nothing,
 //! the learned tables included, and come back in [`StepOutput::rejected`].
@@ -33,7 +36,7 @@ mod meta;
 pub use meta::{changelog_key, PartitionMeta, META_FORMAT_VERSION};
 
 use crate::encode::encode;
-use crate::engine::{apply, Decision, Engine, Input, Output, Tables};
+use crate::engine::{apply, Decision, Engine, Input, Origin, Output, Tables};
 use crate::event::{Event, EventKind};
 use crate::state::CustomerState;
 use crate::time::{Duration, Timestamp};
@@ -157,6 +160,9 @@ pub struct StepInput<'a> {
     /// Admitted events (see [`admit`]) in input order, each with a tag the
     /// caller uses to find its record again (rejections name it).
     pub events: &'a [(Event, usize)],
+    /// The input topic and offset each event was read from, parallel to
+    /// `events` (the partition is the task's): output ids derive from them.
+    pub positions: &'a [(&'a str, i64)],
     /// The next offset of each input topic after this batch, counting the
     /// records that were not admitted.
     pub next_offsets: &'a [(&'a str, i64)],
@@ -300,6 +306,14 @@ impl PartitionTask {
         }
     }
 
+    /// The pending timers, sorted (what the store holds for the partition).
+    pub fn pending_timers(&self) -> Vec<Timer> {
+        let mut v: Vec<Timer> =
+            self.timers.iter().map(|(customer, due)| Timer { due, customer: customer.to_string() }).collect();
+        v.sort();
+        v
+    }
+
     /// The partition's metadata as of the last step.
     pub fn meta(&self) -> PartitionMeta {
         PartitionMeta {
@@ -335,9 +349,12 @@ impl PartitionTask {
         let mut tables_dirty = false;
         let mut populations_dirty = false;
         let mut delta = TimerDelta::default();
-        for (event, tag) in input.events {
+        assert_eq!(input.events.len(), input.positions.len(), "one position per event");
+        for ((event, tag), &(topic, offset)) in input.events.iter().zip(input.positions) {
             self.watermark.observe(event.time);
             populations_dirty |= self.fire_due_timers(engine, states, &mut delta, &mut out);
+            populations_dirty |=
+                self.fire_own_timers(engine, &event.customer, event.time, states, &mut delta, &mut out);
             let slot = states.map.entry(event.customer.clone()).or_insert_with(|| missing_slot(&event.customer));
             let forget = matches!(event.kind, EventKind::Forget);
             if forget && !slot.state.segments.is_empty() {
@@ -346,7 +363,8 @@ impl PartitionTask {
                 }
                 populations_dirty = true;
             }
-            let decision = apply(&mut slot.state, Input::Event(event), &self.tables.context(engine));
+            let origin = Origin { topic, partition: self.partition, offset };
+            let decision = apply(&mut slot.state, Input::Event(event, origin), &self.tables.context(engine));
             if decision.duplicate {
                 let detail = format!("event id {} was already processed for this customer", event.id);
                 out.rejected.push((*tag, Rejected { reason: reason::DUPLICATE_EVENT_ID, detail }));
@@ -412,20 +430,52 @@ impl PartitionTask {
     ) -> bool {
         let mut populations_dirty = false;
         while let Some((due, customer)) = self.timers.pop_due(self.watermark.current()) {
-            delta.touch(customer.clone(), Some(due));
-            let slot = states.map.entry(customer.to_string()).or_insert_with(|| missing_slot(&customer));
-            let decision =
-                apply(&mut slot.state, Input::Timer { customer: &customer, due }, &self.tables.context(engine));
-            slot.changed = true;
-            out.timers_fired += 1;
-            // A timer is always set after the instant it fired at (the
-            // engine's contract); one that was not would fire forever.
-            debug_assert!(decision.next_timer.is_none_or(|t| t > due), "timer of {customer} did not move forward");
-            let next = decision.next_timer.filter(|t| *t > due);
-            self.set_timer(&customer, next, delta);
-            populations_dirty |= self.record(decision, due, out);
+            populations_dirty |= self.fire(engine, due, customer, states, delta, out);
         }
         populations_dirty
+    }
+
+    /// Fires `customer`'s timers due at or before `by`, in due order (each
+    /// firing may set the next one, itself due by `by`). True if a
+    /// population changed.
+    fn fire_own_timers(
+        &mut self,
+        engine: &Engine,
+        customer: &str,
+        by: Timestamp,
+        states: &mut BatchStates,
+        delta: &mut TimerDelta,
+        out: &mut StepOutput,
+    ) -> bool {
+        let mut populations_dirty = false;
+        while let Some((due, customer)) = self.timers.take_due(customer, by) {
+            populations_dirty |= self.fire(engine, due, customer, states, delta, out);
+        }
+        populations_dirty
+    }
+
+    /// Fires one timer, already taken from the index. True if a population
+    /// changed.
+    fn fire(
+        &mut self,
+        engine: &Engine,
+        due: Timestamp,
+        customer: Arc<str>,
+        states: &mut BatchStates,
+        delta: &mut TimerDelta,
+        out: &mut StepOutput,
+    ) -> bool {
+        delta.touch(customer.clone(), Some(due));
+        let slot = states.map.entry(customer.to_string()).or_insert_with(|| missing_slot(&customer));
+        let decision = apply(&mut slot.state, Input::Timer { customer: &customer, due }, &self.tables.context(engine));
+        slot.changed = true;
+        out.timers_fired += 1;
+        // A timer is always set after the instant it fired at (the
+        // engine's contract); one that was not would fire forever.
+        debug_assert!(decision.next_timer.is_none_or(|t| t > due), "timer of {customer} did not move forward");
+        let next = decision.next_timer.filter(|t| *t > due);
+        self.set_timer(&customer, next, delta);
+        self.record(decision, due, out)
     }
 
     fn set_timer(&mut self, customer: &str, due: Option<Timestamp>, delta: &mut TimerDelta) {
@@ -521,17 +571,49 @@ pub struct InMemory {
     /// Every customer with a state, as committed.
     pub states: BTreeMap<String, CustomerState>,
     scratch: BatchStates,
+    /// The input topic each event is read from.
+    topic_of: Box<dyn Fn(&EventKind) -> String + Send>,
 }
 
 impl InMemory {
+    /// Reads events from the default topics ([`default_topic`]).
     pub fn new(task: PartitionTask) -> InMemory {
-        InMemory { task, states: BTreeMap::new(), scratch: BatchStates::default() }
+        InMemory {
+            task,
+            states: BTreeMap::new(),
+            scratch: BatchStates::default(),
+            topic_of: Box::new(|k| default_topic(k).to_owned()),
+        }
+    }
+
+    /// Reads events from the topics `topic_of` names (a deployment that
+    /// renamed them), so that output ids are that deployment's.
+    pub fn with_topics(mut self, topic_of: impl Fn(&EventKind) -> String + Send + 'static) -> InMemory {
+        self.topic_of = Box::new(topic_of);
+        self
     }
 
     /// One batch: admits nothing (the events must be valid), loads the
-    /// states the step needs, steps, and keeps what it wrote.
+    /// states the step needs, steps, and keeps what it wrote. Each event is
+    /// read from its kind's topic at that topic's next offset, as a worker
+    /// reading those topics from offset 0 (every record admitted) reads
+    /// them, so output ids are those the worker gives.
     pub fn step(&mut self, engine: &Engine, events: &[Event], now: Timestamp, live: bool) -> StepOutput {
         let tagged: Vec<(Event, usize)> = events.iter().cloned().enumerate().map(|(i, e)| (e, i)).collect();
+        let topics: Vec<String> = events.iter().map(|e| (self.topic_of)(&e.kind)).collect();
+        let mut next: Vec<(&str, i64)> = Vec::new();
+        let mut positions = Vec::with_capacity(events.len());
+        for topic in &topics {
+            let i = match next.iter().position(|(t, _)| t == topic) {
+                Some(i) => i,
+                None => {
+                    next.push((topic, self.task.next_offset(topic).unwrap_or(0)));
+                    next.len() - 1
+                }
+            };
+            positions.push((topic.as_str(), next[i].1));
+            next[i].1 += 1;
+        }
         let due = self.task.customers_with_due_timers(&tagged, now, live);
         for c in tagged.iter().map(|(e, _)| e.customer.as_str()).chain(due.iter().map(|c| &**c)) {
             if !self.scratch.contains(c) {
@@ -539,7 +621,7 @@ impl InMemory {
                 self.scratch.insert(c.to_string(), Box::new(state), 0);
             }
         }
-        let input = StepInput { events: &tagged, next_offsets: &[], now, live };
+        let input = StepInput { events: &tagged, positions: &positions, next_offsets: &next, now, live };
         let out = self.task.step(engine, input, &mut self.scratch);
         for (customer, slot) in self.scratch.drain() {
             if !slot.changed() {
@@ -552,6 +634,17 @@ impl InMemory {
             }
         }
         out
+    }
+}
+
+/// The input topic an event of this kind is read from under the default
+/// topic names (README, "Topics and records").
+pub fn default_topic(kind: &EventKind) -> &'static str {
+    match kind {
+        EventKind::Click(_) => "clickstream",
+        EventKind::Purchase(_) => "purchases",
+        EventKind::ProfileUpdate(_) | EventKind::Forget => "customer-profiles",
+        EventKind::OfferOutcome(_) => "offer-outcomes",
     }
 }
 

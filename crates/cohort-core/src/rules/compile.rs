@@ -163,16 +163,19 @@ pub struct Compiled {
     pub expr: Expr,
     /// Segments referenced with `in_segment`, with the span of the reference.
     pub refs: Vec<(u16, Span)>,
+    /// The windowed counter fields the condition reads, as bits of
+    /// [`crate::window::WindowSums::mask`].
+    pub windows: u32,
 }
 
 /// Compile a parsed condition, which must be a bool.
 pub fn compile(src: &str, node: &Node, scope: &Scope<'_>) -> Result<Compiled, CompileError> {
-    let mut c = Compiler { src, scope, refs: Vec::new() };
+    let mut c = Compiler { src, scope, refs: Vec::new(), windows: 0 };
     let typed = c.lower(node)?;
     match typed {
         Typed::Bool(mut expr) => {
             expr.order_by_cost();
-            Ok(Compiled { expr, refs: c.refs })
+            Ok(Compiled { expr, refs: c.refs, windows: c.windows })
         }
         other => Err(c.err(
             node.span.start,
@@ -209,6 +212,7 @@ struct Compiler<'a> {
     src: &'a str,
     scope: &'a Scope<'a>,
     refs: Vec<(u16, Span)>,
+    windows: u32,
 }
 
 const DURATION_HINT: &str = "a whole number followed by a unit: ms, s, m, h, d or w (e.g. 30m, 90d)";
@@ -286,7 +290,12 @@ impl Compiler<'_> {
             ));
         };
         Ok(match info.field {
-            FieldRef::Num(f) => Typed::Num(Num::Field(f)),
+            FieldRef::Num(f) => {
+                if let Some(sl) = Slot::of(f).filter(|s| s.windowed()) {
+                    self.windows |= crate::window::WindowSums::bit(usize::from(sl.window), usize::from(sl.counter));
+                }
+                Typed::Num(Num::Field(f))
+            }
             FieldRef::Age => Typed::Num(Num::Age),
             FieldRef::Time(f) => Typed::Instant(f),
             FieldRef::Text(f) => Typed::Str(Text::Field(f)),
@@ -361,8 +370,9 @@ impl Compiler<'_> {
                 }
             }
             Func::Affinity => {
-                let category = self.string_arg(name, &args[0], "a category")?;
-                Typed::Num(Num::Affinity(category.into(), fast64(category.as_bytes())))
+                // Categories are stored normalised (lower-case): so is the argument.
+                let category = crate::state::norm_lower(self.string_arg(name, &args[0], "a category")?);
+                Typed::Num(Num::Affinity(category.as_str().into(), fast64(category.as_bytes())))
             }
             Func::InSegment => {
                 let arg = &args[0];
@@ -432,9 +442,18 @@ impl Compiler<'_> {
                 match self.lower(rhs)? {
                     Typed::List(list) => Ok(Typed::Bool(match &a {
                         Text::Lit(s) => Expr::Const(list.iter().any(|x| x == s)),
-                        Text::Field(_) => Expr::TextInList { a, list: list.into_boxed_slice() },
+                        Text::Field(f) => {
+                            let list = list.iter().map(|x| f.normalise(x).into_boxed_str()).collect();
+                            Expr::TextInList { a, list }
+                        }
                     })),
-                    Typed::Set(set) => Ok(Typed::Bool(Expr::TextInSet { a, set })),
+                    Typed::Set(set) => {
+                        let a = match a {
+                            Text::Lit(s) => Text::Lit(set.normalise(&s).into_boxed_str()),
+                            field => field,
+                        };
+                        Ok(Typed::Bool(Expr::TextInSet { a, set }))
+                    }
                     other => Err(self.err(
                         rhs.span.start,
                         format!(
@@ -479,7 +498,15 @@ impl Compiler<'_> {
                 ))
             }
             (Typed::Str(Text::Lit(x)), Typed::Str(Text::Lit(y))) => Expr::Const((x == y) == (op == CmpOp::Eq)),
-            (Typed::Str(a), Typed::Str(b)) => Expr::Text { eq: op == CmpOp::Eq, a, b },
+            (Typed::Str(a), Typed::Str(b)) => {
+                // A literal compared with a field takes the field's stored form.
+                let (a, b) = match (a, b) {
+                    (Text::Field(f), Text::Lit(x)) => (Text::Field(f), Text::Lit(f.normalise(&x).into_boxed_str())),
+                    (Text::Lit(x), Text::Field(f)) => (Text::Lit(f.normalise(&x).into_boxed_str()), Text::Field(f)),
+                    other => other,
+                };
+                Expr::Text { eq: op == CmpOp::Eq, a, b }
+            }
             (Typed::Bool(a), Typed::Bool(b)) => {
                 let eq = op == CmpOp::Eq;
                 match (a, b) {

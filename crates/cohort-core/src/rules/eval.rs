@@ -69,13 +69,13 @@ pub struct Env<'a, F: Facts + ?Sized> {
     pub now: Timestamp,
     pub segs: Segs<'a>,
     pub half_life: Duration,
-    /// [`Facts::window_sums`] if they are for `now`'s day.
+    /// [`Facts::window_sums`] if they are for `now`.
     pub sums: Option<&'a WindowSums>,
 }
 
 /// The window sums of `facts` that answer for `now`, if any.
 pub fn sums_for<F: Facts + ?Sized>(facts: &F, now: Timestamp) -> Option<&WindowSums> {
-    facts.window_sums().filter(|s| s.day == now.day())
+    facts.window_sums().filter(|s| s.at == now)
 }
 
 /// When each segment's membership could next change, for `in_segment`
@@ -343,8 +343,9 @@ pub(super) fn since_flip(x: Timestamp, op: CmpOp, d: Duration, now: Timestamp) -
 #[inline]
 pub(super) fn field_step<F: Facts + ?Sized>(f: NumField, slot: Option<Slot>, env: &Env<'_, F>) -> Next {
     let Some(sl) = slot.filter(|s| s.windowed()) else { return Next::NEVER };
-    if let Some(answer) = env.sums.and_then(|s| s.next_change_at(usize::from(sl.window), usize::from(sl.counter))) {
-        return Next::from_opt(answer);
+    let (w, c) = (usize::from(sl.window), usize::from(sl.counter));
+    if let Some(s) = env.sums.filter(|s| s.mask & WindowSums::bit(w, c) != 0) {
+        return Next::from_opt(s.next_change_at(w, c));
     }
     Next::from_opt(env.facts.next_window_change(f, env.now))
 }

@@ -94,7 +94,10 @@ pub enum TimeField {
 }
 
 /// Profile attributes held as text. Missing text makes any comparison false.
-/// Comparisons are exact and case-sensitive: normalise when storing.
+/// Values are normalised when stored ([`TextField::normalise`]) and literals
+/// compared with them are normalised the same way when the rules load, so
+/// comparisons ignore case and surrounding whitespace (docs/rules.md, "Text
+/// values"); the comparison itself is then exact.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TextField {
     /// `profile.gender`.
@@ -113,11 +116,36 @@ pub enum TextField {
     LoyaltyTier,
 }
 
+impl TextField {
+    /// The field's stored form of `s`: trimmed, cut at
+    /// [`crate::state::MAX_TEXT`] bytes, and upper-case for the country,
+    /// lower-case for gender, income band, education and loyalty tier
+    /// (region and city keep their case).
+    pub fn normalise(self, s: &str) -> String {
+        match self {
+            TextField::Country => crate::state::norm_upper(s),
+            TextField::Region | TextField::City => crate::state::norm_trim(s),
+            TextField::Gender | TextField::IncomeBand | TextField::Education | TextField::LoyaltyTier => {
+                crate::state::norm_lower(s)
+            }
+        }
+    }
+}
+
 /// Profile attributes held as a set of strings, tested with `"x" in field`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SetField {
     /// Declared interests.
     Interests,
+}
+
+impl SetField {
+    /// The stored form of a member: trimmed, lower-case, bounded.
+    pub fn normalise(self, s: &str) -> String {
+        match self {
+            SetField::Interests => crate::state::norm_lower(s),
+        }
+    }
 }
 
 /// Boolean facts (consents). Unknown consent must be reported as `false`.
@@ -196,14 +224,14 @@ pub trait Facts {
     /// or `None`. Same contract as [`Facts::next_window_change`].
     fn next_offers_sent_change(&self, offer: &str, window: Duration, now: Timestamp) -> Option<Timestamp>;
 
-    /// Every windowed count and sum of one day at once, if the
+    /// Every windowed count and sum at one instant at once, if the
     /// implementation has them, so rules read them without a call per field.
-    /// When this returns `Some(s)`, then for every instant `now` of day
-    /// `s.day` and every counter field (`orders.*`, `spend.*`,
-    /// `page_views.*`, `product_views.*`, `sessions.*`), [`Facts::number`]
-    /// must equal the matching entry of `s.sums` or `s.lifetime` (divided by
-    /// 100 for `spend`), and [`Facts::next_window_change`] must equal
-    /// [`WindowSums::next_change`] where that is `Some`. Default: `None`.
+    /// When this returns `Some(s)`, then at `now == s.at` and for every
+    /// counter field (`orders.*`, `spend.*`, `page_views.*`,
+    /// `product_views.*`, `sessions.*`), [`Facts::number`] must equal the
+    /// matching entry of `s.sums` or `s.lifetime` (divided by 100 for
+    /// `spend`), and [`Facts::next_window_change`] must equal
+    /// [`WindowSums::next_change`]. Default: `None`.
     fn window_sums(&self) -> Option<&WindowSums> {
         None
     }

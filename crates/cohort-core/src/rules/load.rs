@@ -292,8 +292,10 @@ pub fn load(file: &str, text: &str) -> Result<RuleSet, RulesError> {
     let mut seg_exprs: Vec<Expr> = Vec::with_capacity(raw_segments.len());
     // edges[i]: (target, offset of the reference in i's condition, referenced segment)
     let mut edges: Vec<Vec<(u16, usize, u16)>> = Vec::with_capacity(raw_segments.len());
+    let mut windows = 0u32;
     for (i, rs) in raw_segments.iter_mut().enumerate() {
         let compiled = condition(&ctx, rs.when, &scope)?;
+        windows |= compiled.windows;
         let mut out = Vec::new();
         for (target, span) in &compiled.refs {
             rs.seg.depends_on.insert(usize::from(*target));
@@ -329,6 +331,7 @@ pub fn load(file: &str, text: &str) -> Result<RuleSet, RulesError> {
     let mut offer_exprs = Vec::with_capacity(raw_offers.len());
     for ro in raw_offers {
         let compiled = condition(&ctx, ro.eligible, &scope)?;
+        windows |= compiled.windows;
         let mut offer = ro.offer;
         for (target, _) in &compiled.refs {
             offer.segments.insert(usize::from(*target));
@@ -344,6 +347,7 @@ pub fn load(file: &str, text: &str) -> Result<RuleSet, RulesError> {
         offer_exprs.iter().enumerate().filter(|(_, e)| e.depends_on_own_time()).map(|(i, _)| i).collect();
     let seg_plan = Plan::new(&seg_exprs, &order, &seg_timed);
     Ok(RuleSet {
+        windows,
         seg_timed,
         offer_timed,
         offer_own_timed,

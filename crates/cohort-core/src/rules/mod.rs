@@ -322,6 +322,9 @@ pub struct RuleSet {
     /// The offers whose condition can change with time other than through
     /// `in_segment` (see [`RuleSet::evaluate_with_next_flip`]).
     offer_own_timed: Vec<usize>,
+    /// The windowed counter fields any condition reads
+    /// ([`crate::window::WindowSums::mask`] bits).
+    windows: u32,
 }
 
 impl RuleSet {
@@ -334,6 +337,13 @@ impl RuleSet {
     /// `<file version>-<16 hex digits of a content hash>`: stamped on every
     /// output as `rules_version`, so a consumer can tell which rules decided
     /// it. Identical bytes give the identical string on every machine.
+    /// The windowed counter fields any segment or offer reads, as
+    /// [`crate::window::WindowSums::mask`] bits: the window sums an
+    /// evaluation needs ([`crate::window::Windows::sums_for`]).
+    pub fn windows_read(&self) -> u32 {
+        self.windows
+    }
+
     pub fn version(&self) -> &str {
         &self.version_string
     }

@@ -22,7 +22,7 @@ use super::eval::{self, Env, Next, SegNext};
 use super::facts::{Facts, FlagField, NumField, SetField, TextField, TimeField};
 use super::parse::CmpOp;
 use super::segset::SegmentSet;
-use crate::time::{Duration, Timestamp, MS_PER_DAY};
+use crate::time::{Duration, Timestamp};
 use crate::window::{WindowSums, COUNTERS, WINDOW_DAYS};
 
 /// A condition's top-level shape.
@@ -776,16 +776,16 @@ fn count_leaves<F: Facts + ?Sized>(
 ) {
     for c in leaves {
         let (w, k) = (usize::from(c.window & 3), usize::from(c.counter) % COUNTERS);
+        if c.days != 0 && s.mask & WindowSums::bit(w, k) == 0 {
+            // Sums made for rules that do not read this one.
+            out.set(c.id, c.atom.analyse(env, seg_next));
+            continue;
+        }
         let raw = if c.days == 0 { s.lifetime[k] } else { s.sums[w][k] };
-        let next = if c.days == 0 {
-            Next::NEVER
-        } else if s.future {
-            c.atom.analyse(env, seg_next).1
-        } else {
-            match s.oldest[w][k] {
-                i64::MAX => Next::NEVER,
-                oldest => Next::at(Timestamp(oldest.saturating_add(c.days).saturating_mul(MS_PER_DAY))),
-            }
+        let next = match s.next[w][k] {
+            _ if c.days == 0 => Next::NEVER,
+            i64::MAX => Next::NEVER,
+            at => Next::at(Timestamp(at)),
         };
         out.set(c.id, (c.test.test(raw), next));
     }

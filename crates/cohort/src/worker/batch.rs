@@ -78,6 +78,8 @@ impl Worker {
         events.reserve(recs.len());
         // Decode and admit; bad records become dead letters.
         let mut next_offsets: Vec<(&str, i64)> = Vec::new();
+        // Where each admitted event was read: its outputs' ids derive from it.
+        let mut positions: Vec<(&str, i64)> = Vec::with_capacity(recs.len());
         for (i, r) in recs.iter().enumerate() {
             match next_offsets.iter_mut().find(|(t, _)| *t == &*r.topic) {
                 Some(slot) => slot.1 = r.offset + 1,
@@ -102,13 +104,16 @@ impl Worker {
                 }
             };
             match admit(&event, now, &self.task_settings) {
-                Ok(()) => events.push((event, i)),
+                Ok(()) => {
+                    events.push((event, i));
+                    positions.push((&r.topic, r.offset));
+                }
                 Err(rejected) => self.dead_letter(r, rejected.reason, &rejected.detail, false, out),
             }
         }
 
         self.load_states(partition, rt, events, now, live, states)?;
-        let input = StepInput { events, next_offsets: &next_offsets, now, live };
+        let input = StepInput { events, positions: &positions, next_offsets: &next_offsets, now, live };
         let step = rt.task.step(&self.engine, input, states);
 
         for (i, rejected) in &step.rejected {
