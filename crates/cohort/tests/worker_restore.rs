@@ -91,12 +91,19 @@ async fn a_worker_with_an_empty_store_restores_and_reads_no_input_twice() {
 
     let reference = Deployment::new(broker.bootstrap(), 2, RULES, "").await;
     let moved = Deployment::new(broker.bootstrap(), 2, RULES, "").await;
+    // Profiles first, processed before any click is produced: across input
+    // topics the order in which a worker reads records depends on fetching,
+    // and a click decided before its customer's profile decides otherwise.
     for d in [&reference, &moved] {
         d.produce(&profiles).await;
-        d.produce(early).await;
     }
     let mut one = reference.start_worker("reference");
     let mut first = moved.start_worker("first");
+    reference.wait_caught_up(Duration::from_secs(300), &mut one).await;
+    moved.wait_caught_up(Duration::from_secs(300), &mut first).await;
+    for d in [&reference, &moved] {
+        d.produce(early).await;
+    }
     // The forget once everything before it is processed: across input
     // topics the order of records is not fixed, and a click processed after
     // it would bring the customer back.
@@ -145,13 +152,18 @@ async fn a_warm_standby_takes_over_without_restoring_what_it_followed() {
     let pair = Deployment::new(broker.bootstrap(), 2, RULES, "").await;
     let config = std::fs::read_to_string(&pair.config).expect("read config");
     std::fs::write(&pair.config, format!("{config}{standby}")).expect("write config");
+    // Profiles processed before any click is produced (see the first test).
     for d in [&reference, &pair] {
         d.produce(&profiles).await;
-        d.produce(early).await;
     }
     let mut one = reference.start_worker("reference");
     let mut a = pair.start_worker("a");
     let mut b = pair.start_member("b");
+    reference.wait_caught_up(Duration::from_secs(300), &mut one).await;
+    pair.wait_caught_up(Duration::from_secs(300), &mut a).await;
+    for d in [&reference, &pair] {
+        d.produce(early).await;
+    }
     // Each owns one partition and follows the other's.
     wait_logged(&mut a, "partition ready", 1, Duration::from_secs(120)).await;
     wait_logged(&mut b, "partition ready", 1, Duration::from_secs(120)).await;

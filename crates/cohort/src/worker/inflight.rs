@@ -215,16 +215,37 @@ pub(super) async fn deliver(
     Ok(delivered)
 }
 
+/// Splits a batch's records into the metadata records (`meta_records`
+/// names their indices, in increasing order) and all the others, each in
+/// their order.
+pub(super) fn split_markers(
+    outputs: Vec<OutputRecord>,
+    meta_records: &[(usize, usize)],
+) -> (Vec<OutputRecord>, Vec<OutputRecord>) {
+    let mut markers = Vec::with_capacity(meta_records.len());
+    let mut body = Vec::with_capacity(outputs.len().saturating_sub(meta_records.len()));
+    let mut next = meta_records.iter().map(|&(_, output)| output).peekable();
+    for (i, r) in outputs.into_iter().enumerate() {
+        if next.peek() == Some(&i) {
+            next.next();
+            markers.push(r);
+        } else {
+            body.push(r);
+        }
+    }
+    (body, markers)
+}
+
 /// Stores with each partition's metadata record the changelog position
-/// after its acknowledged copy: the position a later restore of this store
-/// starts from.
+/// after its acknowledged copy (`delivered[i]` is `meta_records[i]`'s): the
+/// position a later restore of this store starts from.
 pub(super) fn set_changelog_positions(
     commits: &mut [Batch],
     meta_records: &[(usize, usize)],
     delivered: &[Delivered],
 ) -> anyhow::Result<()> {
-    for &(commit, output) in meta_records {
-        let (Some(batch), Some(at)) = (commits.get_mut(commit), delivered.get(output)) else { continue };
+    for (&(commit, _), at) in meta_records.iter().zip(delivered) {
+        let Some(batch) = commits.get_mut(commit) else { continue };
         if let Some(meta) = &batch.meta {
             batch.meta = Some(PartitionMeta::with_changelog_next(meta, at.offset + 1)?.into());
         }
@@ -260,4 +281,38 @@ pub(super) async fn close_within(
         debug!(took = ?started.elapsed(), "producer flushed and group left");
     }
     finished
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(topic: &str, n: u8) -> OutputRecord {
+        OutputRecord {
+            topic: topic.into(),
+            key: Some(vec![n]),
+            value: Some(vec![n]),
+            headers: Vec::new(),
+            timestamp: None,
+            partition: Some(0),
+        }
+    }
+
+    #[test]
+    fn metadata_records_are_split_from_the_rest_each_keeping_its_order() {
+        let outputs = vec![
+            record("out", 0),
+            record("changelog", 1),
+            record("changelog", 2), // partition 0's metadata record
+            record("out", 3),
+            record("changelog", 4),
+            record("changelog", 5), // partition 1's metadata record
+        ];
+        let (body, markers) = split_markers(outputs, &[(0, 2), (1, 5)]);
+        let keys = |v: &[OutputRecord]| v.iter().map(|r| r.key.as_ref().unwrap()[0]).collect::<Vec<_>>();
+        assert_eq!(keys(&body), [0, 1, 3, 4]);
+        assert_eq!(keys(&markers), [2, 5]);
+        let (body, markers) = split_markers(vec![record("out", 0)], &[]);
+        assert_eq!((body.len(), markers.len()), (1, 0));
+    }
 }

@@ -75,7 +75,8 @@ use cohort_kafka::{
 use cohort_store::Store;
 use foldhash::HashMap;
 use inflight::{
-    close_within, deliver, set_changelog_positions, Committed, InFlight, InFlightWrites, SettleOnDrop, StoreOffsets,
+    close_within, deliver, set_changelog_positions, split_markers, Committed, InFlight, InFlightWrites, SettleOnDrop,
+    StoreOffsets,
 };
 use partitions::PartitionRuntime;
 use positions::Handed;
@@ -432,8 +433,16 @@ impl Worker {
             let task = tokio::spawn(async move {
                 let _settle = settle;
                 let handed_over = Instant::now();
-                let delivered = deliver(&producer, &metrics, &progress, &outputs).await?;
-                drop(outputs);
+                // Each partition's metadata record says "everything before me
+                // is written": it goes out only once every other record of
+                // the batch is acknowledged. Sent together, a worker killed
+                // between the acknowledgements could leave a metadata record
+                // in the changelog whose batch's outputs never arrived, and a
+                // restore from it would skip them.
+                let (body, markers) = split_markers(outputs, &meta_records);
+                deliver(&producer, &metrics, &progress, &body).await?;
+                drop(body);
+                let delivered = deliver(&producer, &metrics, &progress, &markers).await?;
                 set_changelog_positions(&mut commits, &meta_records, &delivered)?;
                 progress.committing();
                 let committed = tokio::task::spawn_blocking(move || -> Result<(), cohort_store::StoreError> {
