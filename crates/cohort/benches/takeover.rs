@@ -2,11 +2,11 @@
 //! owner: how long until the new owner is ready, with a warm standby and
 //! with an empty store, in one run.
 //!
-//! librdkafka's mock cluster, hosted in this process and reached by the
-//! `cohort run` processes over loopback, holds one partition per topic: a
-//! million customers' states do not fit through tansu in a benchmark's time
-//! (about 5,000 events/s, docs/benchmarks.md), and the figure is about the
-//! worker, not the broker.
+//! A private tansu broker (sqlite, as the other broker benchmarks;
+//! `COHORT_TEST_STORAGE=postgres` for the tests' engine) holds one partition
+//! per topic. Not librdkafka's mock cluster: it keeps at most 5 MB or 100,000
+//! records per partition (`rdkafka_mock.c`), dropping older ones, so it
+//! cannot hold a changelog of a million customers.
 //!
 //! 1. One full profile per customer goes to `customer-profiles`, and worker
 //!    A (`restore.standby_replicas = 1`) processes them all: every customer
@@ -21,9 +21,13 @@
 //!    empty store and no standby, joins and restores the whole partition;
 //!    timed from C's start to the same readiness.
 //!
-//! The workers run with `heartbeat.interval.ms = 1000` (librdkafka's default
-//! is 3000): a member learns of a rebalance on its next heartbeat, so that
-//! interval is part of every takeover's time; the figures name it.
+//! Each takeover's time is split in two: from the SIGTERM (or the new
+//! worker's start) until the worker reports the partition assigned, which
+//! is the group protocol's and the broker's part, and from then until it is
+//! ready, which is the worker's. The workers run with
+//! `session.timeout.ms = 6000` and `heartbeat.interval.ms = 500`, as the
+//! end-to-end tests do: a member learns of a rebalance at its next
+//! heartbeat.
 //!
 //! Prints the times and the restore lines of each takeover. Nothing is
 //! asserted about speed; it fails if a worker exits or a step takes longer
@@ -41,7 +45,7 @@ use cohort_codec::{Encoder, Format, Registry};
 use cohort_core::event::{ConsentUpdate, Event, EventKind, ProfileUpdate};
 use cohort_core::time::Timestamp;
 use cohort_kafka::{OutputProducer, OutputRecord};
-use rdkafka::mocking::MockCluster;
+use cohort_e2e::{create_topic, Storage, Tansu};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -77,16 +81,24 @@ fn run() -> anyhow::Result<()> {
     let customers = env("TAKEOVER_CUSTOMERS", if quick { 5_000 } else { 1_000_000 });
     let deadline = Duration::from_secs(env("TAKEOVER_DEADLINE_SECS", 900));
     let cohort = env!("CARGO_BIN_EXE_cohort");
-    let cluster = MockCluster::new(1).context("starting librdkafka's mock cluster")?;
-    for t in TOPICS {
-        cluster.create_topic(t, 1, 1).with_context(|| format!("creating {t}"))?;
-    }
-    let bootstrap = cluster.bootstrap_servers();
+    let storage = Storage::from_env_or(Storage::Sqlite)?;
+    let broker = Tansu::start_with(storage).context("starting tansu (make test's setup installs it)")?;
+    let bootstrap = broker.bootstrap();
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+        for t in TOPICS {
+            create_topic(&bootstrap, t, 1).await?;
+        }
+        anyhow::Ok(())
+    })?;
     let dir = tempfile::Builder::new().prefix("cohort-takeover-").tempdir()?;
 
     let loaded = Instant::now();
     produce_profiles(&bootstrap, customers)?;
-    println!("takeover: {customers} customer profiles (JSON, 1 partition) produced in {:.1?}", loaded.elapsed());
+    println!(
+        "takeover: {customers} customer profiles (JSON, 1 partition) produced to tansu ({}) in {:.1?}",
+        storage.name(),
+        loaded.elapsed()
+    );
 
     let started = Instant::now();
     let mut a = Worker::start(cohort, dir.path(), &bootstrap, "a", 1)?;
@@ -102,7 +114,7 @@ fn run() -> anyhow::Result<()> {
     );
 
     let joined = Instant::now();
-    let mut b = Worker::start(cohort, dir.path(), &bootstrap, "b", 1)?;
+    let b = Worker::start(cohort, dir.path(), &bootstrap, "b", 1)?;
     let (mut owner, mut follower) = settle(a, b, deadline)?;
     println!(
         "takeover: {} owns the partition, {} follows it as a standby ({:.1?} after b joined; {} standby records)",
@@ -113,30 +125,49 @@ fn run() -> anyhow::Result<()> {
     );
 
     // Warm takeover.
+    let lines_before = follower.restore_lines();
     let t0 = Instant::now();
     owner.terminate();
+    let assigned = follower.wait_assigned(deadline)?;
     follower.wait_for(deadline, "taking the partition over", ready_owner)?;
     let warm = t0.elapsed();
-    let warm_line = follower.last_restore_line();
-    println!("takeover: warm standby {} ready {warm:.2?} after the owner's SIGTERM; {warm_line}", follower.name);
+    let (warm_rebalance, warm_ready) = (assigned - t0, warm - (assigned - t0));
+    let warm_line = follower.restore_line_after(lines_before);
+    println!(
+        "takeover: warm standby {} assigned {:.2?} after the owner's SIGTERM, ready {:.2?} after that \
+         ({warm:.2?} in all); {warm_line}",
+        follower.name,
+        warm_rebalance,
+        warm_ready,
+    );
 
     // Cold takeover: an empty store, nothing followed.
     follower.terminate();
     let t0 = Instant::now();
     let mut c = Worker::start(cohort, dir.path(), &bootstrap, "c", 0)?;
+    let c_assigned = c.wait_assigned(deadline)?;
     c.wait_for(deadline, "restoring the whole partition", ready_owner)?;
     let cold = t0.elapsed();
-    let cold_line = c.last_restore_line();
-    println!("takeover: empty store c ready {cold:.2?} after its start; {cold_line}");
+    let (cold_rebalance, cold_ready) = (c_assigned - t0, cold - (c_assigned - t0));
+    let cold_line = c.restore_line_after(0);
     println!(
-        "takeover: a partition of {customers} customers: warm standby ready in {:.2} s, empty store in {:.2} s \
-         (ratio {:.1}; heartbeat.interval.ms = 1000)",
-        warm.as_secs_f64(),
-        cold.as_secs_f64(),
-        cold.as_secs_f64() / warm.as_secs_f64().max(1e-3)
+        "takeover: empty store c assigned {:.2?} after its start, ready {:.2?} after that ({cold:.2?} in all); \
+         {cold_line}",
+        cold_rebalance,
+        cold_ready
+    );
+    println!(
+        "takeover: a partition of {customers} customers, from assignment to ready: warm standby {:.2} s, empty \
+         store {:.2} s (ratio {:.1}); the group's rebalance before that: {:.2} s and {:.2} s (tansu, \
+         session.timeout.ms = 6000, heartbeat.interval.ms = 500)",
+        warm_ready.as_secs_f64(),
+        cold_ready.as_secs_f64(),
+        cold_ready.as_secs_f64() / warm_ready.as_secs_f64().max(1e-3),
+        warm_rebalance.as_secs_f64(),
+        cold_rebalance.as_secs_f64(),
     );
     c.terminate();
-    drop(cluster);
+    drop(broker);
     Ok(())
 }
 
@@ -259,7 +290,7 @@ impl Worker {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let text = format!(
             "[kafka]\nbootstrap_servers = \"{bootstrap}\"\ngroup_id = \"cohort-takeover\"\n\n\
-             [kafka.consumer_properties]\n\"heartbeat.interval.ms\" = \"1000\"\n\n\
+             [kafka.consumer_properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\n\
              [rules]\npath = \"{rules}\"\n\n[store]\npath = \"{store}\"\n\n\
              [restore]\nstandby_replicas = {standbys}\n\n\
              [http]\nlisten = \"127.0.0.1:{port}\"\n\n[log]\nlevel = \"info,librdkafka=warn\"\nformat = \"json\"\n",
@@ -310,11 +341,35 @@ impl Worker {
         }
     }
 
-    /// The fields of the last "partition restored" line of its log.
-    fn last_restore_line(&self) -> String {
+    /// When the worker first reports owning the partition (restored or not).
+    fn wait_assigned(&mut self, deadline: Duration) -> anyhow::Result<Instant> {
+        let until = Instant::now() + deadline;
+        loop {
+            if sample(&self.metrics(), "cohort_consumer_assigned_partitions") == Some(1.0) {
+                return Ok(Instant::now());
+            }
+            if let Some(s) = self.child.try_wait()? {
+                bail!("worker {} exited with {s} before its assignment; its log:\n{}", self.name, self.tail());
+            }
+            if Instant::now() > until {
+                bail!("worker {} not assigned within {deadline:?}; its log:\n{}", self.name, self.tail());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Its log's "partition restored" lines so far.
+    fn restore_lines(&self) -> usize {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let Some(line) = text.lines().rev().find(|l| l.contains("partition restored from the changelog")) else {
-            return "no restore logged".to_string();
+        text.lines().filter(|l| l.contains("partition restored from the changelog")).count()
+    }
+
+    /// The fields of the first "partition restored" line of its log after
+    /// the first `skip`.
+    fn restore_line_after(&self, skip: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let Some(line) = text.lines().filter(|l| l.contains("partition restored from the changelog")).nth(skip) else {
+            return "nothing to restore (its store held the changelog's last metadata record)".to_string();
         };
         let field = |name: &str| -> String {
             let Some(at) = line.find(&format!("\"{name}\":")) else { return "?".into() };
