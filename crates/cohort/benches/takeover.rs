@@ -45,8 +45,8 @@ use anyhow::{bail, Context as _};
 use cohort_codec::{Encoder, Format, Registry};
 use cohort_core::event::{ConsentUpdate, Event, EventKind, ProfileUpdate};
 use cohort_core::time::Timestamp;
-use cohort_kafka::{OutputProducer, OutputRecord};
 use cohort_e2e::{create_topic, Storage, Tansu};
+use cohort_kafka::{OutputProducer, OutputRecord};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -137,9 +137,7 @@ fn run() -> anyhow::Result<()> {
     println!(
         "takeover: warm standby {} assigned {:.2?} after the owner's SIGTERM, ready {:.2?} after that \
          ({warm:.2?} in all); {warm_line}",
-        follower.name,
-        warm_rebalance,
-        warm_ready,
+        follower.name, warm_rebalance, warm_ready,
     );
 
     // Cold takeover: an empty store, nothing followed.
@@ -154,8 +152,7 @@ fn run() -> anyhow::Result<()> {
     println!(
         "takeover: empty store c assigned {:.2?} after its start, ready {:.2?} after that ({cold:.2?} in all); \
          {cold_line}",
-        cold_rebalance,
-        cold_ready
+        cold_rebalance, cold_ready
     );
     println!(
         "takeover: a partition of {customers} customers, from assignment to ready: warm standby {:.2} s, empty \
