@@ -102,6 +102,10 @@ impl ChangelogReader {
             // high watermark. (tansu 0.6 on PostgreSQL also fails ListOffsets
             // under read_committed.)
             .set("isolation.level", "read_uncommitted")
+            // A restore reads to an end it knows: a fetch the broker holds
+            // back for more data (500 ms by default) is time lost at every
+            // read's start and end.
+            .set("fetch.wait.max.ms", "10")
             .set("queued.max.messages.kbytes", kbytes.to_string())
             .set("fetch.max.bytes", (kbytes * 1024).min(i32::MAX as usize).to_string())
             .set("max.partition.fetch.bytes", (kbytes * 1024).min(i32::MAX as usize).to_string());

@@ -179,11 +179,14 @@ async fn restore_rounds(
     partitions: i32,
     rounds: usize,
 ) -> anyhow::Result<()> {
-    let (mut plain, mut restore) = (Vec::new(), Vec::new());
+    let (mut plain, mut tuned, mut restore) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
-        let (records, plain_secs) = plain_read(bootstrap, partitions)?;
+        let (records, plain_secs) = plain_read(bootstrap, partitions, None)?;
         let plain_rate = records as f64 / plain_secs;
         plain.push(plain_rate);
+        let (tuned_records, tuned_secs) = plain_read(bootstrap, partitions, Some("10"))?;
+        let tuned_rate = tuned_records as f64 / tuned_secs;
+        tuned.push(tuned_rate);
 
         let (config, _) = write_config(dir, bootstrap)?;
         let text = std::fs::read_to_string(&config)?
@@ -229,34 +232,42 @@ async fn restore_rounds(
         let rate = read / (took_ms / 1e3).max(1e-3);
         restore.push(rate);
         println!(
-            "restore round {round}: plain consumer {records} records at {plain_rate:.0}/s; cohort restored {restored} \
-             states ({read} changelog records) into an empty store in {took_ms:.0} ms at {rate:.0} records/s \
-             (ratio {:.2})",
-            rate / plain_rate
+            "restore round {round}: plain consumer {records} records at {plain_rate:.0}/s (with \
+             fetch.wait.max.ms = 10: {tuned_rate:.0}/s); cohort restored {restored} states ({read} changelog records) \
+             into an empty store in {took_ms:.0} ms at {rate:.0} records/s (ratio {:.2}; {:.2})",
+            rate / plain_rate,
+            rate / tuned_rate
         );
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (p, r) = (median(&mut plain), median(&mut restore));
-    println!("restore through tansu: median {r:.0} records/s against a plain consumer's {p:.0}/s: ratio {:.2}", r / p);
+    let (p, t, r) = (median(&mut plain), median(&mut tuned), median(&mut restore));
+    println!(
+        "restore through tansu: median {r:.0} records/s against a plain consumer's {p:.0}/s: ratio {:.2} \
+         (against the same consumer with the restore's fetch.wait.max.ms = 10, {t:.0}/s: ratio {:.2})",
+        r / p,
+        r / t
+    );
     Ok(())
 }
 
-/// A plain consumer (librdkafka's defaults, no group, no processing) reading
+/// A plain consumer (librdkafka's defaults but `fetch_wait_ms`, no group, no
+/// processing) reading
 /// each changelog partition alone from its start to its end, one after the
 /// other as the worker's restore thread does: the records read and the sum
 /// of the per-partition times.
-fn plain_read(bootstrap: &str, partitions: i32) -> anyhow::Result<(u64, f64)> {
+fn plain_read(bootstrap: &str, partitions: i32, fetch_wait_ms: Option<&str>) -> anyhow::Result<(u64, f64)> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Message;
     use rdkafka::{Offset, TopicPartitionList};
-    let consumer: BaseConsumer = cohort_e2e::consumer_config(bootstrap)
-        .set("group.id", "soak-plain-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()?;
+    let mut config = cohort_e2e::consumer_config(bootstrap);
+    config.set("group.id", "soak-plain-reader").set("enable.auto.commit", "false").set("enable.partition.eof", "true");
+    if let Some(ms) = fetch_wait_ms {
+        config.set("fetch.wait.max.ms", ms);
+    }
+    let consumer: BaseConsumer = config.create()?;
     let (mut records, mut secs) = (0u64, 0.0);
     for p in 0..partitions {
         let t0 = Instant::now();
