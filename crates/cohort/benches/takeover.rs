@@ -220,8 +220,8 @@ fn produce_profiles(bootstrap: &str, customers: u64) -> anyhow::Result<()> {
 }
 
 /// Waits until one worker owns the restored partition and the other follows
-/// it with a standby that has not read anything for three seconds (three
-/// standby rounds): it is caught up.
+/// it with a standby that has had nothing to apply and read nothing for
+/// three seconds (three standby rounds): it is caught up.
 fn settle(a: Worker, b: Worker, deadline: Duration) -> anyhow::Result<(Worker, Worker)> {
     let until = Instant::now() + deadline;
     let mut stable_since: Option<(Instant, f64)> = None;
@@ -235,6 +235,9 @@ fn settle(a: Worker, b: Worker, deadline: Duration) -> anyhow::Result<(Worker, W
             None
         };
         match pair {
+            // Mid-round the count moves only once per chunk: a round is
+            // over when nothing remains to apply, too.
+            Some((m, _)) if sample(m, "cohort_restore_remaining_records") != Some(0.0) => stable_since = None,
             Some((m, follower)) => {
                 let read = standby_records(m);
                 match stable_since {

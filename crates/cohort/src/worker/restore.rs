@@ -248,12 +248,11 @@ impl Thread {
     }
 
     fn standby_round(&self, partitions: i32) {
-        let mut followed = 0;
-        for p in 0..partitions {
-            if self.shared.owned(p) {
-                continue;
-            }
-            followed += 1;
+        // Counted before the round: a first round over a large changelog
+        // takes minutes, and the gauge says what is followed meanwhile.
+        let unowned: Vec<i32> = (0..partitions).filter(|&p| !self.shared.owned(p)).collect();
+        self.metrics.standby_partitions.set(unowned.len() as i64);
+        for p in unowned {
             let keep_going = || {
                 !self.shared.stop.load(Ordering::Relaxed)
                     && !self.shared.owned(p)
@@ -266,7 +265,6 @@ impl Thread {
                 debug!(partition = p, error = format!("{e:#}"), "standby catch-up failed; trying again next round");
             }
         }
-        self.metrics.standby_partitions.set(followed);
     }
 
     /// Restores partition `p` up to the changelog's last metadata record.
