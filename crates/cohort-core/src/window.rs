@@ -247,7 +247,7 @@ impl Windows {
     pub fn sum(&self, counter: Counter, w: Window, now: Timestamp) -> i64 {
         match window_index(w) {
             None => self.lifetime[counter as usize],
-            Some(wi) => self.sums_at(now).sums[wi][counter as usize],
+            Some(wi) => self.sums_for(now, WindowSums::bit(wi, counter as usize)).sums[wi][counter as usize],
         }
     }
 
@@ -368,7 +368,7 @@ impl Windows {
     /// change.
     pub fn next_change(&self, counter: Counter, w: Window, now: Timestamp) -> Option<Timestamp> {
         let wi = window_index(w)?;
-        let next = self.sums_at(now).next[wi][counter as usize];
+        let next = self.sums_for(now, WindowSums::bit(wi, counter as usize)).next[wi][counter as usize];
         (next != i64::MAX).then_some(Timestamp(next))
     }
 
@@ -391,12 +391,6 @@ impl Windows {
     /// Lifetime totals in [`Counter`] order (for encoding).
     pub fn lifetime_totals(&self) -> [i64; COUNTERS] {
         self.lifetime
-    }
-
-    /// The newest contribution's time, if any (to touch the state's memory
-    /// early; see `CustomerState::touch_parts`).
-    pub fn newest(&self) -> Option<i64> {
-        self.exact.iter().filter_map(|s| s.entries.back().map(|e| e.0)).max()
     }
 
     /// Rebuilds from encoded parts: per counter its exact `(time, amount)`

@@ -177,7 +177,8 @@ fn produce_profiles(bootstrap: &str, customers: u64) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let producer = OutputProducer::new(bootstrap, &Default::default())?;
-        let mut pending = Vec::new();
+        // Sent 10,000 at a time, each lot acknowledged before the next.
+        let mut lot = Vec::with_capacity(10_000);
         for i in 0..customers {
             let customer = format!("c-{:07}", i + 1);
             let profile = ProfileUpdate {
@@ -205,16 +206,13 @@ fn produce_profiles(bootstrap: &str, customers: u64) -> anyhow::Result<()> {
                 timestamp: Some(time.as_millis()),
                 partition: None,
             };
-            pending.push(producer.send(&rec).await?);
-            if pending.len() >= 10_000 {
-                for p in pending.drain(..) {
-                    producer.wait(p).await?;
-                }
+            lot.push(rec);
+            if lot.len() == lot.capacity() {
+                producer.send_all(&lot).await?;
+                lot.clear();
             }
         }
-        for p in pending {
-            producer.wait(p).await?;
-        }
+        producer.send_all(&lot).await?;
         anyhow::Ok(())
     })
 }

@@ -334,9 +334,6 @@ impl RuleSet {
         load::load(source_name, text)
     }
 
-    /// `<file version>-<16 hex digits of a content hash>`: stamped on every
-    /// output as `rules_version`, so a consumer can tell which rules decided
-    /// it. Identical bytes give the identical string on every machine.
     /// The windowed counter fields any segment or offer reads, as
     /// [`crate::window::WindowSums::mask`] bits: the window sums an
     /// evaluation needs ([`crate::window::Windows::sums_for`]).
@@ -344,6 +341,9 @@ impl RuleSet {
         self.windows
     }
 
+    /// `<file version>-<16 hex digits of a content hash>`: stamped on every
+    /// output as `rules_version`, so a consumer can tell which rules decided
+    /// it. Identical bytes give the identical string on every machine.
     pub fn version(&self) -> &str {
         &self.version_string
     }

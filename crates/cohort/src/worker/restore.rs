@@ -78,12 +78,17 @@ struct Shared {
 
 impl Shared {
     fn cancelled(&self, p: i32) -> bool {
-        self.stop.load(Ordering::Relaxed) || self.cancelled.lock().unwrap_or_else(|e| e.into_inner()).contains(&p)
+        self.stop.load(Ordering::Relaxed) || lock(&self.cancelled).contains(&p)
     }
 
     fn owned(&self, p: i32) -> bool {
-        self.owned.lock().unwrap_or_else(|e| e.into_inner()).contains(&p)
+        lock(&self.owned).contains(&p)
     }
+}
+
+/// A lock that a panicked holder left poisoned still guards plain sets.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The restore thread's handle, kept by the worker.
@@ -128,7 +133,7 @@ impl Restorer {
 
     /// Queues partition `p`'s restore; its report arrives on `done`.
     pub(super) fn restore(&self, p: i32) {
-        self.shared.cancelled.lock().unwrap_or_else(|e| e.into_inner()).remove(&p);
+        lock(&self.shared.cancelled).remove(&p);
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
         if self.jobs.send(p).is_err() {
             self.shared.queued.fetch_sub(1, Ordering::Relaxed);
@@ -137,12 +142,12 @@ impl Restorer {
 
     /// Stops partition `p`'s restore, queued or under way; no report comes.
     pub(super) fn cancel(&self, p: i32) {
-        self.shared.cancelled.lock().unwrap_or_else(|e| e.into_inner()).insert(p);
+        lock(&self.shared.cancelled).insert(p);
     }
 
     /// The partitions this worker owns or restores (no standby for them).
     pub(super) fn set_owned(&self, owned: BTreeSet<i32>) {
-        *self.shared.owned.lock().unwrap_or_else(|e| e.into_inner()) = owned;
+        *lock(&self.shared.owned) = owned;
     }
 }
 
