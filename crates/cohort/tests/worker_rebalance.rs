@@ -81,7 +81,7 @@ async fn a_worker_joining_mid_stream_takes_partitions_over_without_losing_or_cha
     let got = duplicates(scaled.read_all("cohort-dlq").await);
     assert_eq!(got, want, "events dead-lettered as duplicates with two workers against one");
     assert_same_customer_states(&reference, &scaled).await;
-    assert!(second.terminate().success());
-    assert!(first.terminate().success());
-    assert!(ref_worker.terminate().success());
+    assert!(second.terminate().success(), "second stops cleanly:\n{}", second.log_tail());
+    assert!(first.terminate().success(), "first stops cleanly:\n{}", first.log_tail());
+    assert!(ref_worker.terminate().success(), "ref_worker stops cleanly:\n{}", ref_worker.log_tail());
 }
