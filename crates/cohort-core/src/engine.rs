@@ -124,6 +124,13 @@ impl Engine {
         &self.rules
     }
 
+    /// Whether `state` was decided under other rules than these and must be
+    /// re-evaluated ([`Input::RulesChanged`]) before anything else is
+    /// decided on it. A customer never evaluated has nothing to re-evaluate.
+    pub fn is_stale(&self, state: &CustomerState) -> bool {
+        state.evaluated_at.is_some() && state.segment_bits.rules != self.fingerprint
+    }
+
     /// The engine settings it was built with.
     pub fn settings(&self) -> &EngineSettings {
         &self.settings
@@ -473,9 +480,13 @@ fn apply_inner(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>, t
         decision.outputs.push(Output::SegmentChanged(changed));
     }
 
-    // Decision points.
+    // Decision points. A rules change is none: it re-draws the segments, and
+    // a customer entering one because the rules moved is not a moment to
+    // send an offer (docs/rules.md, "Changing the rules"); a cart it finds
+    // abandoned is left for the timer set below, which fires right after.
+    let rules_change = matches!(input, Input::RulesChanged { .. });
     let cart_abandoned = match state.cart.last_added {
-        Some(last) if !state.cart.lines.is_empty() && !state.cart.abandon_fired => {
+        Some(last) if !rules_change && !state.cart.lines.is_empty() && !state.cart.abandon_fired => {
             t >= last + engine.settings.cart_abandon_after
         }
         _ => false,
@@ -487,7 +498,7 @@ fn apply_inner(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>, t
         Points { entered: entered_set, cart_abandoned, purchase: recorded.purchase, session: recorded.new_session };
     let sends_before = state.offers.len();
     let last_send_before = state.offers.last().map(|s| s.decision);
-    if points.any() {
+    if points.any() && !rules_change {
         decide_offer(state, customer, &points, &new_set, t, &sums, ctx, &out_id, cause_kind, event_id, &mut decision);
     }
 

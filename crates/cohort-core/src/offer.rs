@@ -452,6 +452,16 @@ impl<'a> MiniReader<'a> {
             Some(&found) => Err(DecodeError::UnsupportedVersion { found, supported: 1 }),
         }
     }
+    /// A reader of a record whose first byte is a format version from 1 to
+    /// `newest`, and that version.
+    pub(crate) fn versioned(bytes: &'a [u8], newest: u8) -> Result<(Self, u8), crate::encode::DecodeError> {
+        use crate::encode::DecodeError;
+        match bytes.first() {
+            None => Err(DecodeError::Empty),
+            Some(&v) if (1..=newest).contains(&v) => Ok((MiniReader { buf: bytes, pos: 1 }, v)),
+            Some(&found) => Err(DecodeError::UnsupportedVersion { found, supported: newest }),
+        }
+    }
     pub(crate) fn uv(&mut self) -> Result<u64, crate::encode::DecodeError> {
         use crate::encode::DecodeError;
         let mut v = 0u64;

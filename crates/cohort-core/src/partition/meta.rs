@@ -3,7 +3,7 @@
 //!
 //! The store keeps one per partition in a column family of its own,
 //! committed in the same atomic write as the batch's states; the changelog
-//! carries it under [`changelog_key`]. Format version 1, after the version
+//! carries it under [`changelog_key`]. Format version 2, after the version
 //! byte (`uv` = unsigned LEB128 varint, `str` = `uv` length + UTF-8, `i64` =
 //! 8 bytes big-endian):
 //!
@@ -14,7 +14,12 @@
 //! next offsets   uv n, each: str input topic, i64 next offset
 //! populations    uv n, each: str segment, uv customers (sorted by segment)
 //! changelog      u8 0 | 1 then i64: the next changelog offset the states reflect
+//! rules          u8 0 (none recorded) | 1 then: str rules version, i64 switch
+//!                instant, u8 0 (re-evaluation done) | 1 then str: the last
+//!                customer re-evaluated ("": none yet)
 //! ```
+//!
+//! Version 1 is version 2 without the rules section, and is still read.
 
 use crate::encode::DecodeError;
 use crate::engine::Tables;
@@ -23,7 +28,7 @@ use crate::time::Timestamp;
 use std::collections::BTreeMap;
 
 /// The format [`PartitionMeta::encode`] writes.
-pub const META_FORMAT_VERSION: u8 = 1;
+pub const META_FORMAT_VERSION: u8 = 2;
 
 /// The changelog key of partition `partition`'s metadata record, e.g.
 /// `"\0cohort.partition/3"`. Customer ids never start with a NUL byte
@@ -51,6 +56,25 @@ pub struct PartitionMeta {
     pub populations: BTreeMap<String, u64>,
     /// The next changelog offset the local states reflect (restore), if known.
     pub changelog_next: Option<i64>,
+    /// The rules the partition decides under and how far re-evaluating its
+    /// customers under them has come; `None` before any was recorded.
+    pub rules: Option<RulesProgress>,
+}
+
+/// A partition's rules version and its re-evaluation (see
+/// [`super::PartitionTask::switch_rules`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RulesProgress {
+    /// [`crate::rules::RuleSet::version`] of the rules in force.
+    pub version: String,
+    /// The instant the partition switched to them (its watermark then):
+    /// every customer decided under older rules is re-evaluated at this
+    /// instant (or at its own last decision instant, if later).
+    pub at: Timestamp,
+    /// `Some(c)`: the background re-evaluation has covered every stored
+    /// customer up to and including `c` in key order (`""`: none yet);
+    /// `None`: it is complete.
+    pub after: Option<String>,
 }
 
 impl Default for PartitionMeta {
@@ -61,6 +85,7 @@ impl Default for PartitionMeta {
             next_offsets: BTreeMap::new(),
             populations: BTreeMap::new(),
             changelog_next: None,
+            rules: None,
         }
     }
 }
@@ -73,6 +98,7 @@ pub(crate) struct MetaRef<'a> {
     pub(crate) next_offsets: &'a BTreeMap<String, i64>,
     pub(crate) populations: &'a BTreeMap<String, u64>,
     pub(crate) changelog_next: Option<i64>,
+    pub(crate) rules: Option<&'a RulesProgress>,
 }
 
 impl MetaRef<'_> {
@@ -104,6 +130,21 @@ impl MetaRef<'_> {
                 out.extend_from_slice(&o.to_be_bytes());
             }
         }
+        match self.rules {
+            None => out.push(0),
+            Some(r) => {
+                out.push(1);
+                put_str(&mut out, &r.version);
+                out.extend_from_slice(&r.at.as_millis().to_be_bytes());
+                match &r.after {
+                    None => out.push(0),
+                    Some(c) => {
+                        out.push(1);
+                        put_str(&mut out, c);
+                    }
+                }
+            }
+        }
         out
     }
 }
@@ -117,6 +158,7 @@ impl PartitionMeta {
             next_offsets: &self.next_offsets,
             populations: &self.populations,
             changelog_next: self.changelog_next,
+            rules: self.rules.as_ref(),
         }
         .encode()
     }
@@ -133,7 +175,7 @@ impl PartitionMeta {
     /// Reads bytes from [`PartitionMeta::encode`]; a version this build does
     /// not know is refused ([`DecodeError::UnsupportedVersion`]), never misread.
     pub fn decode(bytes: &[u8]) -> Result<PartitionMeta, DecodeError> {
-        let mut r = MiniReader::new(bytes)?;
+        let (mut r, version) = MiniReader::versioned(bytes, META_FORMAT_VERSION)?;
         let watermark = Timestamp(r.i64()?);
         let n = r.len()?;
         let popularity = Popularity::decode(r.bytes(n)?)?;
@@ -154,6 +196,21 @@ impl PartitionMeta {
             1 => Some(r.i64()?),
             _ => return Err(DecodeError::Invalid("changelog position flag")),
         };
+        let rules = match (version, r.bytes(1).map(|b| b[0])) {
+            (1, _) | (_, Ok(0)) => None,
+            (_, Ok(1)) => {
+                let version = r.string()?;
+                let at = Timestamp(r.i64()?);
+                let after = match r.bytes(1)?[0] {
+                    0 => None,
+                    1 => Some(r.string()?),
+                    _ => return Err(DecodeError::Invalid("re-evaluation flag")),
+                };
+                Some(RulesProgress { version, at, after })
+            }
+            (_, Ok(_)) => return Err(DecodeError::Invalid("rules flag")),
+            (_, Err(e)) => return Err(e),
+        };
         r.finish()?;
         Ok(PartitionMeta {
             watermark,
@@ -161,6 +218,7 @@ impl PartitionMeta {
             next_offsets,
             populations,
             changelog_next,
+            rules,
         })
     }
 }
@@ -190,21 +248,39 @@ mod tests {
         m.populations.insert("vip".into(), 3);
         m.populations.insert("lapsed".into(), 1_000_000);
         m.changelog_next = Some(42);
+        m.rules = Some(RulesProgress {
+            version: "1-3f9a".into(),
+            at: Timestamp(1_736_760_000_000),
+            after: Some("c-7".into()),
+        });
         m
     }
 
     #[test]
     fn roundtrips() {
-        for m in [PartitionMeta::default(), sample()] {
+        let mut done = sample();
+        done.rules.as_mut().unwrap().after = None;
+        for m in [PartitionMeta::default(), sample(), done] {
             assert_eq!(PartitionMeta::decode(&m.encode()), Ok(m));
         }
+    }
+
+    #[test]
+    fn reads_format_1() {
+        // Format 1 is format 2 without the rules section.
+        let mut m = sample();
+        m.rules = None;
+        let mut v1 = m.encode();
+        assert_eq!(v1.pop(), Some(0));
+        v1[0] = 1;
+        assert_eq!(PartitionMeta::decode(&v1), Ok(m));
     }
 
     #[test]
     fn refuses_what_it_cannot_read() {
         let bytes = sample().encode();
         assert_eq!(PartitionMeta::decode(&[]), Err(DecodeError::Empty));
-        assert_eq!(PartitionMeta::decode(&[2]), Err(DecodeError::UnsupportedVersion { found: 2, supported: 1 }));
+        assert_eq!(PartitionMeta::decode(&[3]), Err(DecodeError::UnsupportedVersion { found: 3, supported: 2 }));
         for cut in 1..bytes.len() {
             assert!(PartitionMeta::decode(&bytes[..cut]).is_err(), "truncated at {cut} must not decode");
         }

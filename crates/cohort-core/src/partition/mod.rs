@@ -26,6 +26,19 @@
 //! **Duplicates** (an event id the customer sent recently) change nothing,
 //! the learned tables included, and come back in [`StepOutput::rejected`].
 //!
+//! **Rules changes.** A partition records the rules version it decides
+//! under ([`RulesProgress`]). When the rules change
+//! ([`PartitionTask::switch_rules`]), every customer decided under older
+//! rules is re-evaluated at the partition's watermark of that moment, the
+//! switch instant, with cause `rules_changed`: in the background, in key
+//! order, by [`PartitionTask::reevaluate`] slices whose progress is in the
+//! metadata record; and, for a customer an event or timer reaches before the
+//! background does, right before that event or timer. Either way the
+//! customer is re-evaluated from the same state at the same instant, so
+//! where slices and batches fall changes nothing the re-evaluation emits.
+//! A stale customer's pending timer was set by the old rules: it is dropped
+//! and the re-evaluation sets the new rules' one.
+//!
 //! **Populations** count, per segment, the customers whose committed state
 //! is in it: each segment change moves them, and a forget removes the
 //! customer from every segment it was in.
@@ -33,7 +46,7 @@
 pub mod changelog;
 mod meta;
 
-pub use meta::{changelog_key, PartitionMeta, META_FORMAT_VERSION};
+pub use meta::{changelog_key, PartitionMeta, RulesProgress, META_FORMAT_VERSION};
 
 use crate::encode::encode;
 use crate::engine::{apply, Decision, Engine, Input, Origin, Output, Tables};
@@ -222,6 +235,10 @@ pub struct PartitionTask {
     timers: Timers,
     next_offsets: BTreeMap<String, i64>,
     populations: BTreeMap<String, u64>,
+    rules: Option<RulesProgress>,
+    /// Something the metadata record carries changed outside a step (a
+    /// rules switch): the next step writes the record.
+    meta_dirty: bool,
 }
 
 impl PartitionTask {
@@ -244,6 +261,8 @@ impl PartitionTask {
             timers: index,
             next_offsets: meta.next_offsets,
             populations: meta.populations,
+            rules: meta.rules,
+            meta_dirty: false,
         }
     }
 
@@ -303,6 +322,7 @@ impl PartitionTask {
             // task's own records carry none, so every copy of a batch's
             // record, the changelog's included, is the same whoever wrote it.
             changelog_next: None,
+            rules: self.rules.as_ref(),
         }
     }
 
@@ -322,7 +342,91 @@ impl PartitionTask {
             next_offsets: self.next_offsets.clone(),
             populations: self.populations.clone(),
             changelog_next: None,
+            rules: self.rules.clone(),
         }
+    }
+
+    /// The rules version the partition decides under and its re-evaluation.
+    pub fn rules_progress(&self) -> Option<&RulesProgress> {
+        self.rules.as_ref()
+    }
+
+    /// The customer after which the background re-evaluation goes on
+    /// (`""`: from the first); `None` when none is pending.
+    pub fn reevaluation_after(&self) -> Option<&str> {
+        self.rules.as_ref().and_then(|r| r.after.as_deref())
+    }
+
+    /// Makes `engine`'s rules the partition's: after a reload, a restart
+    /// on another rules file, or taking over a partition last decided under
+    /// other rules. If they are not the ones recorded, the partition
+    /// switches at its watermark and a re-evaluation of every stored
+    /// customer starts (a partition that never saw an event has none). The
+    /// next step or slice writes the metadata record. True if a
+    /// re-evaluation is pending.
+    pub fn switch_rules(&mut self, engine: &Engine) -> bool {
+        let version = engine.rules().version();
+        if self.rules.as_ref().is_none_or(|r| r.version != version) {
+            let at = self.watermark.current();
+            let after = (at != Timestamp::MIN || !self.populations.is_empty()).then(String::new);
+            self.rules = Some(RulesProgress { version: version.to_owned(), at, after });
+            self.meta_dirty = true;
+        }
+        self.reevaluation_after().is_some()
+    }
+
+    /// One slice of the background re-evaluation: `customers`, the next
+    /// stored customers after [`PartitionTask::reevaluation_after`] in key
+    /// order (each loaded in `states`), are re-evaluated where they are
+    /// stale; `complete` says that no stored customer follows them. Their
+    /// new timers that are already due fire. Returns what the slice
+    /// commits, the metadata record (with the new position) always.
+    pub fn reevaluate(
+        &mut self,
+        engine: &Engine,
+        customers: &[String],
+        complete: bool,
+        states: &mut BatchStates,
+    ) -> StepOutput {
+        let mut out = StepOutput::default();
+        let mut delta = TimerDelta::default();
+        for c in customers {
+            self.refresh(engine, c, states, &mut delta, &mut out);
+        }
+        self.fire_due_timers(engine, states, &mut delta, &mut out);
+        if let Some(r) = self.rules.as_mut() {
+            r.after = match (complete, customers.last()) {
+                (true, _) => None,
+                (false, Some(last)) => Some(last.clone()),
+                (false, None) => r.after.take(),
+            };
+        }
+        self.meta_dirty = true;
+        self.finish(states, delta, &mut out, &[]);
+        out
+    }
+
+    /// Re-evaluates `customer` at the switch instant if it was decided
+    /// under other rules (see the module doc); its old timer is replaced
+    /// by the new rules'. True if it was.
+    fn refresh(
+        &mut self,
+        engine: &Engine,
+        customer: &str,
+        states: &mut BatchStates,
+        delta: &mut TimerDelta,
+        out: &mut StepOutput,
+    ) -> bool {
+        let Some(at) = self.rules.as_ref().map(|r| r.at) else { return false };
+        let Some(slot) = states.map.get_mut(customer) else { return false };
+        if !engine.is_stale(&slot.state) {
+            return false;
+        }
+        let decision = apply(&mut slot.state, Input::RulesChanged { customer, at }, &self.tables.context(engine));
+        slot.changed = true;
+        self.set_timer(customer, decision.next_timer, delta);
+        self.record(decision, at, out);
+        true
     }
 
     /// The customers whose timers a step of `events` can fire: those due by
@@ -353,6 +457,7 @@ impl PartitionTask {
         for ((event, tag), &(topic, offset)) in input.events.iter().zip(input.positions) {
             self.watermark.observe(event.time);
             populations_dirty |= self.fire_due_timers(engine, states, &mut delta, &mut out);
+            populations_dirty |= self.refresh(engine, &event.customer, states, &mut delta, &mut out);
             populations_dirty |=
                 self.fire_own_timers(engine, &event.customer, event.time, states, &mut delta, &mut out);
             let slot = states.map.entry(event.customer.clone()).or_insert_with(|| missing_slot(&event.customer));
@@ -385,7 +490,21 @@ impl PartitionTask {
             self.watermark.observe_wall_clock(input.now);
         }
         populations_dirty |= self.fire_due_timers(engine, states, &mut delta, &mut out);
+        self.meta_dirty |= tables_dirty || populations_dirty || self.watermark.current() != watermark_before;
+        self.finish(states, delta, &mut out, input.next_offsets);
+        out
+    }
 
+    /// Ends a step or slice: the changed states' writes, the timer moves,
+    /// the new input positions, and the metadata record if anything in it
+    /// changed.
+    fn finish(
+        &mut self,
+        states: &mut BatchStates,
+        delta: TimerDelta,
+        out: &mut StepOutput,
+        next_offsets: &[(&str, i64)],
+    ) {
         let mut writes = Vec::new();
         for (customer, slot) in states.map.iter_mut().filter(|(_, s)| s.changed) {
             let bytes = if slot.is_gone() { None } else { Some(encode(&slot.state)) };
@@ -399,24 +518,22 @@ impl PartitionTask {
         self.timers.compact();
         out.timers_set = set;
         out.timers_clear = clear;
-        let mut offsets_moved = false;
-        for (topic, next) in input.next_offsets {
+        for (topic, next) in next_offsets {
             match self.next_offsets.get_mut(*topic) {
                 Some(o) if *o == *next => {}
                 Some(o) => {
                     *o = *next;
-                    offsets_moved = true;
+                    self.meta_dirty = true;
                 }
                 None => {
                     self.next_offsets.insert(topic.to_string(), *next);
-                    offsets_moved = true;
+                    self.meta_dirty = true;
                 }
             }
         }
-        if offsets_moved || tables_dirty || populations_dirty || self.watermark.current() != watermark_before {
+        if std::mem::take(&mut self.meta_dirty) {
             out.meta = Some(self.meta_ref().encode());
         }
-        out
     }
 
     /// Fires every timer due at or before the watermark, earliest first.
@@ -466,6 +583,10 @@ impl PartitionTask {
         out: &mut StepOutput,
     ) -> bool {
         delta.touch(customer.clone(), Some(due));
+        if self.refresh(engine, &customer, states, delta, out) {
+            // The old rules' timer; the re-evaluation set the new rules' one.
+            return true;
+        }
         let slot = states.map.entry(customer.to_string()).or_insert_with(|| missing_slot(&customer));
         let decision = apply(&mut slot.state, Input::Timer { customer: &customer, due }, &self.tables.context(engine));
         slot.changed = true;
@@ -623,6 +744,38 @@ impl InMemory {
         }
         let input = StepInput { events: &tagged, positions: &positions, next_offsets: &next, now, live };
         let out = self.task.step(engine, input, &mut self.scratch);
+        self.keep_changed();
+        out
+    }
+
+    /// Switches the partition to `engine`'s rules ([`PartitionTask::switch_rules`]).
+    pub fn switch_rules(&mut self, engine: &Engine) -> bool {
+        self.task.switch_rules(engine)
+    }
+
+    /// One background re-evaluation slice over at most `max` stored
+    /// customers, in key order as the store gives them
+    /// ([`PartitionTask::reevaluate`]); `None` when none is pending.
+    pub fn reevaluate(&mut self, engine: &Engine, max: usize) -> Option<StepOutput> {
+        let after = self.task.reevaluation_after()?.to_owned();
+        let mut customers: Vec<String> = self
+            .states
+            .range::<str, _>((std::ops::Bound::Excluded(after.as_str()), std::ops::Bound::Unbounded))
+            .take(max.saturating_add(1))
+            .map(|(c, _)| c.clone())
+            .collect();
+        let complete = customers.len() <= max;
+        customers.truncate(max);
+        for c in &customers {
+            self.scratch.insert(c.clone(), Box::new(self.states[c].clone()), 0);
+        }
+        let out = self.task.reevaluate(engine, &customers, complete, &mut self.scratch);
+        self.keep_changed();
+        Some(out)
+    }
+
+    /// Takes the states a step or slice changed into `states`.
+    fn keep_changed(&mut self) {
         for (customer, slot) in self.scratch.drain() {
             if !slot.changed() {
                 continue;
@@ -633,7 +786,6 @@ impl InMemory {
                 self.states.insert(customer, *slot.state);
             }
         }
-        out
     }
 }
 

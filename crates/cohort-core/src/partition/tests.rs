@@ -333,3 +333,181 @@ fn admit_refuses_reserved_keys_and_invalid_events() {
     ev.time = Timestamp(START + 2 * 3_600_000);
     assert!(admit(&ev, Timestamp(START), &settings()).is_err(), "beyond the future skew");
 }
+
+/// The golden rules changed the way a marketer changes them: the VIP
+/// threshold moved from 1000 to 100, `keto` (and its offer) removed, a
+/// time-dependent segment `browsed` added.
+fn engine_v2() -> Engine {
+    let text = include_str!("../../tests/golden/rules.yaml")
+        .replace("when: spend.365d >= 1000", "when: spend.365d >= 100")
+        .replace("  - name: keto\n    when: affinity(\"keto\") >= 0.5\n", "")
+        .replace(
+            "  - id: keto_bundle\n    eligible: in_segment(\"keto\")\n",
+            "  - id: keto_bundle\n    eligible: in_segment(\"vegan\")\n",
+        )
+        .replace("segments:\n", "segments:\n  - name: browsed\n    when: product_views.7d >= 1\n");
+    let rules = RuleSet::from_yaml("rules-v2.yaml", &text).expect("rules v2");
+    Engine::new(rules, EngineSettings::default())
+}
+
+/// Runs `evs` under `v1` in one batch, switches to `v2`, and re-evaluates
+/// in slices of `slice` customers; returns the re-evaluation's outputs and
+/// the partition after it.
+fn switched(v1: &Engine, v2: &Engine, evs: &[Event], slice: usize) -> (Vec<Decided>, InMemory) {
+    let mut m = InMemory::new(PartitionTask::new(0, PartitionMeta::default(), [], settings()));
+    m.step(v1, evs, Timestamp(START), false);
+    assert!(m.switch_rules(v2), "a partition with customers re-evaluates them");
+    let mut outputs = Vec::new();
+    while let Some(out) = m.reevaluate(v2, slice) {
+        assert!(out.meta.is_some(), "every slice commits its progress");
+        outputs.extend(out.outputs);
+    }
+    (outputs, m)
+}
+
+fn by_id(outputs: &[Decided]) -> BTreeMap<String, Output> {
+    outputs.iter().map(|d| (d.output.id().to_owned(), d.output.clone())).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// A re-evaluation leaves every customer decided under the new rules,
+    /// nobody in a removed segment, the populations equal to a count over
+    /// the states, and emits only `rules_changed` segment changes (no
+    /// offers); and how it is sliced changes nothing it emits or commits.
+    #[test]
+    fn a_rules_switch_reevaluates_everyone_whatever_the_slices(
+        spec in prop::collection::vec((0..CUSTOMERS.len(), gap(), kind()), 1..60),
+        slice in 1..5usize,
+    ) {
+        let (v1, v2) = (engine(), engine_v2());
+        let evs = events(&spec);
+        let (outputs, m) = switched(&v1, &v2, &evs, usize::MAX);
+        let (sliced, m2) = switched(&v1, &v2, &evs, slice);
+        prop_assert_eq!(by_id(&outputs), by_id(&sliced));
+        prop_assert_eq!(&m.states, &m2.states);
+        prop_assert_eq!(m.task.meta(), m2.task.meta());
+        for s in m.states.values() {
+            prop_assert!(!v2.is_stale(s));
+            prop_assert!(s.segments.iter().all(|x| x.segment != "keto"));
+        }
+        prop_assert_eq!(&m.task.meta().populations, &count_populations(&m.states));
+        prop_assert!(m.task.meta().rules.is_some_and(|r| r.after.is_none() && r.version == v2.rules().version()));
+        for d in &outputs {
+            match &d.output {
+                Output::SegmentChanged(s) if s.cause.kind == crate::engine::CauseKind::RulesChanged => {
+                    prop_assert_eq!(&s.rules_version, v2.rules().version());
+                }
+                // Only a new rules' timer that is already due may follow.
+                Output::SegmentChanged(s) => prop_assert_eq!(s.cause.kind, crate::engine::CauseKind::Timer),
+                Output::NextBestOffer(n) => prop_assert_eq!(n.cause.kind, crate::engine::CauseKind::Timer),
+                Output::Forgotten(_) => prop_assert!(false, "a re-evaluation forgets nobody"),
+            }
+        }
+    }
+
+    /// Events that reach stale customers before the background slices do
+    /// re-evaluate them first, from the same state at the same instant: the
+    /// same re-evaluation outputs (id and content) and the same states as
+    /// slices run before the events; and a crash mid-way resumes from the
+    /// committed position with the same outputs.
+    #[test]
+    fn events_during_a_reevaluation_and_a_crash_change_nothing_it_emits(
+        spec in prop::collection::vec((0..CUSTOMERS.len(), gap(), kind()), 2..60),
+        after in prop::collection::vec((0..CUSTOMERS.len(), 0..(10 * MIN), (0..4u8).prop_map(Kind::View)), 1..8),
+        slice in 1..3usize,
+    ) {
+        let (v1, v2) = (engine(), engine_v2());
+        let evs = events(&spec);
+        let mut later = events(&after);
+        let last = evs.iter().map(|e| e.time.as_millis()).max().unwrap_or(START);
+        for (i, e) in later.iter_mut().enumerate() {
+            e.id = format!("later-{i}");
+            e.time = Timestamp(e.time.as_millis() - START + last);
+        }
+        // Slices first, then the events.
+        let (mut first, mut a) = switched(&v1, &v2, &evs, usize::MAX);
+        first.extend(a.step(&v2, &later, Timestamp(START), false).outputs);
+        // One slice, the events, a crash, the rest of the slices.
+        let mut b = InMemory::new(PartitionTask::new(0, PartitionMeta::default(), [], settings()));
+        b.step(&v1, &evs, Timestamp(START), false);
+        b.switch_rules(&v2);
+        let mut second = b.reevaluate(&v2, slice).expect("pending").outputs;
+        second.extend(b.step(&v2, &later, Timestamp(START), false).outputs);
+        let mut restarted = InMemory::new(PartitionTask::new(0, b.task.meta(), b.task.pending_timers(), settings()));
+        restarted.states = b.states.clone();
+        prop_assert!(!restarted.switch_rules(&v2) || restarted.task.reevaluation_after().is_some());
+        while let Some(out) = restarted.reevaluate(&v2, slice) {
+            second.extend(out.outputs);
+        }
+        let (x, y) = (by_id(&first), by_id(&second));
+        for (id, out) in &y {
+            if let Output::SegmentChanged(s) = out {
+                if s.cause.kind == crate::engine::CauseKind::RulesChanged {
+                    prop_assert_eq!(Some(out), x.get(id), "re-evaluation {} differs", id);
+                }
+            }
+        }
+        let rules_changed = |m: &BTreeMap<String, Output>| {
+            m.values()
+                .filter(|o| matches!(o, Output::SegmentChanged(s) if s.cause.kind == crate::engine::CauseKind::RulesChanged))
+                .count()
+        };
+        prop_assert_eq!(rules_changed(&x), rules_changed(&y));
+        prop_assert_eq!(&a.states, &restarted.states);
+    }
+}
+
+#[test]
+fn a_rules_switch_moves_exactly_the_customers_it_should() {
+    let (v1, v2) = (engine(), engine_v2());
+    let buy = |id: &str, customer: &str, euros: f64| Event {
+        id: id.into(),
+        customer: customer.into(),
+        time: Timestamp(START),
+        kind: EventKind::Purchase(Purchase {
+            order_id: id.into(),
+            items: vec![LineItem { product_id: "p1".into(), category: None, quantity: 1, unit_price: euros }],
+            total: euros,
+            currency: "EUR".into(),
+            channel: None,
+        }),
+    };
+    let mut view = Click::new(ClickKind::ProductView);
+    view.product_id = Some("p0".into());
+    view.category = Some("keto".into());
+    let evs = [buy("a1", "ana", 120.0), buy("b1", "ben", 1200.0), buy("c1", "cem", 50.0)];
+    let evs: Vec<Event> = evs
+        .into_iter()
+        .chain((0..5).map(|i| Event {
+            id: format!("d{i}"),
+            customer: "dia".into(),
+            time: Timestamp(START + i * MIN),
+            kind: EventKind::Click(view.clone()),
+        }))
+        .collect();
+    let (outputs, m) = switched(&v1, &v2, &evs, 2);
+    let changes: BTreeMap<&str, (&[String], &[String])> = outputs
+        .iter()
+        .filter_map(|d| match &d.output {
+            Output::SegmentChanged(s) => Some((s.customer.as_str(), (&s.entered[..], &s.exited[..]))),
+            _ => None,
+        })
+        .collect();
+    let strs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    // ana: 120 is now VIP (was silver); ben was VIP already; cem is below
+    // every tier; dia browsed (new segment) and leaves the removed `keto`.
+    assert_eq!(changes.get("ana").map(|(e, x)| (e.to_vec(), x.to_vec())), Some((strs(&["vip"]), strs(&[]))));
+    assert!(!changes.contains_key("ben") && !changes.contains_key("cem"), "{changes:?}");
+    assert_eq!(changes.get("dia").map(|(e, x)| (e.to_vec(), x.to_vec())), Some((strs(&["browsed"]), strs(&["keto"]))));
+    let pops = &m.task.meta().populations;
+    assert_eq!(pops.get("vip"), Some(&2));
+    assert_eq!(pops.get("keto"), None);
+    assert_eq!(pops.get("browsed"), Some(&1));
+    // `browsed` can end from 7 days after dia's first view on: the new
+    // rules' timer (a timer may be early, never late).
+    let timer = m.task.timer_of("dia").expect("the new rules set a timer");
+    assert!(timer >= Timestamp(START + 7 * DAY) && timer <= Timestamp(START + 4 * MIN + 7 * DAY), "{timer:?}");
+    assert!(outputs.iter().all(|d| !matches!(d.output, Output::NextBestOffer(_))), "no offer on a rules change");
+}
