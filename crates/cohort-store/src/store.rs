@@ -587,6 +587,46 @@ impl Store {
         }
     }
 
+    /// Up to `limit` customer ids of `partition` after `after` in key order
+    /// (`""`: from the first), and whether they are the last ones. What a
+    /// re-evaluation after a rules change walks through, slice by slice.
+    pub fn customers_after(
+        &self,
+        partition: u32,
+        after: &str,
+        limit: usize,
+    ) -> Result<(Vec<String>, bool), StoreError> {
+        self.with_db(|db| {
+            let mut opts = ReadOptions::default();
+            opts.set_iterate_upper_bound(partition_range(partition).1.to_vec());
+            let mut it = db.raw_iterator_cf_opt(cf(db, CF_STATES)?, opts);
+            let after_key = state_key(partition, after);
+            it.seek(&after_key);
+            if it.key() == Some(&after_key[..]) {
+                it.next();
+            }
+            let mut out = Vec::with_capacity(limit.min(ITER_CHUNK * 16));
+            while let Some(key) = it.key() {
+                if out.len() == limit {
+                    return Ok((out, false));
+                }
+                match std::str::from_utf8(&key[PARTITION_LEN.min(key.len())..]) {
+                    Ok(customer) => out.push(customer.to_owned()),
+                    Err(_) => {
+                        return Err(StoreError::CorruptRecord {
+                            cf: CF_STATES,
+                            key: display_key(key),
+                            reason: "customer id is not UTF-8".into(),
+                        })
+                    }
+                }
+                it.next();
+            }
+            it.status().map_err(|e| StoreError::rocks("scan", e))?;
+            Ok((out, true))
+        })
+    }
+
     /// Deletes a customer's states and timers in every partition the store
     /// holds, then purges them from disk: flush, compaction of the deleted
     /// keys down to the last level, and a reopen so RocksDB writes a fresh

@@ -13,5 +13,6 @@ pub mod liveness;
 pub mod loadgen_cmd;
 pub mod memory;
 pub mod metrics;
+pub mod reload;
 pub mod secrets;
 pub mod worker;

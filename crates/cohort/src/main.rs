@@ -252,14 +252,34 @@ fn lookup_json(
 
 struct AdminLookup {
     store: Arc<Store>,
-    engine: Arc<Engine>,
+    engine: cohort::reload::SharedEngine,
     clock: Arc<dyn Clock>,
 }
 
 impl CustomerLookup for AdminLookup {
     fn customer_json(&self, customer: &str) -> Result<Option<String>, String> {
-        lookup_json(&self.store, &self.engine, customer, self.clock.now()).map_err(|e| e.to_string())
+        lookup_json(&self.store, &self.engine.get(), customer, self.clock.now()).map_err(|e| e.to_string())
     }
+}
+
+/// SIGHUP makes the worker read its rules file now (README, "Changing the rules").
+fn reload_on_sighup(wake: std::sync::mpsc::Sender<()>) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reading the rules file");
+                if wake.send(()).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(wake);
+    Ok(())
 }
 
 async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
@@ -268,7 +288,8 @@ async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) ->
     let readiness = Arc::new(Readiness::default());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let worker = Worker::open(config.clone(), metrics.clone(), readiness.clone(), clock.clone())?;
-    let lookup = Arc::new(AdminLookup { store: worker.store(), engine: worker.engine(), clock });
+    let lookup = Arc::new(AdminLookup { store: worker.store(), engine: worker.shared_engine(), clock });
+    reload_on_sighup(worker.rules_waker())?;
     let addr: std::net::SocketAddr = config.http.listen.parse()?;
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let (bound, http_task) = http::serve(addr, metrics, readiness, Some(lookup), async {

@@ -69,8 +69,15 @@ pub struct Metrics {
     pub stall_seconds: GaugeVec,
     /// Each owned partition's event-time watermark, in seconds since the epoch.
     pub partition_watermark: IntGaugeVec,
-    /// The loaded rules file's version (the label); always 1.
+    /// The rules version in force (the label): 1 for it, 0 for those replaced.
     pub rules_info: IntGaugeVec,
+    /// Rules files read after a change or SIGHUP, by result (`applied`,
+    /// `refused`: did not compile, the rules in force keep running).
+    pub rules_reloads: IntCounterVec,
+    /// Owned partitions whose customers are being re-evaluated after a rules change.
+    pub reevaluating_partitions: IntGauge,
+    /// Stored customers the background re-evaluation has examined.
+    pub reevaluated_customers: IntCounter,
     /// This build's version (the label); always 1.
     pub build_info: IntGaugeVec,
 }
@@ -264,7 +271,25 @@ impl Metrics {
                 "Each owned partition's event-time watermark, in seconds since the epoch.",
                 &["partition"],
             )?,
-            rules_info: gauge_vec("cohort_rules_info", "The loaded rules version, as a label.", &["version"])?,
+            rules_info: gauge_vec(
+                "cohort_rules_info",
+                "The rules version in force, as a label (1); versions replaced since the start read 0.",
+                &["version"],
+            )?,
+            rules_reloads: counter_vec(
+                "cohort_rules_reloads_total",
+                "Rules files read after a change or SIGHUP, by result: applied, refused (did not compile; the rules \
+                 in force keep running).",
+                &["result"],
+            )?,
+            reevaluating_partitions: gauge(
+                "cohort_reevaluation_partitions",
+                "Owned partitions whose stored customers are being re-evaluated after a rules change.",
+            )?,
+            reevaluated_customers: counter(
+                "cohort_reevaluated_customers_total",
+                "Stored customers the background re-evaluation after a rules change has examined.",
+            )?,
             build_info: gauge_vec("cohort_build_info", "This build's version, as a label.", &["version"])?,
             registry,
         })

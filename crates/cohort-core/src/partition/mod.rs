@@ -183,6 +183,18 @@ pub struct StepInput<'a> {
     pub now: Timestamp,
     /// Whether the watermark follows the wall clock when events stop.
     pub live: bool,
+    /// A slice of the background re-evaluation after a rules change,
+    /// decided before the events (see [`PartitionTask::reevaluate`]).
+    pub reevaluate: Option<Slice<'a>>,
+}
+
+/// The next stored customers after [`PartitionTask::reevaluation_after`] in
+/// key order, each loaded in the step's states, and whether no stored
+/// customer follows them.
+#[derive(Clone, Copy, Debug)]
+pub struct Slice<'a> {
+    pub customers: &'a [String],
+    pub complete: bool,
 }
 
 /// An output and the time of the input that caused it (an event's time, a
@@ -375,12 +387,10 @@ impl PartitionTask {
         self.reevaluation_after().is_some()
     }
 
-    /// One slice of the background re-evaluation: `customers`, the next
-    /// stored customers after [`PartitionTask::reevaluation_after`] in key
-    /// order (each loaded in `states`), are re-evaluated where they are
-    /// stale; `complete` says that no stored customer follows them. Their
-    /// new timers that are already due fire. Returns what the slice
-    /// commits, the metadata record (with the new position) always.
+    /// One slice of the background re-evaluation and nothing else: a step
+    /// of no events ([`StepInput::reevaluate`]). Stale customers among the
+    /// slice's are re-evaluated, their new timers that are already due
+    /// fire, and the metadata record (with the new position) is written.
     pub fn reevaluate(
         &mut self,
         engine: &Engine,
@@ -388,22 +398,15 @@ impl PartitionTask {
         complete: bool,
         states: &mut BatchStates,
     ) -> StepOutput {
-        let mut out = StepOutput::default();
-        let mut delta = TimerDelta::default();
-        for c in customers {
-            self.refresh(engine, c, states, &mut delta, &mut out);
-        }
-        self.fire_due_timers(engine, states, &mut delta, &mut out);
-        if let Some(r) = self.rules.as_mut() {
-            r.after = match (complete, customers.last()) {
-                (true, _) => None,
-                (false, Some(last)) => Some(last.clone()),
-                (false, None) => r.after.take(),
-            };
-        }
-        self.meta_dirty = true;
-        self.finish(states, delta, &mut out, &[]);
-        out
+        let input = StepInput {
+            events: &[],
+            positions: &[],
+            next_offsets: &[],
+            now: Timestamp::MIN,
+            live: false,
+            reevaluate: Some(Slice { customers, complete }),
+        };
+        self.step(engine, input, states)
     }
 
     /// Re-evaluates `customer` at the switch instant if it was decided
@@ -454,6 +457,19 @@ impl PartitionTask {
         let mut populations_dirty = false;
         let mut delta = TimerDelta::default();
         assert_eq!(input.events.len(), input.positions.len(), "one position per event");
+        if let Some(slice) = input.reevaluate {
+            for c in slice.customers {
+                populations_dirty |= self.refresh(engine, c, states, &mut delta, &mut out);
+            }
+            if let Some(r) = self.rules.as_mut() {
+                r.after = match (slice.complete, slice.customers.last()) {
+                    (true, _) => None,
+                    (false, Some(last)) => Some(last.clone()),
+                    (false, None) => r.after.take(),
+                };
+            }
+            self.meta_dirty = true;
+        }
         for ((event, tag), &(topic, offset)) in input.events.iter().zip(input.positions) {
             self.watermark.observe(event.time);
             populations_dirty |= self.fire_due_timers(engine, states, &mut delta, &mut out);
@@ -742,7 +758,8 @@ impl InMemory {
                 self.scratch.insert(c.to_string(), Box::new(state), 0);
             }
         }
-        let input = StepInput { events: &tagged, positions: &positions, next_offsets: &next, now, live };
+        let input =
+            StepInput { events: &tagged, positions: &positions, next_offsets: &next, now, live, reevaluate: None };
         let out = self.task.step(engine, input, &mut self.scratch);
         self.keep_changed();
         out

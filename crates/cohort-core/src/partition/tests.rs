@@ -296,6 +296,7 @@ fn a_step_commits_offsets_watermark_and_populations_in_its_metadata() {
         next_offsets: &[("clickstream", 11)],
         now: Timestamp(START),
         live: false,
+        reevaluate: None,
     };
     let out = task.step(&engine, input, &mut states);
     let meta = PartitionMeta::decode(out.meta.as_deref().expect("metadata written")).expect("decodes");
@@ -315,6 +316,7 @@ fn a_step_commits_offsets_watermark_and_populations_in_its_metadata() {
         next_offsets: &[("clickstream", 11)],
         now: Timestamp(START),
         live: false,
+        reevaluate: None,
     };
     assert!(task.step(&engine, input, &mut BatchStates::default()).is_empty());
 }

@@ -201,11 +201,22 @@ impl Default for FormatConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RulesConfig {
     pub path: PathBuf,
+    /// How often the file is checked for a change (SIGHUP checks at once);
+    /// `0s`: only on SIGHUP.
+    #[serde(with = "humantime_serde")]
+    pub watch_interval: Duration,
+    /// Stored customers one partition re-evaluates per batch after a rules
+    /// change (README, "Changing the rules").
+    pub reevaluation_slice: usize,
 }
 
 impl Default for RulesConfig {
     fn default() -> Self {
-        RulesConfig { path: PathBuf::from("deploy/rules.yaml") }
+        RulesConfig {
+            path: PathBuf::from("deploy/rules.yaml"),
+            watch_interval: Duration::from_secs(2),
+            reevaluation_slice: 5_000,
+        }
     }
 }
 
@@ -459,6 +470,9 @@ impl Config {
         }
         if p.stall_timeout < Duration::from_secs(1) {
             return Err(bad("processing.stall_timeout", "must be at least 1s".into()));
+        }
+        if self.rules.reevaluation_slice == 0 {
+            return Err(bad("rules.reevaluation_slice", "must be at least 1".into()));
         }
         if p.batch_max_wait.is_zero() {
             return Err(bad("processing.batch_max_wait", "must be longer than 0s".into()));

@@ -24,7 +24,6 @@ use crate::metrics::Metrics;
 use crate::worker::{self, Clock, Worker};
 use anyhow::{anyhow, bail, Context as _};
 use cohort_codec::{CauseKind, Decoder, Encoder, Format, Registry};
-use cohort_core::engine::Engine;
 use cohort_core::event::{Event, EventKind};
 use cohort_core::time::{Duration as SimDuration, Timestamp, MS_PER_DAY};
 use cohort_kafka::{EmbeddedBroker, OutputProducer, OutputRecord};
@@ -138,7 +137,7 @@ fn default_rules() -> PathBuf {
 
 struct DemoLookup {
     store: Arc<Store>,
-    engine: Arc<Engine>,
+    engine: crate::reload::SharedEngine,
     clock: Arc<AccelClock>,
 }
 
@@ -153,7 +152,7 @@ impl CustomerLookup for DemoLookup {
             first.partition,
             &state,
             &first.timers,
-            &self.engine,
+            &self.engine.get(),
             self.clock.now(),
         );
         serde_json::to_string_pretty(&doc).map(Some).map_err(|e| e.to_string())
@@ -211,7 +210,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     let worker = Worker::open(config.clone(), metrics.clone(), readiness.clone(), clock.clone())?;
 
     // HTTP.
-    let lookup = Arc::new(DemoLookup { store: worker.store(), engine: worker.engine(), clock: clock.clone() });
+    let lookup = Arc::new(DemoLookup { store: worker.store(), engine: worker.shared_engine(), clock: clock.clone() });
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let (bound, http_task) = match http::serve(args.listen, metrics.clone(), readiness.clone(), Some(lookup), async {
         let _ = stop_http_rx.await;

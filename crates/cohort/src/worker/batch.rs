@@ -9,8 +9,9 @@ use super::telemetry::{CorruptStateReset, RecordDeadLettered};
 use super::Worker;
 use crate::hot;
 use anyhow::anyhow;
+use cohort_core::engine::{CauseKind, Output};
 use cohort_core::event::Event;
-use cohort_core::partition::{admit, changelog_key, BatchStates, StepInput};
+use cohort_core::partition::{admit, changelog_key, BatchStates, Slice, StepInput};
 use cohort_core::state::CustomerState;
 use cohort_core::time::Timestamp;
 use cohort_kafka::{InputRecord, TopicPartition};
@@ -40,7 +41,7 @@ impl Worker {
             by_partition.entry(r.partition).or_default().push(r);
         }
         for (p, rt) in &self.partitions {
-            if live || !rt.fence.is_empty() {
+            if live || !rt.fence.is_empty() || rt.task.reevaluation_after().is_some() {
                 by_partition.entry(*p).or_default();
             }
         }
@@ -112,9 +113,34 @@ impl Worker {
             }
         }
 
-        self.load_states(partition, rt, events, now, live, states)?;
-        let input = StepInput { events, positions: &positions, next_offsets: &next_offsets, now, live };
+        // A slice of the re-evaluation after a rules change (`rules`).
+        let slice = match rt.task.reevaluation_after() {
+            Some(after) => Some(
+                self.store
+                    .customers_after(partition as u32, after, self.config.rules.reevaluation_slice)
+                    .map_err(|e| anyhow!("listing partition {partition}'s customers to re-evaluate: {e}"))?,
+            ),
+            None => None,
+        };
+        let slice_customers = slice.as_ref().map_or(&[][..], |(c, _)| &c[..]);
+        self.load_states(partition, rt, events, slice_customers, now, live, states)?;
+        let input = StepInput {
+            events,
+            positions: &positions,
+            next_offsets: &next_offsets,
+            now,
+            live,
+            reevaluate: slice.as_ref().map(|(customers, complete)| Slice { customers, complete: *complete }),
+        };
         let step = rt.task.step(&self.engine, input, states);
+        if let Some((customers, _)) = &slice {
+            let changed = step
+                .outputs
+                .iter()
+                .filter(|d| matches!(&d.output, Output::SegmentChanged(s) if s.cause.kind == CauseKind::RulesChanged))
+                .count();
+            self.reevaluated(partition, rt, customers.len(), changed as u64);
+        }
 
         for (i, rejected) in &step.rejected {
             self.dead_letter(recs[*i], rejected.reason, &rejected.detail, false, out);
@@ -191,14 +217,17 @@ impl Worker {
         Ok(())
     }
 
-    /// Loads the states the step needs: the events' customers and those
-    /// whose timers it can fire. Hot states first; the rest, each once, in
-    /// one multi-get (the batch in flight's writes over the store's).
+    /// Loads the states the step needs: the events' customers, those whose
+    /// timers it can fire and a re-evaluation slice's. Hot states first; the
+    /// rest, each once, in one multi-get (the batch in flight's writes over
+    /// the store's).
+    #[allow(clippy::too_many_arguments)]
     fn load_states(
         &self,
         partition: i32,
         rt: &mut PartitionRuntime,
         events: &[(Event, usize)],
+        slice: &[String],
         now: Timestamp,
         live: bool,
         states: &mut BatchStates,
@@ -206,7 +235,8 @@ impl Worker {
         let (hits, misses) = (rt.hot.hits, rt.hot.misses);
         let due = rt.task.customers_with_due_timers(events, now, live);
         let mut missed: foldhash::HashSet<&str> = Default::default();
-        for c in events.iter().map(|(e, _)| e.customer.as_str()).chain(due.iter().map(|c| &**c)) {
+        let wanted = events.iter().map(|(e, _)| e.customer.as_str()).chain(due.iter().map(|c| &**c));
+        for c in wanted.chain(slice.iter().map(String::as_str)) {
             if states.contains(c) || missed.contains(c) {
                 continue;
             }

@@ -44,8 +44,8 @@
 //!
 //! The worker's roles, one module each: this one (the run loop), `batch`
 //! (decode, load, step, records), `inflight` (the one-batch-in-flight
-//! protocol), `positions`, `partitions` (ownership, populations), `records`
-//! and `telemetry`. See docs/architecture.md.
+//! protocol), `positions`, `partitions` (ownership, populations), `rules`
+//! (switching rules, re-evaluation), `records` and `telemetry`. See docs/architecture.md.
 
 mod batch;
 mod inflight;
@@ -53,6 +53,7 @@ mod partitions;
 mod positions;
 mod records;
 mod restore;
+mod rules;
 mod telemetry;
 
 pub use records::{HEADER_FORGOTTEN, HEADER_ID, HEADER_TYPE};
@@ -61,6 +62,7 @@ use crate::config::{Config, StartFrom, WireFormat};
 use crate::http::Readiness;
 use crate::liveness::{Progress, Watchdog, WatchdogParts};
 use crate::metrics::Metrics;
+use crate::reload::{RulesWatcher, SharedEngine};
 use anyhow::{anyhow, Context as _};
 use batch::Scratch;
 use cohort_codec::{Decoder, Encoder, Format, InputKind, Registry};
@@ -149,6 +151,10 @@ pub struct Worker {
     /// Assigned partitions being restored, with their input topic-partitions
     /// (paused until then).
     restoring: BTreeMap<i32, Vec<TopicPartition>>,
+    /// The engine in force as the admin API sees it (`rules`).
+    shared_engine: SharedEngine,
+    /// New rules read from the rules file (`rules`).
+    rules_watcher: RulesWatcher,
 }
 
 fn format_of(f: WireFormat) -> Format {
@@ -161,8 +167,15 @@ fn format_of(f: WireFormat) -> Format {
 
 /// Loads the rules file, refusing it with file, line, column and reason.
 pub fn load_rules(path: &std::path::Path) -> anyhow::Result<cohort_core::rules::RuleSet> {
+    read_rules(path).map(|(rules, _)| rules)
+}
+
+/// [`load_rules`], and the bytes it compiled.
+fn read_rules(path: &std::path::Path) -> anyhow::Result<(cohort_core::rules::RuleSet, String)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read rules", path.display()))?;
-    cohort_core::rules::RuleSet::from_yaml(&path.display().to_string(), &text).map_err(|e| anyhow!("{e}"))
+    let rules =
+        cohort_core::rules::RuleSet::from_yaml(&path.display().to_string(), &text).map_err(|e| anyhow!("{e}"))?;
+    Ok((rules, text))
 }
 
 /// Builds the codec registry from the configured schemas directory and ids.
@@ -182,15 +195,25 @@ impl Worker {
         readiness: Arc<Readiness>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Worker> {
-        let rules = load_rules(&config.rules.path)?;
+        let (rules, text) = read_rules(&config.rules.path)?;
         metrics.rules_info.with_label_values(&[rules.version()]).set(1);
+        let rules_watcher = RulesWatcher::spawn(
+            config.rules.path.clone(),
+            text.as_bytes(),
+            config.rules.watch_interval,
+            metrics.clone(),
+        );
         // Series that exist before the first output or failure, so rates
         // over them are defined from the start (0, not "No data").
         metrics.output_errors.with_label_values(&[OUTPUT_ERRORS_LABEL]).inc_by(0);
         for kind in ["active", "standby"] {
             metrics.restore_records.with_label_values(&[kind]).inc_by(0);
         }
+        for result in ["applied", "refused"] {
+            metrics.rules_reloads.with_label_values(&[result]).inc_by(0);
+        }
         let engine = Arc::new(Engine::new(rules, Default::default()));
+        let shared = engine.clone();
         let store = Arc::new(
             Store::open(&config.store.path, &config.store.rocksdb)
                 .with_context(|| format!("opening the store at {}", config.store.path.display()))?,
@@ -238,6 +261,8 @@ impl Worker {
             scratch: Scratch::default(),
             restorer: None,
             restoring: BTreeMap::new(),
+            shared_engine: SharedEngine::new(shared),
+            rules_watcher,
         })
     }
 
@@ -246,9 +271,19 @@ impl Worker {
         self.store.clone()
     }
 
-    /// The compiled rules and settings.
+    /// The compiled rules and settings in force.
     pub fn engine(&self) -> Arc<Engine> {
         self.engine.clone()
+    }
+
+    /// The rules in force, as they change (for the admin API).
+    pub fn shared_engine(&self) -> SharedEngine {
+        self.shared_engine.clone()
+    }
+
+    /// Makes the watcher read the rules file now (SIGHUP).
+    pub fn rules_waker(&self) -> std::sync::mpsc::Sender<()> {
+        self.rules_watcher.waker()
     }
 
     /// Consumes until `shutdown` completes, then finishes the batch in hand,
@@ -363,6 +398,16 @@ impl Worker {
             while let Some((p, report)) = self.restorer.as_mut().and_then(|r| r.done.try_recv().ok()) {
                 tokio::task::block_in_place(|| self.on_restored(consumer, p, report))?;
             }
+            if let Some(rules) = self.rules_watcher.take() {
+                // Between two batches, with nothing in flight: every state
+                // the switch may re-evaluate is committed.
+                if !self.finish_unless(in_flight, consumer, &mut shutdown).await? {
+                    return Ok(());
+                }
+                tokio::task::block_in_place(|| self.switch_rules(rules));
+            }
+            // A re-evaluation under way does not wait for records.
+            let wait = if self.reevaluating() { Duration::from_millis(1) } else { cfg.processing.batch_max_wait };
             if last_housekeeping.elapsed() > Duration::from_secs(5) {
                 last_housekeeping = Instant::now();
                 // RocksDB point reads: off the async workers.
@@ -371,7 +416,7 @@ impl Worker {
             let batch = tokio::select! {
                 biased;
                 _ = &mut shutdown => return Ok(()),
-                b = consumer.next_batch(cfg.processing.batch_max_records, cfg.processing.batch_max_wait) => b,
+                b = consumer.next_batch(cfg.processing.batch_max_records, wait) => b,
             };
             let mut partition_events = Vec::new();
             while let Ok(ev) = events.try_recv() {
@@ -402,7 +447,11 @@ impl Worker {
                 records.into_iter().filter(|r| self.partitions.contains_key(&r.partition)).collect();
             let records = self.handed.keep_new(records);
             let live = cfg.processing.live_clock;
-            if records.is_empty() && !live && self.partitions.values().all(|rt| rt.fence.is_empty()) {
+            if records.is_empty()
+                && !live
+                && self.partitions.values().all(|rt| rt.fence.is_empty())
+                && !self.reevaluating()
+            {
                 continue;
             }
             let started = Instant::now();

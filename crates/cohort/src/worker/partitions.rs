@@ -3,6 +3,7 @@
 //! and the exact segment populations they add up to.
 
 use super::restore::Report;
+use super::rules::{begin_reevaluation, ReevaluationRun};
 use super::telemetry::{PartitionAssigned, PartitionRevoked};
 use super::Worker;
 use crate::hot::HotStates;
@@ -22,6 +23,8 @@ pub(super) struct PartitionRuntime {
     /// Customers a restore found in the changelog's tail, re-written by the
     /// partition's next batch (`cohort_core::partition::changelog`).
     pub(super) fence: BTreeSet<String>,
+    /// The re-evaluation under way after a rules change, if any (`rules`).
+    pub(super) reevaluation: Option<ReevaluationRun>,
 }
 
 impl Worker {
@@ -79,16 +82,37 @@ impl Worker {
         result: anyhow::Result<Report>,
     ) -> anyhow::Result<()> {
         let Some(tps) = self.restoring.remove(&p) else { return Ok(()) };
+        match self.resume_restored(consumer, p, &tps, result) {
+            Ok(()) => Ok(()),
+            // The group took the partition away while it was restoring and
+            // its revocation is still queued (librdkafka revokes in the
+            // poll thread): its next owner restores it; nothing was read.
+            Err(e) if !still_assigned(consumer, &tps) => {
+                tracing::info!(partition = p, reason = %format!("{e:#}"), "partition revoked while restoring; left to its next owner");
+                self.ownership_changed();
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn resume_restored(
+        &mut self,
+        consumer: &InputConsumer,
+        p: i32,
+        tps: &[TopicPartition],
+        result: anyhow::Result<Report>,
+    ) -> anyhow::Result<()> {
         let report = result.with_context(|| format!("restoring partition {p} from the changelog"))?;
         let mut rt = self.load_partition(p)?;
         rt.fence = report.tail;
-        for tp in &tps {
+        for tp in tps {
             if let Some(next) = rt.task.next_offset(&tp.topic) {
                 seek(consumer, tp, next)?;
                 self.handed.reset(&tp.topic, p, next);
             }
         }
-        consumer.resume(&tps).with_context(|| format!("resuming partition {p} after its restore"))?;
+        consumer.resume(tps).with_context(|| format!("resuming partition {p} after its restore"))?;
         self.activate(p, rt);
         self.ownership_changed();
         Ok(())
@@ -118,6 +142,7 @@ impl Worker {
         let m = &self.telemetry.metrics;
         m.assigned_partitions.set((self.partitions.len() + self.restoring.len()) as i64);
         m.restoring_partitions.set(self.restoring.len() as i64);
+        self.publish_reevaluation();
         m.ready.set(i64::from(self.readiness.is_ready()));
         self.publish_populations();
     }
@@ -140,11 +165,17 @@ impl Worker {
             .unwrap_or_default();
         let timers =
             self.store.partition_timers(p as u32).with_context(|| format!("reading partition {p}'s timers"))?;
-        Ok(PartitionRuntime {
+        let mut rt = PartitionRuntime {
             task: PartitionTask::new(p, meta, timers, self.task_settings),
             hot: HotStates::default(),
             fence: BTreeSet::new(),
-        })
+            reevaluation: None,
+        };
+        // Last decided under other rules (a restart on a changed rules
+        // file, a partition taken over from a worker on other rules), or a
+        // re-evaluation a crash or a move interrupted: it goes on here.
+        begin_reevaluation(&mut rt, &self.engine);
+        Ok(rt)
     }
 
     /// `cohort_segment_population_customers`: each segment's customers over
@@ -160,9 +191,30 @@ impl Worker {
             }
         }
         let gauge = &self.telemetry.metrics.segment_population;
+        // A segment the rules no longer define leaves the metric once its
+        // last customer has left it.
+        use prometheus::core::Collector as _;
+        for family in gauge.collect() {
+            for metric in family.get_metric() {
+                if let Some(label) = metric.get_label().first() {
+                    if !sums.contains_key(label.value()) {
+                        let _ = gauge.remove_label_values(&[label.value()]);
+                    }
+                }
+            }
+        }
         for (segment, n) in sums {
             gauge.with_label_values(&[segment]).set(n as i64);
         }
+    }
+}
+
+/// Whether every one of these topic-partitions is still assigned to this
+/// member (an unreadable assignment counts as assigned: the error stands).
+fn still_assigned(consumer: &InputConsumer, tps: &[TopicPartition]) -> bool {
+    match consumer.assignment() {
+        Ok(now) => tps.iter().all(|tp| now.contains(tp)),
+        Err(_) => true,
     }
 }
 

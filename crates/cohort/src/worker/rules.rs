@@ -1,0 +1,105 @@
+//! Switching rules while the worker runs, and the background re-evaluation
+//! that follows. cohort-core decides what a switch does to a partition
+//! (`PartitionTask::switch_rules`, `PartitionTask::reevaluate`); this module
+//! says when, feeds the slices, and tells how far it has come.
+//!
+//! The switch happens between two batches with nothing in flight. Each
+//! owned partition then re-evaluates its stored customers in slices of
+//! `rules.reevaluation_slice`, one slice per batch before the batch's events,
+//! so input keeps flowing; the position is in the partition's metadata
+//! record, so a crash or a partition move continues where it stopped.
+
+use super::partitions::PartitionRuntime;
+use super::Worker;
+use cohort_core::engine::Engine;
+use cohort_core::rules::RuleSet;
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::info;
+
+/// A partition's re-evaluation as this worker has seen it, for its log line.
+pub(super) struct ReevaluationRun {
+    started: Instant,
+    customers: u64,
+    changed: u64,
+}
+
+impl Worker {
+    /// Makes `rules` the rules in force: outputs name their version from
+    /// the next batch on, and every owned partition starts re-evaluating
+    /// its stored customers.
+    pub(super) fn switch_rules(&mut self, rules: RuleSet) {
+        let from = self.engine.rules().version().to_owned();
+        let engine = Arc::new(Engine::new(rules, self.engine.settings().clone()));
+        let m = &self.telemetry.metrics;
+        m.rules_info.with_label_values(&[&from]).set(0);
+        m.rules_info.with_label_values(&[engine.rules().version()]).set(1);
+        self.engine = engine.clone();
+        self.shared_engine.set(engine);
+        let mut partitions = Vec::new();
+        for (p, rt) in self.partitions.iter_mut() {
+            if begin_reevaluation(rt, &self.engine) {
+                partitions.push(*p);
+            }
+        }
+        info!(
+            from = %from,
+            to = %self.engine.rules().version(),
+            segments = self.engine.rules().segments().len(),
+            offers = self.engine.rules().offers().len(),
+            reevaluating_partitions = ?partitions,
+            "rules switched: every stored customer is re-evaluated in the background (cause rules_changed)"
+        );
+        self.publish_populations();
+        self.publish_reevaluation();
+    }
+
+    /// Whether an owned partition has customers left to re-evaluate.
+    pub(super) fn reevaluating(&self) -> bool {
+        self.partitions.values().any(|rt| rt.task.reevaluation_after().is_some())
+    }
+
+    /// `cohort_reevaluation_partitions`.
+    pub(super) fn publish_reevaluation(&self) {
+        let n = self.partitions.values().filter(|rt| rt.task.reevaluation_after().is_some()).count();
+        self.telemetry.metrics.reevaluating_partitions.set(n as i64);
+    }
+
+    /// After a slice of `customers` that changed `changed` customers' segments.
+    pub(super) fn reevaluated(&self, partition: i32, rt: &mut PartitionRuntime, customers: usize, changed: u64) {
+        self.telemetry.metrics.reevaluated_customers.inc_by(customers as u64);
+        let run = rt.reevaluation.get_or_insert_with(ReevaluationRun::start);
+        run.customers += customers as u64;
+        run.changed += changed;
+        if rt.task.reevaluation_after().is_none() {
+            let secs = run.started.elapsed().as_secs_f64();
+            info!(
+                partition,
+                rules = %self.engine.rules().version(),
+                customers = run.customers,
+                changed = run.changed,
+                seconds = format!("{secs:.2}"),
+                per_second = (run.customers as f64 / secs.max(1e-6)) as u64,
+                "partition re-evaluated under the rules in force"
+            );
+            rt.reevaluation = None;
+            self.publish_reevaluation();
+        }
+    }
+}
+
+impl ReevaluationRun {
+    fn start() -> ReevaluationRun {
+        ReevaluationRun { started: Instant::now(), customers: 0, changed: 0 }
+    }
+}
+
+/// Switches a partition to `engine`'s rules; true if its customers are to
+/// be re-evaluated (a partition loaded mid-way continues where it stopped).
+pub(super) fn begin_reevaluation(rt: &mut PartitionRuntime, engine: &Engine) -> bool {
+    let pending = rt.task.switch_rules(engine);
+    if pending && rt.reevaluation.is_none() {
+        rt.reevaluation = Some(ReevaluationRun::start());
+    }
+    pending
+}

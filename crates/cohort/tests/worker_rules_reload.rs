@@ -1,0 +1,237 @@
+//! Rules change while the worker runs (README, "Changing the rules"), on
+//! tansu, the e2e broker:
+//!
+//! - a rules file that does not compile is refused (file:line:column in the
+//!   log, `cohort_rules_reloads_total{result="refused"}`) and the rules in
+//!   force keep deciding;
+//! - a valid change is picked up without a restart, and every stored
+//!   customer is re-evaluated without a new event: a new segment fills, a
+//!   changed threshold moves exactly the customers it should, a removed
+//!   segment empties. What the worker emits with cause `rules_changed` is
+//!   exactly what cohort-core's partition task decides over the stopped
+//!   worker's store (the reference);
+//! - a worker SIGKILLed mid-way through the re-evaluation resumes from the
+//!   position in its partitions' metadata, and no output id is emitted
+//!   twice with different contents.
+
+mod common;
+
+use cohort_core::engine::{CauseKind, Engine, EngineSettings, Output};
+use cohort_core::partition::{InMemory, PartitionTask, TaskSettings};
+use cohort_core::rules::RuleSet;
+use cohort_core::time::Duration as CoreDuration;
+use cohort_e2e::TestBroker;
+use common::{http_get, outputs_by_id, profiles_then_clicks, sample, Deployment, WorkerProcess};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const RULES: &str = include_str!("../../../deploy/rules.yaml");
+
+/// The deploy rules as a marketer changes them: a new segment, the window
+/// shopper's threshold lowered from 10 product views to 3, `dach` removed.
+fn rules_v2() -> String {
+    let v2 = RULES
+        .replace("when: product_views.7d >= 10 && orders.30d == 0", "when: product_views.7d >= 3 && orders.30d == 0")
+        .replace("  - name: dach\n    when: profile.country in [\"DE\", \"AT\", \"CH\"]\n", "")
+        .replace("segments:\n", "segments:\n  - name: browsers\n    when: product_views.30d >= 2\n");
+    assert!(v2.contains("browsers") && !v2.contains("name: dach") && v2.contains(">= 3 &&"), "the edits apply");
+    v2
+}
+
+/// The `rules_changed` segment changes cohort-core decides when the rules
+/// switch to `v2` over the states, timers and metadata of a stopped
+/// worker's store: id → (customer, entered, exited, segments).
+fn reference(store: &Path, partitions: i32, v2: &Engine) -> BTreeMap<String, Change> {
+    let store = cohort_store::Store::open(store, &cohort_store::StoreConfig::default()).expect("open the store");
+    let settings =
+        TaskSettings { allowed_lateness: CoreDuration::from_mins(1), max_future_skew: CoreDuration::from_hours(1) };
+    let mut want = BTreeMap::new();
+    for p in 0..partitions {
+        let meta = store.partition_meta(p as u32).expect("read").expect("a metadata record");
+        let timers = store.partition_timers(p as u32).expect("timers");
+        let mut m = InMemory::new(PartitionTask::new(p, meta, timers, settings));
+        for item in store.iter_partition_states(p as u32) {
+            let (customer, bytes) = item.expect("a stored state");
+            m.states.insert(customer, cohort_core::encode::decode(&bytes).expect("decodes"));
+        }
+        assert!(m.switch_rules(v2), "partition {p} has customers to re-evaluate");
+        while let Some(out) = m.reevaluate(v2, 1000) {
+            for d in out.outputs {
+                if let Output::SegmentChanged(s) = d.output {
+                    if s.cause.kind == CauseKind::RulesChanged {
+                        want.insert(s.id.clone(), (s.customer, s.entered, s.exited, s.segments));
+                    }
+                }
+            }
+        }
+    }
+    want
+}
+
+type Change = (String, Vec<String>, Vec<String>, Vec<String>);
+
+/// The worker's `rules_changed` segment changes, id → change.
+fn emitted(records: &[cohort_e2e::Record]) -> BTreeMap<String, Change> {
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array().expect("a list").iter().map(|s| s.as_str().expect("a name").to_string()).collect()
+    };
+    let mut got = BTreeMap::new();
+    for r in records {
+        let json: serde_json::Value = serde_json::from_slice(r.value.as_deref().expect("a value")).expect("JSON");
+        if json["cause"]["kind"] != "rules_changed" {
+            continue;
+        }
+        got.insert(
+            json["id"].as_str().expect("id").to_string(),
+            (
+                json["customer"].as_str().expect("customer").to_string(),
+                strings(&json["entered"]),
+                strings(&json["exited"]),
+                strings(&json["segments"]),
+            ),
+        );
+    }
+    got
+}
+
+fn metrics(worker: &mut WorkerProcess) -> String {
+    let addr = worker.http_addr(Duration::from_secs(30));
+    http_get(&addr, "/metrics").unwrap_or_default()
+}
+
+/// Polls the worker's /metrics until `done` holds for them.
+fn wait_metrics(worker: &mut WorkerProcess, what: &str, deadline: Duration, done: impl Fn(&str) -> bool) -> String {
+    let until = Instant::now() + deadline;
+    loop {
+        worker.assert_running();
+        let text = metrics(worker);
+        if done(&text) {
+            return text;
+        }
+        assert!(Instant::now() < until, "{what}: not within {deadline:?}; log:\n{}", worker.log_tail());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// How many lines of worker `name`'s log contain `what`.
+fn worker_log_count(d: &Deployment, name: &str, what: &str) -> usize {
+    let log = std::fs::read_to_string(d.dir.path().join(format!("{name}.log"))).unwrap_or_default();
+    log.lines().filter(|l| l.contains(what)).count()
+}
+
+fn rules_info(text: &str, version: &str) -> Option<f64> {
+    sample(text, &format!("cohort_rules_info{{version=\"{version}\"}}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rules_change_reevaluates_every_stored_customer_and_survives_a_crash_mid_way() {
+    let broker = TestBroker::shared();
+    let d = Deployment::new(broker.bootstrap(), 2, RULES, "").await;
+    // Watch the file closely, and re-evaluate in slices small enough that
+    // the re-evaluation takes many batches (so the SIGKILL lands mid-way).
+    let config = std::fs::read_to_string(&d.config).expect("config");
+    std::fs::write(
+        &d.config,
+        config.replace("[rules]\n", "[rules]\nwatch_interval = \"100ms\"\nreevaluation_slice = 2\n"),
+    )
+    .expect("config");
+    let rules_path = d.dir.path().join("rules.yaml");
+    let v1 = RuleSet::from_yaml("rules.yaml", RULES).expect("v1").version().to_string();
+    let v2_text = rules_v2();
+    let v2 = Engine::new(RuleSet::from_yaml("rules.yaml", &v2_text).expect("v2"), EngineSettings::default());
+
+    let (profiles, clicks) = profiles_then_clicks(17, 3_000);
+    let (clicks, later) = clicks.split_at(2_700);
+    d.produce(&profiles).await;
+    let mut worker = d.start_worker("first");
+    d.wait_caught_up(Duration::from_secs(180), &mut worker).await;
+    d.produce(clicks).await;
+    d.wait_caught_up(Duration::from_secs(300), &mut worker).await;
+
+    // A broken file: refused with its position, the old rules go on.
+    std::fs::write(&rules_path, RULES.replace("when: orders.90d >= 3", "when: orders.90d >=")).expect("write rules");
+    let text = wait_metrics(&mut worker, "the broken rules file refused", Duration::from_secs(30), |m| {
+        sample(m, "cohort_rules_reloads_total{result=\"refused\"}") == Some(1.0)
+    });
+    assert_eq!(rules_info(&text, &v1), Some(1.0), "the old rules are in force");
+    assert_eq!(sample(&text, "cohort_rules_reloads_total{result=\"applied\"}"), Some(0.0));
+    let log = worker.log_text();
+    assert!(log.contains("refused") && log.contains("rules.yaml:"), "the log names the file and position:\n{log}");
+    let before = d.read_all("segment-changes").await.len();
+    d.produce(later).await;
+    d.wait_caught_up(Duration::from_secs(180), &mut worker).await;
+    let after = d.read_all("segment-changes").await;
+    assert!(after.len() > before, "events after the refused file are still decided");
+    for r in &after[before..] {
+        let json: serde_json::Value = serde_json::from_slice(r.value.as_deref().expect("value")).expect("JSON");
+        assert_eq!(json["rules_version"], v1.as_str(), "decided under the rules in force");
+    }
+
+    // What the switch must emit, from the stopped worker's store.
+    assert!(worker.terminate().success(), "clean stop; log:\n{}", worker.log_tail());
+    std::fs::write(&rules_path, RULES).expect("restore v1");
+    let want = reference(&d.dir.path().join("store"), d.partitions, &v2);
+    let entered = |name: &str| want.values().filter(|c| c.1.iter().any(|s| s == name)).count();
+    let exited = |name: &str| want.values().filter(|c| c.2.iter().any(|s| s == name)).count();
+    assert!(entered("browsers") > 0 && entered("window_shopper") > 0 && exited("dach") > 0, "{want:?}");
+
+    // The switch on a running worker, SIGKILLed mid-way.
+    let mut worker = d.start_worker("second");
+    let _ = metrics(&mut worker);
+    d.wait_caught_up(Duration::from_secs(180), &mut worker).await;
+    std::fs::write(&rules_path, &v2_text).expect("write rules v2");
+    let text = wait_metrics(&mut worker, "the re-evaluation under way", Duration::from_secs(60), |m| {
+        sample(m, "cohort_reevaluated_customers_total").is_some_and(|n| n >= 20.0)
+    });
+    worker.kill();
+    let reevaluated = sample(&text, "cohort_reevaluated_customers_total").unwrap_or_default();
+    eprintln!("SIGKILLed after {reevaluated} customers re-evaluated");
+    // Partitions whose metadata records a switch to v2 left mid-way, and
+    // those that never recorded it (they start it over, at the same
+    // watermark): each completes after the restart with a log line.
+    let unfinished = {
+        let store = cohort_store::Store::open(d.dir.path().join("store"), &cohort_store::StoreConfig::default())
+            .expect("open the store");
+        let rules: Vec<_> = (0..d.partitions as u32)
+            .map(|p| store.partition_meta(p).expect("read").expect("metadata").rules.expect("rules recorded"))
+            .collect();
+        eprintln!("rules and positions in the metadata: {rules:?}");
+        rules.iter().filter(|r| r.version != v2.rules().version() || r.after.is_some()).count()
+    };
+    assert!(unfinished > 0, "the SIGKILL came after the whole re-evaluation: use smaller slices");
+
+    // Restarted on the same store: it goes on where the metadata says.
+    let mut worker = d.start_worker("third");
+    let text = wait_metrics(&mut worker, "the re-evaluation finished", Duration::from_secs(180), |m| {
+        let done = worker_log_count(&d, "third", "partition re-evaluated under the rules in force");
+        done == unfinished && sample(m, "cohort_reevaluation_partitions") == Some(0.0)
+    });
+    assert_eq!(rules_info(&text, &v1), None, "the restarted worker started on the new file");
+    d.wait_caught_up(Duration::from_secs(60), &mut worker).await;
+    assert!(worker.terminate().success(), "clean stop; log:\n{}", worker.log_tail());
+
+    let records = d.read_all("segment-changes").await;
+    outputs_by_id(&records); // fails on an id emitted twice with different contents
+    let got = emitted(&records);
+    for (id, change) in &want {
+        assert_eq!(got.get(id), Some(change), "re-evaluation output {id} of {}", change.0);
+    }
+    assert_eq!(got.len(), want.len(), "no other rules_changed output");
+
+    // Every partition is on v2 with its re-evaluation complete, and no
+    // stored customer is left in the removed segment.
+    let store = cohort_store::Store::open(d.dir.path().join("store"), &cohort_store::StoreConfig::default())
+        .expect("open the store");
+    for p in 0..d.partitions as u32 {
+        let meta = store.partition_meta(p).expect("read").expect("metadata");
+        let rules = meta.rules.expect("the rules version is recorded");
+        assert_eq!((rules.version.as_str(), rules.after), (v2.rules().version(), None), "partition {p}");
+        assert!(!meta.populations.contains_key("dach"), "partition {p}: {:?}", meta.populations);
+        for item in store.iter_partition_states(p) {
+            let state = cohort_core::encode::decode(&item.expect("state").1).expect("decodes");
+            assert!(!v2.is_stale(&state), "every customer decided under the new rules");
+            assert!(state.segments.iter().all(|m| m.segment != "dach"));
+        }
+    }
+}
