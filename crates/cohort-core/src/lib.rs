@@ -14,6 +14,7 @@ pub mod event;
 pub mod hash;
 pub mod offer;
 pub mod partition;
+pub mod preview;
 pub mod rules;
 pub mod state;
 pub mod time;

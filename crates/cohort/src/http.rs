@@ -3,10 +3,10 @@
 //! restored and consuming), and a read-only admin view of one customer.
 
 use crate::metrics::Metrics;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,6 +44,28 @@ impl Readiness {
 pub trait CustomerLookup: Send + Sync + 'static {
     /// The customer's state as JSON, or `None` when unknown.
     fn customer_json(&self, customer: &str) -> Result<Option<String>, String>;
+
+    /// A candidate rules file's preview over the customers of the
+    /// partitions this worker owns (`crate::preview`): JSON, or a table.
+    fn preview(&self, _candidate: &str, _samples: usize, _table: bool) -> Result<String, AdminError> {
+        Err(AdminError::NotHere)
+    }
+}
+
+/// Why an admin request failed.
+#[derive(Debug)]
+pub enum AdminError {
+    /// The request is wrong (a candidate that does not compile): 400.
+    BadRequest(String),
+    /// This process has no store to answer from: 404.
+    NotHere,
+    /// Reading the store failed: 500.
+    Failed(String),
+}
+
+/// The value of `key` in a query string such as `format=table&samples=3`.
+fn query_value<'a>(query: &'a Option<String>, key: &str) -> Option<&'a str> {
+    query.as_deref()?.split('&').find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
 }
 
 #[derive(Clone)]
@@ -75,6 +97,7 @@ fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/admin/customers/{id}", get(customer))
+        .route("/admin/preview", post(preview))
         .with_state(state)
 }
 
@@ -102,6 +125,36 @@ async fn customer(State(s): State<AppState>, Path(id): Path<String>) -> Response
         Ok(Ok(Some(json))) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Ok(Ok(None)) => (StatusCode::NOT_FOUND, "unknown customer\n").into_response(),
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+/// `POST /admin/preview`: the body is the candidate rules file; query
+/// `format` (`json`, the default, or `table`) and `samples` (default 5).
+async fn preview(State(s): State<AppState>, RawQuery(q): RawQuery, body: String) -> Response {
+    let Some(lookup) = s.lookup.clone() else {
+        return (StatusCode::NOT_FOUND, "no customer store in this process\n").into_response();
+    };
+    let table = match query_value(&q, "format") {
+        None | Some("json") => false,
+        Some("table") => true,
+        Some(other) => {
+            return (StatusCode::BAD_REQUEST, format!("format `{other}`: expected json or table\n")).into_response()
+        }
+    };
+    let samples = match query_value(&q, "samples").map(str::parse::<usize>) {
+        None => 5,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return (StatusCode::BAD_REQUEST, "samples: expected a whole number\n").into_response(),
+    };
+    match tokio::task::spawn_blocking(move || lookup.preview(&body, samples, table)).await {
+        Ok(Ok(text)) => {
+            let kind = if table { "text/plain; charset=utf-8" } else { "application/json" };
+            ([(header::CONTENT_TYPE, kind)], text).into_response()
+        }
+        Ok(Err(AdminError::BadRequest(e))) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+        Ok(Err(AdminError::NotHere)) => (StatusCode::NOT_FOUND, "no customer store in this process\n").into_response(),
+        Ok(Err(AdminError::Failed(e))) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }

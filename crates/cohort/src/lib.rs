@@ -13,6 +13,7 @@ pub mod liveness;
 pub mod loadgen_cmd;
 pub mod memory;
 pub mod metrics;
+pub mod preview;
 pub mod reload;
 pub mod secrets;
 pub mod worker;

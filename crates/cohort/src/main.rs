@@ -3,7 +3,7 @@
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use cohort::config::{Config, LogFormat};
-use cohort::http::{self, CustomerLookup, Readiness};
+use cohort::http::{self, AdminError, CustomerLookup, Readiness};
 use cohort::metrics::Metrics;
 use cohort::worker::{self, Clock, SystemClock, Worker};
 use cohort_core::engine::{Engine, EngineSettings};
@@ -74,6 +74,23 @@ enum Command {
         customer: String,
         #[arg(long, short, value_name = "FILE", env = "COHORT_CONFIG")]
         config: PathBuf,
+    },
+    /// Evaluate a candidate rules file over a stopped worker's store without
+    /// producing or writing anything: per segment, the customers in it now
+    /// and under the candidate, entries, exits and sample customers, decided
+    /// exactly as a switch to the candidate would decide them. For a running
+    /// worker, POST the file to its /admin/preview.
+    Preview {
+        /// The candidate rules file.
+        candidate: PathBuf,
+        #[arg(long, short, value_name = "FILE", env = "COHORT_CONFIG")]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Sample customers shown per segment, entering and exiting.
+        #[arg(long, default_value_t = 5)]
+        samples: usize,
     },
     /// Erase a customer. By default this produces a forget request (a null
     /// value keyed by the customer) to the profiles topic, so the worker
@@ -174,6 +191,26 @@ fn command(cli: Cli) -> anyhow::Result<()> {
                 None => bail!("customer {customer:?} is not in the store at {}", config.store.path.display()),
             }
         }
+        Command::Preview { candidate, config, json, samples } => {
+            let config = load_config(Some(&config))?;
+            let text = std::fs::read_to_string(&candidate)
+                .with_context(|| format!("{}: cannot read the candidate rules", candidate.display()))?;
+            let engine = cohort::preview::candidate(&candidate.display().to_string(), &text)?;
+            let current = worker::load_rules(&config.rules.path)?;
+            let store = Store::open(&config.store.path, &config.store.rocksdb).with_context(|| {
+                format!(
+                    "opening the store at {} (a running worker holds it: POST the candidate to its /admin/preview)",
+                    config.store.path.display()
+                )
+            })?;
+            let preview = cohort::preview::preview_store(&store, &current, &engine, None, samples)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&preview)?);
+            } else {
+                print!("{}", preview.table());
+            }
+            Ok(())
+        }
         Command::Forget { customer, config, local } => {
             let config = load_config(Some(&config))?;
             if local {
@@ -254,11 +291,22 @@ struct AdminLookup {
     store: Arc<Store>,
     engine: cohort::reload::SharedEngine,
     clock: Arc<dyn Clock>,
+    progress: Arc<cohort::liveness::Progress>,
 }
 
 impl CustomerLookup for AdminLookup {
     fn customer_json(&self, customer: &str) -> Result<Option<String>, String> {
         lookup_json(&self.store, &self.engine.get(), customer, self.clock.now()).map_err(|e| e.to_string())
+    }
+
+    fn preview(&self, candidate: &str, samples: usize, table: bool) -> Result<String, AdminError> {
+        let engine =
+            cohort::preview::candidate("candidate", candidate).map_err(|e| AdminError::BadRequest(format!("{e:#}")))?;
+        let owned = self.progress.state().partitions.into_iter().map(|p| p as u32).collect();
+        let current = self.engine.get();
+        let preview = cohort::preview::preview_store(&self.store, current.rules(), &engine, Some(owned), samples)
+            .map_err(|e| AdminError::Failed(format!("{e:#}")))?;
+        Ok(if table { preview.table() } else { serde_json::to_string_pretty(&preview).unwrap_or_default() })
     }
 }
 
@@ -288,7 +336,12 @@ async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) ->
     let readiness = Arc::new(Readiness::default());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let worker = Worker::open(config.clone(), metrics.clone(), readiness.clone(), clock.clone())?;
-    let lookup = Arc::new(AdminLookup { store: worker.store(), engine: worker.shared_engine(), clock });
+    let lookup = Arc::new(AdminLookup {
+        store: worker.store(),
+        engine: worker.shared_engine(),
+        clock,
+        progress: worker.progress(),
+    });
     reload_on_sighup(worker.rules_waker())?;
     let addr: std::net::SocketAddr = config.http.listen.parse()?;
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();

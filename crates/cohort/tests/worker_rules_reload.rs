@@ -12,7 +12,11 @@
 //!   worker's store (the reference);
 //! - a worker SIGKILLed mid-way through the re-evaluation resumes from the
 //!   position in its partitions' metadata, and no output id is emitted
-//!   twice with different contents.
+//!   twice with different contents;
+//! - `cohort preview` over the stopped worker's store counts exactly the
+//!   entries and exits the switch then emits, and `POST /admin/preview` on
+//!   the running worker refuses a broken candidate and finds nothing left
+//!   to change once the switch is done.
 
 mod common;
 
@@ -21,7 +25,7 @@ use cohort_core::partition::{InMemory, PartitionTask, TaskSettings};
 use cohort_core::rules::RuleSet;
 use cohort_core::time::Duration as CoreDuration;
 use cohort_e2e::TestBroker;
-use common::{http_get, outputs_by_id, profiles_then_clicks, sample, Deployment, WorkerProcess};
+use common::{http_get, http_post, outputs_by_id, profiles_then_clicks, sample, Deployment, WorkerProcess};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -176,6 +180,24 @@ async fn a_rules_change_reevaluates_every_stored_customer_and_survives_a_crash_m
     let exited = |name: &str| want.values().filter(|c| c.2.iter().any(|s| s == name)).count();
     assert!(entered("browsers") > 0 && entered("window_shopper") > 0 && exited("dach") > 0, "{want:?}");
 
+    // The preview over the stopped worker's store says the same.
+    let candidate = d.dir.path().join("candidate.yaml");
+    std::fs::write(&candidate, &v2_text).expect("write the candidate");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(["preview", &candidate.display().to_string(), "--json", "--config", &d.config.display().to_string()])
+        .output()
+        .expect("run cohort preview");
+    assert!(out.status.success(), "cohort preview: {}", String::from_utf8_lossy(&out.stderr));
+    let preview: serde_json::Value = serde_json::from_slice(&out.stdout).expect("preview JSON");
+    let figure = |segment: &str, key: &str| preview["segments"][segment][key].as_u64().unwrap_or(0) as usize;
+    let segments: Vec<String> = preview["segments"].as_object().expect("segments").keys().cloned().collect();
+    for s in &segments {
+        assert_eq!((figure(s, "entries"), figure(s, "exits")), (entered(s), exited(s)), "preview of segment {s}");
+        assert_eq!(figure(s, "candidate"), figure(s, "now") + entered(s) - exited(s), "segment {s}");
+    }
+    assert_eq!(figure("dach", "candidate"), 0, "the removed segment empties");
+    assert_eq!(preview["changed"].as_u64(), Some(want.len() as u64), "customers changed");
+
     // The switch on a running worker, SIGKILLed mid-way.
     let mut worker = d.start_worker("second");
     let _ = metrics(&mut worker);
@@ -209,6 +231,20 @@ async fn a_rules_change_reevaluates_every_stored_customer_and_survives_a_crash_m
     });
     assert_eq!(rules_info(&text, &v1), None, "the restarted worker started on the new file");
     d.wait_caught_up(Duration::from_secs(60), &mut worker).await;
+
+    // The running worker's preview: a broken candidate is refused with its
+    // position; the rules in force change nobody.
+    let addr = worker.http_addr(Duration::from_secs(5));
+    let (code, body) =
+        http_post(&addr, "/admin/preview", "version: 1\nsegments:\n  - name: x\n    when: orders.7d >=\n")
+            .expect("POST /admin/preview");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.starts_with("candidate:4:"), "{body}");
+    let (code, body) = http_post(&addr, "/admin/preview?samples=2", &v2_text).expect("POST /admin/preview");
+    assert_eq!(code, 200, "{body}");
+    let running: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(running["changed"].as_u64(), Some(0), "nothing left to change: {body}");
+    assert!(running["customers"].as_u64().is_some_and(|n| n > 100), "every owned customer examined: {body}");
     assert!(worker.terminate().success(), "clean stop; log:\n{}", worker.log_tail());
 
     let records = d.read_all("segment-changes").await;

@@ -281,6 +281,11 @@ impl Worker {
         self.shared_engine.clone()
     }
 
+    /// What the loop is doing and which partitions it owns (for the admin API).
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
     /// Makes the watcher read the rules file now (SIGHUP).
     pub fn rules_waker(&self) -> std::sync::mpsc::Sender<()> {
         self.rules_watcher.waker()

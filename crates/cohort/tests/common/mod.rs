@@ -429,6 +429,24 @@ pub fn http_status(addr: &str, path: &str) -> Option<(u16, String)> {
     Some((code, body.to_string()))
 }
 
+/// POST `body` to `path` on `addr`: the status code and the answer's body.
+pub fn http_post(addr: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, answer) = raw.split_once("\r\n\r\n")?;
+    let code = head.lines().next()?.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, answer.to_string()))
+}
+
 /// The value of one sample of a Prometheus text exposition, such as
 /// `cohort_input_records_total{topic="x"}`.
 pub fn sample(text: &str, series: &str) -> Option<f64> {
