@@ -9,6 +9,15 @@
 //! metadata record (or none): the next restore starts again from the old
 //! changelog position and re-applies what was lost. States are whole values,
 //! so applying a record twice changes nothing.
+//!
+//! [`Store::restore_ingest`] writes a chunk as SST files that RocksDB
+//! ingests instead (no memtable, no flush). The worker does not use it:
+//! measured against `restore_write` (docs/benchmarks.md, "Session 12"),
+//! with 32 MiB chunks it reaches a durable end 1.1-1.4x sooner, but with the
+//! chunks in changelog order (each spanning the partition's key range) it
+//! leaves more compaction behind and is no faster once that has run, and
+//! with smaller chunks (a standby's round, a restore's last chunk) it is
+//! several times slower.
 
 use crate::envelope;
 use crate::keys::*;
@@ -85,9 +94,13 @@ impl Store {
     /// Writes restored customers of `partition` like [`Store::restore_write`],
     /// but as SST files that RocksDB ingests whole: one file per column
     /// family, written sorted with `SstFileWriter`, moved into the store
-    /// (not copied) and placed directly in the lowest level where no older
-    /// data overlaps it. The bytes reach the disk once, with no memtable,
-    /// flush, or (for a chunk that overlaps nothing) compaction in between.
+    /// (not copied) and placed in the lowest level where no older data
+    /// overlaps it. A chunk that overlaps no earlier one (a restore in key
+    /// order) goes to the last level, so its bytes reach the disk once;
+    /// chunks read from a changelog overlap each other, and their files land
+    /// in level 0 to be compacted like flushed memtables. Each call costs a
+    /// file per column family, its sync and a MANIFEST update: for small
+    /// chunks far more than a write batch (see the module doc).
     ///
     /// Reads afterwards are those of `restore_write` with the same
     /// arguments, with one difference: when a customer appears more than
