@@ -265,67 +265,128 @@ fn report_commit_cost() {
 }
 
 /// A restore of `RESTORE_STATES` (default 1,000,000) 1 KiB states into an
-/// empty partition, with a timer each, in write batches of 32 MiB (the
-/// worker's default `restore.max_memory_bytes / 2`), measured three ways
-/// in one run: `restore_write` (WAL off) then `restore_finish` (flush, then
-/// the metadata record); the same with the WAL on (`commit`, what the
-/// batch path does); and the WAL-off writes alone (no final flush). Wall
-/// time from the first write to a durable end, and CPU of every thread.
+/// empty partition, with a timer each, in chunks of `RESTORE_CHUNK_BYTES`
+/// (default 32 MiB, the worker's default `restore.max_memory_bytes / 2`),
+/// measured in one run:
+///
+/// - `restore_write` (one write batch per chunk, WAL off), then
+///   `restore_finish` (flush, then the metadata record);
+/// - `restore_ingest` (an SST file per column family and chunk, ingested),
+///   then `restore_finish`;
+/// - the same with the WAL on (`commit`, what the batch path does), then a flush.
+///
+/// The first two twice: with the chunks in key order (customer ids
+/// ascending, so no chunk overlaps another: the best case for ingestion,
+/// whose files then go straight to the last level), and in a shuffled
+/// order, as a changelog of customers hashed to partitions delivers them
+/// (every chunk spans the whole key range, so ingested files overlap and
+/// land in upper levels). Wall time from the first write to a durable end,
+/// the same until RocksDB's background compactions have settled too, CPU
+/// of every thread, bytes written to disk per state, and the compaction
+/// debt and write stall the partition's first commits would meet.
 fn report_restore() {
     let n: usize = std::env::var("RESTORE_STATES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let per_chunk = (32 << 20) / (STATE_BYTES + 64);
+    let chunk_bytes: usize = std::env::var("RESTORE_CHUNK_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(32 << 20);
+    let per_chunk = (chunk_bytes / (STATE_BYTES + 64)).max(1);
     let mut rng = Rng(0x5E570);
-    let chunks: Vec<Vec<cohort_store::Restored>> = (0..n)
-        .collect::<Vec<_>>()
-        .chunks(per_chunk)
-        .map(|ids| {
-            ids.iter()
-                .map(|&i| cohort_store::Restored {
-                    customer: customer(i),
-                    state: Some(state(&mut rng, i as u64).into()),
-                    timer: Some(Timestamp::from_millis(1_700_000_000_000 + i as i64)),
-                })
-                .collect()
+    let all: Vec<cohort_store::Restored> = (0..n)
+        .map(|i| cohort_store::Restored {
+            customer: customer(i),
+            state: Some(state(&mut rng, i as u64).into()),
+            timer: Some(Timestamp::from_millis(1_700_000_000_000 + i as i64)),
         })
         .collect();
+    let mut shuffled = all.clone(); // the states' bytes are shared
+    for i in (1..shuffled.len()).rev() {
+        shuffled.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+    }
+    let in_chunks = |entries: &[cohort_store::Restored]| -> Vec<Vec<cohort_store::Restored>> {
+        entries.chunks(per_chunk).map(<[_]>::to_vec).collect()
+    };
+    let (key_order, shuffled) = (in_chunks(&all), in_chunks(&shuffled));
+    drop(all);
     let meta = PartitionMeta::default().encode();
-    for way in ["restore_write (WAL off) + restore_finish", "commit (WAL on) + flush"] {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Way {
+        Write,
+        Ingest,
+        Commit,
+    }
+    let runs = [
+        ("key order", &key_order, Way::Write, "restore_write (WAL off) + restore_finish"),
+        ("key order", &key_order, Way::Ingest, "restore_ingest (SST) + restore_finish"),
+        ("key order", &key_order, Way::Commit, "commit (WAL on) + flush"),
+        ("shuffled", &shuffled, Way::Write, "restore_write (WAL off) + restore_finish"),
+        ("shuffled", &shuffled, Way::Ingest, "restore_ingest (SST) + restore_finish"),
+    ];
+    let mut durable_rate = Vec::new();
+    for (order, chunks, way, name) in runs {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), &StoreConfig::default()).expect("open");
-        let (cpu0, t0) = (process_cpu_secs(), Instant::now());
-        for chunk in &chunks {
-            if way.starts_with("restore_write") {
-                store.restore_write(0, chunk, false).expect("restore_write");
-            } else {
-                let batch = Batch {
-                    partition: 0,
-                    states: chunk.iter().map(|r| (r.customer.clone(), r.state.clone())).collect(),
-                    timers_set: chunk
-                        .iter()
-                        .map(|r| Timer { due: r.timer.expect("a timer"), customer: r.customer.clone() })
-                        .collect(),
-                    timers_clear: Vec::new(),
-                    meta: None,
-                };
-                store.commit(&batch).expect("commit");
+        let (cpu0, io0, t0) = (process_cpu_secs(), written_bytes(), Instant::now());
+        for chunk in chunks.iter() {
+            match way {
+                Way::Write => store.restore_write(0, chunk, false).expect("restore_write"),
+                Way::Ingest => store.restore_ingest(0, chunk, false).expect("restore_ingest"),
+                Way::Commit => {
+                    let batch = Batch {
+                        partition: 0,
+                        states: chunk.iter().map(|r| (r.customer.clone(), r.state.clone())).collect(),
+                        timers_set: chunk
+                            .iter()
+                            .map(|r| Timer { due: r.timer.expect("a timer"), customer: r.customer.clone() })
+                            .collect(),
+                        timers_clear: Vec::new(),
+                        meta: None,
+                    };
+                    store.commit(&batch).expect("commit");
+                }
             }
         }
         let written = t0.elapsed();
-        if way.starts_with("restore_write") {
-            store.restore_finish(0, &meta).expect("restore_finish");
-        } else {
+        if way == Way::Commit {
             store.flush().expect("flush");
+        } else {
+            store.restore_finish(0, &meta).expect("restore_finish");
         }
         let (wall, cpu) = (t0.elapsed(), process_cpu_secs() - cpu0);
+        // What the next commits would meet: compaction debt, stalls.
+        let debt = store.stats().expect("stats");
+        store.wait_for_background_work().expect("wait");
+        let (settled, disk) = (t0.elapsed(), (written_bytes() - io0) as f64);
+        let rate = |d: Duration| n as f64 / d.as_secs_f64();
         println!(
-            "restore {way:<42} {n} states of {STATE_BYTES} B: {:>9.0} states/s to a durable end \
-             ({:>9.0} states/s written before the flush), {:.2} us CPU/state (all threads)",
-            n as f64 / wall.as_secs_f64(),
-            n as f64 / written.as_secs_f64(),
+            "restore {order:<9} {name:<42} {n} states of {STATE_BYTES} B: {:>9.0} states/s to a durable end \
+             ({:>9.0} states/s written before the flush, {:>9.0} states/s with compactions settled), \
+             {:.2} us CPU/state (all threads, to the durable end), {:>5.0} B written to disk/state; \
+             at the durable end {:>5.0} MB of compaction pending, commits {}",
+            rate(wall),
+            rate(written),
+            rate(settled),
             cpu / n as f64 * 1e6,
+            disk / n as f64,
+            debt.pending_compaction_bytes as f64 / 1e6,
+            if debt.write_stopped {
+                "stopped"
+            } else if debt.delayed_write_rate > 0 {
+                "delayed"
+            } else {
+                "not stalled"
+            },
         );
+        durable_rate.push((order, way, rate(wall), rate(settled)));
         let restored = store.iter_partition_states(0).count();
         assert_eq!(restored, n, "every state restored");
+    }
+    for order in ["key order", "shuffled"] {
+        let find = |way| durable_rate.iter().find(|r| r.0 == order && r.1 == way).map(|r| (r.2, r.3));
+        if let (Some(write), Some(ingest)) = (find(Way::Write), find(Way::Ingest)) {
+            println!(
+                "restore {order:<9} restore_ingest / restore_write: {:.2}x to a durable end, {:.2}x with compactions settled",
+                ingest.0 / write.0,
+                ingest.1 / write.1
+            );
+        }
     }
 }
 

@@ -38,7 +38,8 @@
 //!   [`Store::partitions`]: rebalancing and restore.
 //! - [`Store::restore_write`] / [`Store::restore_finish`]: a partition
 //!   restored from the changelog, written in bulk without the WAL
-//!   ([`restore`]).
+//!   ([`restore`]); [`Store::restore_ingest`], the same as SST files
+//!   ingested, measured against it and not used by the worker.
 //! - [`Store::forget`]: delete a customer everywhere and erase it from disk;
 //!   [`Store::purge`] erases deletes that arrived on the stream.
 //! - [`Store::inspect`]: a customer's raw state bytes, partition and timers.

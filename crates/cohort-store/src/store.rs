@@ -297,6 +297,9 @@ impl Store {
         let block_cache = Cache::new_lru_cache(config.block_cache_bytes as usize);
         let mut db = open_db(&path, config, &block_cache)?;
         init_format(&mut db, &path)?;
+        // Only after RocksDB's LOCK is held: another process that has this
+        // store open may be ingesting from that directory.
+        crate::restore::remove_ingest_files(&path)?;
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(config.sync_writes);
         Ok(Store {
@@ -313,6 +316,13 @@ impl Store {
     /// The store's directory.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The options column family `name` is opened with, for SST files
+    /// written outside RocksDB ([`Store::restore_ingest`]): the same block
+    /// size, filters and compression as the family's own flushes.
+    pub(crate) fn cf_options(&self, name: &str) -> Options {
+        cf_options(name, &self.config, &self.block_cache)
     }
 
     fn read_db(&self) -> RwLockReadGuard<'_, Option<DB>> {
