@@ -49,10 +49,16 @@ impl Store {
     /// the WAL (see the module doc). With `replace_timers` each customer's
     /// existing timers are found and removed first (a restore over states
     /// this store already has); without, the partition must hold none of
-    /// these customers (a restore into an emptied partition).
+    /// these customers (a restore into an emptied partition, first chunk).
+    /// A customer given more than once counts with its last entry only (the
+    /// earlier ones' timers would otherwise stay behind).
     pub fn restore_write(&self, partition: u32, entries: &[Restored], replace_timers: bool) -> Result<(), StoreError> {
         if entries.is_empty() {
             return Ok(());
+        }
+        let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            last.insert(e.customer.as_str(), i);
         }
         self.with_db(|db| {
             let (states, timers, index) = (cf(db, CF_STATES)?, cf(db, CF_TIMERS)?, cf(db, CF_TIMER_INDEX)?);
@@ -61,7 +67,10 @@ impl Store {
             let mut wb = WriteBatch::with_capacity_bytes(bytes + 64 * entries.len());
             let mut key = Vec::new();
             let mut sealed = Vec::new();
-            for e in entries {
+            for (i, e) in entries.iter().enumerate() {
+                if last.get(e.customer.as_str()) != Some(&i) {
+                    continue;
+                }
                 if replace_timers || e.state.is_none() {
                     for due in customer_timers(db, partition, &e.customer)? {
                         wb.delete_cf(timers, timer_key(partition, due, &e.customer));

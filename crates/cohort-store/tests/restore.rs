@@ -259,30 +259,40 @@ fn later_ingests_override_earlier_ones_and_unflushed_commits() {
 /// An SST file holds each key once, so of a customer's entries in one chunk
 /// only the last is ingested, and the earlier one's timer is not left behind.
 #[test]
-fn a_customer_twice_in_one_chunk_is_ingested_as_its_last_entry() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path());
-    existing(&store);
-    let chunk = [
-        restored("alice", Some("A1"), Some(100)),
-        restored("frank", Some("F1"), Some(110)),
-        restored("alice", Some("A2"), Some(200)),
-        restored("frank", None, None),
-        restored("gina", None, None),
-        restored("gina", Some("G2"), Some(220)),
-    ];
-    for replace_timers in [false, true] {
-        store.restore_ingest(P, &chunk, replace_timers).expect("ingest");
-        let states: Vec<Option<Bytes>> =
-            store.get_many(P, &["alice", "frank", "gina"]).into_iter().map(|r| r.expect("get")).collect();
-        assert_eq!(states, vec![state("A2"), None, state("G2")]);
-        let timers = store.partition_timers(P).expect("timers");
-        let alice_old = if replace_timers { vec![] } else { vec![timer("alice", 50)] };
-        let expected: Vec<Timer> = alice_old
-            .into_iter()
-            .chain([timer("bob", 60), timer("bob", 70), timer("carol", 80), timer("alice", 200), timer("gina", 220)])
-            .collect();
-        assert_eq!(timers, expected, "replace_timers={replace_timers}");
+fn a_customer_twice_in_one_chunk_is_restored_as_its_last_entry() {
+    // Written both ways: the earlier entry's timer must not stay behind
+    // (restore_write once left it, `alice 100` and `frank 110` here).
+    for way in [Way::WriteBatch, Way::Ingest] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        existing(&store);
+        let chunk = [
+            restored("alice", Some("A1"), Some(100)),
+            restored("frank", Some("F1"), Some(110)),
+            restored("alice", Some("A2"), Some(200)),
+            restored("frank", None, None),
+            restored("gina", None, None),
+            restored("gina", Some("G2"), Some(220)),
+        ];
+        for replace_timers in [false, true] {
+            restore(&store, way, P, &chunk, replace_timers);
+            let states: Vec<Option<Bytes>> =
+                store.get_many(P, &["alice", "frank", "gina"]).into_iter().map(|r| r.expect("get")).collect();
+            assert_eq!(states, vec![state("A2"), None, state("G2")], "{way:?}");
+            let timers = store.partition_timers(P).expect("timers");
+            let alice_old = if replace_timers { vec![] } else { vec![timer("alice", 50)] };
+            let expected: Vec<Timer> = alice_old
+                .into_iter()
+                .chain([
+                    timer("bob", 60),
+                    timer("bob", 70),
+                    timer("carol", 80),
+                    timer("alice", 200),
+                    timer("gina", 220),
+                ])
+                .collect();
+            assert_eq!(timers, expected, "{way:?} replace_timers={replace_timers}");
+        }
     }
 }
 

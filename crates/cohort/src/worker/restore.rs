@@ -385,7 +385,11 @@ impl Thread {
         let end = self.reader.read(p, from, until, self.settings.chunk_bytes, keep_going, |chunk| {
             let last = chunk.last().map_or(position, |r| r.offset + 1);
             let restored: Vec<Restored> = chunk.into_iter().filter_map(restored).collect();
-            if let Err(e) = self.store.restore_write(p as u32, &restored, !whole) {
+            // Into an emptied partition only the first chunk can skip looking
+            // for a customer's earlier timer: a later one may repeat a
+            // customer an earlier chunk wrote with another timer.
+            let replace_timers = !whole || position > from;
+            if let Err(e) = self.store.restore_write(p as u32, &restored, replace_timers) {
                 failed = Some(e);
                 return ControlFlow::Break(());
             }
