@@ -597,15 +597,17 @@ impl Store {
         }
     }
 
-    /// Up to `limit` customer ids of `partition` after `after` in key order
-    /// (`""`: from the first), and whether they are the last ones. What a
-    /// re-evaluation after a rules change walks through, slice by slice.
-    pub fn customers_after(
+    /// Up to `limit` customers of `partition` after `after` in key order
+    /// (`""`: from the first) with their states, and whether they are the
+    /// last ones: what a re-evaluation after a rules change walks through,
+    /// slice by slice, in one pass over the keys. A record that does not
+    /// open comes as its error, in its place.
+    pub fn states_after(
         &self,
         partition: u32,
         after: &str,
         limit: usize,
-    ) -> Result<(Vec<String>, bool), StoreError> {
+    ) -> Result<(Vec<(String, Result<Bytes, StoreError>)>, bool), StoreError> {
         self.with_db(|db| {
             let mut opts = ReadOptions::default();
             opts.set_iterate_upper_bound(partition_range(partition).1.to_vec());
@@ -616,20 +618,22 @@ impl Store {
                 it.next();
             }
             let mut out = Vec::with_capacity(limit.min(ITER_CHUNK * 16));
-            while let Some(key) = it.key() {
+            while let (Some(key), Some(value)) = (it.key(), it.value()) {
                 if out.len() == limit {
                     return Ok((out, false));
                 }
-                match std::str::from_utf8(&key[PARTITION_LEN.min(key.len())..]) {
-                    Ok(customer) => out.push(customer.to_owned()),
-                    Err(_) => {
-                        return Err(StoreError::CorruptRecord {
-                            cf: CF_STATES,
-                            key: display_key(key),
-                            reason: "customer id is not UTF-8".into(),
-                        })
-                    }
+                let Ok(customer) = std::str::from_utf8(&key[PARTITION_LEN.min(key.len())..]) else {
+                    return Err(StoreError::CorruptRecord {
+                        cf: CF_STATES,
+                        key: display_key(key),
+                        reason: "customer id is not UTF-8".into(),
+                    });
+                };
+                let state = self.open_record(CF_STATES, key, value).map(|(_, payload)| Bytes::copy_from_slice(payload));
+                if state.is_err() {
+                    self.corrupt_records.fetch_add(1, Ordering::Relaxed);
                 }
+                out.push((customer.to_owned(), state));
                 it.next();
             }
             it.status().map_err(|e| StoreError::rocks("scan", e))?;

@@ -1,4 +1,4 @@
-//! `Store::customers_after`: the walk a re-evaluation after a rules change
+//! `Store::states_after`: the walk a re-evaluation after a rules change
 //! takes through a partition's customers, slice by slice.
 
 mod common;
@@ -7,7 +7,7 @@ use cohort_store::{Batch, Store};
 use common::*;
 
 #[test]
-fn customers_after_walks_one_partition_in_key_order_slice_by_slice() {
+fn states_after_walks_one_partition_in_key_order_slice_by_slice() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), &test_config()).expect("open");
     let customers = ["ana", "ben", "bo", "cem", "dia"];
@@ -21,16 +21,23 @@ fn customers_after_walks_one_partition_in_key_order_slice_by_slice() {
     let mut after = String::new();
     let mut seen = Vec::new();
     loop {
-        let (slice, complete) = store.customers_after(3, &after, 2).expect("scan");
-        seen.extend(slice.iter().cloned());
+        let (slice, complete) = store.states_after(3, &after, 2).expect("scan");
+        for (customer, state) in &slice {
+            assert_eq!(state.as_ref().expect("opens").to_vec(), vec![3u8], "{customer}: partition 3's state");
+            seen.push(customer.clone());
+        }
         if complete {
             break;
         }
-        after = slice.last().expect("an incomplete slice is not empty").clone();
+        after = slice.last().expect("an incomplete slice is not empty").0.clone();
     }
     assert_eq!(seen, customers, "every customer of partition 3 once, in key order, none of 2's or 4's");
     // A position that is not a stored customer resumes at the next one.
-    assert_eq!(store.customers_after(3, "bz", 10).expect("scan"), (vec!["cem".into(), "dia".into()], true));
-    assert_eq!(store.customers_after(3, "dia", 10).expect("scan"), (vec![], true));
-    assert_eq!(store.customers_after(7, "", 10).expect("scan"), (vec![], true), "an unknown partition is empty");
+    let names = |after: &str, p: u32| {
+        let (slice, complete) = store.states_after(p, after, 10).expect("scan");
+        (slice.into_iter().map(|(c, _)| c).collect::<Vec<String>>(), complete)
+    };
+    assert_eq!(names("bz", 3), (vec!["cem".into(), "dia".into()], true));
+    assert_eq!(names("dia", 3), (vec![], true));
+    assert_eq!(names("", 7), (vec![], true), "an unknown partition is empty");
 }

@@ -118,6 +118,11 @@ fn wait_metrics(worker: &mut WorkerProcess, what: &str, deadline: Duration, done
     }
 }
 
+/// The switch instant a partition's metadata records.
+fn rules_at(meta: &cohort_core::partition::PartitionMeta) -> cohort_core::time::Timestamp {
+    meta.rules.as_ref().expect("rules recorded").at
+}
+
 /// How many lines of worker `name`'s log contain `what`.
 fn worker_log_count(d: &Deployment, name: &str, what: &str) -> usize {
     let log = std::fs::read_to_string(d.dir.path().join(format!("{name}.log"))).unwrap_or_default();
@@ -261,13 +266,18 @@ async fn a_rules_change_reevaluates_every_stored_customer_and_survives_a_crash_m
         .expect("open the store");
     for p in 0..d.partitions as u32 {
         let meta = store.partition_meta(p).expect("read").expect("metadata");
-        let rules = meta.rules.expect("the rules version is recorded");
+        let rules = meta.rules.clone().expect("the rules version is recorded");
         assert_eq!((rules.version.as_str(), rules.after), (v2.rules().version(), None), "partition {p}");
         assert!(!meta.populations.contains_key("dach"), "partition {p}: {:?}", meta.populations);
         for item in store.iter_partition_states(p) {
-            let state = cohort_core::encode::decode(&item.expect("state").1).expect("decodes");
-            assert!(!v2.is_stale(&state), "every customer decided under the new rules");
+            let (customer, bytes) = item.expect("state");
+            let mut state = cohort_core::encode::decode(&bytes).expect("decodes");
             assert!(state.segments.iter().all(|m| m.segment != "dach"));
+            // Decided under v2 (or left as stored, unchanged by it): re-evaluating changes nothing.
+            let tables = cohort_core::engine::Tables::default();
+            let input = cohort_core::engine::Input::RulesChanged { customer: &customer, at: rules_at(&meta) };
+            let d = cohort_core::engine::apply(&mut state, input, &tables.context(&v2));
+            assert!(d.outputs.is_empty(), "{customer} is not where v2 puts it: {:?}", d.outputs);
         }
     }
 }

@@ -36,8 +36,11 @@
 //! background does, right before that event or timer. Either way the
 //! customer is re-evaluated from the same state at the same instant, so
 //! where slices and batches fall changes nothing the re-evaluation emits.
-//! A stale customer's pending timer was set by the old rules: it is dropped
-//! and the re-evaluation sets the new rules' one.
+//! A stale customer's pending timer was set by the old rules: the
+//! re-evaluation replaces it with the new rules' one. A customer the new
+//! rules neither move nor give another timer is left as stored, unwritten
+//! (still stale: touching it again re-evaluates it again, to the same
+//! nothing), so a rules change writes only the customers it changes.
 //!
 //! **Populations** count, per segment, the customers whose committed state
 //! is in it: each segment change moves them, and a forget removes the
@@ -411,7 +414,8 @@ impl PartitionTask {
 
     /// Re-evaluates `customer` at the switch instant if it was decided
     /// under other rules (see the module doc); its old timer is replaced
-    /// by the new rules'. True if it was.
+    /// by the new rules'. True if that changed anything (a segment, the
+    /// timer).
     fn refresh(
         &mut self,
         engine: &Engine,
@@ -425,7 +429,20 @@ impl PartitionTask {
         if !engine.is_stale(&slot.state) {
             return false;
         }
+        #[cfg(debug_assertions)]
+        let original = slot.state.clone();
+        let before = (slot.state.evaluated_at, slot.state.segment_bits);
         let decision = apply(&mut slot.state, Input::RulesChanged { customer, at }, &self.tables.context(engine));
+        if decision.outputs.is_empty() && decision.next_timer == self.timers.get(customer) {
+            // Nothing anyone reads changed: the state is left as stored (and
+            // unwritten: most customers of a rules change are these). It stays
+            // stale, and re-evaluating it again at the same instant decides
+            // the same nothing; its pending timer stands and fires as usual.
+            (slot.state.evaluated_at, slot.state.segment_bits) = before;
+            #[cfg(debug_assertions)]
+            debug_assert!(slot.state == original, "a rules change without outputs changed only the evaluation marks");
+            return false;
+        }
         slot.changed = true;
         self.set_timer(customer, decision.next_timer, delta);
         self.record(decision, at, out);

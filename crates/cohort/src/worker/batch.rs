@@ -18,6 +18,10 @@ use cohort_kafka::{InputRecord, TopicPartition};
 use cohort_store::{Batch, Bytes, StoreError};
 use std::collections::BTreeMap;
 
+/// The hot-state charge of a customer loaded by a re-evaluation slice's
+/// scan: not kept in the hot states unless the slice changed it.
+const SCANNED: usize = usize::MAX;
+
 /// A batch's decoded events and loaded states. Kept between batches, empty,
 /// so each batch reuses their memory: allocated afresh, a 10,000-record
 /// batch's events (about 3 MB) cost a page fault per 4 KiB every batch.
@@ -113,17 +117,22 @@ impl Worker {
             }
         }
 
-        // A slice of the re-evaluation after a rules change (`rules`).
-        let slice = match rt.task.reevaluation_after() {
-            Some(after) => Some(
-                self.store
-                    .customers_after(partition as u32, after, self.config.rules.reevaluation_slice)
-                    .map_err(|e| anyhow!("listing partition {partition}'s customers to re-evaluate: {e}"))?,
-            ),
-            None => None,
+        // A slice of the re-evaluation after a rules change (`rules`), read
+        // with its states in one pass over the keys.
+        let (slice, scanned) = match rt.task.reevaluation_after() {
+            Some(after) => {
+                let (found, complete) = self
+                    .store
+                    .states_after(partition as u32, after, self.config.rules.reevaluation_slice)
+                    .map_err(|e| anyhow!("reading partition {partition}'s customers to re-evaluate: {e}"))?;
+                let (customers, scanned): (Vec<String>, Vec<_>) = found.into_iter().unzip();
+                (Some((customers, complete)), scanned)
+            }
+            None => (None, Vec::new()),
         };
         let slice_customers = slice.as_ref().map_or(&[][..], |(c, _)| &c[..]);
-        self.load_states(partition, rt, events, slice_customers, now, live, states)?;
+        self.load_states(partition, rt, events, now, live, states)?;
+        self.load_slice(partition, rt, slice_customers, scanned, states)?;
         let input = StepInput {
             events,
             positions: &positions,
@@ -156,9 +165,11 @@ impl Worker {
             .partition_watermark
             .with_label_values(&[&partition.to_string()])
             .set(rt.task.watermark().as_millis().max(0) / 1000);
-        // What the batch read stays decoded for the next one.
+        // What the batch read stays decoded for the next one (a customer a
+        // re-evaluation slice read and left unchanged is not kept: a rules
+        // change would otherwise push every active customer out).
         for (customer, slot) in states.drain() {
-            if !slot.is_gone() {
+            if !slot.is_gone() && !(slot.charge == SCANNED && !slot.changed()) {
                 let charge = slot.encoded_len().map_or(slot.charge, hot::charge);
                 rt.hot.put(customer, slot.state, charge);
             }
@@ -217,17 +228,43 @@ impl Worker {
         Ok(())
     }
 
-    /// Loads the states the step needs: the events' customers, those whose
-    /// timers it can fire and a re-evaluation slice's. Hot states first; the
-    /// rest, each once, in one multi-get (the batch in flight's writes over
-    /// the store's).
-    #[allow(clippy::too_many_arguments)]
+    /// Loads a re-evaluation slice's customers the batch has not loaded:
+    /// from the hot states, the batch in flight, or else the bytes the
+    /// slice's scan read (marked [`SCANNED`]).
+    fn load_slice(
+        &self,
+        partition: i32,
+        rt: &mut PartitionRuntime,
+        customers: &[String],
+        scanned: Vec<Result<Bytes, StoreError>>,
+        states: &mut BatchStates,
+    ) -> anyhow::Result<()> {
+        let in_flight = self.in_flight.states.get(&partition);
+        for (c, bytes) in customers.iter().zip(scanned) {
+            if states.contains(c) {
+                continue;
+            }
+            if let Some((customer, state, charge)) = rt.hot.take(c) {
+                states.insert(customer, state, charge);
+                continue;
+            }
+            let (state, charge) = match in_flight.and_then(|m| m.get(c.as_str())) {
+                Some(newer) => self.decode_state(partition, Ok(newer.clone()))?,
+                None => (self.decode_state(partition, bytes.map(Some))?.0, SCANNED),
+            };
+            states.insert(c.clone(), state, charge);
+        }
+        Ok(())
+    }
+
+    /// Loads the states the step needs: the events' customers and those
+    /// whose timers it can fire. Hot states first; the rest, each once, in
+    /// one multi-get (the batch in flight's writes over the store's).
     fn load_states(
         &self,
         partition: i32,
         rt: &mut PartitionRuntime,
         events: &[(Event, usize)],
-        slice: &[String],
         now: Timestamp,
         live: bool,
         states: &mut BatchStates,
@@ -235,8 +272,7 @@ impl Worker {
         let (hits, misses) = (rt.hot.hits, rt.hot.misses);
         let due = rt.task.customers_with_due_timers(events, now, live);
         let mut missed: foldhash::HashSet<&str> = Default::default();
-        let wanted = events.iter().map(|(e, _)| e.customer.as_str()).chain(due.iter().map(|c| &**c));
-        for c in wanted.chain(slice.iter().map(String::as_str)) {
+        for c in events.iter().map(|(e, _)| e.customer.as_str()).chain(due.iter().map(|c| &**c)) {
             if states.contains(c) || missed.contains(c) {
                 continue;
             }

@@ -54,8 +54,15 @@ impl Worker {
         self.publish_reevaluation();
     }
 
+    /// Switches to `rules` now, as a reload does between two batches (for
+    /// offline use: benchmarks; with a broker the file watcher does it).
+    /// [`Worker::process_offline`] of no records then runs the slices.
+    pub fn use_rules(&mut self, rules: RuleSet) {
+        self.switch_rules(rules);
+    }
+
     /// Whether an owned partition has customers left to re-evaluate.
-    pub(super) fn reevaluating(&self) -> bool {
+    pub fn reevaluating(&self) -> bool {
         self.partitions.values().any(|rt| rt.task.reevaluation_after().is_some())
     }
 

@@ -1,0 +1,147 @@
+//! A rules change over a store of stored customers, without a broker: how
+//! long `cohort preview` takes over it, and how fast the worker's
+//! background re-evaluation goes on one thread (store scan, state loads,
+//! re-evaluation, encoding and the store commits of the customers that
+//! change, their changelog records built as for producing).
+//!
+//! `cargo test --release --workspace --bench rules_change -- --bench`
+//! (`RULES_CUSTOMERS`, default 1,000,000). The store is filled through the
+//! worker's own path first: one click or purchase per customer, then as
+//! many Zipf-skewed events from cohort-loadgen again. The change is the
+//! e2e test's: a new segment, a threshold moved, a segment removed.
+
+mod common;
+
+use cohort::config::{Config, WireFormat};
+use cohort::http::Readiness;
+use cohort::metrics::Metrics;
+use cohort::worker::{FixedClock, Worker};
+use cohort_codec::{Encoder, Format, Registry};
+use cohort_core::event::{Event, EventKind};
+use cohort_core::rules::RuleSet;
+use cohort_core::time::Timestamp;
+use cohort_kafka::InputRecord;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const RULES: &str = include_str!("../../../deploy/rules.yaml");
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn candidate() -> String {
+    RULES
+        .replace("when: product_views.7d >= 10 && orders.30d == 0", "when: product_views.7d >= 3 && orders.30d == 0")
+        .replace("  - name: dach\n    when: profile.country in [\"DE\", \"AT\", \"CH\"]\n", "")
+        .replace("segments:\n", "segments:\n  - name: browsers\n    when: product_views.30d >= 2\n")
+}
+
+fn main() -> anyhow::Result<()> {
+    cohort::memory::disable_transparent_huge_pages();
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let customers = if quick { 2_000 } else { env("RULES_CUSTOMERS", 1_000_000) };
+    let batch = 10_000;
+    let dir = tempfile::tempdir()?;
+    let mut config = Config::default();
+    config.rules.path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rules.yaml");
+    config.store.path = dir.path().join("store");
+    config.format.input = WireFormat::Avro;
+    config.format.output = WireFormat::Avro;
+    config.processing.max_future_skew = std::time::Duration::from_secs(3650 * 86_400);
+    config.rules.watch_interval = std::time::Duration::ZERO;
+    config.rules.reevaluation_slice = env("RULES_SLICE", 5_000);
+    let clock = Arc::new(FixedClock(Timestamp(i64::MAX / 4)));
+    let mut worker = Worker::open(config.clone(), Metrics::new()?, Arc::new(Readiness::default()), clock)?;
+    worker.assign("clickstream", &[0])?;
+    let encoder = Encoder::new(Format::Avro, Arc::new(Registry::builtin()));
+    let mut offset = 0i64;
+    let mut to_records = |evs: &[Event]| -> Vec<InputRecord> {
+        evs.iter()
+            .map(|e| {
+                offset += 1;
+                let topic = match e.kind {
+                    EventKind::Purchase(_) => "purchases",
+                    EventKind::ProfileUpdate(_) | EventKind::Forget => "customer-profiles",
+                    EventKind::OfferOutcome(_) => "offer-outcomes",
+                    EventKind::Click(_) => "clickstream",
+                };
+                InputRecord {
+                    topic: Arc::from(topic),
+                    partition: 0,
+                    offset,
+                    timestamp: Some(e.time.as_millis()),
+                    key: Some(e.customer.clone().into_bytes()),
+                    value: encoder.encode_event(e).ok().flatten(),
+                    headers: Vec::new(),
+                }
+            })
+            .collect()
+    };
+
+    // Fill: every customer gets a state (its first events are renamed to
+    // each customer in turn), then Zipf-skewed traffic on top.
+    let load = cohort_loadgen::Config { customers: customers as u32, seed: 7, ..Default::default() };
+    let mut gen = cohort_loadgen::Generator::new(load)?;
+    let started = Instant::now();
+    let mut n = 0usize;
+    while n < 2 * customers {
+        let mut evs: Vec<Event> = gen.by_ref().take(batch).collect();
+        for e in &mut evs {
+            if n < customers {
+                // cohort-loadgen's ids, so its traffic lands on these customers.
+                e.customer = format!("c-{:0width$}", n + 1, width = customers.to_string().len().max(6));
+                e.id = format!("fill-{n}");
+            }
+            n += 1;
+        }
+        worker.process_offline(&to_records(&evs))?;
+    }
+    let store = worker.store();
+    let stored = store.iter_partition_states(0).count();
+    eprintln!("fill: {n} events, {stored} customers stored, {:.1}s", started.elapsed().as_secs_f64());
+
+    // Preview, as `cohort preview` runs it (all cores).
+    let text = candidate();
+    let engine = cohort::preview::candidate("candidate.yaml", &text)?;
+    let current = RuleSet::from_yaml("rules.yaml", RULES).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let t = Instant::now();
+    let preview = cohort::preview::preview_store(&store, &current, &engine, None, 5)?;
+    let preview_secs = t.elapsed().as_secs_f64();
+    println!(
+        "rules_change: preview of {} customers in {preview_secs:.2}s = {:.0} customers/s ({} threads); {} would change",
+        preview.customers,
+        preview.customers as f64 / preview_secs,
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        preview.changed,
+    );
+
+    // The switch and the background re-evaluation, slice after slice, on
+    // this one thread.
+    let rules = RuleSet::from_yaml("candidate.yaml", &text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (t, thread0) = (Instant::now(), common::cpu_secs_of("/proc/thread-self/stat"));
+    worker.use_rules(rules);
+    let (mut slices, mut outputs, mut changes) = (0usize, 0usize, 0usize);
+    while worker.reevaluating() {
+        for o in worker.process_offline(&[])? {
+            outputs += 1;
+            changes += usize::from(&*o.topic == "segment-changes");
+        }
+        slices += 1;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let cpu = common::cpu_secs_of("/proc/thread-self/stat") - thread0;
+    println!(
+        "rules_change: re-evaluated {stored} customers in {secs:.2}s = {:.0} customers/s on one thread \
+         ({:.2} us of its CPU per customer, {:.0}/s if it had a core to itself); {slices} slices, \
+         {changes} segment changes, {outputs} output records incl. changelog",
+        stored as f64 / secs,
+        cpu / stored as f64 * 1e6,
+        stored as f64 / cpu,
+    );
+    assert_eq!(changes as u64, preview.changed, "the switch changes what the preview said");
+    Ok(())
+}
