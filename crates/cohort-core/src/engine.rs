@@ -602,7 +602,7 @@ impl Point {
     }
 }
 
-fn channel_of(c: rules::Channel) -> Channel {
+pub(crate) fn channel_of(c: rules::Channel) -> Channel {
     match c {
         rules::Channel::Email => Channel::Email,
         rules::Channel::Sms => Channel::Sms,

@@ -607,7 +607,7 @@ impl Store {
         partition: u32,
         after: &str,
         limit: usize,
-    ) -> Result<(Vec<(String, Result<Bytes, StoreError>)>, bool), StoreError> {
+    ) -> Result<(Vec<ScannedState>, bool), StoreError> {
         self.with_db(|db| {
             let mut opts = ReadOptions::default();
             opts.set_iterate_upper_bound(partition_range(partition).1.to_vec());
@@ -964,6 +964,10 @@ fn partitions_in(db: &DB) -> Result<BTreeSet<u32>, StoreError> {
     }
     Ok(out)
 }
+
+/// A customer and its state bytes (or why they did not open), as a scan
+/// found them ([`Store::states_after`]).
+pub type ScannedState = (String, Result<Bytes, StoreError>);
 
 /// Iterator over one partition's states; see [`Store::iter_partition_states`].
 pub struct PartitionStates<'a> {

@@ -119,6 +119,15 @@ fn main() -> anyhow::Result<()> {
         preview.changed,
     );
 
+    // The preview's table, the segments it changes only.
+    for line in preview.table().lines() {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        let changes = cells.get(3..5).is_some_and(|c| c.iter().any(|x| x.parse::<u64>().is_ok_and(|n| n > 0)));
+        if line.starts_with("rules ") || line.starts_with("segment ") || changes {
+            println!("rules_change: | {line}");
+        }
+    }
+
     // The switch and the background re-evaluation, slice after slice, on
     // this one thread.
     let rules = RuleSet::from_yaml("candidate.yaml", &text).map_err(|e| anyhow::anyhow!("{e}"))?;

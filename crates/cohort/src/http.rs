@@ -1,6 +1,8 @@
 //! The worker's HTTP endpoints: `/metrics` (Prometheus text format),
 //! `/healthz` (the process is alive), `/readyz` (every assigned partition is
-//! restored and consuming), and a read-only admin view of one customer.
+//! restored and consuming), and the admin API: one customer
+//! (`/admin/customers/{id}`, `.../explain`) and a candidate rules file's
+//! preview (`POST /admin/preview`).
 
 use crate::metrics::Metrics;
 use axum::extract::{Path, RawQuery, State};
@@ -42,8 +44,9 @@ impl Readiness {
 
 /// Looks a customer up for the admin API; the worker provides it.
 pub trait CustomerLookup: Send + Sync + 'static {
-    /// The customer's state as JSON, or `None` when unknown.
-    fn customer_json(&self, customer: &str) -> Result<Option<String>, String>;
+    /// The customer's state as JSON, with every segment and offer
+    /// explained if `explain`, or `None` when unknown.
+    fn customer_json(&self, customer: &str, explain: bool) -> Result<Option<String>, String>;
 
     /// A candidate rules file's preview over the customers of the
     /// partitions this worker owns (`crate::preview`): JSON, or a table.
@@ -97,6 +100,7 @@ fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/admin/customers/{id}", get(customer))
+        .route("/admin/customers/{id}/explain", get(explain))
         .route("/admin/preview", post(preview))
         .with_state(state)
 }
@@ -118,10 +122,20 @@ async fn readyz(State(s): State<AppState>) -> Response {
 }
 
 async fn customer(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    customer_answer(s, id, false).await
+}
+
+/// `GET /admin/customers/{id}/explain`: the customer with every segment's
+/// condition atom by atom and every offer's verdict.
+async fn explain(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    customer_answer(s, id, true).await
+}
+
+async fn customer_answer(s: AppState, id: String, explain: bool) -> Response {
     let Some(lookup) = s.lookup.clone() else {
         return (StatusCode::NOT_FOUND, "no customer store in this process\n").into_response();
     };
-    match tokio::task::spawn_blocking(move || lookup.customer_json(&id)).await {
+    match tokio::task::spawn_blocking(move || lookup.customer_json(&id, explain)).await {
         Ok(Ok(Some(json))) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Ok(Ok(None)) => (StatusCode::NOT_FOUND, "unknown customer\n").into_response(),
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),

@@ -1,6 +1,8 @@
 //! A customer as people read it: for `cohort inspect` and the admin API.
 //! The stored state plus what the rules see at `now` (windowed counts,
-//! decayed affinities) and the pending timers.
+//! decayed affinities) and the pending timers; with `explain`, every
+//! segment's condition atom by atom and every offer's verdict
+//! (`RuleSet::explain`).
 
 use cohort_core::engine::Engine;
 use cohort_core::rules::facts::{Facts, NumField, TimeField, Window};
@@ -87,5 +89,49 @@ pub fn customer_json(
         })).collect::<Vec<_>>(),
         "timers": timers.iter().map(|t| t.as_millis()).collect::<Vec<_>>(),
         "next_flip": ts(engine.rules().next_flip(&view, now)),
+    })
+}
+
+/// The customer's document from whichever partition of `store` holds it
+/// ([`customer_json`]), with `"explain"` added when asked; `None` when no
+/// partition has a state for it. `now`: the instant to read it at (a live
+/// worker's clock); `None`: the partition's own time, its watermark or the
+/// customer's last decision if later, which is where event time stands for
+/// a worker without a live clock (a replay, a backfill).
+pub fn lookup(
+    store: &cohort_store::Store,
+    engine: &Engine,
+    customer: &str,
+    now: Option<Timestamp>,
+    explain: bool,
+) -> anyhow::Result<Option<Value>> {
+    let found = store.inspect(customer)?;
+    let Some(first) = found.into_iter().find(|i| i.state.is_some()) else { return Ok(None) };
+    let Some(bytes) = &first.state else { return Ok(None) };
+    let state = cohort_core::encode::decode(bytes).map_err(|e| anyhow::anyhow!("decoding {customer}'s state: {e}"))?;
+    let meta = store.partition_meta(first.partition)?.unwrap_or_default();
+    let now = now.unwrap_or_else(|| meta.watermark.max(state.evaluated_at.unwrap_or(Timestamp::MIN)));
+    let mut doc = customer_json(customer, first.partition, &state, &first.timers, engine, now);
+    if explain {
+        // Scores use the partition's learned propensities.
+        doc["explain"] = explain_json(&state, engine, &meta.tables.propensity, now);
+    }
+    Ok(Some(doc))
+}
+
+/// Every segment's condition atom by atom, and every offer's verdict, at `now`.
+pub fn explain_json(
+    state: &CustomerState,
+    engine: &Engine,
+    propensity: &cohort_core::offer::Propensity,
+    now: Timestamp,
+) -> Value {
+    let view = CustomerView::at(state, engine.state_settings(), now);
+    let (segments, offers) = engine.rules().explain(&view, state, propensity, now);
+    json!({
+        "rules_version": engine.rules().version(),
+        "as_of": now.as_millis(),
+        "segments": segments,
+        "offers": offers,
     })
 }

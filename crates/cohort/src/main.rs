@@ -74,6 +74,11 @@ enum Command {
         customer: String,
         #[arg(long, short, value_name = "FILE", env = "COHORT_CONFIG")]
         config: PathBuf,
+        /// Also explain every segment (each atom of its condition with the
+        /// value read, the next instant it can flip) and every offer
+        /// (eligible or not, what stops it, its score).
+        #[arg(long)]
+        explain: bool,
     },
     /// Evaluate a candidate rules file over a stopped worker's store without
     /// producing or writing anything: per segment, the customers in it now
@@ -178,14 +183,20 @@ fn command(cli: Cli) -> anyhow::Result<()> {
             print!("{}", c.to_masked_toml().context("rendering the configuration as TOML")?);
             Ok(())
         }
-        Command::Inspect { customer, config } => {
+        Command::Inspect { customer, config, explain } => {
             let config = load_config(Some(&config))?;
             let engine = Engine::new(worker::load_rules(&config.rules.path)?, EngineSettings::default());
             let store = Store::open(&config.store.path, &config.store.rocksdb)
                 .with_context(|| format!("opening the store at {}", config.store.path.display()))?;
-            match lookup_json(&store, &engine, &customer, SystemClock.now())? {
-                Some(json) => {
-                    println!("{json}");
+            match cohort::inspect::lookup(
+                &store,
+                &engine,
+                &customer,
+                config.processing.live_clock.then(|| SystemClock.now()),
+                explain,
+            )? {
+                Some(doc) => {
+                    println!("{}", serde_json::to_string_pretty(&doc)?);
                     Ok(())
                 }
                 None => bail!("customer {customer:?} is not in the store at {}", config.store.path.display()),
@@ -270,33 +281,27 @@ fn init_tracing(config: &Config) {
     }
 }
 
-/// The customer's inspection JSON, from whichever partition holds it.
-fn lookup_json(
-    store: &Store,
-    engine: &Engine,
-    customer: &str,
-    now: cohort_core::time::Timestamp,
-) -> anyhow::Result<Option<String>> {
-    let found = store.inspect(customer)?;
-    let Some(first) = found.into_iter().find(|i| i.state.is_some()) else { return Ok(None) };
-    let state = match &first.state {
-        Some(bytes) => cohort_core::encode::decode(bytes).map_err(|e| anyhow::anyhow!("decoding {customer}: {e}"))?,
-        None => return Ok(None),
-    };
-    let doc = cohort::inspect::customer_json(customer, first.partition, &state, &first.timers, engine, now);
-    Ok(Some(serde_json::to_string_pretty(&doc)?))
-}
-
 struct AdminLookup {
     store: Arc<Store>,
     engine: cohort::reload::SharedEngine,
     clock: Arc<dyn Clock>,
+    /// `processing.live_clock`: customers are read at the clock's time, not
+    /// their partition's.
+    live: bool,
     progress: Arc<cohort::liveness::Progress>,
 }
 
 impl CustomerLookup for AdminLookup {
-    fn customer_json(&self, customer: &str) -> Result<Option<String>, String> {
-        lookup_json(&self.store, &self.engine.get(), customer, self.clock.now()).map_err(|e| e.to_string())
+    fn customer_json(&self, customer: &str, explain: bool) -> Result<Option<String>, String> {
+        let doc = cohort::inspect::lookup(
+            &self.store,
+            &self.engine.get(),
+            customer,
+            self.live.then(|| self.clock.now()),
+            explain,
+        )
+        .map_err(|e| format!("{e:#}"))?;
+        doc.map(|d| serde_json::to_string_pretty(&d)).transpose().map_err(|e| e.to_string())
     }
 
     fn preview(&self, candidate: &str, samples: usize, table: bool) -> Result<String, AdminError> {
@@ -340,6 +345,7 @@ async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) ->
         store: worker.store(),
         engine: worker.shared_engine(),
         clock,
+        live: config.processing.live_clock,
         progress: worker.progress(),
     });
     reload_on_sighup(worker.rules_waker())?;

@@ -250,6 +250,22 @@ async fn a_rules_change_reevaluates_every_stored_customer_and_survives_a_crash_m
     let running: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(running["changed"].as_u64(), Some(0), "nothing left to change: {body}");
     assert!(running["customers"].as_u64().is_some_and(|n| n > 100), "every owned customer examined: {body}");
+
+    // Why a customer the switch moved into `browsers` is there, atom by atom.
+    let (_, (customer, ..)) = want.iter().find(|(_, c)| c.1.iter().any(|s| s == "browsers")).expect("an entry");
+    let text = http_get(&addr, &format!("/admin/customers/{customer}/explain")).expect("explain answers");
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(doc["explain"]["rules_version"], v2.rules().version());
+    let browsers = doc["explain"]["segments"]
+        .as_array()
+        .expect("segments")
+        .iter()
+        .find(|s| s["segment"] == "browsers")
+        .expect("browsers explained");
+    assert_eq!((browsers["member"].as_bool(), browsers["holds"].as_bool()), (Some(true), Some(true)), "{browsers}");
+    let atom = browsers["atoms"][0]["atom"].as_str().expect("an atom");
+    assert!(atom.starts_with("product_views.30d = ") && atom.ends_with(" >= 2"), "{atom}");
+    assert_eq!(doc["explain"]["offers"].as_array().map(Vec::len), Some(v2.rules().offers().len()), "every offer");
     assert!(worker.terminate().success(), "clean stop; log:\n{}", worker.log_tail());
 
     let records = d.read_all("segment-changes").await;

@@ -95,6 +95,7 @@ pub mod calendar;
 pub mod catalogue;
 mod compile;
 mod eval;
+pub mod explain;
 pub mod facts;
 mod load;
 mod parse;

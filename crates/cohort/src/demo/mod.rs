@@ -142,20 +142,10 @@ struct DemoLookup {
 }
 
 impl CustomerLookup for DemoLookup {
-    fn customer_json(&self, customer: &str) -> Result<Option<String>, String> {
-        let found = self.store.inspect(customer).map_err(|e| e.to_string())?;
-        let Some(first) = found.into_iter().find(|i| i.state.is_some()) else { return Ok(None) };
-        let Some(bytes) = &first.state else { return Ok(None) };
-        let state = cohort_core::encode::decode(bytes).map_err(|e| format!("decoding {customer}: {e}"))?;
-        let doc = crate::inspect::customer_json(
-            customer,
-            first.partition,
-            &state,
-            &first.timers,
-            &self.engine.get(),
-            self.clock.now(),
-        );
-        serde_json::to_string_pretty(&doc).map(Some).map_err(|e| e.to_string())
+    fn customer_json(&self, customer: &str, explain: bool) -> Result<Option<String>, String> {
+        let doc = crate::inspect::lookup(&self.store, &self.engine.get(), customer, Some(self.clock.now()), explain)
+            .map_err(|e| format!("{e:#}"))?;
+        doc.map(|d| serde_json::to_string_pretty(&d)).transpose().map_err(|e| e.to_string())
     }
 }
 

@@ -169,7 +169,7 @@ impl Worker {
         // re-evaluation slice read and left unchanged is not kept: a rules
         // change would otherwise push every active customer out).
         for (customer, slot) in states.drain() {
-            if !slot.is_gone() && !(slot.charge == SCANNED && !slot.changed()) {
+            if !slot.is_gone() && (slot.charge != SCANNED || slot.changed()) {
                 let charge = slot.encoded_len().map_or(slot.charge, hot::charge);
                 rt.hot.put(customer, slot.state, charge);
             }
