@@ -7,6 +7,12 @@
 //! was expected) is logged, `cohort_rules_reloads_total{result="refused"}`
 //! counts it and the rules in force keep running. A refused file is not
 //! reported again until it changes.
+//!
+//! With `rules.topic` set, a group converges on one version: a worker whose
+//! file changed publishes the text to that topic (one partition, compacted)
+//! instead of switching, and every worker, the publisher included, switches
+//! to each new record it reads there ([`RulesFollower`]). The topic's order
+//! is the order of versions; the last record published wins.
 
 use crate::metrics::Metrics;
 use cohort_core::engine::Engine;
@@ -37,9 +43,10 @@ impl SharedEngine {
     }
 }
 
-/// Rules read from the file that differ from the last ones read, compiled.
+/// Rules read from the file that differ from the last ones read, compiled,
+/// with the text they were compiled from.
 pub struct RulesWatcher {
-    rules: Receiver<RuleSet>,
+    rules: Receiver<(RuleSet, String)>,
     wake: Sender<()>,
 }
 
@@ -80,15 +87,15 @@ impl RulesWatcher {
         self.wake.clone()
     }
 
-    /// The newest rules read since the last call, if any.
-    pub fn take(&self) -> Option<RuleSet> {
+    /// The newest rules read since the last call, if any, and their text.
+    pub fn take(&self) -> Option<(RuleSet, String)> {
         self.rules.try_iter().last()
     }
 }
 
 /// The file's rules if its bytes changed since `last` and compile. On
 /// SIGHUP (`asked`) an unchanged file is logged as such.
-fn read_changed(path: &Path, last: &mut u64, asked: bool, metrics: &Metrics) -> Option<RuleSet> {
+fn read_changed(path: &Path, last: &mut u64, asked: bool, metrics: &Metrics) -> Option<(RuleSet, String)> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) => {
@@ -116,12 +123,103 @@ fn read_changed(path: &Path, last: &mut u64, asked: bool, metrics: &Metrics) -> 
     match RuleSet::from_yaml(&path.display().to_string(), &text) {
         Ok(rules) => {
             metrics.rules_reloads.with_label_values(&["applied"]).inc();
-            Some(rules)
+            Some((rules, text))
         }
         Err(e) => {
             refused(metrics, path, &e.to_string());
             None
         }
+    }
+}
+
+/// Follows the rules topic (`rules.topic`): partition 0's last record is
+/// the group's rules. Each new record whose text differs from the last one
+/// seen is compiled and handed to the worker; one that does not compile is
+/// refused as a file would be (the worker that published it had checked it,
+/// so this takes a producer other than cohort).
+pub struct RulesFollower {
+    rules: Receiver<(RuleSet, String)>,
+}
+
+impl RulesFollower {
+    /// Starts following from `next`, the topic's offset after the record
+    /// the worker started with (or its end); `seen` is that text.
+    pub fn spawn(
+        reader: cohort_kafka::ChangelogReader,
+        next: i64,
+        seen: &str,
+        interval: Duration,
+        metrics: Metrics,
+    ) -> RulesFollower {
+        let (tx, rules) = std::sync::mpsc::channel();
+        let mut last = fast64(seen.as_bytes());
+        let mut next = next;
+        let interval = if interval.is_zero() { Duration::from_secs(2) } else { interval };
+        std::thread::Builder::new()
+            .name("cohort-rules-topic".into())
+            .spawn(move || loop {
+                std::thread::sleep(interval);
+                let latest = match last_record(&reader, next) {
+                    Ok(Some((end, text))) => {
+                        next = end;
+                        text
+                    }
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(topic = %reader.topic(), error = %e, "reading the rules topic failed; retrying");
+                        continue;
+                    }
+                };
+                if fast64(latest.as_bytes()) == last {
+                    continue;
+                }
+                last = fast64(latest.as_bytes());
+                let name = format!("{}[rules topic]", reader.topic());
+                match RuleSet::from_yaml(&name, &latest) {
+                    Ok(rules) => {
+                        tracing::info!(version = %rules.version(), topic = %reader.topic(), "new rules on the rules topic");
+                        if tx.send((rules, latest)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        metrics.rules_reloads.with_label_values(&["refused"]).inc();
+                        tracing::error!(topic = %reader.topic(), error = %e, "rules on the rules topic refused; the rules in force keep running");
+                    }
+                }
+            })
+            .expect("spawning the rules topic thread");
+        RulesFollower { rules }
+    }
+
+    /// The newest rules published since the last call, if any.
+    pub fn take(&self) -> Option<(RuleSet, String)> {
+        self.rules.try_iter().last()
+    }
+}
+
+/// The rules topic's last record at or after `from`, as text, and the
+/// offset after it; `None` when nothing new was written.
+pub fn last_record(reader: &cohort_kafka::ChangelogReader, from: i64) -> anyhow::Result<Option<(i64, String)>> {
+    let (low, high) = reader.watermarks(0)?;
+    if high <= from.max(low) {
+        return Ok(None);
+    }
+    let mut text = None;
+    let start = (high - 1).max(low).max(from);
+    reader.read(0, start, high, 1 << 20, &|| true, |chunk| {
+        if let Some(v) = chunk.into_iter().filter_map(|r| r.value).next_back() {
+            text = Some(v);
+        }
+        std::ops::ControlFlow::Continue(())
+    })?;
+    match text {
+        Some(bytes) => {
+            let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("the rules record is not UTF-8"))?;
+            Ok(Some((high, text)))
+        }
+        // The last offset held no value (a tombstone, or compacted away).
+        None => Ok(None),
     }
 }
 
@@ -136,7 +234,7 @@ mod tests {
 
     const RULES: &str = "version: 1\nsegments:\n  - name: a\n    when: orders.lifetime > 0\n";
 
-    fn wait_for(w: &RulesWatcher) -> Option<RuleSet> {
+    fn wait_for(w: &RulesWatcher) -> Option<(RuleSet, String)> {
         for _ in 0..200 {
             if let Some(r) = w.take() {
                 return Some(r);
@@ -160,7 +258,7 @@ mod tests {
         let v2 = RULES.replace("> 0", "> 1");
         std::fs::write(&path, &v2).expect("write");
         w.check_now();
-        let rules = wait_for(&w).expect("the changed rules");
+        let (rules, _) = wait_for(&w).expect("the changed rules");
         assert_eq!(rules.version(), RuleSet::from_yaml("x", &v2).expect("v2").version());
 
         std::fs::write(&path, "version: 1\nsegments:\n  - name: a\n    when: orders.lifetime >\n").expect("write");

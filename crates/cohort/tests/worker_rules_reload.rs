@@ -297,3 +297,61 @@ async fn a_rules_change_reevaluates_every_stored_customer_and_survives_a_crash_m
         }
     }
 }
+
+/// With `rules.topic`, a group converges on one version: worker A's file
+/// changes, A publishes it to the rules topic, and worker B, whose own file
+/// never changed, switches too; both re-evaluate their partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_switches_together_through_the_rules_topic() {
+    let broker = TestBroker::shared();
+    let d = Deployment::new(broker.bootstrap(), 2, RULES, "").await;
+    let rules_topic = d.topic("cohort-rules");
+    cohort_e2e::create_topic(broker.bootstrap(), &rules_topic, 1).await.expect("create the rules topic");
+    let config = std::fs::read_to_string(&d.config).expect("config");
+    let config =
+        config.replace("[rules]\n", &format!("[rules]\nwatch_interval = \"100ms\"\ntopic = \"{rules_topic}\"\n"));
+    std::fs::write(&d.config, &config).expect("config");
+    // B: a store and a rules file of its own (a copy of v1 it keeps).
+    let b_rules = d.dir.path().join("rules-b.yaml");
+    std::fs::write(&b_rules, RULES).expect("B's rules");
+    let store = d.dir.path().join("store");
+    let b_config = d.dir.path().join("cohort-b.toml");
+    let b_text = config
+        .replace(
+            &format!("path = \"{}\"", d.dir.path().join("rules.yaml").display()),
+            &format!("path = \"{}\"", b_rules.display()),
+        )
+        .replace(
+            &format!("path = \"{}\"", store.display()),
+            &format!("path = \"{}\"", d.dir.path().join("store-b").display()),
+        );
+    assert!(b_text.contains("rules-b.yaml") && b_text.contains("store-b"), "B's config names its own files");
+    std::fs::write(&b_config, b_text).expect("B's config");
+
+    let (profiles, clicks) = profiles_then_clicks(23, 1_500);
+    d.produce(&profiles).await;
+    d.produce(&clicks).await;
+    let mut a = d.start_worker("a");
+    let mut b = WorkerProcess::start(&b_config, &d.dir.path().join("b.log"));
+    d.wait_caught_up(Duration::from_secs(240), &mut a).await;
+    let v1 = RuleSet::from_yaml("rules.yaml", RULES).expect("v1").version().to_string();
+    for w in [&mut a, &mut b] {
+        wait_metrics(w, "v1 in force", Duration::from_secs(60), |m| rules_info(m, &v1) == Some(1.0));
+    }
+
+    // Only A's file changes.
+    let v2_text = rules_v2();
+    let v2 = RuleSet::from_yaml("rules.yaml", &v2_text).expect("v2").version().to_string();
+    std::fs::write(d.dir.path().join("rules.yaml"), &v2_text).expect("A's rules");
+    for (name, w) in [("a", &mut a), ("b", &mut b)] {
+        wait_metrics(w, &format!("worker {name} on v2"), Duration::from_secs(120), |m| {
+            rules_info(m, &v2) == Some(1.0) && rules_info(m, &v1) == Some(0.0)
+        });
+    }
+    assert_eq!(std::fs::read_to_string(&b_rules).expect("B's rules"), RULES, "B's own file never changed");
+    let published = d.read_all("cohort-rules").await;
+    let last = published.last().expect("records on the rules topic");
+    assert_eq!(last.value.as_deref(), Some(v2_text.as_bytes()), "the last record is A's new file");
+    assert!(b.log_text().contains("new rules on the rules topic"), "B switched on the topic's record");
+    assert!(a.terminate().success() && b.terminate().success(), "clean stops");
+}

@@ -208,6 +208,11 @@ pub struct RulesConfig {
     /// Stored customers one partition re-evaluates per batch after a rules
     /// change (README, "Changing the rules").
     pub reevaluation_slice: usize,
+    /// A topic (one partition, compacted) through which a group converges
+    /// on one rules version: a changed file is published there and every
+    /// worker switches to what it reads. Empty: each worker follows its own
+    /// file.
+    pub topic: String,
 }
 
 impl Default for RulesConfig {
@@ -216,6 +221,7 @@ impl Default for RulesConfig {
             path: PathBuf::from("deploy/rules.yaml"),
             watch_interval: Duration::from_secs(2),
             reevaluation_slice: 5_000,
+            topic: String::new(),
         }
     }
 }

@@ -62,7 +62,7 @@ use crate::config::{Config, StartFrom, WireFormat};
 use crate::http::Readiness;
 use crate::liveness::{Progress, Watchdog, WatchdogParts};
 use crate::metrics::Metrics;
-use crate::reload::{RulesWatcher, SharedEngine};
+use crate::reload::{RulesFollower, RulesWatcher, SharedEngine};
 use anyhow::{anyhow, Context as _};
 use batch::Scratch;
 use cohort_codec::{Decoder, Encoder, Format, InputKind, Registry};
@@ -155,6 +155,10 @@ pub struct Worker {
     shared_engine: SharedEngine,
     /// New rules read from the rules file (`rules`).
     rules_watcher: RulesWatcher,
+    /// The text of the rules in force.
+    rules_text: String,
+    /// With `rules.topic`: the group's rules as published there.
+    rules_follower: Option<RulesFollower>,
 }
 
 fn format_of(f: WireFormat) -> Format {
@@ -263,6 +267,8 @@ impl Worker {
             restoring: BTreeMap::new(),
             shared_engine: SharedEngine::new(shared),
             rules_watcher,
+            rules_text: text,
+            rules_follower: None,
         })
     }
 
@@ -336,6 +342,9 @@ impl Worker {
         let mut producer_props = cfg.kafka.properties.clone();
         producer_props.extend(cfg.kafka.producer_properties.clone());
         let producer = Arc::new(OutputProducer::new(&cfg.kafka.bootstrap_servers, &producer_props)?);
+        if !cfg.rules.topic.is_empty() {
+            self.follow_rules_topic(&producer).await?;
+        }
         info!(
             group = %cfg.kafka.group_id,
             bootstrap = %cfg.kafka.bootstrap_servers,
@@ -403,12 +412,22 @@ impl Worker {
             while let Some((p, report)) = self.restorer.as_mut().and_then(|r| r.done.try_recv().ok()) {
                 tokio::task::block_in_place(|| self.on_restored(consumer, p, report))?;
             }
-            if let Some(rules) = self.rules_watcher.take() {
+            // With a rules topic a changed file is published there, and the
+            // group switches to what the topic says.
+            let mut new_rules = self.rules_follower.as_ref().and_then(RulesFollower::take);
+            if let Some((rules, text)) = self.rules_watcher.take() {
+                match self.rules_follower {
+                    Some(_) => rules::publish_rules(producer, &cfg.rules.topic, rules.version(), text).await?,
+                    None => new_rules = Some((rules, text)),
+                }
+            }
+            if let Some((rules, text)) = new_rules.filter(|(r, _)| r.version() != self.engine.rules().version()) {
                 // Between two batches, with nothing in flight: every state
                 // the switch may re-evaluate is committed.
                 if !self.finish_unless(in_flight, consumer, &mut shutdown).await? {
                     return Ok(());
                 }
+                self.rules_text = text;
                 tokio::task::block_in_place(|| self.switch_rules(rules));
             }
             // A re-evaluation under way does not wait for records.

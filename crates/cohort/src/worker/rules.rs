@@ -11,8 +11,11 @@
 
 use super::partitions::PartitionRuntime;
 use super::Worker;
+use crate::reload::{last_record, RulesFollower};
+use anyhow::Context as _;
 use cohort_core::engine::Engine;
 use cohort_core::rules::RuleSet;
+use cohort_kafka::{ChangelogReader, OutputProducer, OutputRecord};
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::info;
@@ -93,6 +96,60 @@ impl Worker {
             self.publish_reevaluation();
         }
     }
+}
+
+impl Worker {
+    /// With `rules.topic`: the topic must exist; if its last record is not
+    /// this worker's file, the file is published (a worker starts with the
+    /// rules it was deployed with, and the group follows); then the topic
+    /// is followed.
+    pub(super) async fn follow_rules_topic(&mut self, producer: &OutputProducer) -> anyhow::Result<()> {
+        let cfg = &self.config;
+        let topic = cfg.rules.topic.clone();
+        let reader = ChangelogReader::new(&cfg.kafka.bootstrap_servers, &cfg.kafka.properties, &topic, 1 << 20)?;
+        let (exists, latest) = tokio::task::block_in_place(|| -> anyhow::Result<_> {
+            let exists = reader.partition_count(&topic)?.is_some();
+            Ok((exists, if exists { last_record(&reader, 0)? } else { None }))
+        })?;
+        anyhow::ensure!(
+            exists,
+            "rules.topic `{topic}` does not exist: create it with one partition and cleanup.policy=compact \
+             (README, \"Changing the rules\"), or set rules.topic = \"\" to follow the file only"
+        );
+        if latest.as_ref().map(|(_, t)| t.as_str()) != Some(self.rules_text.as_str()) {
+            let version = self.engine.rules().version().to_owned();
+            publish_rules(producer, &topic, &version, self.rules_text.clone()).await?;
+        }
+        self.rules_follower = Some(RulesFollower::spawn(
+            reader,
+            0,
+            &self.rules_text,
+            cfg.rules.watch_interval,
+            self.telemetry.metrics.clone(),
+        ));
+        Ok(())
+    }
+}
+
+/// Publishes rules (already compiled, so known to be valid) to the rules
+/// topic; every worker switches when it reads them.
+pub(super) async fn publish_rules(
+    producer: &OutputProducer,
+    topic: &str,
+    version: &str,
+    text: String,
+) -> anyhow::Result<()> {
+    let record = OutputRecord {
+        topic: topic.into(),
+        key: Some(b"rules".to_vec()),
+        value: Some(text.into_bytes()),
+        headers: vec![("cohort.rules.version".into(), version.as_bytes().to_vec().into())],
+        timestamp: None,
+        partition: Some(0),
+    };
+    producer.send_all(std::slice::from_ref(&record)).await.with_context(|| format!("publishing rules to {topic}"))?;
+    info!(version, topic, "rules published to the rules topic; every worker switches when it reads them");
+    Ok(())
 }
 
 impl ReevaluationRun {
