@@ -211,7 +211,10 @@ pub enum Input<'a> {
     /// fired because the partition's watermark passed `due`.
     Timer { customer: &'a str, due: Timestamp },
     /// The rules were replaced; re-evaluate this customer at `at`.
-    RulesChanged { customer: &'a str, at: Timestamp },
+    /// `switch` numbers the partition's rules switches
+    /// ([`crate::partition::RulesProgress::switch`]), so that a change
+    /// undone and made again at the same instant gets new output ids.
+    RulesChanged { customer: &'a str, at: Timestamp, switch: u64 },
 }
 
 impl Input<'_> {
@@ -389,8 +392,13 @@ fn apply_inner(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>, t
         Input::Timer { due, .. } => {
             incarnated(StableHasher::new().str("timer").str(customer).u64(due.as_millis() as u64), incarnation)
         }
-        Input::RulesChanged { at, .. } => incarnated(
-            StableHasher::new().str("rules").str(customer).str(engine.rules.version()).u64(at.as_millis() as u64),
+        Input::RulesChanged { at, switch, .. } => incarnated(
+            StableHasher::new()
+                .str("rules")
+                .str(customer)
+                .str(engine.rules.version())
+                .u64(at.as_millis() as u64)
+                .u64(switch),
             incarnation,
         ),
     };
@@ -786,7 +794,8 @@ segments:
         let mut st = CustomerState::default();
         st.segments.push(Membership { segment: "retired".into(), since: Timestamp(0) });
         st.evaluated_at = Some(Timestamp(0));
-        let d = apply(&mut st, Input::RulesChanged { customer: "c", at: Timestamp(1_000) }, &tables.context(&e));
+        let d =
+            apply(&mut st, Input::RulesChanged { customer: "c", at: Timestamp(1_000), switch: 1 }, &tables.context(&e));
         let Some(Output::SegmentChanged(s)) = d.outputs.first() else { panic!("expected a segment change") };
         assert_eq!(s.exited, vec!["retired".to_owned()]);
         assert!(s.entered.is_empty() && s.segments.is_empty());

@@ -70,11 +70,13 @@ impl Preview {
     /// Customers must come in key order within a partition for the samples
     /// to be the first ones.
     pub fn add(&mut self, candidate: &Engine, customer: &str, mut state: CustomerState, at: Timestamp) {
+        // The switch number only names outputs, which a preview does not make.
+        let switch = 0;
         self.customers += 1;
         let now: Vec<String> = state.segments.iter().map(|m| m.segment.clone()).collect();
         // Learned tables only score offers, which a rules change does not decide.
         let tables = Tables::default();
-        apply(&mut state, Input::RulesChanged { customer, at }, &tables.context(candidate));
+        apply(&mut state, Input::RulesChanged { customer, at, switch }, &tables.context(candidate));
         let after = state.segments.iter().map(|m| m.segment.as_str());
         for name in &now {
             self.segments.entry(name.clone()).or_default().now += 1;

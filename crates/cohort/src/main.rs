@@ -133,15 +133,16 @@ fn command(cli: Cli) -> anyhow::Result<()> {
             // The runtime and the SIGTERM handler first: from here on SIGTERM
             // means a clean stop, even while the config loads and the store opens.
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            let shutdown = {
+            let (shutdown, hup) = {
                 let _in_runtime = rt.enter();
-                shutdown_signal()
+                // SIGHUP too: one during the store's open is kept, not fatal.
+                (shutdown_signal(), sighup()?)
             };
             let config = load_config(Some(&config))?;
             // A property librdkafka refuses, named without its value.
             cohort::check::check_librdkafka_properties(&config)?;
             init_tracing(&config);
-            let result = rt.block_on(run(config, shutdown));
+            let result = rt.block_on(run(config, shutdown, hup));
             // The worker has spent its shutdown budget; a blocking task still
             // running (a store read for the admin API) must not hold the exit.
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
@@ -315,27 +316,45 @@ impl CustomerLookup for AdminLookup {
     }
 }
 
-/// SIGHUP makes the worker read its rules file now (README, "Changing the rules").
-fn reload_on_sighup(wake: std::sync::mpsc::Sender<()>) -> anyhow::Result<()> {
+/// SIGHUP makes the worker read its rules file now (README, "Changing the
+/// rules"). Installed when the process starts; signals are queued on the
+/// returned channel until the worker is there to take them.
+fn sighup() -> anyhow::Result<std::sync::mpsc::Receiver<()>> {
+    let (tx, rx) = std::sync::mpsc::channel();
     #[cfg(unix)]
     {
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("installing the SIGHUP handler")?;
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                tracing::info!("SIGHUP: reading the rules file");
-                if wake.send(()).is_err() {
+                if tx.send(()).is_err() {
                     return;
                 }
             }
         });
     }
     #[cfg(not(unix))]
-    drop(wake);
-    Ok(())
+    drop(tx);
+    Ok(rx)
 }
 
-async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+/// Hands SIGHUPs to the worker's rules watcher.
+fn reload_on_sighup(hup: std::sync::mpsc::Receiver<()>, wake: std::sync::mpsc::Sender<()>) {
+    std::thread::spawn(move || {
+        for () in hup {
+            tracing::info!("SIGHUP: reading the rules file");
+            if wake.send(()).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+    hup: std::sync::mpsc::Receiver<()>,
+) -> anyhow::Result<()> {
     let metrics = Metrics::new()?;
     metrics.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
     let readiness = Arc::new(Readiness::default());
@@ -348,7 +367,7 @@ async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) ->
         live: config.processing.live_clock,
         progress: worker.progress(),
     });
-    reload_on_sighup(worker.rules_waker())?;
+    reload_on_sighup(hup, worker.rules_waker());
     let addr: std::net::SocketAddr = config.http.listen.parse()?;
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let (bound, http_task) = http::serve(addr, metrics, readiness, Some(lookup), async {

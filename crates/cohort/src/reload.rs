@@ -93,8 +93,11 @@ impl RulesWatcher {
     }
 }
 
-/// The file's rules if its bytes changed since `last` and compile. On
-/// SIGHUP (`asked`) an unchanged file is logged as such.
+/// The file's rules if its bytes changed since `last` and compile. A
+/// change counts once two reads 100 ms apart agree, so a file caught
+/// half-written (an in-place write) is not taken for the new rules. On
+/// SIGHUP (`asked`) an unchanged file is handed over too: with a rules
+/// topic that publishes it again; without, it is the rules in force.
 fn read_changed(path: &Path, last: &mut u64, asked: bool, metrics: &Metrics) -> Option<(RuleSet, String)> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
@@ -106,11 +109,15 @@ fn read_changed(path: &Path, last: &mut u64, asked: bool, metrics: &Metrics) -> 
         }
     };
     let hash = fast64(&bytes);
-    if hash == *last {
-        if asked {
-            tracing::info!(path = %path.display(), "SIGHUP: the rules file is unchanged");
-        }
+    if hash == *last && !asked {
         return None;
+    }
+    if hash != *last {
+        std::thread::sleep(Duration::from_millis(100));
+        if std::fs::read(path).ok().map(|b| fast64(&b)) != Some(hash) {
+            // Still being written: the next check reads it again.
+            return None;
+        }
     }
     *last = hash;
     let text = match String::from_utf8(bytes) {
@@ -251,9 +258,10 @@ mod tests {
         std::fs::write(&path, RULES).expect("write");
         let metrics = Metrics::new().expect("metrics");
         let w = RulesWatcher::spawn(path.clone(), RULES.as_bytes(), Duration::ZERO, metrics.clone());
+        // SIGHUP hands an unchanged file over too (a rules topic publishes it).
         w.check_now();
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(w.take().is_none(), "an unchanged file is no new rules");
+        let (same, _) = wait_for(&w).expect("SIGHUP reads the file");
+        assert_eq!(same.version(), RuleSet::from_yaml("x", RULES).expect("v1").version());
 
         let v2 = RULES.replace("> 0", "> 1");
         std::fs::write(&path, &v2).expect("write");
@@ -270,7 +278,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(metrics.rules_reloads.with_label_values(&["refused"]).get(), 1);
-        assert_eq!(metrics.rules_reloads.with_label_values(&["applied"]).get(), 1);
+        assert_eq!(metrics.rules_reloads.with_label_values(&["applied"]).get(), 2);
         assert!(w.take().is_none(), "nothing handed over for a broken file");
     }
 

@@ -245,9 +245,19 @@ async fn a_rules_change_reevaluates_every_stored_customer_and_survives_a_crash_m
             .expect("POST /admin/preview");
     assert_eq!(code, 400, "{body}");
     assert!(body.starts_with("candidate:4:"), "{body}");
-    let (code, body) = http_post(&addr, "/admin/preview?samples=2", &v2_text).expect("POST /admin/preview");
-    assert_eq!(code, 200, "{body}");
-    let running: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    // The last slice's batch may still be committing when the gauge reads
+    // 0 (it is set when the slice is decided): the preview reads committed
+    // states, so ask until they are.
+    let until = Instant::now() + Duration::from_secs(30);
+    let (body, running) = loop {
+        let (code, body) = http_post(&addr, "/admin/preview?samples=2", &v2_text).expect("POST /admin/preview");
+        assert_eq!(code, 200, "{body}");
+        let running: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        if running["changed"].as_u64() == Some(0) || Instant::now() > until {
+            break (body, running);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!(running["changed"].as_u64(), Some(0), "nothing left to change: {body}");
     assert!(running["customers"].as_u64().is_some_and(|n| n > 100), "every owned customer examined: {body}");
 
@@ -291,7 +301,8 @@ async fn a_rules_change_reevaluates_every_stored_customer_and_survives_a_crash_m
             assert!(state.segments.iter().all(|m| m.segment != "dach"));
             // Decided under v2 (or left as stored, unchanged by it): re-evaluating changes nothing.
             let tables = cohort_core::engine::Tables::default();
-            let input = cohort_core::engine::Input::RulesChanged { customer: &customer, at: rules_at(&meta) };
+            let input =
+                cohort_core::engine::Input::RulesChanged { customer: &customer, at: rules_at(&meta), switch: 0 };
             let d = cohort_core::engine::apply(&mut state, input, &tables.context(&v2));
             assert!(d.outputs.is_empty(), "{customer} is not where v2 puts it: {:?}", d.outputs);
         }

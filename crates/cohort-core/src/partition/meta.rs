@@ -15,8 +15,8 @@
 //! populations    uv n, each: str segment, uv customers (sorted by segment)
 //! changelog      u8 0 | 1 then i64: the next changelog offset the states reflect
 //! rules          u8 0 (none recorded) | 1 then: str rules version, i64 switch
-//!                instant, u8 0 (re-evaluation done) | 1 then str: the last
-//!                customer re-evaluated ("": none yet)
+//!                instant, uv switch number, u8 0 (re-evaluation done) | 1
+//!                then str: the last customer re-evaluated ("": none yet)
 //! ```
 //!
 //! Version 1 is version 2 without the rules section, and is still read.
@@ -71,6 +71,10 @@ pub struct RulesProgress {
     /// every customer decided under older rules is re-evaluated at this
     /// instant (or at its own last decision instant, if later).
     pub at: Timestamp,
+    /// How many times the partition has switched rules (1 for the first
+    /// recorded version): part of a re-evaluation's output ids, so rules
+    /// undone and applied again at the same instant decide anew.
+    pub switch: u64,
     /// `Some(c)`: the background re-evaluation has covered every stored
     /// customer up to and including `c` in key order (`""`: none yet);
     /// `None`: it is complete.
@@ -136,6 +140,7 @@ impl MetaRef<'_> {
                 out.push(1);
                 put_str(&mut out, &r.version);
                 out.extend_from_slice(&r.at.as_millis().to_be_bytes());
+                put_uv(&mut out, r.switch);
                 match &r.after {
                     None => out.push(0),
                     Some(c) => {
@@ -201,12 +206,13 @@ impl PartitionMeta {
             (_, Ok(1)) => {
                 let version = r.string()?;
                 let at = Timestamp(r.i64()?);
+                let switch = r.uv()?;
                 let after = match r.bytes(1)?[0] {
                     0 => None,
                     1 => Some(r.string()?),
                     _ => return Err(DecodeError::Invalid("re-evaluation flag")),
                 };
-                Some(RulesProgress { version, at, after })
+                Some(RulesProgress { version, at, switch, after })
             }
             (_, Ok(_)) => return Err(DecodeError::Invalid("rules flag")),
             (_, Err(e)) => return Err(e),
@@ -251,6 +257,7 @@ mod tests {
         m.rules = Some(RulesProgress {
             version: "1-3f9a".into(),
             at: Timestamp(1_736_760_000_000),
+            switch: 3,
             after: Some("c-7".into()),
         });
         m

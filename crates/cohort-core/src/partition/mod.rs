@@ -384,7 +384,8 @@ impl PartitionTask {
         if self.rules.as_ref().is_none_or(|r| r.version != version) {
             let at = self.watermark.current();
             let after = (at != Timestamp::MIN || !self.populations.is_empty()).then(String::new);
-            self.rules = Some(RulesProgress { version: version.to_owned(), at, after });
+            let switch = self.rules.as_ref().map_or(1, |r| r.switch + 1);
+            self.rules = Some(RulesProgress { version: version.to_owned(), at, switch, after });
             self.meta_dirty = true;
         }
         self.reevaluation_after().is_some()
@@ -416,15 +417,20 @@ impl PartitionTask {
     /// under other rules (see the module doc); its old timer is replaced
     /// by the new rules'. True if that changed anything (a segment, the
     /// timer).
+    /// `timer` is the customer's pending timer: the index's, or for a timer
+    /// being fired (already taken from the index) its due time, so that
+    /// both ways of reaching a customer compare with the same timer.
+    #[allow(clippy::too_many_arguments)]
     fn refresh(
         &mut self,
         engine: &Engine,
         customer: &str,
+        timer: Option<Timestamp>,
         states: &mut BatchStates,
         delta: &mut TimerDelta,
         out: &mut StepOutput,
     ) -> bool {
-        let Some(at) = self.rules.as_ref().map(|r| r.at) else { return false };
+        let Some((at, switch)) = self.rules.as_ref().map(|r| (r.at, r.switch)) else { return false };
         let Some(slot) = states.map.get_mut(customer) else { return false };
         if !engine.is_stale(&slot.state) {
             return false;
@@ -432,8 +438,9 @@ impl PartitionTask {
         #[cfg(debug_assertions)]
         let original = slot.state.clone();
         let before = (slot.state.evaluated_at, slot.state.segment_bits);
-        let decision = apply(&mut slot.state, Input::RulesChanged { customer, at }, &self.tables.context(engine));
-        if decision.outputs.is_empty() && decision.next_timer == self.timers.get(customer) {
+        let decision =
+            apply(&mut slot.state, Input::RulesChanged { customer, at, switch }, &self.tables.context(engine));
+        if decision.outputs.is_empty() && decision.next_timer == timer {
             // Nothing anyone reads changed: the state is left as stored (and
             // unwritten: most customers of a rules change are these). It stays
             // stale, and re-evaluating it again at the same instant decides
@@ -476,7 +483,8 @@ impl PartitionTask {
         assert_eq!(input.events.len(), input.positions.len(), "one position per event");
         if let Some(slice) = input.reevaluate {
             for c in slice.customers {
-                populations_dirty |= self.refresh(engine, c, states, &mut delta, &mut out);
+                let timer = self.timers.get(c);
+                populations_dirty |= self.refresh(engine, c, timer, states, &mut delta, &mut out);
             }
             if let Some(r) = self.rules.as_mut() {
                 r.after = match (slice.complete, slice.customers.last()) {
@@ -490,7 +498,8 @@ impl PartitionTask {
         for ((event, tag), &(topic, offset)) in input.events.iter().zip(input.positions) {
             self.watermark.observe(event.time);
             populations_dirty |= self.fire_due_timers(engine, states, &mut delta, &mut out);
-            populations_dirty |= self.refresh(engine, &event.customer, states, &mut delta, &mut out);
+            let timer = self.timers.get(&event.customer);
+            populations_dirty |= self.refresh(engine, &event.customer, timer, states, &mut delta, &mut out);
             populations_dirty |=
                 self.fire_own_timers(engine, &event.customer, event.time, states, &mut delta, &mut out);
             let slot = states.map.entry(event.customer.clone()).or_insert_with(|| missing_slot(&event.customer));
@@ -616,7 +625,7 @@ impl PartitionTask {
         out: &mut StepOutput,
     ) -> bool {
         delta.touch(customer.clone(), Some(due));
-        if self.refresh(engine, &customer, states, delta, out) {
+        if self.refresh(engine, &customer, Some(due), states, delta, out) {
             // The old rules' timer; the re-evaluation set the new rules' one.
             return true;
         }

@@ -395,7 +395,8 @@ proptest! {
             // Decided under v2: re-evaluating again changes nothing.
             let mut again = s.clone();
             let tables = Tables::default();
-            let d = crate::engine::apply(&mut again, Input::RulesChanged { customer: c, at }, &tables.context(&v2));
+            let input = Input::RulesChanged { customer: c, at, switch: 2 };
+            let d = crate::engine::apply(&mut again, input, &tables.context(&v2));
             prop_assert!(d.outputs.is_empty(), "{} re-evaluated again: {:?}", c, d.outputs);
             prop_assert!(s.segments.iter().all(|x| x.segment != "keto"));
         }
@@ -517,4 +518,26 @@ fn a_rules_switch_moves_exactly_the_customers_it_should() {
     let timer = m.task.timer_of("dia").expect("the new rules set a timer");
     assert!(timer >= Timestamp(START + 7 * DAY) && timer <= Timestamp(START + 4 * MIN + 7 * DAY), "{timer:?}");
     assert!(outputs.iter().all(|d| !matches!(d.output, Output::NextBestOffer(_))), "no offer on a rules change");
+}
+
+#[test]
+fn rules_undone_and_applied_again_at_the_same_instant_decide_with_new_ids() {
+    // v2, back to v1, v2 again, with no event in between: the same customers
+    // enter and leave the same segments at the same instant, and downstream
+    // must not drop the third switch's changes as repeats of the first's.
+    let (v1, v2) = (engine(), engine_v2());
+    let evs = events(&[(0, 0, Kind::Buy(20_000)), (1, MIN, Kind::View(0)), (2, MIN, Kind::Buy(300))]);
+    let (mut outputs, mut m) = switched(&v1, &v2, &evs, 2);
+    for engine in [&v1, &v2] {
+        assert!(m.switch_rules(engine));
+        while let Some(out) = m.reevaluate(engine, 2) {
+            outputs.extend(out.outputs);
+        }
+    }
+    assert_eq!(m.task.meta().rules.map(|r| r.switch), Some(3), "three switches: v2, v1, v2");
+    let mut ids = std::collections::BTreeSet::new();
+    for d in &outputs {
+        assert!(ids.insert(d.output.id().to_owned()), "id {} emitted twice: {:?}", d.output.id(), d.output);
+    }
+    assert!(outputs.len() >= 3, "each switch moved someone: {outputs:?}");
 }

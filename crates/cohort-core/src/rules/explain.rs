@@ -181,13 +181,18 @@ impl RuleSet {
     fn atoms<F: Facts + ?Sized>(&self, e: &Expr, env: &Env<'_, F>, out: &mut Vec<AtomValue>) {
         match e {
             Expr::And(xs) | Expr::Or(xs) => xs.iter().for_each(|x| self.atoms(x, env, out)),
+            // One line for the whole negation: negating each leaf of an
+            // `&&` or `||` would read as the wrong connective.
             Expr::Not(x) => {
-                let start = out.len();
-                self.atoms(x, env, out);
-                for a in &mut out[start..] {
-                    a.atom = format!("not ({})", a.atom);
-                    a.holds = !a.holds;
-                }
+                let mut inner = Vec::new();
+                self.atoms(x, env, &mut inner);
+                let joiner = match &**x {
+                    Expr::And(_) => " && ",
+                    Expr::Or(_) => " || ",
+                    _ => "",
+                };
+                let text = inner.iter().map(|a| a.atom.as_str()).collect::<Vec<_>>().join(joiner);
+                out.push(AtomValue { atom: format!("not ({text})"), holds: eval::eval(e, env) });
             }
             leaf => out.push(AtomValue { atom: self.describe(leaf, env), holds: eval::eval(leaf, env) }),
         }

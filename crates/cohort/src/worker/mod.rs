@@ -417,7 +417,13 @@ impl Worker {
             let mut new_rules = self.rules_follower.as_ref().and_then(RulesFollower::take);
             if let Some((rules, text)) = self.rules_watcher.take() {
                 match self.rules_follower {
-                    Some(_) => rules::publish_rules(producer, &cfg.rules.topic, rules.version(), text).await?,
+                    Some(_) => {
+                        // Not fatal: the rules in force keep running, and
+                        // the next change or SIGHUP publishes again.
+                        if let Err(e) = rules::publish_rules(producer, &cfg.rules.topic, rules.version(), text).await {
+                            warn!(error = %format!("{e:#}"), "the changed rules file could not be published; the rules in force keep running");
+                        }
+                    }
                     None => new_rules = Some((rules, text)),
                 }
             }

@@ -97,6 +97,8 @@ pub(super) struct Restorer {
     /// Finished restores: the partition and its report.
     pub(super) done: tokio::sync::mpsc::UnboundedReceiver<(i32, anyhow::Result<Report>)>,
     shared: Arc<Shared>,
+    /// Disconnected when the thread has ended.
+    ended: mpsc::Receiver<()>,
 }
 
 /// Settings of the restore thread.
@@ -124,11 +126,15 @@ impl Restorer {
             stop: AtomicBool::new(false),
         });
         let restore = Thread { store, reader, metrics, settings, shared: shared.clone(), jobs: rx, done: done_tx };
+        let (ended_tx, ended) = mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("cohort-restore".into())
-            .spawn(move || restore.run())
+            .spawn(move || {
+                restore.run();
+                drop(ended_tx);
+            })
             .context("starting the restore thread")?;
-        Ok(Restorer { jobs, done, shared })
+        Ok(Restorer { jobs, done, shared, ended })
     }
 
     /// Queues partition `p`'s restore; its report arrives on `done`.
@@ -154,8 +160,15 @@ impl Restorer {
 impl Drop for Restorer {
     fn drop(&mut self) {
         // The thread ends at its next check; nothing it left half-done is
-        // trusted (the metadata record is written last).
+        // trusted (the metadata record is written last). It is waited for
+        // (a chunk's write or a read's poll, well under a second): a
+        // process that exits while it writes to RocksDB aborts in RocksDB's
+        // destructors ("pthread lock: Invalid argument"), which made a
+        // clean SIGTERM exit with a failure status.
         self.shared.stop.store(true, Ordering::Relaxed);
+        if self.ended.recv_timeout(Duration::from_secs(5)) == Err(mpsc::RecvTimeoutError::Timeout) {
+            tracing::warn!("the restore thread did not stop within 5 s; exiting without it");
+        }
     }
 }
 

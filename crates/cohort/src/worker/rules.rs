@@ -99,12 +99,12 @@ impl Worker {
 }
 
 impl Worker {
-    /// With `rules.topic`: the topic must exist; if its last record is not
-    /// this worker's file, the file is published (a worker starts with the
-    /// rules it was deployed with, and the group follows); then the topic
-    /// is followed.
+    /// With `rules.topic`: the topic must exist. If it holds rules, they are
+    /// the group's and this worker takes them (a worker restarted with an
+    /// older file must not take the group back to it); if it holds none,
+    /// this worker's file is published. Then the topic is followed.
     pub(super) async fn follow_rules_topic(&mut self, producer: &OutputProducer) -> anyhow::Result<()> {
-        let cfg = &self.config;
+        let cfg = self.config.clone();
         let topic = cfg.rules.topic.clone();
         let reader = ChangelogReader::new(&cfg.kafka.bootstrap_servers, &cfg.kafka.properties, &topic, 1 << 20)?;
         let (exists, latest) = tokio::task::block_in_place(|| -> anyhow::Result<_> {
@@ -116,9 +116,25 @@ impl Worker {
             "rules.topic `{topic}` does not exist: create it with one partition and cleanup.policy=compact \
              (README, \"Changing the rules\"), or set rules.topic = \"\" to follow the file only"
         );
-        if latest.as_ref().map(|(_, t)| t.as_str()) != Some(self.rules_text.as_str()) {
-            let version = self.engine.rules().version().to_owned();
-            publish_rules(producer, &topic, &version, self.rules_text.clone()).await?;
+        match latest {
+            None => {
+                let version = self.engine.rules().version().to_owned();
+                publish_rules(producer, &topic, &version, self.rules_text.clone()).await?;
+            }
+            Some((_, text)) if text != self.rules_text => {
+                let name = format!("{topic}[rules topic]");
+                let rules = RuleSet::from_yaml(&name, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
+                tracing::warn!(
+                    file = %cfg.rules.path.display(),
+                    file_version = %self.engine.rules().version(),
+                    group_version = %rules.version(),
+                    "the rules file differs from the group's rules on the rules topic: running the group's \
+                     (SIGHUP this worker, or change its file, to publish the file instead)"
+                );
+                self.rules_text = text;
+                self.switch_rules(rules);
+            }
+            Some(_) => {}
         }
         self.rules_follower = Some(RulesFollower::spawn(
             reader,
