@@ -488,10 +488,11 @@ fn apply_inner(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>, t
         decision.outputs.push(Output::SegmentChanged(changed));
     }
 
-    // Decision points. A rules change is none: it re-draws the segments, and
-    // a customer entering one because the rules moved is not a moment to
-    // send an offer (docs/rules.md, "Changing the rules"); a cart it finds
-    // abandoned is left for the timer set below, which fires right after.
+    // Decision points. A rules change re-draws the segments, and a customer
+    // entering one because the rules moved is a moment to send an offer
+    // only for offers that list the `rules_changed` trigger (docs/rules.md,
+    // "Changing the rules"); a cart it finds abandoned is left for the
+    // timer set below, which fires right after.
     let rules_change = matches!(input, Input::RulesChanged { .. });
     let cart_abandoned = match state.cart.last_added {
         Some(last) if !rules_change && !state.cart.lines.is_empty() && !state.cart.abandon_fired => {
@@ -502,11 +503,16 @@ fn apply_inner(state: &mut CustomerState, input: Input<'_>, ctx: &Context<'_>, t
     if cart_abandoned {
         state.cart.abandon_fired = true;
     }
-    let points =
-        Points { entered: entered_set, cart_abandoned, purchase: recorded.purchase, session: recorded.new_session };
+    let points = Points {
+        entered: entered_set,
+        rules_change,
+        cart_abandoned,
+        purchase: recorded.purchase,
+        session: recorded.new_session,
+    };
     let sends_before = state.offers.len();
     let last_send_before = state.offers.last().map(|s| s.decision);
-    if points.any() && !rules_change {
+    if points.any() {
         decide_offer(state, customer, &points, &new_set, t, &sums, ctx, &out_id, cause_kind, event_id, &mut decision);
     }
 
@@ -561,7 +567,9 @@ fn segments_changed(
 
 /// The decision points of one evaluation.
 struct Points {
+    /// Segments entered; by a rules change if `rules_change`.
     entered: SegmentSet,
+    rules_change: bool,
     cart_abandoned: bool,
     purchase: bool,
     session: bool,
@@ -575,10 +583,14 @@ impl Points {
     /// The context weight and decision point of `trigger` if it matches.
     fn matches(&self, trigger: &Trigger, w: &ContextWeights) -> Option<(f64, Point)> {
         match trigger {
-            Trigger::SegmentEntered(set) => {
-                // The first segment of `set` that was entered.
+            // The first segment of `set` that was entered.
+            Trigger::SegmentEntered(set) if !self.rules_change => {
                 let hit = set.intersection(&self.entered).first()?;
                 Some((w.segment_entered, Point::Entered(hit)))
+            }
+            Trigger::RulesChanged(set) if self.rules_change => {
+                let hit = set.intersection(&self.entered).first()?;
+                Some((w.segment_entered, Point::RulesChanged(hit)))
             }
             Trigger::CartAbandoned if self.cart_abandoned => Some((w.cart_abandoned, Point::CartAbandoned)),
             Trigger::Purchase if self.purchase => Some((w.purchase, Point::Purchase)),
@@ -592,6 +604,7 @@ impl Points {
 #[derive(Clone, Copy, Debug)]
 enum Point {
     Entered(usize),
+    RulesChanged(usize),
     CartAbandoned,
     Purchase,
     SessionStart,
@@ -602,6 +615,9 @@ impl Point {
         match self {
             Point::Entered(i) => {
                 format!("segment_entered:{}", rules.segments().get(i).map_or("", |s| s.name.as_str()))
+            }
+            Point::RulesChanged(i) => {
+                format!("rules_changed:{}", rules.segments().get(i).map_or("", |s| s.name.as_str()))
             }
             Point::CartAbandoned => "cart_abandoned".to_owned(),
             Point::Purchase => "purchase".to_owned(),

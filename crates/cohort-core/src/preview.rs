@@ -8,8 +8,12 @@
 //! (the switch instant a switch now would record). So if nothing else
 //! happens in between, a switch to the candidate makes exactly the changes
 //! the preview counts. Nothing is produced or written.
+//!
+//! Offers that list the `rules_changed` trigger are decided too, with the
+//! partition's learned tables as a switch now would keep them, and counted
+//! per offer.
 
-use crate::engine::{apply, Engine, Input, Tables};
+use crate::engine::{apply, Engine, Input, Output, Tables};
 use crate::rules::RuleSet;
 use crate::state::CustomerState;
 use crate::time::Timestamp;
@@ -42,6 +46,9 @@ pub struct Preview {
     /// Every segment of either rules set (and any a state still holds),
     /// by name.
     pub segments: BTreeMap<String, SegmentPreview>,
+    /// Offer id → decisions a switch would make (holdouts included): only
+    /// offers that list the `rules_changed` trigger are decided on a switch.
+    pub offers: BTreeMap<String, u64>,
     #[serde(skip)]
     samples: usize,
 }
@@ -62,21 +69,34 @@ impl Preview {
             customers: 0,
             changed: 0,
             segments,
+            offers: BTreeMap::new(),
             samples,
         }
     }
 
-    /// Adds one stored customer of a partition whose watermark is `at`.
-    /// Customers must come in key order within a partition for the samples
-    /// to be the first ones.
-    pub fn add(&mut self, candidate: &Engine, customer: &str, mut state: CustomerState, at: Timestamp) {
+    /// Adds one stored customer of a partition whose watermark is `at` and
+    /// whose learned tables are `tables`. Customers must come in key order
+    /// within a partition for the samples to be the first ones.
+    pub fn add(
+        &mut self,
+        candidate: &Engine,
+        customer: &str,
+        mut state: CustomerState,
+        at: Timestamp,
+        tables: &Tables,
+    ) {
         // The switch number only names outputs, which a preview does not make.
         let switch = 0;
         self.customers += 1;
         let now: Vec<String> = state.segments.iter().map(|m| m.segment.clone()).collect();
-        // Learned tables only score offers, which a rules change does not decide.
-        let tables = Tables::default();
-        apply(&mut state, Input::RulesChanged { customer, at, switch }, &tables.context(candidate));
+        let decision = apply(&mut state, Input::RulesChanged { customer, at, switch }, &tables.context(candidate));
+        for output in &decision.outputs {
+            if let Output::NextBestOffer(n) = output {
+                if let Some(offer) = n.offer.as_ref().or(n.holdout_offer.as_ref()) {
+                    *self.offers.entry(offer.clone()).or_default() += 1;
+                }
+            }
+        }
         let after = state.segments.iter().map(|m| m.segment.as_str());
         for name in &now {
             self.segments.entry(name.clone()).or_default().now += 1;
@@ -111,6 +131,9 @@ impl Preview {
     pub fn merge(&mut self, other: Preview) {
         self.customers += other.customers;
         self.changed += other.changed;
+        for (offer, n) in other.offers {
+            *self.offers.entry(offer).or_default() += n;
+        }
         for (name, o) in other.segments {
             let seg = self.segments.entry(name).or_default();
             seg.now += o.now;
@@ -158,6 +181,12 @@ impl Preview {
                 samples.join("  ")
             ));
         }
+        if !self.offers.is_empty() {
+            out.push_str("\noffers the switch would send (trigger rules_changed, holdouts included):\n");
+            for (offer, n) in &self.offers {
+                out.push_str(&format!("{offer:<width$}  {n:>9}\n"));
+            }
+        }
         out
     }
 }
@@ -202,10 +231,10 @@ mod tests {
         ));
         let at = Timestamp(1_709_600_000_000);
         let mut a = Preview::new(v1.rules(), v2.rules(), 1);
-        a.add(&v2, "ana", bought(&v1, "ana", 70.0), at);
-        a.add(&v2, "ben", bought(&v1, "ben", 120.0), at);
+        a.add(&v2, "ana", bought(&v1, "ana", 70.0), at, &Tables::default());
+        a.add(&v2, "ben", bought(&v1, "ben", 120.0), at, &Tables::default());
         let mut b = Preview::new(v1.rules(), v2.rules(), 1);
-        b.add(&v2, "cem", bought(&v1, "cem", 20.0), at);
+        b.add(&v2, "cem", bought(&v1, "cem", 20.0), at, &Tables::default());
         a.merge(b);
         assert_eq!((a.customers, a.changed), (3, 3));
         let big = &a.segments["big"];
@@ -216,5 +245,34 @@ mod tests {
         assert_eq!(buyer.exiting, ["ana"], "one sample, the first in key order");
         assert_eq!(a.segments["small"].entering, ["cem"]);
         assert!(a.table().contains("big"), "{}", a.table());
+        assert!(a.offers.is_empty(), "no offer lists rules_changed");
+    }
+
+    #[test]
+    fn counts_the_offers_a_switch_would_send() {
+        let v1 = engine(V1);
+        let offer = "offers:\n  - id: big_news\n    eligible: in_segment(\"big\")\n    channels: [email]\n    \
+                     triggers: [rules_changed]\n";
+        let v2 = engine(&(V1.replace("spend.365d >= 100", "spend.365d >= 50") + offer));
+        let consent = Event {
+            id: "consent".into(),
+            customer: "ana".into(),
+            time: Timestamp(1_709_542_800_000),
+            kind: EventKind::ProfileUpdate(crate::event::ProfileUpdate {
+                consent: crate::event::ConsentUpdate { email: Some(true), ..Default::default() },
+                ..Default::default()
+            }),
+        };
+        let at = Timestamp(1_709_600_000_000);
+        let mut p = Preview::new(v1.rules(), v2.rules(), 1);
+        let mut ana = bought(&v1, "ana", 70.0);
+        let origin = Origin { topic: "customer-profiles", partition: 0, offset: 1 };
+        apply(&mut ana, Input::Event(&consent, origin), &Tables::default().context(&v1));
+        p.add(&v2, "ana", ana, at, &Tables::default());
+        // ben enters `big` too, but gave no consent: no offer.
+        p.add(&v2, "ben", bought(&v1, "ben", 60.0), at, &Tables::default());
+        assert_eq!(p.segments["big"].entries, 2);
+        assert_eq!(p.offers, BTreeMap::from([("big_news".to_owned(), 1)]));
+        assert!(p.table().contains("big_news"), "{}", p.table());
     }
 }

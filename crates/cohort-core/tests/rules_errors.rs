@@ -295,7 +295,7 @@ fn offer_errors() {
     assert_eq!(
         err(&format!("{base}    eligible: consent.email\n    channels: [email]\n    triggers: [cart_abandon]\n")),
         "rules.yaml:9:16: unknown trigger `cart_abandon`; expected one of segment_entered, \
-         segment_entered:<segment>, cart_abandoned, purchase, session_start"
+         segment_entered:<segment>, cart_abandoned, purchase, session_start, rules_changed, rules_changed:<segment>"
     );
     assert_eq!(
         err(&format!("{base}    eligible: consent.email\n    channels: [email]\n  - id: w\n    eligible: true\n    channels: [sms]\n")),

@@ -72,7 +72,7 @@ fn preview_partition(
     for item in store.iter_partition_states(partition) {
         let Ok((customer, bytes)) = item else { continue };
         let Ok(state) = cohort_core::encode::decode(&bytes) else { continue };
-        preview.add(candidate, &customer, state, meta.watermark);
+        preview.add(candidate, &customer, state, meta.watermark, &meta.tables);
     }
     Ok(preview)
 }

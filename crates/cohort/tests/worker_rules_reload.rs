@@ -7,14 +7,16 @@
 //! - a valid change is picked up without a restart, and every stored
 //!   customer is re-evaluated without a new event: a new segment fills, a
 //!   changed threshold moves exactly the customers it should, a removed
-//!   segment empties. What the worker emits with cause `rules_changed` is
-//!   exactly what cohort-core's partition task decides over the stopped
-//!   worker's store (the reference);
+//!   segment empties, and an offer that lists the `rules_changed` trigger
+//!   goes to the consenting customers the switch puts in its segment. What
+//!   the worker emits with cause `rules_changed` (segment changes and
+//!   offers) is exactly what cohort-core's partition task decides over the
+//!   stopped worker's store (the reference);
 //! - a worker SIGKILLed mid-way through the re-evaluation resumes from the
 //!   position in its partitions' metadata, and no output id is emitted
 //!   twice with different contents;
 //! - `cohort preview` over the stopped worker's store counts exactly the
-//!   entries and exits the switch then emits, and `POST /admin/preview` on
+//!   entries, exits and offers the switch then emits, and `POST /admin/preview` on
 //!   the running worker refuses a broken candidate and finds nothing left
 //!   to change once the switch is done.
 
@@ -32,25 +34,30 @@ use std::time::{Duration, Instant};
 
 const RULES: &str = include_str!("../../../deploy/rules.yaml");
 
-/// The deploy rules as a marketer changes them: a new segment, the window
-/// shopper's threshold lowered from 10 product views to 3, `dach` removed.
+/// The deploy rules as a marketer changes them: a new segment with a
+/// welcome offer for everyone the switch puts in it (trigger
+/// `rules_changed`), the window shopper's threshold lowered from 10 product
+/// views to 3, `dach` removed.
 fn rules_v2() -> String {
     let v2 = RULES
         .replace("when: product_views.7d >= 10 && orders.30d == 0", "when: product_views.7d >= 3 && orders.30d == 0")
         .replace("  - name: dach\n    when: profile.country in [\"DE\", \"AT\", \"CH\"]\n", "")
-        .replace("segments:\n", "segments:\n  - name: browsers\n    when: product_views.30d >= 2\n");
+        .replace("segments:\n", "segments:\n  - name: browsers\n    when: product_views.30d >= 2\n")
+        + "  - id: browsers_welcome\n    eligible: in_segment(\"browsers\")\n    channels: [email]\n    \
+           triggers: [rules_changed]\n";
     assert!(v2.contains("browsers") && !v2.contains("name: dach") && v2.contains(">= 3 &&"), "the edits apply");
     v2
 }
 
-/// The `rules_changed` segment changes cohort-core decides when the rules
-/// switch to `v2` over the states, timers and metadata of a stopped
-/// worker's store: id → (customer, entered, exited, segments).
-fn reference(store: &Path, partitions: i32, v2: &Engine) -> BTreeMap<String, Change> {
+/// The `rules_changed` segment changes and offers cohort-core decides when
+/// the rules switch to `v2` over the states, timers and metadata of a
+/// stopped worker's store: id → (customer, entered, exited, segments), and
+/// id → (customer, offer, trigger).
+fn reference(store: &Path, partitions: i32, v2: &Engine) -> (BTreeMap<String, Change>, BTreeMap<String, Sent>) {
     let store = cohort_store::Store::open(store, &cohort_store::StoreConfig::default()).expect("open the store");
     let settings =
         TaskSettings { allowed_lateness: CoreDuration::from_mins(1), max_future_skew: CoreDuration::from_hours(1) };
-    let mut want = BTreeMap::new();
+    let (mut want, mut offers) = (BTreeMap::new(), BTreeMap::new());
     for p in 0..partitions {
         let meta = store.partition_meta(p as u32).expect("read").expect("a metadata record");
         let timers = store.partition_timers(p as u32).expect("timers");
@@ -62,18 +69,40 @@ fn reference(store: &Path, partitions: i32, v2: &Engine) -> BTreeMap<String, Cha
         assert!(m.switch_rules(v2), "partition {p} has customers to re-evaluate");
         while let Some(out) = m.reevaluate(v2, 1000) {
             for d in out.outputs {
-                if let Output::SegmentChanged(s) = d.output {
-                    if s.cause.kind == CauseKind::RulesChanged {
+                match d.output {
+                    Output::SegmentChanged(s) if s.cause.kind == CauseKind::RulesChanged => {
                         want.insert(s.id.clone(), (s.customer, s.entered, s.exited, s.segments));
                     }
+                    Output::NextBestOffer(n) if n.cause.kind == CauseKind::RulesChanged => {
+                        let offer = n.offer.or(n.holdout_offer).expect("an offer");
+                        offers.insert(n.id.clone(), (n.customer, offer, n.cause.trigger.unwrap_or_default()));
+                    }
+                    _ => {}
                 }
             }
         }
     }
-    want
+    (want, offers)
 }
 
 type Change = (String, Vec<String>, Vec<String>, Vec<String>);
+type Sent = (String, String, String);
+
+/// The worker's `rules_changed` offers, id → (customer, offer, trigger).
+fn sent(records: &[cohort_e2e::Record]) -> BTreeMap<String, Sent> {
+    let mut got = BTreeMap::new();
+    for r in records {
+        let json: serde_json::Value = serde_json::from_slice(r.value.as_deref().expect("a value")).expect("JSON");
+        if json["cause"]["kind"] != "rules_changed" {
+            continue;
+        }
+        let offer = json["offer"].as_str().or(json["holdout_offer"].as_str()).expect("an offer");
+        let trigger = json["cause"]["trigger"].as_str().expect("a trigger");
+        let customer = json["customer"].as_str().expect("customer");
+        got.insert(json["id"].as_str().expect("id").to_string(), (customer.into(), offer.into(), trigger.into()));
+    }
+    got
+}
 
 /// The worker's `rules_changed` segment changes, id → change.
 fn emitted(records: &[cohort_e2e::Record]) -> BTreeMap<String, Change> {
@@ -180,10 +209,15 @@ async fn a_rules_change_reevaluates_every_stored_customer_and_survives_a_crash_m
     // What the switch must emit, from the stopped worker's store.
     assert!(worker.terminate().success(), "clean stop; log:\n{}", worker.log_tail());
     std::fs::write(&rules_path, RULES).expect("restore v1");
-    let want = reference(&d.dir.path().join("store"), d.partitions, &v2);
+    let (want, want_offers) = reference(&d.dir.path().join("store"), d.partitions, &v2);
     let entered = |name: &str| want.values().filter(|c| c.1.iter().any(|s| s == name)).count();
     let exited = |name: &str| want.values().filter(|c| c.2.iter().any(|s| s == name)).count();
     assert!(entered("browsers") > 0 && entered("window_shopper") > 0 && exited("dach") > 0, "{want:?}");
+    assert!(
+        !want_offers.is_empty()
+            && want_offers.values().all(|o| o.1 == "browsers_welcome" && o.2 == "rules_changed:browsers"),
+        "the welcome goes to consenting customers the switch puts in browsers: {want_offers:?}"
+    );
 
     // The preview over the stopped worker's store says the same.
     let candidate = d.dir.path().join("candidate.yaml");
@@ -202,6 +236,7 @@ async fn a_rules_change_reevaluates_every_stored_customer_and_survives_a_crash_m
     }
     assert_eq!(figure("dach", "candidate"), 0, "the removed segment empties");
     assert_eq!(preview["changed"].as_u64(), Some(want.len() as u64), "customers changed");
+    assert_eq!(preview["offers"]["browsers_welcome"].as_u64(), Some(want_offers.len() as u64), "offers it would send");
 
     // The switch on a running worker, SIGKILLed mid-way.
     let mut worker = d.start_worker("second");
@@ -285,6 +320,10 @@ async fn a_rules_change_reevaluates_every_stored_customer_and_survives_a_crash_m
         assert_eq!(got.get(id), Some(change), "re-evaluation output {id} of {}", change.0);
     }
     assert_eq!(got.len(), want.len(), "no other rules_changed output");
+    // The welcome offers: exactly the reference's, none twice with other contents.
+    let offers = d.read_all("next-best-offers").await;
+    outputs_by_id(&offers);
+    assert_eq!(sent(&offers), want_offers, "offers decided on the rules change");
 
     // Every partition is on v2 with its re-evaluation complete, and no
     // stored customer is left in the removed segment.

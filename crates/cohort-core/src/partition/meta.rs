@@ -3,7 +3,7 @@
 //!
 //! The store keeps one per partition in a column family of its own,
 //! committed in the same atomic write as the batch's states; the changelog
-//! carries it under [`changelog_key`]. Format version 2, after the version
+//! carries it under [`changelog_key`]. Format version 3, after the version
 //! byte (`uv` = unsigned LEB128 varint, `str` = `uv` length + UTF-8, `i64` =
 //! 8 bytes big-endian):
 //!
@@ -17,9 +17,12 @@
 //! rules          u8 0 (none recorded) | 1 then: str rules version, i64 switch
 //!                instant, uv switch number, u8 0 (re-evaluation done) | 1
 //!                then str: the last customer re-evaluated ("": none yet)
+//!                and u8 0 | 1 then the learned tables at the switch
+//!                (popularity, propensity, each uv length + encoding)
 //! ```
 //!
-//! Version 1 is version 2 without the rules section, and is still read.
+//! Version 2 is version 3 without the tables at the switch, version 1 is
+//! version 2 without the rules section; both are still read.
 
 use crate::encode::DecodeError;
 use crate::engine::Tables;
@@ -28,7 +31,7 @@ use crate::time::Timestamp;
 use std::collections::BTreeMap;
 
 /// The format [`PartitionMeta::encode`] writes.
-pub const META_FORMAT_VERSION: u8 = 2;
+pub const META_FORMAT_VERSION: u8 = 3;
 
 /// The changelog key of partition `partition`'s metadata record, e.g.
 /// `"\0cohort.partition/3"`. Customer ids never start with a NUL byte
@@ -63,7 +66,7 @@ pub struct PartitionMeta {
 
 /// A partition's rules version and its re-evaluation (see
 /// [`super::PartitionTask::switch_rules`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RulesProgress {
     /// [`crate::rules::RuleSet::version`] of the rules in force.
     pub version: String,
@@ -79,6 +82,11 @@ pub struct RulesProgress {
     /// customer up to and including `c` in key order (`""`: none yet);
     /// `None`: it is complete.
     pub after: Option<String>,
+    /// The partition's learned tables at the switch, kept while the
+    /// re-evaluation runs if an offer lists the `rules_changed` trigger:
+    /// an offer decided on the rules change is scored with them, so it
+    /// does not depend on where slices fall between events.
+    pub tables: Option<Tables>,
 }
 
 impl Default for PartitionMeta {
@@ -108,15 +116,10 @@ pub(crate) struct MetaRef<'a> {
 impl MetaRef<'_> {
     /// The record's bytes, in [`META_FORMAT_VERSION`].
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let popularity = self.tables.popularity.encode();
-        let propensity = self.tables.propensity.encode();
-        let mut out = Vec::with_capacity(32 + popularity.len() + propensity.len() + 24 * self.populations.len());
+        let mut out = Vec::with_capacity(256 + 24 * self.populations.len());
         out.push(META_FORMAT_VERSION);
         out.extend_from_slice(&self.watermark.as_millis().to_be_bytes());
-        for table in [&popularity, &propensity] {
-            put_uv(&mut out, table.len() as u64);
-            out.extend_from_slice(table);
-        }
+        put_tables(&mut out, self.tables);
         put_uv(&mut out, self.next_offsets.len() as u64);
         for (topic, next) in self.next_offsets {
             put_str(&mut out, topic);
@@ -146,6 +149,13 @@ impl MetaRef<'_> {
                     Some(c) => {
                         out.push(1);
                         put_str(&mut out, c);
+                    }
+                }
+                match &r.tables {
+                    None => out.push(0),
+                    Some(t) => {
+                        out.push(1);
+                        put_tables(&mut out, t);
                     }
                 }
             }
@@ -180,12 +190,9 @@ impl PartitionMeta {
     /// Reads bytes from [`PartitionMeta::encode`]; a version this build does
     /// not know is refused ([`DecodeError::UnsupportedVersion`]), never misread.
     pub fn decode(bytes: &[u8]) -> Result<PartitionMeta, DecodeError> {
-        let (mut r, version) = MiniReader::versioned(bytes, META_FORMAT_VERSION)?;
+        let (mut r, format) = MiniReader::versioned(bytes, META_FORMAT_VERSION)?;
         let watermark = Timestamp(r.i64()?);
-        let n = r.len()?;
-        let popularity = Popularity::decode(r.bytes(n)?)?;
-        let n = r.len()?;
-        let propensity = Propensity::decode(r.bytes(n)?)?;
+        let tables = read_tables(&mut r)?;
         let mut next_offsets = BTreeMap::new();
         for _ in 0..r.len()? {
             let topic = r.string()?;
@@ -201,7 +208,7 @@ impl PartitionMeta {
             1 => Some(r.i64()?),
             _ => return Err(DecodeError::Invalid("changelog position flag")),
         };
-        let rules = match (version, r.bytes(1).map(|b| b[0])) {
+        let rules = match (format, r.bytes(1).map(|b| b[0])) {
             (1, _) | (_, Ok(0)) => None,
             (_, Ok(1)) => {
                 let version = r.string()?;
@@ -212,21 +219,38 @@ impl PartitionMeta {
                     1 => Some(r.string()?),
                     _ => return Err(DecodeError::Invalid("re-evaluation flag")),
                 };
-                Some(RulesProgress { version, at, switch, after })
+                let tables = match format {
+                    2 => None,
+                    _ => match r.bytes(1)?[0] {
+                        0 => None,
+                        1 => Some(read_tables(&mut r)?),
+                        _ => return Err(DecodeError::Invalid("switch tables flag")),
+                    },
+                };
+                Some(RulesProgress { version, at, switch, after, tables })
             }
             (_, Ok(_)) => return Err(DecodeError::Invalid("rules flag")),
             (_, Err(e)) => return Err(e),
         };
         r.finish()?;
-        Ok(PartitionMeta {
-            watermark,
-            tables: Tables { popularity, propensity },
-            next_offsets,
-            populations,
-            changelog_next,
-            rules,
-        })
+        Ok(PartitionMeta { watermark, tables, next_offsets, populations, changelog_next, rules })
     }
+}
+
+/// Popularity then propensity, each as uv length + its own encoding.
+fn put_tables(out: &mut Vec<u8>, tables: &Tables) {
+    for table in [tables.popularity.encode(), tables.propensity.encode()] {
+        put_uv(out, table.len() as u64);
+        out.extend_from_slice(&table);
+    }
+}
+
+fn read_tables(r: &mut MiniReader<'_>) -> Result<Tables, DecodeError> {
+    let n = r.len()?;
+    let popularity = Popularity::decode(r.bytes(n)?)?;
+    let n = r.len()?;
+    let propensity = Propensity::decode(r.bytes(n)?)?;
+    Ok(Tables { popularity, propensity })
 }
 
 #[cfg(test)]
@@ -259,6 +283,7 @@ mod tests {
             at: Timestamp(1_736_760_000_000),
             switch: 3,
             after: Some("c-7".into()),
+            tables: Some(Tables::default()),
         });
         m
     }
@@ -267,7 +292,10 @@ mod tests {
     fn roundtrips() {
         let mut done = sample();
         done.rules.as_mut().unwrap().after = None;
-        for m in [PartitionMeta::default(), sample(), done] {
+        done.rules.as_mut().unwrap().tables = None;
+        let mut learned = sample();
+        learned.rules.as_mut().unwrap().tables = Some(learned.tables.clone());
+        for m in [PartitionMeta::default(), sample(), done, learned] {
             assert_eq!(PartitionMeta::decode(&m.encode()), Ok(m));
         }
     }
@@ -284,10 +312,21 @@ mod tests {
     }
 
     #[test]
+    fn reads_format_2() {
+        // Format 2 is format 3 without the tables at the switch.
+        let mut m = sample();
+        m.rules.as_mut().unwrap().tables = None;
+        let mut v2 = m.encode();
+        assert_eq!(v2.pop(), Some(0));
+        v2[0] = 2;
+        assert_eq!(PartitionMeta::decode(&v2), Ok(m));
+    }
+
+    #[test]
     fn refuses_what_it_cannot_read() {
         let bytes = sample().encode();
         assert_eq!(PartitionMeta::decode(&[]), Err(DecodeError::Empty));
-        assert_eq!(PartitionMeta::decode(&[3]), Err(DecodeError::UnsupportedVersion { found: 3, supported: 2 }));
+        assert_eq!(PartitionMeta::decode(&[4]), Err(DecodeError::UnsupportedVersion { found: 4, supported: 3 }));
         for cut in 1..bytes.len() {
             assert!(PartitionMeta::decode(&bytes[..cut]).is_err(), "truncated at {cut} must not decode");
         }

@@ -385,7 +385,8 @@ impl PartitionTask {
             let at = self.watermark.current();
             let after = (at != Timestamp::MIN || !self.populations.is_empty()).then(String::new);
             let switch = self.rules.as_ref().map_or(1, |r| r.switch + 1);
-            self.rules = Some(RulesProgress { version: version.to_owned(), at, switch, after });
+            let tables = (after.is_some() && engine.rules().offers_on_rules_change()).then(|| self.tables.clone());
+            self.rules = Some(RulesProgress { version: version.to_owned(), at, switch, after, tables });
             self.meta_dirty = true;
         }
         self.reevaluation_after().is_some()
@@ -430,7 +431,8 @@ impl PartitionTask {
         delta: &mut TimerDelta,
         out: &mut StepOutput,
     ) -> bool {
-        let Some((at, switch)) = self.rules.as_ref().map(|r| (r.at, r.switch)) else { return false };
+        let Some(rules) = self.rules.as_ref() else { return false };
+        let (at, switch) = (rules.at, rules.switch);
         let Some(slot) = states.map.get_mut(customer) else { return false };
         if !engine.is_stale(&slot.state) {
             return false;
@@ -438,8 +440,10 @@ impl PartitionTask {
         #[cfg(debug_assertions)]
         let original = slot.state.clone();
         let before = (slot.state.evaluated_at, slot.state.segment_bits);
-        let decision =
-            apply(&mut slot.state, Input::RulesChanged { customer, at, switch }, &self.tables.context(engine));
+        // Offers on a rules change are scored with the tables as they were
+        // at the switch, wherever the customer's slice falls.
+        let tables = rules.tables.as_ref().unwrap_or(&self.tables);
+        let decision = apply(&mut slot.state, Input::RulesChanged { customer, at, switch }, &tables.context(engine));
         if decision.outputs.is_empty() && decision.next_timer == timer {
             // Nothing anyone reads changed: the state is left as stored (and
             // unwritten: most customers of a rules change are these). It stays
@@ -492,6 +496,11 @@ impl PartitionTask {
                     (false, Some(last)) => Some(last.clone()),
                     (false, None) => r.after.take(),
                 };
+                if r.after.is_none() {
+                    // Every stored customer is re-evaluated: none is left
+                    // that a rules change could send an offer to.
+                    r.tables = None;
+                }
             }
             self.meta_dirty = true;
         }

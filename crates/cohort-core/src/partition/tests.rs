@@ -340,16 +340,44 @@ fn admit_refuses_reserved_keys_and_invalid_events() {
 /// threshold moved from 1000 to 100, `keto` (and its offer) removed, a
 /// time-dependent segment `browsed` added.
 fn engine_v2() -> Engine {
-    let text = include_str!("../../tests/golden/rules.yaml")
+    let rules = RuleSet::from_yaml("rules-v2.yaml", &rules_v2()).expect("rules v2");
+    Engine::new(rules, EngineSettings::default())
+}
+
+fn rules_v2() -> String {
+    include_str!("../../tests/golden/rules.yaml")
         .replace("when: spend.365d >= 1000", "when: spend.365d >= 100")
         .replace("  - name: keto\n    when: affinity(\"keto\") >= 0.5\n", "")
         .replace(
             "  - id: keto_bundle\n    eligible: in_segment(\"keto\")\n",
             "  - id: keto_bundle\n    eligible: in_segment(\"vegan\")\n",
         )
-        .replace("segments:\n", "segments:\n  - name: browsed\n    when: product_views.7d >= 1\n");
-    let rules = RuleSet::from_yaml("rules-v2.yaml", &text).expect("rules v2");
+        .replace("segments:\n", "segments:\n  - name: browsed\n    when: product_views.7d >= 1\n")
+}
+
+/// v2 with an offer that a rules change sends: to customers a switch puts
+/// in `browsed` or `vip`.
+fn engine_v3() -> Engine {
+    let text = rules_v2()
+        + "  - id: launch\n    eligible: in_segment(\"browsed\") || in_segment(\"vip\")\n    value: 4\n    \
+           channels: [email, web]\n    triggers: [rules_changed]\n";
+    let rules = RuleSet::from_yaml("rules-v3.yaml", &text).expect("rules v3");
     Engine::new(rules, EngineSettings::default())
+}
+
+/// Every customer consents to email at `START`, then `evs`: offers can be sent.
+fn consenting(evs: Vec<Event>) -> Vec<Event> {
+    let consent = crate::event::ConsentUpdate { email: Some(true), ..Default::default() };
+    CUSTOMERS
+        .iter()
+        .map(|c| Event {
+            id: format!("consent-{c}"),
+            customer: c.to_string(),
+            time: Timestamp(START),
+            kind: EventKind::ProfileUpdate(crate::event::ProfileUpdate { consent, ..Default::default() }),
+        })
+        .chain(evs)
+        .collect()
 }
 
 /// Runs `evs` under `v1` in one batch, switches to `v2`, and re-evaluates
@@ -465,6 +493,55 @@ proptest! {
         prop_assert_eq!(rules_changed(&x), rules_changed(&y));
         prop_assert_eq!(&a.states, &restarted.states);
     }
+
+    /// Offers a rules change sends (the `rules_changed` trigger) are scored
+    /// with the learned tables as they were at the switch: purchases and
+    /// outcomes that move the tables between slices, and a crash, change
+    /// no id and no content of what the re-evaluation emits.
+    #[test]
+    fn offers_on_a_rules_change_do_not_depend_on_where_slices_fall(
+        spec in prop::collection::vec((0..CUSTOMERS.len(), gap(), kind()), 2..60),
+        after in prop::collection::vec((0..CUSTOMERS.len(), 0..(10 * MIN), kind()), 1..12),
+        slice in 1..3usize,
+    ) {
+        let (v1, v3) = (engine(), engine_v3());
+        let evs = consenting(events(&spec));
+        let mut later = events(&after);
+        let last = evs.iter().map(|e| e.time.as_millis()).max().unwrap_or(START);
+        for (i, e) in later.iter_mut().enumerate() {
+            e.id = format!("later-{i}");
+            e.time = Timestamp(e.time.as_millis() - START + last);
+            if let EventKind::OfferOutcome(o) = &mut e.kind {
+                o.offer_id = "launch".into();
+            }
+        }
+        let (mut first, mut a) = switched(&v1, &v3, &evs, usize::MAX);
+        first.extend(a.step(&v3, &later, Timestamp(START), false).outputs);
+        let mut b = InMemory::new(PartitionTask::new(0, PartitionMeta::default(), [], settings()));
+        b.step(&v1, &evs, Timestamp(START), false);
+        b.switch_rules(&v3);
+        let mut second = b.reevaluate(&v3, slice).expect("pending").outputs;
+        second.extend(b.step(&v3, &later, Timestamp(START), false).outputs);
+        let mut restarted = InMemory::new(PartitionTask::new(0, b.task.meta(), b.task.pending_timers(), settings()));
+        restarted.states = b.states.clone();
+        restarted.switch_rules(&v3);
+        while let Some(out) = restarted.reevaluate(&v3, slice) {
+            second.extend(out.outputs);
+        }
+        let by_rules_change = |outputs: &[Decided]| -> BTreeMap<String, Output> {
+            outputs
+                .iter()
+                .filter(|d| match &d.output {
+                    Output::SegmentChanged(s) => s.cause.kind == crate::engine::CauseKind::RulesChanged,
+                    Output::NextBestOffer(n) => n.cause.kind == crate::engine::CauseKind::RulesChanged,
+                    Output::Forgotten(_) => false,
+                })
+                .map(|d| (d.output.id().to_owned(), d.output.clone()))
+                .collect()
+        };
+        prop_assert_eq!(by_rules_change(&first), by_rules_change(&second));
+        prop_assert!(restarted.task.meta().rules.is_some_and(|r| r.after.is_none() && r.tables.is_none()));
+    }
 }
 
 #[test]
@@ -518,6 +595,46 @@ fn a_rules_switch_moves_exactly_the_customers_it_should() {
     let timer = m.task.timer_of("dia").expect("the new rules set a timer");
     assert!(timer >= Timestamp(START + 7 * DAY) && timer <= Timestamp(START + 4 * MIN + 7 * DAY), "{timer:?}");
     assert!(outputs.iter().all(|d| !matches!(d.output, Output::NextBestOffer(_))), "no offer on a rules change");
+}
+
+#[test]
+fn an_offer_that_lists_rules_changed_goes_to_the_customers_a_switch_moves_in() {
+    let (v1, v3) = (engine(), engine_v3());
+    let buy = |id: &str, customer: &str, euros: f64| Event {
+        id: id.into(),
+        customer: customer.into(),
+        time: Timestamp(START),
+        kind: EventKind::Purchase(Purchase {
+            order_id: id.into(),
+            items: vec![LineItem { product_id: "p1".into(), category: None, quantity: 1, unit_price: euros }],
+            total: euros,
+            currency: "EUR".into(),
+            channel: None,
+        }),
+    };
+    // ana enters vip (threshold lowered), ben was vip already, cem enters nothing.
+    let evs = consenting(vec![buy("a1", "ana", 120.0), buy("b1", "ben", 1200.0), buy("c1", "cem", 50.0)]);
+    let mut m = InMemory::new(PartitionTask::new(0, PartitionMeta::default(), [], settings()));
+    m.step(&v1, &evs, Timestamp(START), false);
+    let tables = m.task.tables().clone();
+    assert!(m.switch_rules(&v3));
+    assert_eq!(m.task.meta().rules.and_then(|r| r.tables), Some(tables), "the tables at the switch are kept");
+    let mut offers = BTreeMap::new();
+    while let Some(out) = m.reevaluate(&v3, 1) {
+        for d in out.outputs {
+            if let Output::NextBestOffer(n) = d.output {
+                offers.insert(n.customer.clone(), n);
+            }
+        }
+    }
+    let ana = offers.remove("ana").expect("ana entered vip on the switch");
+    assert_eq!(ana.offer.as_deref(), Some("launch"));
+    assert_eq!(ana.cause.kind, crate::engine::CauseKind::RulesChanged);
+    assert_eq!(ana.cause.trigger.as_deref(), Some("rules_changed:vip"));
+    assert_eq!(ana.rules_version, v3.rules().version());
+    assert!(offers.is_empty(), "only ana entered a segment: {offers:?}");
+    assert!(m.states["ana"].offers.iter().any(|o| o.offer == "launch"), "the send is recorded");
+    assert_eq!(m.task.meta().rules.and_then(|r| r.tables), None, "done: the tables are dropped");
 }
 
 #[test]

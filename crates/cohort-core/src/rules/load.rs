@@ -469,12 +469,11 @@ fn triggers(
     seg_index: &HashMap<String, u16>,
     segment_count: usize,
 ) -> Result<Vec<Trigger>, RulesError> {
-    let default_entered = || {
-        if referenced.is_empty() {
-            Trigger::SegmentEntered((0..segment_count).collect())
-        } else {
-            Trigger::SegmentEntered(*referenced)
-        }
+    let default_set = || if referenced.is_empty() { (0..segment_count).collect() } else { *referenced };
+    let default_entered = || Trigger::SegmentEntered(default_set());
+    let one_segment = |s: &Scalar, seg: &str| match seg_index.get(seg.trim()) {
+        Some(&i) => Ok([usize::from(i)].into_iter().collect::<SegmentSet>()),
+        None => Err(ctx.at(s.pos, format!("unknown segment `{}` in trigger", seg.trim()))),
     };
     if written.is_empty() {
         return Ok(vec![default_entered()]);
@@ -486,23 +485,22 @@ fn triggers(
             "cart_abandoned" => Trigger::CartAbandoned,
             "purchase" => Trigger::Purchase,
             "session_start" => Trigger::SessionStart,
-            v => match v.strip_prefix("segment_entered:") {
-                Some(seg) => match seg_index.get(seg.trim()) {
-                    Some(&i) => Trigger::SegmentEntered([usize::from(i)].into_iter().collect()),
-                    None => {
-                        return Err(ctx.at(s.pos, format!("unknown segment `{}` in trigger", seg.trim())));
-                    }
-                },
-                None => {
+            "rules_changed" => Trigger::RulesChanged(default_set()),
+            v => {
+                if let Some(seg) = v.strip_prefix("segment_entered:") {
+                    Trigger::SegmentEntered(one_segment(s, seg)?)
+                } else if let Some(seg) = v.strip_prefix("rules_changed:") {
+                    Trigger::RulesChanged(one_segment(s, seg)?)
+                } else {
                     return Err(ctx.at(
                         s.pos,
                         format!(
                             "unknown trigger `{v}`; expected one of segment_entered, segment_entered:<segment>, \
-                             cart_abandoned, purchase, session_start"
+                             cart_abandoned, purchase, session_start, rules_changed, rules_changed:<segment>"
                         ),
-                    ))
+                    ));
                 }
-            },
+            }
         };
         out.push(t);
     }

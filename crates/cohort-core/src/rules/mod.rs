@@ -263,6 +263,10 @@ pub enum Trigger {
     Purchase,
     /// A new session started.
     SessionStart,
+    /// A rules change made the customer enter one of these segments (see
+    /// docs/rules.md, "Changing the rules"). Only offers that list it are
+    /// considered on a rules change.
+    RulesChanged(SegmentSet),
 }
 
 /// An offer's definition. Caps, cooldowns, holdout and ranking are applied
@@ -381,6 +385,12 @@ impl RuleSet {
     /// Offers in file order.
     pub fn offers(&self) -> &[Offer] {
         &self.offers
+    }
+
+    /// True if an offer lists the `rules_changed` trigger: a rules change
+    /// can then send offers.
+    pub fn offers_on_rules_change(&self) -> bool {
+        self.offers.iter().flat_map(|o| &o.triggers).any(|t| matches!(t, Trigger::RulesChanged(_)))
     }
 
     /// Index of an offer by id.
