@@ -313,6 +313,72 @@ impl Store {
         })
     }
 
+    /// Opens the store in `path` that another process (a running worker)
+    /// holds, read-only, as a RocksDB secondary instance whose own files
+    /// (its info log) go to `scratch`. It sees the store as of the moment
+    /// it opened: every batch the worker had committed by then, each whole
+    /// (a batch is one atomic write), and nothing later. Writing to it
+    /// fails. A store of a newer format is refused; one of an older format
+    /// must first be opened by this build's worker (which migrates it).
+    pub fn open_secondary(
+        path: impl AsRef<Path>,
+        scratch: impl AsRef<Path>,
+        config: &StoreConfig,
+    ) -> Result<Store, StoreError> {
+        config.validate()?;
+        let path = path.as_ref().to_path_buf();
+        let scratch = scratch.as_ref().to_path_buf();
+        let mut db_opts = db_options(config);
+        db_opts.create_if_missing(false);
+        // Every table file is opened now, so files the worker's compactions
+        // delete later stay readable.
+        db_opts.set_max_open_files(-1);
+        let existing = DB::list_cf(&db_opts, &path).map_err(|e| StoreError::rocks("list_cf", e))?;
+        check_format_read_only(&path, &existing, &db_opts)?;
+        let block_cache = Cache::new_lru_cache(config.block_cache_bytes as usize);
+        let descriptors: Vec<ColumnFamilyDescriptor> = existing
+            .iter()
+            .filter(|name| name.as_str() != rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
+            .map(|name| ColumnFamilyDescriptor::new(name, cf_options(name, config, &block_cache)))
+            .collect();
+        let db = DB::open_cf_descriptors_as_secondary(&db_opts, &path, &scratch, descriptors)
+            .map_err(|e| StoreError::rocks("open_as_secondary", e))?;
+        let meta = cf(&db, CF_META)?;
+        match db.get_pinned_cf(meta, META_STORE_FORMAT_VERSION).map_err(|e| StoreError::rocks("get", e))? {
+            Some(bytes) if parse_format_version(&path, &bytes)? == STORE_FORMAT_VERSION => {}
+            found => {
+                let found = match found {
+                    Some(b) => format!("format {}", parse_format_version(&path, &b)?),
+                    None => "no format version".into(),
+                };
+                return Err(StoreError::CorruptMetadata {
+                    path,
+                    key: "store_format_version",
+                    reason: format!(
+                        "{found} (this build reads a store it does not hold only in format {STORE_FORMAT_VERSION}; \
+                         start this build's worker on it first)"
+                    ),
+                });
+            }
+        }
+        Ok(Store {
+            path,
+            config: config.clone(),
+            block_cache,
+            db: RwLock::new(Some(db)),
+            write_opts: WriteOptions::default(),
+            corrupt_records: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+        })
+    }
+
+    /// True if opening failed because another process holds the store
+    /// (RocksDB's `LOCK` file): a worker is running on it.
+    pub fn is_held_elsewhere(error: &StoreError) -> bool {
+        matches!(error, StoreError::Io { op: "open", source } | StoreError::Engine { op: "open", source }
+            if source.as_ref().contains("LOCK"))
+    }
+
     /// The store's directory.
     pub fn path(&self) -> &Path {
         &self.path

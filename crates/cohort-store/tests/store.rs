@@ -467,3 +467,31 @@ fn concurrent_readers_never_see_a_state_go_back_in_time() {
         assert_eq!(version(&r.expect("read").expect("present")), rounds);
     }
 }
+
+#[test]
+fn a_store_held_by_a_worker_is_read_through_a_secondary_instance_as_of_its_opening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let config = test_config();
+    let store = Store::open(dir.path(), &config).expect("open");
+    let batch = |value: &'static [u8], next: i64| Batch {
+        partition: 2,
+        states: vec![("alice".into(), Some(value.to_vec().into()))],
+        meta: meta(&[(TOPIC, next)], None),
+        ..Batch::default()
+    };
+    store.commit(&batch(b"A1", 10)).expect("commit");
+
+    let held = Store::open(dir.path(), &config).err().expect("a second primary is refused");
+    assert!(Store::is_held_elsewhere(&held), "{held}");
+
+    let secondary = Store::open_secondary(dir.path(), scratch.path(), &config).expect("open as secondary");
+    assert_eq!(get(&secondary, 2, "alice"), Some(b"A1".to_vec()));
+    assert_eq!(secondary.input_offset(TOPIC, 2).expect("offset"), Some(10));
+    // Later commits of the worker are not seen: the view is the one it opened on.
+    store.commit(&batch(b"A2", 11)).expect("commit");
+    assert_eq!(get(&secondary, 2, "alice"), Some(b"A1".to_vec()));
+    assert_eq!(secondary.input_offset(TOPIC, 2).expect("offset"), Some(10));
+    assert!(secondary.commit(&batch(b"X", 12)).is_err(), "a secondary instance does not write");
+    assert_eq!(get(&store, 2, "alice"), Some(b"A2".to_vec()));
+}

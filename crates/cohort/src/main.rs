@@ -80,11 +80,12 @@ enum Command {
         #[arg(long)]
         explain: bool,
     },
-    /// Evaluate a candidate rules file over a stopped worker's store without
+    /// Evaluate a candidate rules file over a worker's store without
     /// producing or writing anything: per segment, the customers in it now
     /// and under the candidate, entries, exits and sample customers, decided
-    /// exactly as a switch to the candidate would decide them. For a running
-    /// worker, POST the file to its /admin/preview.
+    /// exactly as a switch to the candidate would decide them. A store a
+    /// running worker holds is read through a RocksDB secondary instance, as
+    /// of the moment the command starts.
     Preview {
         /// The candidate rules file.
         candidate: PathBuf,
@@ -209,12 +210,23 @@ fn command(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("{}: cannot read the candidate rules", candidate.display()))?;
             let engine = cohort::preview::candidate(&candidate.display().to_string(), &text)?;
             let current = worker::load_rules(&config.rules.path)?;
-            let store = Store::open(&config.store.path, &config.store.rocksdb).with_context(|| {
-                format!(
-                    "opening the store at {} (a running worker holds it: POST the candidate to its /admin/preview)",
-                    config.store.path.display()
-                )
-            })?;
+            let path = &config.store.path;
+            // A running worker holds its store: read it through a RocksDB
+            // secondary instance instead, as of this moment.
+            let scratch = tempfile::tempdir().context("creating a directory for the secondary instance")?;
+            let store = match Store::open(path, &config.store.rocksdb) {
+                Err(e) if Store::is_held_elsewhere(&e) => {
+                    eprintln!(
+                        "note: a running worker holds the store at {}; reading it through a RocksDB secondary \
+                         instance, as of now (POST the candidate to the worker's /admin/preview for its partitions \
+                         as it runs)",
+                        path.display()
+                    );
+                    Store::open_secondary(path, scratch.path(), &config.store.rocksdb)
+                        .with_context(|| format!("opening the store at {} as a secondary instance", path.display()))?
+                }
+                opened => opened.with_context(|| format!("opening the store at {}", path.display()))?,
+            };
             let preview = cohort::preview::preview_store(&store, &current, &engine, None, samples)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&preview)?);

@@ -222,12 +222,16 @@ async fn a_rules_change_reevaluates_every_stored_customer_and_survives_a_crash_m
     // The preview over the stopped worker's store says the same.
     let candidate = d.dir.path().join("candidate.yaml");
     std::fs::write(&candidate, &v2_text).expect("write the candidate");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cohort"))
-        .args(["preview", &candidate.display().to_string(), "--json", "--config", &d.config.display().to_string()])
-        .output()
-        .expect("run cohort preview");
-    assert!(out.status.success(), "cohort preview: {}", String::from_utf8_lossy(&out.stderr));
-    let preview: serde_json::Value = serde_json::from_slice(&out.stdout).expect("preview JSON");
+    let run_preview = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cohort"))
+            .args(["preview", &candidate.display().to_string(), "--json", "--config", &d.config.display().to_string()])
+            .output()
+            .expect("run cohort preview");
+        assert!(out.status.success(), "cohort preview: {}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("preview JSON");
+        (json, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (preview, _) = run_preview();
     let figure = |segment: &str, key: &str| preview["segments"][segment][key].as_u64().unwrap_or(0) as usize;
     let segments: Vec<String> = preview["segments"].as_object().expect("segments").keys().cloned().collect();
     for s in &segments {
@@ -242,6 +246,11 @@ async fn a_rules_change_reevaluates_every_stored_customer_and_survives_a_crash_m
     let mut worker = d.start_worker("second");
     let _ = metrics(&mut worker);
     d.wait_caught_up(Duration::from_secs(180), &mut worker).await;
+    // `cohort preview` on the store the running worker holds (a RocksDB
+    // secondary instance) says what it said over the stopped one.
+    let (live, note) = run_preview();
+    assert!(note.contains("secondary instance"), "read through a secondary instance: {note}");
+    assert_eq!(live, preview, "the preview of the running worker's store");
     std::fs::write(&rules_path, &v2_text).expect("write rules v2");
     let text = wait_metrics(&mut worker, "the re-evaluation under way", Duration::from_secs(60), |m| {
         sample(m, "cohort_reevaluated_customers_total").is_some_and(|n| n >= 20.0)
