@@ -482,7 +482,7 @@ fn a_store_held_by_a_worker_is_read_through_a_secondary_instance_as_of_its_openi
     };
     store.commit(&batch(b"A1", 10)).expect("commit");
 
-    let held = Store::open(dir.path(), &config).err().expect("a second primary is refused");
+    let Err(held) = Store::open(dir.path(), &config) else { panic!("a second primary is refused") };
     assert!(Store::is_held_elsewhere(&held), "{held}");
 
     let secondary = Store::open_secondary(dir.path(), scratch.path(), &config).expect("open as secondary");
