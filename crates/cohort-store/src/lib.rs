@@ -64,7 +64,7 @@ pub mod store;
 pub use config::{Compression, InfoLogLevel, StoreConfig};
 pub use error::{ErrorClass, StoreError};
 pub use restore::Restored;
-pub use stats::{CfStats, StoreStats};
+pub use stats::{CfStats, ReadCounts, StoreStats, ThreadReads};
 pub use store::{Batch, ForgetReport, Inspection, Metadata, PartitionStates, Store, Timer, STORE_FORMAT_VERSION};
 
 pub use bytes::Bytes;

@@ -61,3 +61,52 @@ impl StoreStats {
         }
     }
 }
+
+/// Where the calling thread's reads were served, counted by RocksDB's
+/// per-thread perf context from [`ThreadReads::start`] on: for benchmarks
+/// that report a working set (hot states aside, the worker reads states on
+/// its processing thread). Counting costs a few per cent of a read.
+pub struct ThreadReads {
+    context: rocksdb::perf::PerfContext,
+}
+
+/// What [`ThreadReads::counts`] reports. A point read touches a filter, an
+/// index and a data block; index and filter blocks live in the block cache,
+/// so block reads are nearly all data blocks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadCounts {
+    /// Blocks found in the block cache (data, index and filter).
+    pub block_cache_hits: u64,
+    /// Blocks read from files: the OS page cache or the device.
+    pub block_reads: u64,
+    pub block_read_bytes: u64,
+    /// Reads that looked in a memtable (each point read does, first).
+    pub memtable_lookups: u64,
+}
+
+impl ThreadReads {
+    /// Starts counting this thread's reads.
+    pub fn start() -> ThreadReads {
+        rocksdb::perf::set_perf_stats(rocksdb::perf::PerfStatsLevel::EnableCount);
+        let mut context = rocksdb::perf::PerfContext::default();
+        context.reset();
+        ThreadReads { context }
+    }
+
+    /// The counts since [`ThreadReads::start`], on this thread.
+    pub fn counts(&self) -> ReadCounts {
+        use rocksdb::perf::PerfMetric;
+        ReadCounts {
+            block_cache_hits: self.context.metric(PerfMetric::BlockCacheHitCount),
+            block_reads: self.context.metric(PerfMetric::BlockReadCount),
+            block_read_bytes: self.context.metric(PerfMetric::BlockReadByte),
+            memtable_lookups: self.context.metric(PerfMetric::GetFromMemtableCount),
+        }
+    }
+}
+
+impl std::fmt::Debug for ThreadReads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadReads").field("counts", &self.counts()).finish()
+    }
+}

@@ -2,11 +2,29 @@
 //! state load from RocksDB (through the hot-state cache), apply with the
 //! example rules (22 segments, 11 offers), output and changelog encoding,
 //! and the atomic store commit. Zipf-skewed traffic from cohort-loadgen over
-//! 1,000,000 customers by default, after a warm-up of as many events.
+//! 1,000,000 customers by default.
 //!
-//! `cargo bench -p cohort --bench pipeline` prints events/s. Set
-//! `PIPELINE_CUSTOMERS`, `PIPELINE_EVENTS` and `PIPELINE_BATCH` (records per
-//! batch, 10,000 as the worker's default) to change the size.
+//! `cargo bench --workspace --bench pipeline` prints events/s, CPU per
+//! event and the working set. Before anything is measured, every customer
+//! is given a state through the worker's own path (`PIPELINE_FILL=0`: not;
+//! the store then holds only the customers the warm-up touched), the worker
+//! is reopened on that store (hot states and block cache empty, as after a
+//! restart), and `PIPELINE_WARMUP` events (default: as many as measured)
+//! warm it. Set `PIPELINE_CUSTOMERS`, `PIPELINE_EVENTS` and
+//! `PIPELINE_BATCH` (records per batch, 10,000 as the worker's default) to
+//! change the size. `PIPELINE_PREPARED=DIR` keeps the filled store in DIR
+//! and reuses it on later runs of the same size (for valgrind, below).
+//!
+//! Instructions and cache misses per event, which do not move with the
+//! VM's load: only the measured batches run inside `measured_batch`, so
+//!
+//! ```sh
+//! PIPELINE_PREPARED=/tmp/pipeline-1m PIPELINE_CUSTOMERS=1000000 PIPELINE_EVENTS=60000 BENCH --bench  # prepares, natively
+//! PIPELINE_PREPARED=/tmp/pipeline-1m PIPELINE_CUSTOMERS=1000000 PIPELINE_EVENTS=60000 \
+//!   valgrind --tool=callgrind --cache-sim=yes --toggle-collect='*measured_batch*' BENCH --bench
+//! ```
+//!
+//! counts them (divide by `PIPELINE_EVENTS`).
 
 mod common;
 
@@ -14,8 +32,6 @@ use cohort::config::{Config, WireFormat};
 use cohort::http::Readiness;
 use cohort::metrics::Metrics;
 use cohort::worker::{FixedClock, Worker};
-use cohort_codec::{Encoder, Format, Registry};
-use cohort_core::event::{Event, EventKind};
 use cohort_core::time::Timestamp;
 use cohort_kafka::InputRecord;
 use std::sync::Arc;
@@ -29,6 +45,12 @@ fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// One measured batch: its own symbol, for callgrind's `--toggle-collect`.
+#[inline(never)]
+fn measured_batch(worker: &mut Worker, batch: &[InputRecord]) -> anyhow::Result<Vec<cohort_kafka::OutputRecord>> {
+    worker.process_offline(batch)
+}
+
 fn main() -> anyhow::Result<()> {
     // As the `cohort` binary does.
     let no_thp = cohort::memory::disable_transparent_huge_pages();
@@ -37,6 +59,8 @@ fn main() -> anyhow::Result<()> {
     let quick = !std::env::args().any(|a| a == "--bench");
     let customers = if quick { 2_000 } else { env("PIPELINE_CUSTOMERS", 1_000_000) };
     let events = if quick { 5_000 } else { env("PIPELINE_EVENTS", 1_000_000) };
+    let warmup = if quick { 5_000 } else { env("PIPELINE_WARMUP", events) };
+    let fill = env("PIPELINE_FILL", 1) != 0;
     let batch = env("PIPELINE_BATCH", 10_000);
     let dir = tempfile::tempdir()?;
     let mut config = Config::default();
@@ -49,66 +73,68 @@ fn main() -> anyhow::Result<()> {
     let load = cohort_loadgen::Config { customers: customers as u32, seed: 1, ..Default::default() };
     let mut gen = cohort_loadgen::Generator::new(load)?;
     let clock = Arc::new(FixedClock(Timestamp(i64::MAX / 4)));
-    let mut worker = Worker::open(config.clone(), Metrics::new()?, Arc::new(Readiness::default()), clock)?;
-    worker.assign("clickstream", &[0])?;
-    let encoder = Encoder::new(Format::Avro, Arc::new(Registry::builtin()));
-    let topic_of = |e: &Event| -> Arc<str> {
-        Arc::from(match e.kind {
-            EventKind::Click(_) => "clickstream",
-            EventKind::Purchase(_) => "purchases",
-            EventKind::ProfileUpdate(_) | EventKind::Forget => "customer-profiles",
-            EventKind::OfferOutcome(_) => "offer-outcomes",
-        })
+    let metrics = Metrics::new()?;
+    let open = |config: &Config| -> anyhow::Result<Worker> {
+        let mut worker = Worker::open(config.clone(), metrics.clone(), Arc::new(Readiness::default()), clock.clone())?;
+        worker.assign("clickstream", &[0])?;
+        Ok(worker)
     };
-    let mut offset = 0i64;
-    let mut to_records = |evs: &[Event]| -> Vec<InputRecord> {
-        evs.iter()
-            .map(|e| {
-                offset += 1;
-                InputRecord {
-                    topic: topic_of(e),
-                    partition: 0,
-                    offset,
-                    timestamp: Some(e.time.as_millis()),
-                    key: Some(e.customer.clone().into_bytes()),
-                    value: encoder.encode_event(e).ok().flatten(),
-                    headers: Vec::new(),
-                }
-            })
-            .collect()
-    };
+    let mut records = common::Records::avro();
 
-    // Warm up: as many events as the measured run, so the store holds the
-    // population's state (Zipf: rarely active customers may still be absent).
+    // Fill: every customer gets a state, or a store filled earlier is reused.
     let started = Instant::now();
-    let mut seen = std::collections::HashSet::new();
-    let mut warm = 0usize;
-    while warm < events {
-        let evs: Vec<Event> = gen.by_ref().take(batch).collect();
-        for e in &evs {
-            seen.insert(e.customer.clone());
+    if fill {
+        let prepared = std::env::var_os("PIPELINE_PREPARED")
+            .map(|p| std::path::PathBuf::from(p).join(format!("filled-{customers}-batch-{batch}")));
+        match prepared.as_ref().filter(|p| p.join("CURRENT").exists()) {
+            Some(p) => {
+                copy_dir(p, &config.store.path)?;
+                // The generator and offsets go on where the fill left them.
+                gen.by_ref().take(customers).for_each(drop);
+                records.skip(customers);
+                eprintln!("fill: reused {}", p.display());
+            }
+            None => {
+                let mut worker = open(&config)?;
+                common::fill_every_customer(&mut worker, &mut gen, &mut records, customers, batch)?;
+                drop(worker);
+                if let Some(p) = &prepared {
+                    copy_dir(&config.store.path, p)?;
+                }
+                eprintln!("fill: {customers} customers given a state in {:.1}s", started.elapsed().as_secs_f64());
+            }
         }
-        warm += evs.len();
-        let recs = to_records(&evs);
-        worker.process_offline(&recs)?;
     }
-    let with_state = seen.len();
-    eprintln!("warm-up: {warm} events, {with_state} customers with state, {:.1}s", started.elapsed().as_secs_f64());
+
+    // Reopened (hot states and block cache empty, as after a restart), then
+    // warmed up.
+    let mut worker = open(&config)?;
+    let started = Instant::now();
+    let mut warm = 0usize;
+    while warm < warmup {
+        let evs: Vec<_> = gen.by_ref().take(batch.min(warmup - warm)).collect();
+        warm += evs.len();
+        worker.process_offline(&records.of(&evs))?;
+    }
+    eprintln!("warm-up: {warm} events, {:.1}s", started.elapsed().as_secs_f64());
 
     // Measure: pre-encode the traffic so only the worker's path is timed.
     let mut batches = Vec::new();
     let mut n = 0;
     while n < events {
-        let evs: Vec<Event> = gen.by_ref().take(batch).collect();
+        let evs: Vec<_> = gen.by_ref().take(batch.min(events - n)).collect();
         n += evs.len();
-        batches.push(to_records(&evs));
+        batches.push(records.of(&evs));
     }
+    let (hits0, misses0) = (metrics.state_cache_hits.get(), metrics.state_cache_misses.get());
+    let device0 = common::device_read_bytes();
+    let reads = cohort_store::ThreadReads::start();
     let (t, thread0, process0) =
         (Instant::now(), common::cpu_secs_of("/proc/thread-self/stat"), common::cpu_secs_of("/proc/self/stat"));
     let mut outputs = 0usize;
     let mut by_topic: std::collections::BTreeMap<String, usize> = Default::default();
     for b in &batches {
-        for o in worker.process_offline(b)? {
+        for o in measured_batch(&mut worker, b)? {
             outputs += 1;
             *by_topic.entry(o.topic.to_string()).or_default() += 1;
         }
@@ -116,13 +142,15 @@ fn main() -> anyhow::Result<()> {
     let secs = t.elapsed().as_secs_f64();
     let thread_cpu = common::cpu_secs_of("/proc/thread-self/stat") - thread0;
     let process_cpu = common::cpu_secs_of("/proc/self/stat") - process0;
-    let store_bytes: u64 = walk(dir.path());
+    let rocks = reads.counts();
+    let device = common::device_read_bytes() - device0;
+    let (hits, misses) = (metrics.state_cache_hits.get() - hits0, metrics.state_cache_misses.get() - misses0);
+
+    let with_state = worker.store().iter_partition_states(0).count();
+    let store_bytes = common::dir_bytes(&config.store.path);
     println!(
-        "pipeline: {n} events, {with_state} of {customers} customers with state, in {secs:.2}s = {:.0} events/s \
-         on one thread ({outputs} output records incl. changelog; store {:.1} MiB, {:.0} bytes/customer with state)",
+        "pipeline: {n} events in {secs:.2}s = {:.0} events/s on one thread ({outputs} output records incl. changelog)",
         n as f64 / secs,
-        store_bytes as f64 / (1 << 20) as f64,
-        store_bytes as f64 / with_state.max(1) as f64
     );
     // Wall time swings with whatever else the machine runs; CPU time per
     // event does not, so compare builds by these.
@@ -132,6 +160,23 @@ fn main() -> anyhow::Result<()> {
         thread_cpu / n as f64 * 1e6,
         n as f64 / thread_cpu,
         process_cpu / n as f64 * 1e6
+    );
+    let loads = (hits + misses).max(1) as f64;
+    let per = |x: u64| x as f64 / misses.max(1) as f64;
+    println!(
+        "pipeline: working set: {with_state} of {customers} customers with state, store {:.1} MiB on disk \
+         ({:.0} bytes/customer); of {} state loads {:.1}% from the hot states, {:.1}% from RocksDB, which per \
+         load found {:.2} blocks in the block cache (data, index, filter) and read {:.2} from files \
+         ({:.1} KiB: OS page cache or device); {:.1} MiB read from the device",
+        store_bytes as f64 / (1 << 20) as f64,
+        store_bytes as f64 / with_state.max(1) as f64,
+        hits + misses,
+        hits as f64 / loads * 100.0,
+        misses as f64 / loads * 100.0,
+        per(rocks.block_cache_hits),
+        per(rocks.block_reads),
+        per(rocks.block_read_bytes) / 1024.0,
+        device as f64 / (1 << 20) as f64,
     );
     println!(
         "pipeline: outputs by topic: {}",
@@ -144,13 +189,12 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn walk(p: &std::path::Path) -> u64 {
-    let mut total = 0;
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            let path = e.path();
-            total += if path.is_dir() { walk(&path) } else { e.metadata().map(|m| m.len()).unwrap_or(0) };
-        }
+/// `cp -a`: a store directory, whole.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)?;
     }
-    total
+    let status = std::process::Command::new("cp").arg("-a").arg(from).arg(to).status()?;
+    anyhow::ensure!(status.success(), "cp -a {} {} failed", from.display(), to.display());
+    Ok(())
 }

@@ -16,11 +16,8 @@ use cohort::config::{Config, WireFormat};
 use cohort::http::Readiness;
 use cohort::metrics::Metrics;
 use cohort::worker::{FixedClock, Worker};
-use cohort_codec::{Encoder, Format, Registry};
-use cohort_core::event::{Event, EventKind};
 use cohort_core::rules::RuleSet;
 use cohort_core::time::Timestamp;
-use cohort_kafka::InputRecord;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -57,48 +54,18 @@ fn main() -> anyhow::Result<()> {
     let clock = Arc::new(FixedClock(Timestamp(i64::MAX / 4)));
     let mut worker = Worker::open(config.clone(), Metrics::new()?, Arc::new(Readiness::default()), clock)?;
     worker.assign("clickstream", &[0])?;
-    let encoder = Encoder::new(Format::Avro, Arc::new(Registry::builtin()));
-    let mut offset = 0i64;
-    let mut to_records = |evs: &[Event]| -> Vec<InputRecord> {
-        evs.iter()
-            .map(|e| {
-                offset += 1;
-                let topic = match e.kind {
-                    EventKind::Purchase(_) => "purchases",
-                    EventKind::ProfileUpdate(_) | EventKind::Forget => "customer-profiles",
-                    EventKind::OfferOutcome(_) => "offer-outcomes",
-                    EventKind::Click(_) => "clickstream",
-                };
-                InputRecord {
-                    topic: Arc::from(topic),
-                    partition: 0,
-                    offset,
-                    timestamp: Some(e.time.as_millis()),
-                    key: Some(e.customer.clone().into_bytes()),
-                    value: encoder.encode_event(e).ok().flatten(),
-                    headers: Vec::new(),
-                }
-            })
-            .collect()
-    };
+    let mut records = common::Records::avro();
 
-    // Fill: every customer gets a state (its first events are renamed to
-    // each customer in turn), then Zipf-skewed traffic on top.
+    // Fill: every customer gets a state, then Zipf-skewed traffic on top.
     let load = cohort_loadgen::Config { customers: customers as u32, seed: 7, ..Default::default() };
     let mut gen = cohort_loadgen::Generator::new(load)?;
     let started = Instant::now();
-    let mut n = 0usize;
+    common::fill_every_customer(&mut worker, &mut gen, &mut records, customers, batch)?;
+    let mut n = customers;
     while n < 2 * customers {
-        let mut evs: Vec<Event> = gen.by_ref().take(batch).collect();
-        for e in &mut evs {
-            if n < customers {
-                // cohort-loadgen's ids, so its traffic lands on these customers.
-                e.customer = format!("c-{:0width$}", n + 1, width = customers.to_string().len().max(6));
-                e.id = format!("fill-{n}");
-            }
-            n += 1;
-        }
-        worker.process_offline(&to_records(&evs))?;
+        let evs: Vec<_> = gen.by_ref().take(batch.min(2 * customers - n)).collect();
+        n += evs.len();
+        worker.process_offline(&records.of(&evs))?;
     }
     let store = worker.store();
     let stored = store.iter_partition_states(0).count();

@@ -18,3 +18,96 @@ pub fn cpu_secs_of(path: &str) -> f64 {
 pub fn cpu_secs(pid: u32) -> f64 {
     cpu_secs_of(&format!("/proc/{pid}/stat"))
 }
+
+/// Events as the input records a worker reads, Avro-encoded, on partition
+/// 0 with consecutive offsets; each event on its kind's topic.
+#[allow(dead_code)] // not every harness processes offline
+pub struct Records {
+    encoder: cohort_codec::Encoder,
+    offset: i64,
+}
+
+#[allow(dead_code)]
+impl Records {
+    pub fn avro() -> Records {
+        let registry = std::sync::Arc::new(cohort_codec::Registry::builtin());
+        Records { encoder: cohort_codec::Encoder::new(cohort_codec::Format::Avro, registry), offset: 0 }
+    }
+
+    /// Offsets go on as if `n` records had been made.
+    pub fn skip(&mut self, n: usize) {
+        self.offset += n as i64;
+    }
+
+    pub fn of(&mut self, events: &[cohort_core::event::Event]) -> Vec<cohort_kafka::InputRecord> {
+        use cohort_core::event::EventKind;
+        events
+            .iter()
+            .map(|e| {
+                self.offset += 1;
+                let topic = match e.kind {
+                    EventKind::Purchase(_) => "purchases",
+                    EventKind::ProfileUpdate(_) | EventKind::Forget => "customer-profiles",
+                    EventKind::OfferOutcome(_) => "offer-outcomes",
+                    EventKind::Click(_) => "clickstream",
+                };
+                cohort_kafka::InputRecord {
+                    topic: std::sync::Arc::from(topic),
+                    partition: 0,
+                    offset: self.offset,
+                    timestamp: Some(e.time.as_millis()),
+                    key: Some(e.customer.clone().into_bytes()),
+                    value: self.encoder.encode_event(e).ok().flatten(),
+                    headers: Vec::new(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Gives each of cohort-loadgen's `customers` customers a state through
+/// the worker's own path: the generator's next `customers` events, each
+/// renamed to the next customer in turn (with cohort-loadgen's ids, so its
+/// later traffic lands on these customers), in batches of `batch`.
+#[allow(dead_code)]
+pub fn fill_every_customer(
+    worker: &mut cohort::worker::Worker,
+    gen: &mut cohort_loadgen::Generator,
+    records: &mut Records,
+    customers: usize,
+    batch: usize,
+) -> anyhow::Result<()> {
+    let width = customers.to_string().len().max(6);
+    let mut n = 0usize;
+    while n < customers {
+        let mut evs: Vec<cohort_core::event::Event> = gen.by_ref().take(batch.min(customers - n)).collect();
+        for e in &mut evs {
+            e.customer = format!("c-{:0width$}", n + 1);
+            e.id = format!("fill-{n}");
+            n += 1;
+        }
+        worker.process_offline(&records.of(&evs))?;
+    }
+    Ok(())
+}
+
+/// Bytes of the files under `p`.
+#[allow(dead_code)]
+pub fn dir_bytes(p: &std::path::Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let path = e.path();
+            total += if path.is_dir() { dir_bytes(&path) } else { e.metadata().map(|m| m.len()).unwrap_or(0) };
+        }
+    }
+    total
+}
+
+/// `read_bytes` of /proc/self/io: what this process read from the storage
+/// device (page-cache hits excluded).
+#[allow(dead_code)]
+pub fn device_read_bytes() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    io.lines().find_map(|l| l.strip_prefix("read_bytes: ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
