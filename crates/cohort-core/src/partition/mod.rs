@@ -431,8 +431,7 @@ impl PartitionTask {
         delta: &mut TimerDelta,
         out: &mut StepOutput,
     ) -> bool {
-        let Some(rules) = self.rules.as_ref() else { return false };
-        let (at, switch) = (rules.at, rules.switch);
+        let Some(at) = self.rules.as_ref().map(|r| r.at) else { return false };
         let Some(slot) = states.map.get_mut(customer) else { return false };
         if !engine.is_stale(&slot.state) {
             return false;
@@ -440,10 +439,7 @@ impl PartitionTask {
         #[cfg(debug_assertions)]
         let original = slot.state.clone();
         let before = (slot.state.evaluated_at, slot.state.segment_bits);
-        // Offers on a rules change are scored with the tables as they were
-        // at the switch, wherever the customer's slice falls.
-        let tables = rules.tables.as_ref().unwrap_or(&self.tables);
-        let decision = apply(&mut slot.state, Input::RulesChanged { customer, at, switch }, &tables.context(engine));
+        let Some(decision) = self.rules_change(engine, customer, &mut slot.state) else { return false };
         if decision.outputs.is_empty() && decision.next_timer == timer {
             // Nothing anyone reads changed: the state is left as stored (and
             // unwritten: most customers of a rules change are these). It stays
@@ -458,6 +454,31 @@ impl PartitionTask {
         self.set_timer(customer, decision.next_timer, delta);
         self.record(decision, at, out);
         true
+    }
+
+    /// `customer`'s state re-evaluated at the switch instant, if it was
+    /// decided under other rules; `None` if it was not.
+    fn rules_change(&self, engine: &Engine, customer: &str, state: &mut CustomerState) -> Option<Decision> {
+        let rules = self.rules.as_ref()?;
+        if !engine.is_stale(state) {
+            return None;
+        }
+        // Offers on a rules change are scored with the tables as they were
+        // at the switch, wherever the customer's slice falls.
+        let tables = rules.tables.as_ref().unwrap_or(&self.tables);
+        let input = Input::RulesChanged { customer, at: rules.at, switch: rules.switch };
+        Some(apply(state, input, &tables.context(engine)))
+    }
+
+    /// Whether the background re-evaluation would change `customer`,
+    /// stored as `state` and not yet loaded into the step: an output, or
+    /// another timer. `state` is re-evaluated in place (pass a copy). A
+    /// customer for whom it is false need not be loaded for its slice: the
+    /// slice leaves it as stored (see `refresh`); one the step does not
+    /// hold is skipped.
+    pub fn reevaluation_changes(&self, engine: &Engine, customer: &str, state: &mut CustomerState) -> bool {
+        self.rules_change(engine, customer, state)
+            .is_some_and(|d| !d.outputs.is_empty() || d.next_timer != self.timers.get(customer))
     }
 
     /// The customers whose timers a step of `events` can fire: those due by

@@ -250,7 +250,18 @@ impl Worker {
             }
             let (state, charge) = match in_flight.and_then(|m| m.get(c.as_str())) {
                 Some(newer) => self.decode_state(partition, Ok(newer.clone()))?,
-                None => (self.decode_state(partition, bytes.map(Some))?.0, SCANNED),
+                None => {
+                    // Most customers of a rules change stay as stored: judged
+                    // on a throwaway decode, they are not loaded, and the
+                    // slice passes over them.
+                    let judged = bytes.as_ref().ok().and_then(|b| cohort_core::encode::decode(b).ok());
+                    if let Some(mut copy) = judged {
+                        if !rt.task.reevaluation_changes(&self.engine, c, &mut copy) {
+                            continue;
+                        }
+                    }
+                    (self.decode_state(partition, bytes.map(Some))?.0, SCANNED)
+                }
             };
             states.insert(c.clone(), state, charge);
         }
