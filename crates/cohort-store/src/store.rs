@@ -336,13 +336,30 @@ impl Store {
         let existing = DB::list_cf(&db_opts, &path).map_err(|e| StoreError::rocks("list_cf", e))?;
         check_format_read_only(&path, &existing, &db_opts)?;
         let block_cache = Cache::new_lru_cache(config.block_cache_bytes as usize);
-        let descriptors: Vec<ColumnFamilyDescriptor> = existing
-            .iter()
-            .filter(|name| name.as_str() != rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
-            .map(|name| ColumnFamilyDescriptor::new(name, cf_options(name, config, &block_cache)))
-            .collect();
-        let db = DB::open_cf_descriptors_as_secondary(&db_opts, &path, &scratch, descriptors)
-            .map_err(|e| StoreError::rocks("open_as_secondary", e))?;
+        let descriptors = || -> Vec<ColumnFamilyDescriptor> {
+            existing
+                .iter()
+                .filter(|name| name.as_str() != rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
+                .map(|name| ColumnFamilyDescriptor::new(name, cf_options(name, config, &block_cache)))
+                .collect()
+        };
+        // The worker may delete a WAL, MANIFEST or table file while the
+        // secondary reads it during its opening: that fails the opening, and
+        // a new one finds the current files.
+        let mut attempt = 0;
+        let db = loop {
+            match DB::open_cf_descriptors_as_secondary(&db_opts, &path, &scratch, descriptors()) {
+                Ok(db) => break db,
+                Err(e)
+                    if attempt < 4
+                        && matches!(e.kind(), rocksdb::ErrorKind::NotFound | rocksdb::ErrorKind::IOError) =>
+                {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50 << attempt));
+                }
+                Err(e) => return Err(StoreError::rocks("open_as_secondary", e)),
+            }
+        };
         let meta = cf(&db, CF_META)?;
         match db.get_pinned_cf(meta, META_STORE_FORMAT_VERSION).map_err(|e| StoreError::rocks("get", e))? {
             Some(bytes) if parse_format_version(&path, &bytes)? == STORE_FORMAT_VERSION => {}
@@ -375,8 +392,11 @@ impl Store {
     /// True if opening failed because another process holds the store
     /// (RocksDB's `LOCK` file): a worker is running on it.
     pub fn is_held_elsewhere(error: &StoreError) -> bool {
+        // RocksDB's messages: "While lock file: <dir>/LOCK: Resource
+        // temporarily unavailable" (another process), "lock hold by current
+        // process" (this one).
         matches!(error, StoreError::Io { op: "open", source } | StoreError::Engine { op: "open", source }
-            if source.as_ref().contains("LOCK"))
+            if source.as_ref().contains("While lock file") || source.as_ref().contains("lock hold by current process"))
     }
 
     /// The store's directory.

@@ -84,8 +84,15 @@ fn main() -> anyhow::Result<()> {
     // Fill: every customer gets a state, or a store filled earlier is reused.
     let started = Instant::now();
     if fill {
+        // Keyed by the rules too: a store filled under other rules would be
+        // re-evaluated inside the measured phase.
+        let rules = std::fs::read_to_string(&config.rules.path)?;
+        let version = cohort_core::rules::RuleSet::from_yaml("rules.yaml", &rules)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .version()
+            .to_owned();
         let prepared = std::env::var_os("PIPELINE_PREPARED")
-            .map(|p| std::path::PathBuf::from(p).join(format!("filled-{customers}-batch-{batch}")));
+            .map(|p| std::path::PathBuf::from(p).join(format!("filled-{customers}-batch-{batch}-rules-{version}")));
         match prepared.as_ref().filter(|p| p.join("CURRENT").exists()) {
             Some(p) => {
                 copy_dir(p, &config.store.path)?;
@@ -128,7 +135,9 @@ fn main() -> anyhow::Result<()> {
     }
     let (hits0, misses0) = (metrics.state_cache_hits.get(), metrics.state_cache_misses.get());
     let device0 = common::device_read_bytes();
-    let reads = cohort_store::ThreadReads::start();
+    // RocksDB's per-read counting (`PIPELINE_READ_COUNTS=0`: off, to see
+    // what it costs).
+    let reads = (env("PIPELINE_READ_COUNTS", 1) != 0).then(cohort_store::ThreadReads::start);
     let (t, thread0, process0) =
         (Instant::now(), common::cpu_secs_of("/proc/thread-self/stat"), common::cpu_secs_of("/proc/self/stat"));
     let mut outputs = 0usize;
@@ -142,7 +151,7 @@ fn main() -> anyhow::Result<()> {
     let secs = t.elapsed().as_secs_f64();
     let thread_cpu = common::cpu_secs_of("/proc/thread-self/stat") - thread0;
     let process_cpu = common::cpu_secs_of("/proc/self/stat") - process0;
-    let rocks = reads.counts();
+    let rocks = reads.as_ref().map(|r| r.counts()).unwrap_or_default();
     let device = common::device_read_bytes() - device0;
     let (hits, misses) = (metrics.state_cache_hits.get() - hits0, metrics.state_cache_misses.get() - misses0);
 
@@ -189,12 +198,17 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cp -a`: a store directory, whole.
+/// `cp -a`: a store directory, whole, to `to` (which must not exist),
+/// through a temporary name so that an interrupted copy is never taken
+/// for a prepared store.
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let status = std::process::Command::new("cp").arg("-a").arg(from).arg(to).status()?;
-    anyhow::ensure!(status.success(), "cp -a {} {} failed", from.display(), to.display());
+    let parent = to.parent().ok_or_else(|| anyhow::anyhow!("{} has no parent", to.display()))?;
+    std::fs::create_dir_all(parent)?;
+    let partial = parent.join(format!(".partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&partial);
+    let status = std::process::Command::new("cp").arg("-a").arg(from).arg(&partial).status()?;
+    anyhow::ensure!(status.success(), "cp -a {} {} failed", from.display(), partial.display());
+    let _ = std::fs::remove_dir_all(to);
+    std::fs::rename(&partial, to)?;
     Ok(())
 }

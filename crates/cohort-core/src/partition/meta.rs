@@ -22,7 +22,8 @@
 //! ```
 //!
 //! Version 2 is version 3 without the tables at the switch, version 1 is
-//! version 2 without the rules section; both are still read.
+//! version 2 without the rules section; both are still read, and a record
+//! without tables at a switch is written as version 2.
 
 use crate::encode::DecodeError;
 use crate::engine::Tables;
@@ -114,10 +115,14 @@ pub(crate) struct MetaRef<'a> {
 }
 
 impl MetaRef<'_> {
-    /// The record's bytes, in [`META_FORMAT_VERSION`].
+    /// The record's bytes: in [`META_FORMAT_VERSION`] while it keeps the
+    /// tables at a switch, in format 2 otherwise, so that the previous
+    /// release still reads what a partition writes unless an offer on
+    /// `rules_changed` is being decided (a rolling upgrade, a standby).
     pub(crate) fn encode(&self) -> Vec<u8> {
+        let snapshot = self.rules.and_then(|r| r.tables.as_ref());
         let mut out = Vec::with_capacity(256 + 24 * self.populations.len());
-        out.push(META_FORMAT_VERSION);
+        out.push(if snapshot.is_some() { META_FORMAT_VERSION } else { 2 });
         out.extend_from_slice(&self.watermark.as_millis().to_be_bytes());
         put_tables(&mut out, self.tables);
         put_uv(&mut out, self.next_offsets.len() as u64);
@@ -151,12 +156,9 @@ impl MetaRef<'_> {
                         put_str(&mut out, c);
                     }
                 }
-                match &r.tables {
-                    None => out.push(0),
-                    Some(t) => {
-                        out.push(1);
-                        put_tables(&mut out, t);
-                    }
+                if let Some(t) = snapshot {
+                    out.push(1);
+                    put_tables(&mut out, t);
                 }
             }
         }
@@ -312,14 +314,18 @@ mod tests {
     }
 
     #[test]
-    fn reads_format_2() {
-        // Format 2 is format 3 without the tables at the switch.
+    fn writes_format_2_without_tables_at_a_switch() {
+        // What the previous release reads: format 3 only while a snapshot is kept.
         let mut m = sample();
+        assert_eq!(m.encode()[0], 3);
         m.rules.as_mut().unwrap().tables = None;
-        let mut v2 = m.encode();
-        assert_eq!(v2.pop(), Some(0));
-        v2[0] = 2;
-        assert_eq!(PartitionMeta::decode(&v2), Ok(m));
+        assert_eq!(m.encode()[0], 2);
+        assert_eq!(PartitionMeta::default().encode()[0], 2);
+        // Format 2 is format 3 without the tables flag.
+        let mut v3 = m.encode();
+        v3[0] = 3;
+        v3.push(0);
+        assert_eq!(PartitionMeta::decode(&v3), Ok(m));
     }
 
     #[test]

@@ -638,6 +638,36 @@ fn an_offer_that_lists_rules_changed_goes_to_the_customers_a_switch_moves_in() {
 }
 
 #[test]
+fn a_second_switch_mid_way_keeps_the_tables_of_its_own_instant() {
+    let (v1, v3) = (engine(), engine_v3());
+    let v4 = Engine::new(
+        RuleSet::from_yaml(
+            "rules-v4.yaml",
+            &(rules_v2()
+                + "  - id: launch\n    eligible: in_segment(\"vip\")\n    \
+             channels: [email]\n    triggers: [rules_changed]\n"),
+        )
+        .expect("rules v4"),
+        EngineSettings::default(),
+    );
+    let evs = consenting(events(&[(0, 0, Kind::Buy(20_000)), (1, MIN, Kind::View(0)), (2, MIN, Kind::Buy(300))]));
+    let mut m = InMemory::new(PartitionTask::new(0, PartitionMeta::default(), [], settings()));
+    m.step(&v1, &evs, Timestamp(START), false);
+    assert!(m.switch_rules(&v3));
+    m.reevaluate(&v3, 1).expect("a first slice");
+    let purchase = events(&[(3, 2 * MIN, Kind::Buy(5_000))]);
+    m.step(&v3, &purchase, Timestamp(START), false);
+    let snapshot = |m: &InMemory| m.task.meta().rules.and_then(|r| r.tables);
+    assert_ne!(snapshot(&m).as_ref(), Some(m.task.tables()), "the purchase moved the tables after the switch");
+    assert!(m.switch_rules(&v4), "switched again before the first re-evaluation ended");
+    assert_eq!(snapshot(&m).as_ref(), Some(m.task.tables()), "the second switch keeps the tables of its instant");
+    // Restarted from the metadata record: the snapshot comes back with it.
+    let restarted =
+        PartitionTask::new(0, PartitionMeta::decode(&m.task.encode_meta()).expect("decodes"), [], settings());
+    assert_eq!(restarted.rules_progress().and_then(|r| r.tables.as_ref()), Some(m.task.tables()));
+}
+
+#[test]
 fn rules_undone_and_applied_again_at_the_same_instant_decide_with_new_ids() {
     // v2, back to v1, v2 again, with no event in between: the same customers
     // enter and leave the same segments at the same instant, and downstream

@@ -230,7 +230,10 @@ impl Worker {
 
     /// Loads a re-evaluation slice's customers the batch has not loaded:
     /// from the hot states, the batch in flight, or else the bytes the
-    /// slice's scan read (marked [`SCANNED`]).
+    /// slice's scan read (marked [`SCANNED`]); of the last, only those the
+    /// re-evaluation changes (`PartitionTask::reevaluation_changes`): the
+    /// step passes over a slice customer it does not hold, which leaves it
+    /// as stored, exactly what it would do to the state.
     fn load_slice(
         &self,
         partition: i32,
