@@ -8,7 +8,9 @@
 #   scripts/bench-alternate.sh 8 /tmp/base /tmp/head
 #
 # PIPELINE_CUSTOMERS (default 1000000) and PIPELINE_EVENTS (default 300000)
-# pass through to the bench.
+# pass through to the bench. The bench first gives every customer a state;
+# PIPELINE_PREPARED (default $TMPDIR/cohort-pipeline-prepared) keeps that
+# store, so only the first run pays for it.
 set -euo pipefail
 if [ $# -lt 2 ]; then
   echo "usage: $0 ROUNDS BINARY [BINARY...]" >&2
@@ -20,7 +22,8 @@ out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 for _ in $(seq "$rounds"); do
   for bin in "$@"; do
-    run=$(PIPELINE_CUSTOMERS=${PIPELINE_CUSTOMERS:-1000000} PIPELINE_EVENTS=${PIPELINE_EVENTS:-300000} "$bin" --bench 2>&1)
+    run=$(PIPELINE_CUSTOMERS=${PIPELINE_CUSTOMERS:-1000000} PIPELINE_EVENTS=${PIPELINE_EVENTS:-300000} \
+      PIPELINE_PREPARED=${PIPELINE_PREPARED:-${TMPDIR:-/tmp}/cohort-pipeline-prepared} "$bin" --bench 2>&1)
     wall=$(grep -oE '= [0-9]+ events/s on one thread' <<<"$run" | grep -oE '[0-9]+')
     cpu=$(grep -oE 'CPU per event [0-9.]+ us on the proc' <<<"$run" | grep -oE '[0-9.]+')
     all=$(grep -oE '[0-9.]+ us in all threads' <<<"$run" | grep -oE '^[0-9.]+')
