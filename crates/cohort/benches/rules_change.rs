@@ -70,6 +70,12 @@ fn main() -> anyhow::Result<()> {
     let store = worker.store();
     let stored = store.iter_partition_states(0).count();
     eprintln!("fill: {n} events, {stored} customers stored, {:.1}s", started.elapsed().as_secs_f64());
+    if let Some(meta) = store.partition_meta(0)? {
+        // A switch with offers on `rules_changed` keeps a second copy of
+        // the tables in every metadata record until it is done.
+        let tables = meta.tables.popularity.encode().len() + meta.tables.propensity.encode().len();
+        println!("rules_change: metadata record {} bytes, of which learned tables {tables}", meta.encode().len());
+    }
 
     // Preview, as `cohort preview` runs it (all cores).
     let text = candidate();
