@@ -395,6 +395,46 @@ fn switched(v1: &Engine, v2: &Engine, evs: &[Event], slice: usize) -> (Vec<Decid
     (outputs, m)
 }
 
+/// `later` as events after the last of `evs`: fresh ids, times moved on.
+fn after_the_last(evs: &[Event], mut later: Vec<Event>) -> Vec<Event> {
+    let last = evs.iter().map(|e| e.time.as_millis()).max().unwrap_or(START);
+    for (i, e) in later.iter_mut().enumerate() {
+        e.id = format!("later-{i}");
+        e.time = Timestamp(e.time.as_millis() - START + last);
+    }
+    later
+}
+
+/// A switch from `v1` to `v` after `evs`, re-evaluated two ways: every
+/// slice before the `later` events (`first`, ending as `a`); and one slice,
+/// the events, a crash and a restart from the committed metadata, the rest
+/// of the slices (`second`, ending as `restarted`). `resumed` is false if
+/// the restart switched anew instead of resuming.
+struct TwoWays {
+    first: Vec<Decided>,
+    a: InMemory,
+    second: Vec<Decided>,
+    restarted: InMemory,
+    resumed: bool,
+}
+
+fn two_ways(v1: &Engine, v: &Engine, evs: &[Event], later: &[Event], slice: usize) -> TwoWays {
+    let (mut first, mut a) = switched(v1, v, evs, usize::MAX);
+    first.extend(a.step(v, later, Timestamp(START), false).outputs);
+    let mut b = InMemory::new(PartitionTask::new(0, PartitionMeta::default(), [], settings()));
+    b.step(v1, evs, Timestamp(START), false);
+    b.switch_rules(v);
+    let mut second = b.reevaluate(v, slice).expect("pending").outputs;
+    second.extend(b.step(v, later, Timestamp(START), false).outputs);
+    let mut restarted = InMemory::new(PartitionTask::new(0, b.task.meta(), b.task.pending_timers(), settings()));
+    restarted.states = b.states.clone();
+    let resumed = !restarted.switch_rules(v) || restarted.task.reevaluation_after().is_some();
+    while let Some(out) = restarted.reevaluate(v, slice) {
+        second.extend(out.outputs);
+    }
+    TwoWays { first, a, second, restarted, resumed }
+}
+
 fn by_id(outputs: &[Decided]) -> BTreeMap<String, Output> {
     outputs.iter().map(|d| (d.output.id().to_owned(), d.output.clone())).collect()
 }
@@ -456,27 +496,9 @@ proptest! {
     ) {
         let (v1, v2) = (engine(), engine_v2());
         let evs = events(&spec);
-        let mut later = events(&after);
-        let last = evs.iter().map(|e| e.time.as_millis()).max().unwrap_or(START);
-        for (i, e) in later.iter_mut().enumerate() {
-            e.id = format!("later-{i}");
-            e.time = Timestamp(e.time.as_millis() - START + last);
-        }
-        // Slices first, then the events.
-        let (mut first, mut a) = switched(&v1, &v2, &evs, usize::MAX);
-        first.extend(a.step(&v2, &later, Timestamp(START), false).outputs);
-        // One slice, the events, a crash, the rest of the slices.
-        let mut b = InMemory::new(PartitionTask::new(0, PartitionMeta::default(), [], settings()));
-        b.step(&v1, &evs, Timestamp(START), false);
-        b.switch_rules(&v2);
-        let mut second = b.reevaluate(&v2, slice).expect("pending").outputs;
-        second.extend(b.step(&v2, &later, Timestamp(START), false).outputs);
-        let mut restarted = InMemory::new(PartitionTask::new(0, b.task.meta(), b.task.pending_timers(), settings()));
-        restarted.states = b.states.clone();
-        prop_assert!(!restarted.switch_rules(&v2) || restarted.task.reevaluation_after().is_some());
-        while let Some(out) = restarted.reevaluate(&v2, slice) {
-            second.extend(out.outputs);
-        }
+        let later = after_the_last(&evs, events(&after));
+        let TwoWays { first, a, second, restarted, resumed } = two_ways(&v1, &v2, &evs, &later, slice);
+        prop_assert!(resumed);
         let (x, y) = (by_id(&first), by_id(&second));
         for (id, out) in &y {
             if let Output::SegmentChanged(s) = out {
@@ -506,28 +528,13 @@ proptest! {
     ) {
         let (v1, v3) = (engine(), engine_v3());
         let evs = consenting(events(&spec));
-        let mut later = events(&after);
-        let last = evs.iter().map(|e| e.time.as_millis()).max().unwrap_or(START);
-        for (i, e) in later.iter_mut().enumerate() {
-            e.id = format!("later-{i}");
-            e.time = Timestamp(e.time.as_millis() - START + last);
+        let mut later = after_the_last(&evs, events(&after));
+        for e in &mut later {
             if let EventKind::OfferOutcome(o) = &mut e.kind {
                 o.offer_id = "launch".into();
             }
         }
-        let (mut first, mut a) = switched(&v1, &v3, &evs, usize::MAX);
-        first.extend(a.step(&v3, &later, Timestamp(START), false).outputs);
-        let mut b = InMemory::new(PartitionTask::new(0, PartitionMeta::default(), [], settings()));
-        b.step(&v1, &evs, Timestamp(START), false);
-        b.switch_rules(&v3);
-        let mut second = b.reevaluate(&v3, slice).expect("pending").outputs;
-        second.extend(b.step(&v3, &later, Timestamp(START), false).outputs);
-        let mut restarted = InMemory::new(PartitionTask::new(0, b.task.meta(), b.task.pending_timers(), settings()));
-        restarted.states = b.states.clone();
-        restarted.switch_rules(&v3);
-        while let Some(out) = restarted.reevaluate(&v3, slice) {
-            second.extend(out.outputs);
-        }
+        let TwoWays { first, second, restarted, .. } = two_ways(&v1, &v3, &evs, &later, slice);
         let by_rules_change = |outputs: &[Decided]| -> BTreeMap<String, Output> {
             outputs
                 .iter()
@@ -544,10 +551,9 @@ proptest! {
     }
 }
 
-#[test]
-fn a_rules_switch_moves_exactly_the_customers_it_should() {
-    let (v1, v2) = (engine(), engine_v2());
-    let buy = |id: &str, customer: &str, euros: f64| Event {
+/// A one-line order of `euros` at `START`.
+fn buy(id: &str, customer: &str, euros: f64) -> Event {
+    Event {
         id: id.into(),
         customer: customer.into(),
         time: Timestamp(START),
@@ -558,7 +564,12 @@ fn a_rules_switch_moves_exactly_the_customers_it_should() {
             currency: "EUR".into(),
             channel: None,
         }),
-    };
+    }
+}
+
+#[test]
+fn a_rules_switch_moves_exactly_the_customers_it_should() {
+    let (v1, v2) = (engine(), engine_v2());
     let mut view = Click::new(ClickKind::ProductView);
     view.product_id = Some("p0".into());
     view.category = Some("keto".into());
@@ -600,18 +611,6 @@ fn a_rules_switch_moves_exactly_the_customers_it_should() {
 #[test]
 fn an_offer_that_lists_rules_changed_goes_to_the_customers_a_switch_moves_in() {
     let (v1, v3) = (engine(), engine_v3());
-    let buy = |id: &str, customer: &str, euros: f64| Event {
-        id: id.into(),
-        customer: customer.into(),
-        time: Timestamp(START),
-        kind: EventKind::Purchase(Purchase {
-            order_id: id.into(),
-            items: vec![LineItem { product_id: "p1".into(), category: None, quantity: 1, unit_price: euros }],
-            total: euros,
-            currency: "EUR".into(),
-            channel: None,
-        }),
-    };
     // ana enters vip (threshold lowered), ben was vip already, cem enters nothing.
     let evs = consenting(vec![buy("a1", "ana", 120.0), buy("b1", "ben", 1200.0), buy("c1", "cem", 50.0)]);
     let mut m = InMemory::new(PartitionTask::new(0, PartitionMeta::default(), [], settings()));
