@@ -142,3 +142,33 @@ async fn tombstones_are_produced_with_their_key() {
     assert_eq!(got[1].value, None, "a record without a value is a tombstone");
     assert_eq!(got[1].key, got[0].key);
 }
+
+/// A caller that waits for its records does not wait for `linger.ms`: the
+/// producer flushes what is queued. With a linger of two minutes, both
+/// `send_all` and `send` then `wait` are acknowledged long before it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_records_sends_them_without_waiting_for_the_linger() {
+    let broker = EmbeddedBroker::start(1).expect("mock cluster");
+    let topic = unique_name("adapters-linger");
+    broker.create_topic(&topic, 2).expect("create topic");
+    let linger = Duration::from_secs(120);
+    let props = BTreeMap::from([("linger.ms".to_string(), linger.as_millis().to_string())]);
+    let producer = OutputProducer::new(&broker.bootstrap(), &props).expect("producer");
+    let bound = linger / 2;
+
+    let records: Vec<OutputRecord> = (0..RECORDS).map(|i| record(&topic, i)).collect();
+    let delivered = tokio::time::timeout(bound, producer.send_all(&records))
+        .await
+        .unwrap_or_else(|_| panic!("send_all waited {bound:?}: for the linger of {linger:?}"))
+        .expect("produce");
+    assert_eq!(delivered.len(), RECORDS);
+    let partitions: std::collections::BTreeSet<i32> = delivered.iter().map(|d| d.partition).collect();
+    assert_eq!(partitions.len(), 2, "both partitions were written: {partitions:?}");
+
+    let one = producer.send(&record(&topic, RECORDS)).await.expect("enqueue");
+    let at = tokio::time::timeout(bound, producer.wait(one))
+        .await
+        .unwrap_or_else(|_| panic!("wait waited {bound:?}: for the linger of {linger:?}"))
+        .expect("acknowledged");
+    assert!(at.offset >= 0);
+}
