@@ -216,6 +216,11 @@ impl Decoder {
                 f(decode_datum(plan, datum)?)
             }
             Format::Json => {
+                // Plain input of the schema, without a serde_json::Value;
+                // anything else (and every error) takes the generic reader.
+                if let Some(v) = crate::json_direct::read(self.registry.node(rt), value) {
+                    return f(v);
+                }
                 let j: serde_json::Value =
                     serde_json::from_slice(value).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
                 if !j.is_object() {

@@ -32,6 +32,7 @@ pub mod codec;
 mod direct;
 pub mod error;
 mod json;
+mod json_direct;
 pub mod output;
 mod records;
 pub mod registry;
