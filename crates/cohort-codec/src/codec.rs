@@ -375,6 +375,6 @@ impl Encoder {
         if self.avro_header(rt, out)? {
             return avro::encode(node, v, out).map_err(|m| EncodeError::Mismatch(rt, m.0));
         }
-        serde_json::to_writer(&mut *out, &json::to_json(node, v)).map_err(|e| EncodeError::Mismatch(rt, e.to_string()))
+        json::write(node, v, out).map_err(|e| EncodeError::Mismatch(rt, e.to_string()))
     }
 }

@@ -9,7 +9,9 @@
 
 use crate::avro::V;
 use crate::schema::{unqualified, Node};
-use serde_json::{Map, Number, Value};
+use serde_json::Value;
+#[cfg(test)]
+use serde_json::{Map, Number};
 use std::borrow::Cow;
 
 /// Why a JSON document does not fit the schema.
@@ -154,8 +156,10 @@ fn from_json_union<'a>(branches: &[Node], j: &'a Value, path: Path<'_>) -> Resul
     }))
 }
 
-/// Writes `v` (of schema `n`) as plain JSON. Non-finite doubles become
-/// `null`: JSON has no NaN (core rejects non-finite amounts anyway).
+/// `v` (of schema `n`) as a plain JSON value. Non-finite doubles become
+/// `null`: JSON has no NaN (core rejects non-finite amounts anyway). The
+/// reference [`write`] is tested against.
+#[cfg(test)]
 pub(crate) fn to_json(n: &Node, v: &V<'_>) -> Value {
     match (n, v) {
         (Node::Union(branches), v) => match branches.iter().find(|b| crate::avro::fits(b, v)) {
@@ -184,5 +188,127 @@ pub(crate) fn to_json(n: &Node, v: &V<'_>) -> Value {
         // A value that does not fit its schema: the mapping is tested
         // against the schemas, so this is unreachable in practice.
         (_, V::Array(_) | V::Map(_) | V::Record(_)) => Value::Null,
+    }
+}
+
+/// Writes `v` (of schema `n`) as plain JSON to `out`: the same bytes as
+/// serializing [`to_json`]'s value (keys in name order, as its map keeps
+/// them), without building that value.
+pub(crate) fn write(n: &Node, v: &V<'_>, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    use serde::Serialize as _;
+    Json(n, v).serialize(&mut serde_json::Serializer::new(out))
+}
+
+/// A value with its schema, serialized as [`to_json`] would make it.
+struct Json<'a, 'v>(&'a Node, &'a V<'v>);
+
+impl serde::Serialize for Json<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match (self.0, self.1) {
+            (Node::Union(branches), v) => match branches.iter().find(|b| crate::avro::fits(b, v)) {
+                Some(b) => Json(b, v).serialize(s),
+                None => s.serialize_unit(),
+            },
+            (Node::Record(r), V::Record(fields)) => {
+                let mut order: Vec<usize> = (0..r.fields.len().min(fields.len())).collect();
+                order.sort_unstable_by(|&a, &b| r.fields[a].name.cmp(&r.fields[b].name));
+                let mut m = s.serialize_map(Some(order.len()))?;
+                for i in order {
+                    m.serialize_entry(&r.fields[i].name, &Json(&r.fields[i].node, &fields[i]))?;
+                }
+                m.end()
+            }
+            (Node::Array(item), V::Array(items)) => {
+                let mut q = s.serialize_seq(Some(items.len()))?;
+                for it in items {
+                    q.serialize_element(&Json(item, it))?;
+                }
+                q.end()
+            }
+            (Node::Map(item), V::Map(entries)) => {
+                // As a JSON object built from them: by key, the last of equal keys.
+                let sorted: std::collections::BTreeMap<&str, &V<'_>> =
+                    entries.iter().map(|(k, it)| (k.as_ref(), it)).collect();
+                let mut m = s.serialize_map(Some(sorted.len()))?;
+                for (k, it) in sorted {
+                    m.serialize_entry(k, &Json(item, it))?;
+                }
+                m.end()
+            }
+            (_, V::Null) => s.serialize_unit(),
+            (_, V::Bool(b)) => s.serialize_bool(*b),
+            (_, V::Int(i)) => s.serialize_i64(i64::from(*i)),
+            (_, V::Long(l)) => s.serialize_i64(*l),
+            // serde_json writes a non-finite double as null, as `to_json` does.
+            (_, V::Float(f)) => s.serialize_f64(f64::from(*f)),
+            (_, V::Double(d)) => s.serialize_f64(*d),
+            (_, V::Str(x)) | (_, V::Enum(x)) => s.serialize_str(x),
+            (_, V::Bytes(b)) => s.serialize_str(&b.iter().map(|&c| char::from(c)).collect::<String>()),
+            (_, V::Array(_) | V::Map(_) | V::Record(_)) => s.serialize_unit(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{compile_str, RecordType};
+
+    /// A small deterministic generator (xorshift).
+    struct Pick(u64);
+
+    impl Pick {
+        fn n(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+    }
+
+    const STRINGS: [&str; 7] =
+        ["", "web", "Provence-Alpes-Côte d'Azur", "a\"b\\c", "tab\tnew\nline\u{1}", "😀", "</script>"];
+    const DOUBLES: [f64; 9] = [0.0, -0.0, 0.1, 112.97, -3.5e-300, 1e300, f64::NAN, f64::INFINITY, 123_456_789.125];
+
+    /// A value of schema `n`, sometimes one that does not fit it.
+    fn value(n: &Node, p: &mut Pick, depth: usize) -> V<'static> {
+        if p.n(40) == 0 {
+            return [V::Null, V::Long(7), V::Str("x".into()), V::Array(vec![])][p.n(4)].clone();
+        }
+        match n {
+            Node::Null => V::Null,
+            Node::Boolean => V::Bool(p.n(2) == 0),
+            Node::Int => V::Int([0, -1, i32::MAX, i32::MIN, 42][p.n(5)]),
+            Node::Long => V::Long([0, -1, i64::MAX, i64::MIN, 1_765_073_769_561][p.n(5)]),
+            Node::Float => V::Float(DOUBLES[p.n(DOUBLES.len())] as f32),
+            Node::Double => V::Double(DOUBLES[p.n(DOUBLES.len())]),
+            Node::Bytes | Node::Fixed { .. } => V::Bytes(vec![0, 65, 255][..p.n(4)].to_vec().into()),
+            Node::String => V::Str(STRINGS[p.n(STRINGS.len())].to_string().into()),
+            Node::Enum(e) => V::Enum(e.symbols[p.n(e.symbols.len())].clone().into()),
+            Node::Array(item) => {
+                V::Array((0..if depth > 3 { 0 } else { p.n(4) }).map(|_| value(item, p, depth + 1)).collect())
+            }
+            Node::Map(item) => {
+                V::Map((0..p.n(4)).map(|_| (STRINGS[p.n(3)].to_string().into(), value(item, p, depth + 1))).collect())
+            }
+            Node::Union(bs) => value(&bs[p.n(bs.len())], p, depth + 1),
+            Node::Record(r) => V::Record(r.fields.iter().map(|f| value(&f.node, p, depth + 1)).collect()),
+        }
+    }
+
+    #[test]
+    fn the_writer_writes_what_serializing_to_json_writes() {
+        let mut p = Pick(0x9e37_79b9_7f4a_7c15);
+        for rt in RecordType::ALL {
+            let (_, n) = compile_str(rt.schema_text()).expect("schema");
+            for _ in 0..2_000 {
+                let v = value(&n, &mut p, 0);
+                let mut direct = Vec::new();
+                write(&n, &v, &mut direct).expect("writes");
+                let reference = serde_json::to_vec(&to_json(&n, &v)).expect("serializes");
+                assert_eq!(String::from_utf8_lossy(&direct), String::from_utf8_lossy(&reference), "{rt:?} {v:?}");
+            }
+        }
     }
 }
