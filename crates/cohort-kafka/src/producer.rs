@@ -4,15 +4,18 @@
 //! idempotency keys.
 //!
 //! Records linger (`linger.ms`, 100 by default, as in Kafka Streams) until
-//! the caller waits for them: [`OutputProducer::send_all`] and
-//! [`OutputProducer::wait`] then flush, so a worker's batch leaves in one
-//! produce request per partition as soon as it is all queued. With a short
-//! linger instead, librdkafka cut a batch that took longer than the linger
-//! to queue into many small requests; once a partition had five in flight
-//! (the idempotent producer's limit) and more were due, its broker thread
-//! polled without sleeping until an acknowledgement came back: through a
-//! slow broker that was half of the worker's CPU (docs/benchmarks.md,
-//! "Session 14").
+//! a caller waits for them: [`OutputProducer::send_all`] and
+//! [`OutputProducer::wait`] then ask a flushing thread to send them at once.
+//! librdkafka's idempotent producer sends one request per partition at a
+//! time (it compares the messages in flight with its limit of five
+//! requests), and while a partition has more records due its broker thread
+//! polls without sleeping until the acknowledgement comes back. So
+//! `send_all` queues at most one request's worth at a time, holds the
+//! flushing off while it queues (a flush under way would send a
+//! partition's first records alone), then sends and awaits them. With
+//! `linger.ms=5` that spinning thread was half of the worker's CPU through
+//! tansu (docs/benchmarks.md, "Session 14: the cost of an event through
+//! the broker").
 
 use crate::client_config;
 use crate::error::KafkaAdapterError;
@@ -22,8 +25,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// cohort's `linger.ms`: how long a record waits for others to share its
@@ -64,8 +66,49 @@ pub struct Pending(DeliveryFuture);
 #[derive(Clone)]
 pub struct OutputProducer {
     inner: FutureProducer<ProducerContext>,
-    /// Asks the flushing thread to send what is queued now.
-    flush: SyncSender<()>,
+    /// The flushing thread's controls; the thread ends with the last clone.
+    flush: Arc<FlushHandle>,
+    /// At most this much is queued at a time by [`OutputProducer::send_all`]:
+    /// what one produce request holds.
+    request: RequestSize,
+}
+
+/// What one produce request holds at most (`batch.size`, capped by
+/// `message.max.bytes`, and `batch.num.messages`).
+#[derive(Clone, Copy, Debug)]
+struct RequestSize {
+    bytes: usize,
+    records: usize,
+}
+
+impl RequestSize {
+    /// From the producer's properties, librdkafka's defaults where unset.
+    fn of(properties: &BTreeMap<String, String>) -> RequestSize {
+        let get = |k: &str, default: usize| properties.get(k).and_then(|v| v.trim().parse().ok()).unwrap_or(default);
+        RequestSize {
+            bytes: get("batch.size", 1_000_000).min(get("message.max.bytes", 1_000_000)),
+            records: get("batch.num.messages", 10_000),
+        }
+    }
+
+    /// The end of the run of `records` that one request holds (at least one
+    /// record). A record's size is estimated as its key, value and headers
+    /// plus the record batch's per-record framing, with a margin.
+    fn end_of_first(&self, records: &[OutputRecord]) -> usize {
+        let budget = self.bytes - self.bytes / 10;
+        let mut used = 0usize;
+        for (i, r) in records.iter().enumerate() {
+            let size = 64
+                + r.key.as_ref().map_or(0, Vec::len)
+                + r.value.as_ref().map_or(0, Vec::len)
+                + r.headers.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>();
+            if i > 0 && (used + size > budget || i >= self.records) {
+                return i;
+            }
+            used += size;
+        }
+        records.len()
+    }
 }
 
 impl OutputProducer {
@@ -86,21 +129,21 @@ impl OutputProducer {
         }
         let inner: FutureProducer<ProducerContext> =
             config.create_with_context(ProducerContext::default()).map_err(KafkaAdapterError::Config)?;
-        let (flush, requests) = std::sync::mpsc::sync_channel(1);
-        let flushing = inner.clone();
+        let flusher = Arc::new(Flusher::default());
+        let (flushing, shared) = (inner.clone(), flusher.clone());
         std::thread::Builder::new()
             .name("cohort-flush".into())
-            .spawn(move || flush_on_request(&flushing, &requests))
+            .spawn(move || flush_on_request(&flushing, &shared))
             .map_err(|e| KafkaAdapterError::Config(KafkaError::ClientCreation(format!("flush thread: {e}"))))?;
-        Ok(OutputProducer { inner, flush })
+        Ok(OutputProducer { inner, flush: Arc::new(FlushHandle(flusher)), request: RequestSize::of(properties) })
     }
 
     /// Asks for everything queued to be sent without waiting for
     /// `linger.ms`. Returns at once.
     pub fn send_now(&self) {
-        // Full: a request is already waiting to be served. Disconnected:
-        // the thread could not flush (it only ends with the producer).
-        let _ = self.flush.try_send(());
+        let mut s = self.flush.0.lock();
+        s.asked += 1;
+        self.flush.0.changed.notify_all();
     }
 
     /// Enqueues a record. When librdkafka's queue is full this waits for room
@@ -148,15 +191,31 @@ impl OutputProducer {
 
     /// Sends all records and waits until every one is acknowledged. Returns
     /// where each was written, in the order of `records`.
+    ///
+    /// At most what one produce request holds is queued at a time, then
+    /// sent at once and awaited: the idempotent producer sends one request
+    /// per partition at a time, and while a partition has more records due
+    /// its broker thread polls without sleeping (see the module doc). So no
+    /// partition ever has a second request's worth waiting.
     pub async fn send_all(&self, records: &[OutputRecord]) -> Result<Vec<Delivered>, KafkaAdapterError> {
-        let mut pending = Vec::with_capacity(records.len());
-        for r in records {
-            pending.push(self.send(r).await?);
-        }
-        self.send_now();
-        let mut delivered = Vec::with_capacity(pending.len());
-        for p in pending {
-            delivered.push(self.wait(p).await?);
+        let mut delivered = Vec::with_capacity(records.len());
+        let mut rest = records;
+        while !rest.is_empty() {
+            let (now, later) = rest.split_at(self.request.end_of_first(rest));
+            rest = later;
+            // While they are queued the records linger: a flush under way
+            // would send a partition's first records alone, and its next
+            // ones would wait for that request, the broker thread spinning.
+            let held = self.flush.0.hold().await;
+            let mut pending = Vec::with_capacity(now.len());
+            for r in now {
+                pending.push(self.send(r).await?);
+            }
+            drop(held);
+            self.send_now();
+            for p in pending {
+                delivered.push(self.wait(p).await?);
+            }
         }
         Ok(delivered)
     }
@@ -172,16 +231,91 @@ impl OutputProducer {
     }
 }
 
-/// The flushing thread: on each request, holds librdkafka's flush (which
-/// sends queued records without waiting for `linger.ms`) until nothing is
-/// left in flight. rdkafka's own `flush` calls `rd_kafka_flush` with no
-/// timeout and polls between calls, so the linger is lifted only for an
-/// instant, too short for the broker threads to notice. Exits when every
-/// [`OutputProducer`] clone is gone.
-fn flush_on_request(producer: &FutureProducer<ProducerContext>, requests: &Receiver<()>) {
-    /// One `rd_kafka_flush` call; the loop checks for the end between calls.
-    const SLICE_MS: i32 = 100;
-    while requests.recv().is_ok() {
+/// What the flushing thread and the callers share.
+#[derive(Default)]
+struct Flusher {
+    state: Mutex<FlushState>,
+    /// Signals the thread (a request, a hold, the end).
+    changed: Condvar,
+    /// Signals the callers that the thread stopped flushing.
+    idle: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct FlushState {
+    /// Requests to send now, counted: the thread serves the latest.
+    asked: u64,
+    /// Callers queueing records that must linger until they are all queued.
+    holds: usize,
+    /// The thread holds a flush.
+    active: bool,
+    /// Every producer clone is gone: the thread ends.
+    closed: bool,
+}
+
+impl Flusher {
+    fn lock(&self) -> MutexGuard<'_, FlushState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Stops the thread flushing until the returned guard is dropped.
+    async fn hold(&self) -> Hold<'_> {
+        self.lock().holds += 1;
+        self.changed.notify_all();
+        let held = Hold(self);
+        loop {
+            let idle = self.idle.notified();
+            if !self.lock().active {
+                return held;
+            }
+            idle.await;
+        }
+    }
+}
+
+/// A caller's hold on the flushing thread; released when dropped.
+struct Hold<'a>(&'a Flusher);
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        self.0.lock().holds -= 1;
+        self.0.changed.notify_all();
+    }
+}
+
+/// Ends the flushing thread when the last producer clone is dropped.
+struct FlushHandle(Arc<Flusher>);
+
+impl Drop for FlushHandle {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.changed.notify_all();
+    }
+}
+
+/// The flushing thread: on each request, unless a caller holds it, holds
+/// librdkafka's flush (which sends queued records without waiting for
+/// `linger.ms`) until nothing is left in flight or a caller holds it.
+/// rdkafka's own `flush` calls `rd_kafka_flush` with no timeout and polls
+/// between calls, so the linger is lifted only for an instant, too short
+/// for the broker threads to notice.
+fn flush_on_request(producer: &FutureProducer<ProducerContext>, f: &Flusher) {
+    /// One `rd_kafka_flush` call; between calls the thread checks for a
+    /// hold, so a caller waits at most this long to queue.
+    const SLICE_MS: i32 = 10;
+    let mut served = 0;
+    loop {
+        {
+            let mut s = f.lock();
+            while (s.asked == served || s.holds > 0) && !s.closed {
+                s = f.changed.wait(s).unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            if s.closed {
+                return;
+            }
+            served = s.asked;
+            s.active = true;
+        }
         while producer.in_flight_count() > 0 {
             #[allow(unsafe_code)]
             // SAFETY: the handle is valid while `producer` lives, and
@@ -191,9 +325,12 @@ fn flush_on_request(producer: &FutureProducer<ProducerContext>, requests: &Recei
             unsafe {
                 rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), SLICE_MS);
             }
-            if matches!(requests.try_recv(), Err(TryRecvError::Disconnected)) {
-                return;
+            let s = f.lock();
+            if s.holds > 0 || s.closed {
+                break;
             }
         }
+        f.lock().active = false;
+        f.idle.notify_waiters();
     }
 }

@@ -48,7 +48,7 @@ use cohort_core::engine::CauseKind;
 use cohort_core::event::{Event, EventKind};
 use cohort_core::time::{Duration as SimDuration, Timestamp};
 use cohort_e2e::{create_topic, Storage, Tansu};
-use common::cpu_secs;
+use common::{cpu_secs, find_tansu_pid};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -416,21 +416,6 @@ fn high_watermarks(bootstrap: &str, topics: &[&str]) -> anyhow::Result<HashMap<S
 }
 
 // ---------------------------------------------------------------- CPU time
-
-/// The tansu process serving `bootstrap` (the harness does not expose its pid).
-fn find_tansu_pid(bootstrap: &str) -> Option<u32> {
-    let url = format!("tcp://{bootstrap}");
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd);
-            if cmd.contains("tansu") && cmd.contains(&url) {
-                return Some(pid);
-            }
-        }
-    }
-    None
-}
 
 /// Machine-wide CPU time from /proc/stat, in seconds: (busy, iowait, CPUs).
 fn machine_secs() -> (f64, f64, usize) {

@@ -1,7 +1,8 @@
-//! Liveness through a real broker: `SOAK_EVENTS` (300,000) `cohort loadgen`
-//! events, JSON, on `SOAK_PARTITIONS` (4) partitions per input topic, read by
-//! `cohort run` with its default settings from a private tansu broker, to
-//! lag 0.
+//! Through a real broker: `SOAK_EVENTS` (300,000) `cohort loadgen` events
+//! on `SOAK_PARTITIONS` (4) partitions per input topic, read by `cohort run`
+//! with its default settings from a private tansu broker, to lag 0; once
+//! per format of `SOAK_FORMATS` (`json,avro`: inputs and outputs in that
+//! encoding), each on a broker of its own.
 //!
 //! This is the run that used to stall: the worker read 10-16 thousand
 //! records, then sat at ~1% CPU, its consume loop blocked on watermark
@@ -10,14 +11,18 @@
 //! it. Lag now comes from librdkafka's statistics, so nothing but the fetch
 //! travels on that connection.
 //!
-//! Then (unless `SOAK_RESTORE=0`) restore through the broker: the changelog
+//! Then (unless `SOAK_RESTORE=0`), after the first format, restore through the broker: the changelog
 //! the run wrote, read by a plain consumer and restored by a worker with an
 //! empty store, alternated three times (once in the quick run).
 //!
-//! Prints: the time to load the events, the time from the worker's start
-//! until every input record is committed, the longest stretch without
-//! progress (no change of the committed count while lag was > 0, sampled
-//! every 200 ms), the worker's CPU, and its `no progress` warnings. Fails
+//! Prints, per format: the time to load the events, the time from the
+//! worker's start until every input record is committed, the longest
+//! stretch without progress (no change of the committed count while lag was
+//! above 0, sampled every 200 ms), the worker's CPU per event (process CPU time
+//! from /proc, all threads) and its split by thread kind, the batch sizes
+//! the worker saw (mean, and the share of batches of 100 records or fewer),
+//! output records per event, tansu's CPU over the same run, and the
+//! worker's `no progress` warnings. Fails
 //! (exit 1) if the worker has not finished within `SOAK_DEADLINE_SECS` (900)
 //! or stops making progress for `SOAK_STALL_SECS` (120), printing the tail
 //! of its log. Nothing is asserted about speed.
@@ -58,30 +63,62 @@ fn run() -> anyhow::Result<()> {
     let quick = !std::env::args().any(|a| a == "--bench");
     let events = env("SOAK_EVENTS", if quick { 3_000 } else { 300_000 });
     let partitions = env("SOAK_PARTITIONS", 4) as i32;
-    let deadline = Duration::from_secs(env("SOAK_DEADLINE_SECS", 900));
-    let stall_limit = Duration::from_secs(env("SOAK_STALL_SECS", 120));
+    let formats = std::env::var("SOAK_FORMATS").unwrap_or_else(|_| "json,avro".into());
     // SOAK_COHORT_BIN runs another build of `cohort` (an older one, to compare).
     let cohort = std::env::var("SOAK_COHORT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cohort").to_string());
-    let cohort = cohort.as_str();
-
     let storage = Storage::from_env_or(Storage::Sqlite)?;
-    let broker = Tansu::start_with(storage).context("starting tansu (make test's setup installs it)")?;
+    for (i, format) in formats.split(',').map(str::trim).filter(|f| !f.is_empty()).enumerate() {
+        if !matches!(format, "json" | "avro") {
+            bail!("SOAK_FORMATS: `{format}` is not json or avro");
+        }
+        // Each format on a broker of its own, so that neither reads the other's records.
+        let broker = Tansu::start_with(storage).context("starting tansu (make test's setup installs it)")?;
+        let dir = tempfile::Builder::new().prefix("cohort-soak-").tempdir()?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        soak(&cohort, &broker, dir.path(), &rt, Soak { events, partitions, format, storage })?;
+        let restore = std::env::var("SOAK_RESTORE").as_deref() != Ok("0");
+        if restore && i == 0 {
+            rt.block_on(restore_rounds(
+                &cohort,
+                &broker.bootstrap(),
+                dir.path(),
+                partitions,
+                if quick { 1 } else { 3 },
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// One soak run's settings.
+struct Soak<'a> {
+    events: u64,
+    partitions: i32,
+    /// `json` or `avro`: the inputs' and the outputs' encoding.
+    format: &'a str,
+    storage: Storage,
+}
+
+/// Loads the events, runs the worker to lag 0, prints what it cost.
+fn soak(cohort: &str, broker: &Tansu, dir: &Path, rt: &tokio::runtime::Runtime, s: Soak<'_>) -> anyhow::Result<()> {
+    let Soak { events, partitions, format, storage } = s;
+    let deadline = Duration::from_secs(env("SOAK_DEADLINE_SECS", 900));
+    let stall_limit = Duration::from_secs(env("SOAK_STALL_SECS", 120));
     let bootstrap = broker.bootstrap();
-    let dir = tempfile::Builder::new().prefix("cohort-soak-").tempdir()?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         for t in INPUTS.iter().chain(OUTPUTS.iter()) {
             create_topic(&bootstrap, t, partitions).await?;
         }
         anyhow::Ok(())
     })?;
-    let (config, http_port) = write_config(dir.path(), &bootstrap)?;
+    let (config, http_port) = write_config(dir, &bootstrap, format)?;
 
     let loaded = Instant::now();
     let status = Command::new(cohort)
         .args(["loadgen", "--config"])
         .arg(&config)
         .args(["--bootstrap", &bootstrap, "--events", &events.to_string(), "--customers", "20000"])
+        .args(["--format", format])
         .stdout(Stdio::null())
         .status()
         .context("running cohort loadgen")?;
@@ -90,12 +127,14 @@ fn run() -> anyhow::Result<()> {
     }
     let load_time = loaded.elapsed();
     println!(
-        "soak: {events} loadgen events (JSON, {partitions} partitions per topic) loaded into tansu ({}) in \
+        "soak: {events} loadgen events ({format}, {partitions} partitions per topic) loaded into tansu ({}) in \
          {load_time:.1?}",
         storage.name()
     );
 
-    let log_path = dir.path().join("worker.log");
+    let tansu_pid = common::find_tansu_pid(&bootstrap);
+    let tansu_before = tansu_pid.map(cpu_secs).unwrap_or(0.0);
+    let log_path = dir.join("worker.log");
     let log = std::fs::File::create(&log_path)?;
     let started = Instant::now();
     let mut worker = Kill(
@@ -145,23 +184,46 @@ fn run() -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    let cpu = cpu_secs(worker.0.id());
+    let pid = worker.0.id();
+    let cpu = cpu_secs(pid);
+    let threads = common::thread_cpu(pid);
+    let tansu_cpu = tansu_pid.map(cpu_secs).unwrap_or(0.0) - tansu_before;
+    let metrics = get(&http, "/metrics").unwrap_or_default();
     let log_text = std::fs::read_to_string(&log_path).unwrap_or_default();
     let warnings = log_text.lines().filter(|l| l.contains("no progress:")).count();
     let timeouts = log_text.lines().filter(|l| l.contains("Timed out")).count();
     println!(
-        "soak: the worker committed all {events} records with lag 0 in {finished:.1?} ({:.0} events/s); \
-         longest stretch without progress {longest_stall:.1?}; worker CPU {cpu:.1} s ({:.1} µs/event); \
+        "soak ({format}): the worker committed all {events} records with lag 0 in {finished:.1?} ({:.0} events/s); \
+         longest stretch without progress {longest_stall:.1?}; worker CPU {cpu:.1} s (**{:.1} µs/event**); \
          {warnings} 'no progress' warnings, {timeouts} librdkafka request time-outs in its log",
         events as f64 / finished.as_secs_f64(),
         cpu * 1e6 / events as f64,
     );
+    let split: Vec<String> = threads
+        .iter()
+        .filter(|(_, secs)| *secs >= 0.01)
+        .map(|(name, secs)| {
+            format!("{name} {:.1} µs ({:.0}%)", secs * 1e6 / events as f64, 100.0 * secs / cpu.max(1e-9))
+        })
+        .collect();
+    println!("soak ({format}): worker CPU per event by thread: {}", split.join(", "));
+    let batches = sample(&metrics, "cohort_batch_size_records_count").unwrap_or(0.0);
+    let batch_records = sample(&metrics, "cohort_batch_size_records_sum").unwrap_or(0.0);
+    let small = sample(&metrics, "cohort_batch_size_records_bucket{le=\"100\"}").unwrap_or(0.0);
+    let outputs: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("cohort_output_records_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    println!(
+        "soak ({format}): {batches:.0} batches of {:.0} records on average ({:.0}% of them 100 records or fewer); \
+         {:.2} output records per event; tansu CPU {tansu_cpu:.1} s ({:.1} µs/event)",
+        batch_records / batches.max(1.0),
+        100.0 * small / batches.max(1.0),
+        outputs / events as f64,
+        tansu_cpu * 1e6 / events as f64,
+    );
     terminate(&mut worker.0);
-    drop(worker);
-    if std::env::var("SOAK_RESTORE").as_deref() != Ok("0") {
-        rt.block_on(restore_rounds(cohort, &bootstrap, dir.path(), partitions, if quick { 1 } else { 3 }))?;
-    }
-    drop(broker);
     Ok(())
 }
 
@@ -188,7 +250,7 @@ async fn restore_rounds(
         let tuned_rate = tuned_records as f64 / tuned_secs;
         tuned.push(tuned_rate);
 
-        let (config, _) = write_config(dir, bootstrap)?;
+        let (config, _) = write_config(dir, bootstrap, "json")?;
         let text = std::fs::read_to_string(&config)?
             .replace("/store\"", &format!("/store-restore-{round}\""))
             .replace("format = \"human\"", "")
@@ -319,14 +381,16 @@ impl Drop for Kill {
 }
 
 /// The worker's config file and the port of its /metrics.
-fn write_config(dir: &Path, bootstrap: &str) -> anyhow::Result<(std::path::PathBuf, u16)> {
+fn write_config(dir: &Path, bootstrap: &str, format: &str) -> anyhow::Result<(std::path::PathBuf, u16)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     // The worker's defaults but for the broker, the store and the port.
     let text = format!(
         "[kafka]\nbootstrap_servers = \"{bootstrap}\"\ngroup_id = \"cohort-soak\"\n\n\
          [rules]\npath = \"{rules}\"\n\n[store]\npath = \"{store}\"\n\n\
-         [http]\nlisten = \"127.0.0.1:{port}\"\n\n[log]\nlevel = \"info,librdkafka=warn\"\n",
+         [http]\nlisten = \"127.0.0.1:{port}\"\n\n[log]\nlevel = \"info,librdkafka=warn\"\n\n\
+         [format]\ninput = \"{format}\"\noutput = \"{format}\"\nschemas_dir = \"{schemas}\"\n",
+        schemas = root.join("schemas").display(),
         rules = root.join("deploy/rules.yaml").display(),
         store = dir.join("store").display(),
     );

@@ -19,6 +19,40 @@ pub fn cpu_secs(pid: u32) -> f64 {
     cpu_secs_of(&format!("/proc/{pid}/stat"))
 }
 
+/// CPU seconds of each kind of thread of process `pid` so far, by thread
+/// name without its trailing digits (`rdk:broker111` counts as `rdk:broker`),
+/// largest first. Threads that have ended are not counted.
+#[allow(dead_code)] // not every harness watches another process
+pub fn thread_cpu(pid: u32) -> Vec<(String, f64)> {
+    let mut by_name: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    for t in tasks.flatten() {
+        let dir = t.path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let name = name.trim().trim_end_matches(|c: char| c.is_ascii_digit() || c == '-').to_string();
+        *by_name.entry(name).or_default() += cpu_secs_of(&dir.join("stat").to_string_lossy());
+    }
+    let mut v: Vec<(String, f64)> = by_name.into_iter().collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1));
+    v
+}
+
+/// The process id of the tansu broker serving `bootstrap`, from /proc.
+#[allow(dead_code)] // not every harness runs a broker
+pub fn find_tansu_pid(bootstrap: &str) -> Option<u32> {
+    let url = format!("tcp://{bootstrap}");
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd);
+            if cmd.contains("tansu") && cmd.contains(&url) {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
 /// Events as the input records a worker reads, Avro-encoded, on partition
 /// 0 with consecutive offsets; each event on its kind's topic.
 #[allow(dead_code)] // not every harness processes offline
