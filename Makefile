@@ -10,7 +10,7 @@ CARGO ?= cargo
 # use the bench profile (fat LTO, as the shipped `dist` build): a build of its own.
 PROFILE_FLAGS ?= --release
 
-.PHONY: all setup run test test-core lint fmt bench fuzz clean-cache help
+.PHONY: all setup run test test-core lint fmt bench bench-peers fuzz clean-cache help
 
 all: help
 
@@ -19,6 +19,7 @@ help:
 	@echo "make test   lint, deploy/ checks (promtool), then every test (unit, property, end-to-end on a real broker)"
 	@echo "make lint   cargo fmt --check and clippy with warnings denied"
 	@echo "make bench  the benchmarks, with their figures printed"
+	@echo "make bench-peers  cohort side by side with a Quix Streams app on one tansu broker (bench-peers/README.md)"
 	@echo "make fuzz   every cargo-fuzz target in fuzz/ for FUZZ_SECONDS (default 60) each"
 
 setup:
@@ -45,6 +46,13 @@ test-core:
 
 bench: setup
 	$(CARGO) bench --workspace
+
+# cohort against a Quix Streams app doing part of the same job, alternated on
+# the same input (bench-peers/README.md). Installs quixstreams into a venv
+# under ~/.cache/cohort once and builds cohort itself (COHORT_BIN to skip);
+# PEERS_EVENTS, PEERS_ROUNDS, ... pass through the environment.
+bench-peers: setup
+	CARGO="$(CARGO)" scripts/bench-peers.sh
 
 # The fuzz targets in fuzz/ (a crate of its own, outside the workspace), each
 # for FUZZ_SECONDS, seeded with valid inputs written by fuzz/src/bin/seeds.rs.
