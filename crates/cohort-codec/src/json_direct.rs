@@ -152,7 +152,7 @@ impl<'de> Visitor<'de> for Seed<'_> {
 fn string<'de, E: serde::de::Error>(n: &Node, s: Cow<'de, str>) -> Result<V<'de>, E> {
     match n {
         Node::String => Ok(V::Str(s)),
-        Node::Enum(e) if e.symbols.iter().any(|x| *x == *s) => Ok(V::Enum(s)),
+        Node::Enum(e) if e.symbols.iter().any(|x| same(x, &s)) => Ok(V::Enum(s)),
         Node::Union(bs) => match nullable(bs) {
             Some(b) => string(b, s),
             None => Err(refuse()),
@@ -168,7 +168,7 @@ fn string<'de, E: serde::de::Error>(n: &Node, s: Cow<'de, str>) -> Result<V<'de>
 fn record<'de, A: MapAccess<'de>>(r: &RecordNode, mut map: A) -> Result<V<'de>, A::Error> {
     let mut fields: Vec<Option<V<'de>>> = vec![None; r.fields.len()];
     while let Some(key) = map.next_key_seed(Key)? {
-        match r.fields.iter().position(|f| f.name == *key) {
+        match r.fields.iter().position(|f| same(&f.name, &key)) {
             Some(i) => fields[i] = Some(map.next_value_seed(Seed(&r.fields[i].node))?),
             None if r.fields.iter().any(|f| f.aliases.iter().any(|a| *a == *key)) => return Err(refuse()),
             None => {
@@ -187,6 +187,12 @@ fn record<'de, A: MapAccess<'de>>(r: &RecordNode, mut map: A) -> Result<V<'de>, 
         })
         .collect::<Result<Vec<_>, _>>()
         .map(V::Record)
+}
+
+/// `a == b`, without a call to `memcmp` for names that differ in length or
+/// first byte (most of a record's names, for each key read).
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.as_bytes().first() == b.as_bytes().first() && a == b
 }
 
 /// An object key, borrowed from the text unless it holds escapes.
