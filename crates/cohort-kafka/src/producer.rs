@@ -10,7 +10,7 @@
 //! time (it compares the messages in flight with its limit of five
 //! requests), and while a partition has more records due its broker thread
 //! polls without sleeping until the acknowledgement comes back. So
-//! `send_all` queues at most one request's worth at a time, holds the
+//! `send_all` queues at most one request's worth per topic at a time, holds the
 //! flushing off while it queues (a flush under way would send a
 //! partition's first records alone), then sends and awaits them. With
 //! `linger.ms=5` that spinning thread was half of the worker's CPU through
@@ -68,8 +68,8 @@ pub struct OutputProducer {
     inner: FutureProducer<ProducerContext>,
     /// The flushing thread's controls; the thread ends with the last clone.
     flush: Arc<FlushHandle>,
-    /// At most this much is queued at a time by [`OutputProducer::send_all`]:
-    /// what one produce request holds.
+    /// At most this much per topic is queued at a time by
+    /// [`OutputProducer::send_all`]: what one produce request holds.
     request: RequestSize,
 }
 
@@ -91,21 +91,34 @@ impl RequestSize {
         }
     }
 
-    /// The end of the run of `records` that one request holds (at least one
-    /// record). A record's size is estimated as its key, value and headers
-    /// plus the record batch's per-record framing, with a margin.
+    /// The end of the run of `records` that no partition needs more than
+    /// one request for (at least one record): each topic's records in it
+    /// fit one request, as its partitions' then do. A record's size is
+    /// estimated as its key, value and headers plus the record batch's
+    /// per-record framing, with a margin.
     fn end_of_first(&self, records: &[OutputRecord]) -> usize {
         let budget = self.bytes - self.bytes / 10;
-        let mut used = 0usize;
+        // (topic, estimated bytes, records) of the run so far; a batch
+        // writes to a handful of topics.
+        let mut used: Vec<(&str, usize, usize)> = Vec::with_capacity(4);
         for (i, r) in records.iter().enumerate() {
             let size = 64
                 + r.key.as_ref().map_or(0, Vec::len)
                 + r.value.as_ref().map_or(0, Vec::len)
                 + r.headers.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>();
-            if i > 0 && (used + size > budget || i >= self.records) {
+            let topic = match used.iter().position(|(t, _, _)| *t == &*r.topic) {
+                Some(t) => t,
+                None => {
+                    used.push((&r.topic, 0, 0));
+                    used.len() - 1
+                }
+            };
+            let (_, bytes, count) = &mut used[topic];
+            if i > 0 && (*bytes + size > budget || *count >= self.records) {
                 return i;
             }
-            used += size;
+            *bytes += size;
+            *count += 1;
         }
         records.len()
     }
@@ -334,5 +347,42 @@ fn flush_on_request(producer: &FutureProducer<ProducerContext>, f: &Flusher) {
         }
         f.lock().active = false;
         f.idle.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(topic: &str, bytes: usize) -> OutputRecord {
+        OutputRecord {
+            topic: topic.into(),
+            key: Some(b"k".to_vec()),
+            value: Some(vec![0; bytes]),
+            headers: vec![],
+            timestamp: None,
+            partition: None,
+        }
+    }
+
+    #[test]
+    fn a_run_holds_one_request_per_topic() {
+        let size = RequestSize::of(&BTreeMap::new());
+        assert_eq!((size.bytes, size.records), (1_000_000, 10_000), "librdkafka's defaults");
+        // 600 kB for each of two topics: one run.
+        let two_topics: Vec<_> = (0..12).map(|i| rec(if i % 2 == 0 { "a" } else { "b" }, 100_000)).collect();
+        assert_eq!(size.end_of_first(&two_topics), 12);
+        // 1.2 MB for one topic: cut where its request is full (900 kB with the margin).
+        let one_topic: Vec<_> = (0..12).map(|_| rec("a", 100_000)).collect();
+        assert_eq!(size.end_of_first(&one_topic), 8);
+        // A record larger than a request still goes, alone.
+        assert_eq!(size.end_of_first(&[rec("a", 2_000_000), rec("a", 1)]), 1);
+        // batch.num.messages counts per topic too.
+        let small = RequestSize::of(&BTreeMap::from([("batch.num.messages".to_string(), "3".to_string())]));
+        let many: Vec<_> = (0..8).map(|i| rec(if i < 4 { "a" } else { "b" }, 10)).collect();
+        assert_eq!(small.end_of_first(&many), 3);
+        // message.max.bytes caps batch.size.
+        let capped = RequestSize::of(&BTreeMap::from([("message.max.bytes".to_string(), "1000".to_string())]));
+        assert_eq!(capped.bytes, 1000);
     }
 }

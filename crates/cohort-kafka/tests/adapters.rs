@@ -173,10 +173,10 @@ async fn waiting_for_records_sends_them_without_waiting_for_the_linger() {
     assert!(at.offset >= 0);
 }
 
-/// `send_all` queues at most one produce request's worth at a time: with
-/// requests of 10,000 bytes, 1,000 records of ~150 bytes go in 20 or more
-/// rounds, and still every record is written once, each partition's in
-/// the order given.
+/// `send_all` queues at most one produce request's worth per topic at a
+/// time: with requests of 10,000 bytes, 1,000 records of ~150 bytes go in
+/// 20 or more rounds, and still every record is written once, each
+/// partition's in the order given.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_all_in_rounds_keeps_every_partitions_order() {
     let broker = EmbeddedBroker::start(1).expect("mock cluster");
