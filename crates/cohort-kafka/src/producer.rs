@@ -195,6 +195,11 @@ impl OutputProducer {
     /// What is queued is sent at once ([`OutputProducer::send_now`]).
     pub async fn wait(&self, pending: Pending) -> Result<Delivered, KafkaAdapterError> {
         self.send_now();
+        Self::acknowledged(pending).await
+    }
+
+    /// Waits for one send's acknowledgement, without asking for a send.
+    async fn acknowledged(pending: Pending) -> Result<Delivered, KafkaAdapterError> {
         match pending.0.await {
             Ok(Ok(d)) => Ok(Delivered { partition: d.partition, offset: d.offset }),
             Ok(Err((e, _))) => Err(e.into()),
@@ -224,10 +229,10 @@ impl OutputProducer {
             for r in now {
                 pending.push(self.send(r).await?);
             }
+            // Releasing the hold asks for them to be sent.
             drop(held);
-            self.send_now();
             for p in pending {
-                delivered.push(self.wait(p).await?);
+                delivered.push(Self::acknowledged(p).await?);
             }
         }
         Ok(delivered)
@@ -239,7 +244,9 @@ impl OutputProducer {
     }
 
     /// Waits until everything queued is acknowledged or `timeout` passes.
+    /// The flushing thread sends it at once.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaAdapterError> {
+        self.send_now();
         Ok(self.inner.flush(timeout)?)
     }
 }
@@ -291,12 +298,20 @@ struct Hold<'a>(&'a Flusher);
 
 impl Drop for Hold<'_> {
     fn drop(&mut self) {
-        self.0.lock().holds -= 1;
+        let mut s = self.0.lock();
+        s.holds -= 1;
+        // The thread may have stopped flushing for this hold: whatever was
+        // asked before is asked again (and what the holder queued, if it
+        // did not fail), so no caller waits out the linger.
+        s.asked += 1;
+        drop(s);
         self.0.changed.notify_all();
     }
 }
 
-/// Ends the flushing thread when the last producer clone is dropped.
+/// Ends the flushing thread when the last producer clone is dropped. The
+/// thread holds a producer clone, so the librdkafka handle is destroyed
+/// there, after its last flush slice (up to 100 ms later).
 struct FlushHandle(Arc<Flusher>);
 
 impl Drop for FlushHandle {
@@ -331,14 +346,17 @@ fn flush_on_request(producer: &FutureProducer<ProducerContext>, f: &Flusher) {
             served = s.asked;
             s.active = true;
         }
-        while producer.in_flight_count() > 0 {
+        loop {
             #[allow(unsafe_code)]
             // SAFETY: the handle is valid while `producer` lives, and
             // rd_kafka_flush may be called from any thread. With delivery
-            // reports as events (rdkafka's mode) it only waits, serving no
-            // queue that the producer's polling thread serves.
-            unsafe {
-                rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), SLICE_MS);
+            // reports as events (rdkafka's mode) it only waits for the
+            // messages in flight to reach none, serving no queue that the
+            // producer's polling thread serves.
+            let left = unsafe { rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), SLICE_MS) };
+            if left != rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR__TIMED_OUT {
+                // Nothing in flight (or an error that a retry would repeat).
+                break;
             }
             let s = f.lock();
             if s.holds > 0 || s.closed {
@@ -379,8 +397,8 @@ mod tests {
         assert_eq!(size.end_of_first(&[rec("a", 2_000_000), rec("a", 1)]), 1);
         // batch.num.messages counts per topic too.
         let small = RequestSize::of(&BTreeMap::from([("batch.num.messages".to_string(), "3".to_string())]));
-        let many: Vec<_> = (0..8).map(|i| rec(if i < 4 { "a" } else { "b" }, 10)).collect();
-        assert_eq!(small.end_of_first(&many), 3);
+        let many: Vec<_> = (0..8).map(|i| rec(if i % 2 == 0 { "a" } else { "b" }, 10)).collect();
+        assert_eq!(small.end_of_first(&many), 6, "three of each topic");
         // message.max.bytes caps batch.size.
         let capped = RequestSize::of(&BTreeMap::from([("message.max.bytes".to_string(), "1000".to_string())]));
         assert_eq!(capped.bytes, 1000);

@@ -175,19 +175,26 @@ async fn waiting_for_records_sends_them_without_waiting_for_the_linger() {
 
 /// `send_all` queues at most one produce request's worth per topic at a
 /// time: with requests of 10,000 bytes, 1,000 records of ~150 bytes go in
-/// 20 or more rounds, and still every record is written once, each
-/// partition's in the order given.
+/// 20 or more rounds, each sent at once (the linger is two minutes), and
+/// still every record is written once, each partition's in the order given.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_all_in_rounds_keeps_every_partitions_order() {
     let broker = EmbeddedBroker::start(1).expect("mock cluster");
     let topic = unique_name("adapters-rounds");
     broker.create_topic(&topic, 3).expect("create topic");
-    let props = BTreeMap::from([("batch.size".to_string(), "10000".to_string())]);
+    let linger = Duration::from_secs(120);
+    let props = BTreeMap::from([
+        ("batch.size".to_string(), "10000".to_string()),
+        ("linger.ms".to_string(), linger.as_millis().to_string()),
+    ]);
     let producer = OutputProducer::new(&broker.bootstrap(), &props).expect("producer");
     let records: Vec<OutputRecord> = (0..1_000)
         .map(|i| OutputRecord { value: Some(format!("{i:0>100}").into_bytes()), ..record(&topic, i) })
         .collect();
-    let delivered = producer.send_all(&records).await.expect("produce");
+    let delivered = tokio::time::timeout(linger / 2, producer.send_all(&records))
+        .await
+        .unwrap_or_else(|_| panic!("a round waited for the linger of {linger:?}"))
+        .expect("produce");
     assert_eq!(delivered.len(), records.len());
     let mut last: HashMap<i32, i64> = HashMap::new();
     for (i, d) in delivered.iter().enumerate() {
