@@ -301,6 +301,7 @@ pub(crate) fn next_best_offer(o: &NextBestOffer, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pick::Pick;
     use crate::schema::{compile_str, Node, RecordType};
 
     fn enum_symbols(node: &Node, field: &str) -> Vec<String> {
@@ -363,25 +364,11 @@ mod tests {
         input(kind, bytes).map(|(h, body)| (h.id, h.customer, h.time, body))
     }
 
-    /// A small deterministic generator (xorshift).
-    struct Pick(u64);
-
     impl Pick {
-        fn n(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % n
-        }
-
-        fn of<T: Clone>(&mut self, xs: &[T]) -> T {
-            xs[self.n(xs.len() as u64) as usize].clone()
-        }
-
         /// Absent, empty, ASCII, multi-byte UTF-8 or long.
         fn text(&mut self) -> Option<String> {
             let texts = ["", "a", "p-00042", "Zürich", "東京", "electronics/phones", &"x".repeat(300)];
-            let k = self.n(texts.len() as u64 + 1) as usize;
+            let k = self.n(texts.len() + 1);
             texts.get(k).map(|t| t.to_string())
         }
 

@@ -253,19 +253,8 @@ impl serde::Serialize for Json<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pick::Pick;
     use crate::schema::{compile_str, RecordType};
-
-    /// A small deterministic generator (xorshift).
-    struct Pick(u64);
-
-    impl Pick {
-        fn n(&mut self, n: usize) -> usize {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 % n as u64) as usize
-        }
-    }
 
     const STRINGS: [&str; 7] =
         ["", "web", "Provence-Alpes-Côte d'Azur", "a\"b\\c", "tab\tnew\nline\u{1}", "😀", "</script>"];

@@ -225,6 +225,7 @@ impl<'de> Visitor<'de> for Key {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pick::Pick;
     use crate::schema::{compile_str, RecordType};
 
     /// Records as `cohort loadgen` writes them, one per input schema.
@@ -283,18 +284,6 @@ mod tests {
     fn loadgen_records_are_read_directly_and_alike() {
         for (rt, doc) in DOCS {
             assert!(agrees(&node(rt), doc), "the direct reader left a plain {rt:?} to the generic one: {doc}");
-        }
-    }
-
-    /// A small deterministic generator (xorshift).
-    struct Pick(u64);
-
-    impl Pick {
-        fn n(&mut self, n: usize) -> usize {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 % n as u64) as usize
         }
     }
 

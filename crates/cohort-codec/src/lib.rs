@@ -34,6 +34,8 @@ pub mod error;
 mod json;
 mod json_direct;
 pub mod output;
+#[cfg(test)]
+mod pick;
 mod records;
 pub mod registry;
 pub mod schema;
