@@ -9,10 +9,15 @@
 //! reported again until it changes.
 //!
 //! With `rules.topic` set, a group converges on one version: a worker whose
-//! file changed publishes the text to that topic (one partition, compacted)
-//! instead of switching, and every worker, the publisher included, switches
-//! to each new record it reads there ([`RulesFollower`]). The topic's order
-//! is the order of versions; the last record published wins.
+//! file changed publishes the text to that topic (one partition, compacted,
+//! each record keyed by its version so that compaction keeps one record of
+//! every version ever published) instead of switching, and every worker,
+//! the publisher included, switches to each new record it reads there
+//! ([`RulesFollower`]). The topic's order is the order of versions; the
+//! last record published wins. At start a worker publishes its file only
+//! if the topic has never held its version ([`rules_history`]): a redeploy
+//! with a new file reaches the group, a pod restarted with an older file
+//! does not take the group back.
 
 use crate::metrics::Metrics;
 use cohort_core::engine::Engine;
@@ -228,6 +233,48 @@ pub fn last_record(reader: &cohort_kafka::ChangelogReader, from: i64) -> anyhow:
         // The last offset held no value (a tombstone, or compacted away).
         None => Ok(None),
     }
+}
+
+/// What the rules topic holds: the version of every record still on it
+/// and the last record, the group's rules.
+#[derive(Debug, Default)]
+pub struct RulesHistory {
+    /// [`RuleSet::version`] of every record on the topic.
+    pub published: std::collections::BTreeSet<String>,
+    /// The last record's rules and text: the group's.
+    pub latest: Option<(RuleSet, String)>,
+}
+
+/// Reads the whole rules topic (a handful of records: compaction keeps one
+/// per version). A record that does not compile (a producer other than
+/// cohort) counts for nothing; if it is the last one, the group's rules
+/// are refused with its error, as a worker following the topic would.
+pub fn rules_history(reader: &cohort_kafka::ChangelogReader) -> anyhow::Result<RulesHistory> {
+    let (low, high) = reader.watermarks(0)?;
+    let mut texts = Vec::new();
+    reader.read(0, low, high, 1 << 20, &|| true, |chunk| {
+        texts.extend(chunk.into_iter().filter_map(|r| r.value));
+        std::ops::ControlFlow::Continue(())
+    })?;
+    let name = format!("{}[rules topic]", reader.topic());
+    let mut history = RulesHistory::default();
+    let last = texts.len().checked_sub(1);
+    for (i, bytes) in texts.into_iter().enumerate() {
+        let compiled = String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("{name}: the rules record is not UTF-8"))
+            .and_then(|text| Ok((RuleSet::from_yaml(&name, &text).map_err(|e| anyhow::anyhow!("{e}"))?, text)));
+        match compiled {
+            Ok((rules, text)) => {
+                history.published.insert(rules.version().to_owned());
+                if Some(i) == last {
+                    history.latest = Some((rules, text));
+                }
+            }
+            Err(e) if Some(i) == last => return Err(e),
+            Err(_) => {}
+        }
+    }
+    Ok(history)
 }
 
 fn refused(metrics: &Metrics, path: &Path, error: &str) {

@@ -29,7 +29,7 @@ use cohort_core::time::Duration as CoreDuration;
 use cohort_e2e::TestBroker;
 use common::{http_get, http_post, outputs_by_id, profiles_then_clicks, sample, Deployment, WorkerProcess};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const RULES: &str = include_str!("../../../deploy/rules.yaml");
@@ -357,20 +357,17 @@ async fn a_rules_change_reevaluates_every_stored_customer_and_survives_a_crash_m
     }
 }
 
-/// With `rules.topic`, a group converges on one version: worker A's file
-/// changes, A publishes it to the rules topic, and worker B, whose own file
-/// never changed, switches too; both re-evaluate their partitions.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_group_switches_together_through_the_rules_topic() {
-    let broker = TestBroker::shared();
-    let d = Deployment::new(broker.bootstrap(), 2, RULES, "").await;
+/// Points the deployment's workers at a new rules topic, polled every
+/// 100 ms, and writes a config for a second worker B with a store and a
+/// rules file (a copy of v1) of its own, polling the topic every
+/// `b_interval`. Returns B's config and rules file.
+async fn with_rules_topic(d: &Deployment, broker: &TestBroker, b_interval: &str) -> (PathBuf, PathBuf) {
     let rules_topic = d.topic("cohort-rules");
     cohort_e2e::create_topic(broker.bootstrap(), &rules_topic, 1).await.expect("create the rules topic");
     let config = std::fs::read_to_string(&d.config).expect("config");
     let config =
         config.replace("[rules]\n", &format!("[rules]\nwatch_interval = \"100ms\"\ntopic = \"{rules_topic}\"\n"));
     std::fs::write(&d.config, &config).expect("config");
-    // B: a store and a rules file of its own (a copy of v1 it keeps).
     let b_rules = d.dir.path().join("rules-b.yaml");
     std::fs::write(&b_rules, RULES).expect("B's rules");
     let store = d.dir.path().join("store");
@@ -383,9 +380,30 @@ async fn a_group_switches_together_through_the_rules_topic() {
         .replace(
             &format!("path = \"{}\"", store.display()),
             &format!("path = \"{}\"", d.dir.path().join("store-b").display()),
-        );
+        )
+        .replace("watch_interval = \"100ms\"", &format!("watch_interval = \"{b_interval}\""));
     assert!(b_text.contains("rules-b.yaml") && b_text.contains("store-b"), "B's config names its own files");
     std::fs::write(&b_config, b_text).expect("B's config");
+    (b_config, b_rules)
+}
+
+fn version_of(text: &str) -> String {
+    RuleSet::from_yaml("rules.yaml", text).expect("rules compile").version().to_string()
+}
+
+/// With `rules.topic`, a group converges on one version: worker A's file
+/// changes, A publishes it to the rules topic, and worker B, whose own file
+/// never changed, switches too; both re-evaluate their partitions. Then a
+/// full redeploy: both stopped, both files changed to v3, both started; the
+/// first to start publishes v3 (a version the topic never held) and the
+/// group runs it without a SIGHUP. Last, B restarted with its old v1 file
+/// (a version the topic held before) takes the group's v3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_switches_together_through_the_rules_topic() {
+    let broker = TestBroker::shared();
+    let d = Deployment::new(broker.bootstrap(), 2, RULES, "").await;
+    let (b_config, b_rules) = with_rules_topic(&d, &broker, "100ms").await;
+    let a_rules = d.dir.path().join("rules.yaml");
 
     let (profiles, clicks) = profiles_then_clicks(23, 1_500);
     d.produce(&profiles).await;
@@ -393,15 +411,15 @@ async fn a_group_switches_together_through_the_rules_topic() {
     let mut a = d.start_worker("a");
     let mut b = WorkerProcess::start(&b_config, &d.dir.path().join("b.log"));
     d.wait_caught_up(Duration::from_secs(240), &mut a).await;
-    let v1 = RuleSet::from_yaml("rules.yaml", RULES).expect("v1").version().to_string();
+    let v1 = version_of(RULES);
     for w in [&mut a, &mut b] {
         wait_metrics(w, "v1 in force", Duration::from_secs(60), |m| rules_info(m, &v1) == Some(1.0));
     }
 
     // Only A's file changes.
     let v2_text = rules_v2();
-    let v2 = RuleSet::from_yaml("rules.yaml", &v2_text).expect("v2").version().to_string();
-    std::fs::write(d.dir.path().join("rules.yaml"), &v2_text).expect("A's rules");
+    let v2 = version_of(&v2_text);
+    std::fs::write(&a_rules, &v2_text).expect("A's rules");
     for (name, w) in [("a", &mut a), ("b", &mut b)] {
         wait_metrics(w, &format!("worker {name} on v2"), Duration::from_secs(120), |m| {
             rules_info(m, &v2) == Some(1.0) && rules_info(m, &v1) == Some(0.0)
@@ -410,7 +428,98 @@ async fn a_group_switches_together_through_the_rules_topic() {
     assert_eq!(std::fs::read_to_string(&b_rules).expect("B's rules"), RULES, "B's own file never changed");
     let published = d.read_all("cohort-rules").await;
     let last = published.last().expect("records on the rules topic");
-    assert_eq!(last.value.as_deref(), Some(v2_text.as_bytes()), "the last record is A's new file");
+    assert!(last.value.as_deref() == Some(v2_text.as_bytes()), "the last record is A's new file");
+    assert_eq!(last.key.as_deref(), Some(format!("rules/{v2}").as_bytes()), "keyed by its version");
     assert!(b.log_text().contains("new rules on the rules topic"), "B switched on the topic's record");
     assert!(a.terminate().success() && b.terminate().success(), "clean stops");
+
+    // A full redeploy with a new file: no SIGHUP needed.
+    let v3_text = v2_text.replace("when: product_views.30d >= 2", "when: product_views.30d >= 4");
+    let v3 = version_of(&v3_text);
+    assert_ne!(v3, v2, "the edit changes the rules");
+    std::fs::write(&a_rules, &v3_text).expect("A's rules");
+    std::fs::write(&b_rules, &v3_text).expect("B's rules");
+    let mut a = d.start_worker("a-redeployed");
+    let mut b = WorkerProcess::start(&b_config, &d.dir.path().join("b-redeployed.log"));
+    let last_text = |records: &[cohort_e2e::Record]| {
+        records.last().and_then(|r| r.value.as_deref()).map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    d.read("cohort-rules", Duration::from_secs(120), |records| last_text(records).as_deref() == Some(&v3_text)).await;
+    for (name, w) in [("a", &mut a), ("b", &mut b)] {
+        wait_metrics(w, &format!("redeployed worker {name} on v3"), Duration::from_secs(120), |m| {
+            rules_info(m, &v3) == Some(1.0)
+        });
+    }
+    assert!(
+        a.log_text().contains("never held") || b.log_text().contains("never held"),
+        "a redeployed worker published its new file"
+    );
+
+    // A pod restarted with an old file does not take the group back.
+    assert!(b.terminate().success(), "clean stop");
+    std::fs::write(&b_rules, RULES).expect("B's old rules");
+    let mut b = WorkerProcess::start(&b_config, &d.dir.path().join("b-old-file.log"));
+    let text = wait_metrics(&mut b, "B with the old file on v3", Duration::from_secs(120), |m| {
+        rules_info(m, &v3) == Some(1.0)
+    });
+    assert_ne!(rules_info(&text, &v1), Some(1.0), "B does not run its old file");
+    assert!(b.log_text().contains("a version the group ran before"), "B says why:\n{}", b.log_tail());
+    let published = d.read_all("cohort-rules").await;
+    assert_eq!(last_text(&published).as_deref(), Some(v3_text.as_str()), "the old file was not published");
+    assert!(a.terminate().success() && b.terminate().success(), "clean stops");
+}
+
+/// A partition moves to a worker that has not yet read the rules topic's
+/// newest version (B polls it only hourly): B reads the topic before it
+/// loads the partition and switches first, so no customer is taken back
+/// to the old rules and then forward again. Every `rules_changed` output
+/// names the new version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_moved_to_a_worker_behind_the_rules_topic_is_not_switched_back() {
+    let broker = TestBroker::shared();
+    let d = Deployment::new(broker.bootstrap(), 2, RULES, "").await;
+    let (b_config, _) = with_rules_topic(&d, &broker, "1h").await;
+    let (profiles, clicks) = profiles_then_clicks(29, 1_500);
+    d.produce(&profiles).await;
+    d.produce(&clicks).await;
+    let mut a = d.start_worker("a");
+    let mut b = WorkerProcess::start(&b_config, &d.dir.path().join("b.log"));
+    d.wait_caught_up(Duration::from_secs(240), &mut a).await;
+    let v1 = version_of(RULES);
+    let owns_one = |m: &str| sample(m, "cohort_consumer_assigned_partitions") == Some(1.0);
+    for (name, w) in [("a", &mut a), ("b", &mut b)] {
+        wait_metrics(w, &format!("worker {name} on v1 with a partition"), Duration::from_secs(120), |m| {
+            rules_info(m, &v1) == Some(1.0) && owns_one(m)
+        });
+    }
+
+    // A switches (and re-evaluates its partition); B has not read the topic.
+    let v2_text = rules_v2();
+    let v2 = version_of(&v2_text);
+    std::fs::write(d.dir.path().join("rules.yaml"), &v2_text).expect("A's rules");
+    wait_metrics(&mut a, "A on v2, its partition re-evaluated", Duration::from_secs(120), |m| {
+        rules_info(m, &v2) == Some(1.0) && sample(m, "cohort_reevaluation_partitions") == Some(0.0)
+    });
+    assert_eq!(rules_info(&metrics(&mut b), &v1), Some(1.0), "B has not read the topic yet");
+
+    // A leaves; B takes A's partition, decided under v2.
+    assert!(a.terminate().success(), "clean stop; log:\n{}", a.log_tail());
+    wait_metrics(&mut b, "B on v2 with both partitions, re-evaluated", Duration::from_secs(180), |m| {
+        rules_info(m, &v2) == Some(1.0)
+            && sample(m, "cohort_consumer_assigned_partitions") == Some(2.0)
+            && sample(m, "cohort_consumer_restoring_partitions") == Some(0.0)
+            && sample(m, "cohort_reevaluation_partitions") == Some(0.0)
+    });
+    assert!(b.log_text().contains("read the rules topic first"), "B says why:\n{}", b.log_tail());
+    let changes = d.read_all("segment-changes").await;
+    let mut by_version: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &changes {
+        let json: serde_json::Value = serde_json::from_slice(r.value.as_deref().expect("value")).expect("JSON");
+        if json["cause"]["kind"] == "rules_changed" {
+            *by_version.entry(json["rules_version"].as_str().expect("version").to_string()).or_default() += 1;
+        }
+    }
+    assert!(by_version.get(&v2).is_some_and(|n| *n > 0), "the switch to v2 moved customers: {by_version:?}");
+    assert_eq!(by_version.len(), 1, "every rules_changed output names v2, none went back to v1: {by_version:?}");
+    assert!(b.terminate().success(), "clean stop");
 }

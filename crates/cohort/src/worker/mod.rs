@@ -159,6 +159,9 @@ pub struct Worker {
     rules_text: String,
     /// With `rules.topic`: the group's rules as published there.
     rules_follower: Option<RulesFollower>,
+    /// With `rules.topic`: a reader of it for an assignment that cannot
+    /// wait for the follower (`rules::group_rules_for`).
+    rules_reader: Option<ChangelogReader>,
 }
 
 fn format_of(f: WireFormat) -> Format {
@@ -269,6 +272,7 @@ impl Worker {
             rules_watcher,
             rules_text: text,
             rules_follower: None,
+            rules_reader: None,
         })
     }
 
@@ -410,6 +414,20 @@ impl Worker {
                 self.finish(in_flight, consumer).await?;
             }
             while let Some((p, report)) = self.restorer.as_mut().and_then(|r| r.done.try_recv().ok()) {
+                // A partition its last owner switched to rules this worker
+                // has not read yet: the switch comes first, between two
+                // batches like any other.
+                let group = tokio::task::block_in_place(|| self.group_rules_for(p)).unwrap_or_else(|e| {
+                    warn!(partition = p, error = %format!("{e:#}"), "cannot read the rules topic; the partition re-evaluates under the rules in force");
+                    None
+                });
+                if let Some((rules, text)) = group {
+                    if !self.finish_unless(in_flight, consumer, &mut shutdown).await? {
+                        return Ok(());
+                    }
+                    self.rules_text = text;
+                    tokio::task::block_in_place(|| self.switch_rules(rules));
+                }
                 tokio::task::block_in_place(|| self.on_restored(consumer, p, report))?;
             }
             // With a rules topic a changed file is published there, and the

@@ -11,7 +11,7 @@
 
 use super::partitions::PartitionRuntime;
 use super::Worker;
-use crate::reload::{last_record, RulesFollower};
+use crate::reload::{last_record, rules_history, RulesFollower};
 use anyhow::Context as _;
 use cohort_core::engine::Engine;
 use cohort_core::rules::RuleSet;
@@ -99,42 +99,51 @@ impl Worker {
 }
 
 impl Worker {
-    /// With `rules.topic`: the topic must exist. If it holds rules, they are
-    /// the group's and this worker takes them (a worker restarted with an
-    /// older file must not take the group back to it); if it holds none,
-    /// this worker's file is published. Then the topic is followed.
+    /// With `rules.topic`: the topic must exist. Its last record is the
+    /// group's rules. This worker publishes its file if the topic is empty
+    /// or has never held the file's version (a redeploy with a new file:
+    /// the group switches to it); if the topic held that version before, the
+    /// file is older than the group's rules (a pod restarted with an old
+    /// file) and this worker takes the group's. Then the topic is followed.
     pub(super) async fn follow_rules_topic(&mut self, producer: &OutputProducer) -> anyhow::Result<()> {
         let cfg = self.config.clone();
         let topic = cfg.rules.topic.clone();
-        let reader = ChangelogReader::new(&cfg.kafka.bootstrap_servers, &cfg.kafka.properties, &topic, 1 << 20)?;
-        let (exists, latest) = tokio::task::block_in_place(|| -> anyhow::Result<_> {
+        let connect = || ChangelogReader::new(&cfg.kafka.bootstrap_servers, &cfg.kafka.properties, &topic, 1 << 20);
+        let reader = connect()?;
+        let (exists, history) = tokio::task::block_in_place(|| -> anyhow::Result<_> {
             let exists = reader.partition_count(&topic)?.is_some();
-            Ok((exists, if exists { last_record(&reader, 0)? } else { None }))
+            Ok((exists, if exists { Some(rules_history(&reader)?) } else { None }))
         })?;
-        anyhow::ensure!(
-            exists,
-            "rules.topic `{topic}` does not exist: create it with one partition and cleanup.policy=compact \
-             (README, \"Changing the rules\"), or set rules.topic = \"\" to follow the file only"
-        );
-        match latest {
-            None => {
-                let version = self.engine.rules().version().to_owned();
-                publish_rules(producer, &topic, &version, self.rules_text.clone()).await?;
-            }
-            Some((_, text)) if text != self.rules_text => {
-                let name = format!("{topic}[rules topic]");
-                let rules = RuleSet::from_yaml(&name, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let Some(history) = history.filter(|_| exists) else {
+            anyhow::bail!(
+                "rules.topic `{topic}` does not exist: create it with one partition and cleanup.policy=compact \
+                 (README, \"Changing the rules\"), or set rules.topic = \"\" to follow the file only"
+            );
+        };
+        let file_version = self.engine.rules().version().to_owned();
+        match history.latest {
+            Some((group, _)) if group.version() == file_version => {}
+            Some((group, text)) if history.published.contains(&file_version) => {
                 tracing::warn!(
                     file = %cfg.rules.path.display(),
-                    file_version = %self.engine.rules().version(),
-                    group_version = %rules.version(),
-                    "the rules file differs from the group's rules on the rules topic: running the group's \
-                     (SIGHUP this worker, or change its file, to publish the file instead)"
+                    file_version = %file_version,
+                    group_version = %group.version(),
+                    "the rules file is a version the group ran before: running the group's rules \
+                     (SIGHUP this worker to publish its file again)"
                 );
                 self.rules_text = text;
-                self.switch_rules(rules);
+                self.switch_rules(group);
             }
-            Some(_) => {}
+            latest => {
+                if let Some((group, _)) = latest {
+                    info!(
+                        file_version = %file_version,
+                        group_version = %group.version(),
+                        "the rules file is a version the rules topic never held (a new deploy): publishing it"
+                    );
+                }
+                publish_rules(producer, &topic, &file_version, self.rules_text.clone()).await?;
+            }
         }
         self.rules_follower = Some(RulesFollower::spawn(
             reader,
@@ -143,7 +152,38 @@ impl Worker {
             cfg.rules.watch_interval,
             self.telemetry.metrics.clone(),
         ));
+        self.rules_reader = Some(connect()?);
         Ok(())
+    }
+
+    /// The group's rules, when partition `p` was last decided under rules
+    /// other than this worker's and the rules topic has rules newer than
+    /// this worker's: its last owner switched before this worker read the
+    /// topic. Switching first (rather than re-evaluating the partition
+    /// back to this worker's rules and then forward again) keeps the
+    /// partition's customers from moving twice.
+    pub(super) fn group_rules_for(&self, p: i32) -> anyhow::Result<Option<(RuleSet, String)>> {
+        let Some(reader) = &self.rules_reader else { return Ok(None) };
+        let version = self.engine.rules().version();
+        let meta = self.store.partition_meta(p as u32)?;
+        if meta.and_then(|m| m.rules).is_none_or(|r| r.version == version) {
+            return Ok(None);
+        }
+        let Some((_, text)) = last_record(reader, 0)? else { return Ok(None) };
+        if text == self.rules_text {
+            return Ok(None);
+        }
+        let name = format!("{}[rules topic]", reader.topic());
+        let rules = RuleSet::from_yaml(&name, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if rules.version() == version {
+            return Ok(None);
+        }
+        info!(
+            partition = p,
+            to = %rules.version(),
+            "an assigned partition was decided under rules newer than this worker's: read the rules topic first"
+        );
+        Ok(Some((rules, text)))
     }
 }
 
@@ -157,7 +197,10 @@ pub(super) async fn publish_rules(
 ) -> anyhow::Result<()> {
     let record = OutputRecord {
         topic: topic.into(),
-        key: Some(b"rules".to_vec()),
+        // One key per version: compaction keeps every version's last
+        // record, so a worker starting later can tell an old file from a
+        // new one (`rules_history`).
+        key: Some(format!("rules/{version}").into_bytes()),
         value: Some(text.into_bytes()),
         headers: vec![("cohort.rules.version".into(), version.as_bytes().to_vec().into())],
         timestamp: None,
