@@ -123,7 +123,10 @@ impl Decoder {
                 kind: EventKind::Forget,
             });
         };
-        let direct = self.direct_datum(kind, value).and_then(|datum| crate::direct::input(kind, datum));
+        let direct = match self.format {
+            Format::Json if value.len() <= self.max_value_bytes => crate::json_input::input(kind, value),
+            _ => self.direct_datum(kind, value).and_then(|datum| crate::direct::input(kind, datum)),
+        };
         let (head, kind) = match direct {
             Some(decoded) => decoded,
             None => self.decode_value(kind, value)?,

@@ -196,7 +196,7 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 /// An object key, borrowed from the text unless it holds escapes.
-struct Key;
+pub(crate) struct Key;
 
 impl<'de> DeserializeSeed<'de> for Key {
     type Value = Cow<'de, str>;
@@ -223,13 +223,13 @@ impl<'de> Visitor<'de> for Key {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::pick::Pick;
     use crate::schema::{compile_str, RecordType};
 
     /// Records as `cohort loadgen` writes them, one per input schema.
-    const DOCS: [(RecordType, &str); 5] = [
+    pub(crate) const DOCS: [(RecordType, &str); 5] = [
         (
             RecordType::ClickEvent,
             r#"{"campaign": null, "category": null, "channel": "web", "customer": "c-000023", "device": "desktop", "geo": {"city": "Marseille", "country": "FR", "region": "Provence-Alpes-C\u00f4te d'Azur"}, "id": "lg1.c-000023.e2", "kind": "page_view", "page": "/", "price": null, "product_id": null, "quantity": null, "search_query": null, "session_id": "lg1.c-000023.s1", "time": 1765073769561}"#,
@@ -253,7 +253,7 @@ mod tests {
     ];
 
     /// What the generic reader makes of `text`.
-    fn generic(n: &Node, text: &[u8]) -> Result<V<'static>, String> {
+    pub(crate) fn generic(n: &Node, text: &[u8]) -> Result<V<'static>, String> {
         let j: serde_json::Value = serde_json::from_slice(text).map_err(|e| e.to_string())?;
         if !j.is_object() {
             return Err("not an object".into());
@@ -276,7 +276,7 @@ mod tests {
         }
     }
 
-    fn node(rt: RecordType) -> Node {
+    pub(crate) fn node(rt: RecordType) -> Node {
         compile_str(rt.schema_text()).expect("schema").1
     }
 
@@ -318,6 +318,55 @@ mod tests {
         r#"["a", null]"#,
     ];
 
+    /// `doc` with one to three of its members removed, replaced, added,
+    /// repeated, written with an escape or swapped, and sometimes cut short
+    /// or followed by something.
+    pub(crate) fn mutated(doc: &str, pick: &mut Pick) -> String {
+        let mut m = members(doc);
+        for _ in 0..1 + pick.n(3) {
+            match pick.n(7) {
+                0 if !m.is_empty() => {
+                    m.remove(pick.n(m.len()));
+                }
+                1 if !m.is_empty() => {
+                    let i = pick.n(m.len());
+                    m[i].1 = VALUES[pick.n(VALUES.len())].to_string();
+                }
+                2 => m.push((r#""unknown""#.into(), VALUES[pick.n(VALUES.len())].to_string())),
+                3 if !m.is_empty() => {
+                    let i = pick.n(m.len());
+                    let dup = (m[i].0.clone(), VALUES[pick.n(VALUES.len())].to_string());
+                    m.insert(pick.n(m.len() + 1), dup);
+                }
+                4 if !m.is_empty() => {
+                    // A key written with an escape: the same name.
+                    let i = pick.n(m.len());
+                    m[i].0 = m[i].0.replacen('i', "\\u0069", 1).replacen('e', "\\u0065", 1);
+                }
+                5 if m.len() > 1 => {
+                    let (i, j) = (pick.n(m.len()), pick.n(m.len()));
+                    m.swap(i, j);
+                }
+                _ => {}
+            }
+        }
+        let body: Vec<String> = m.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let mut text = format!("{{{}}}", body.join(", "));
+        match pick.n(20) {
+            0 => {
+                let mut at = pick.n(text.len());
+                while !text.is_char_boundary(at) {
+                    at -= 1;
+                }
+                text.truncate(at);
+            }
+            1 => text.push_str(" x"),
+            2 => text.push_str(" \n"),
+            _ => {}
+        }
+        text
+    }
+
     #[test]
     fn mutated_records_get_the_generic_readers_answer_or_none() {
         let mut pick = Pick(0x2545_f491_4f6c_dd1d);
@@ -325,44 +374,8 @@ mod tests {
         let mut runs = 0;
         for (rt, doc) in DOCS {
             let n = node(rt);
-            let base = members(doc);
             for _ in 0..3_000 {
-                let mut m = base.clone();
-                for _ in 0..1 + pick.n(3) {
-                    match pick.n(7) {
-                        0 if !m.is_empty() => {
-                            m.remove(pick.n(m.len()));
-                        }
-                        1 if !m.is_empty() => {
-                            let i = pick.n(m.len());
-                            m[i].1 = VALUES[pick.n(VALUES.len())].to_string();
-                        }
-                        2 => m.push((r#""unknown""#.into(), VALUES[pick.n(VALUES.len())].to_string())),
-                        3 if !m.is_empty() => {
-                            let i = pick.n(m.len());
-                            let dup = (m[i].0.clone(), VALUES[pick.n(VALUES.len())].to_string());
-                            m.insert(pick.n(m.len() + 1), dup);
-                        }
-                        4 if !m.is_empty() => {
-                            // A key written with an escape: the same name.
-                            let i = pick.n(m.len());
-                            m[i].0 = m[i].0.replacen('i', "\\u0069", 1).replacen('e', "\\u0065", 1);
-                        }
-                        5 if m.len() > 1 => {
-                            let (i, j) = (pick.n(m.len()), pick.n(m.len()));
-                            m.swap(i, j);
-                        }
-                        _ => {}
-                    }
-                }
-                let body: Vec<String> = m.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-                let mut text = format!("{{{}}}", body.join(", "));
-                match pick.n(20) {
-                    0 => text.truncate(pick.n(text.len())),
-                    1 => text.push_str(" x"),
-                    2 => text.push_str(" \n"),
-                    _ => {}
-                }
+                let text = mutated(doc, &mut pick);
                 runs += 1;
                 if agrees(&n, &text) {
                     answered += 1;

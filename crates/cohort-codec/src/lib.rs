@@ -33,6 +33,7 @@ mod direct;
 pub mod error;
 mod json;
 mod json_direct;
+mod json_input;
 pub mod output;
 #[cfg(test)]
 mod pick;
