@@ -11,6 +11,7 @@ use crate::client_config;
 use crate::error::KafkaAdapterError;
 use crate::health::ClientHealth;
 use crate::logging::KafkaLog;
+use futures_core::Stream;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -19,8 +20,11 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::task::Poll;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -263,8 +267,9 @@ impl InputConsumer {
     }
 
     /// Waits up to `max_wait` for records and returns at most `max_records`.
-    /// Returns as soon as the batch is full; an empty batch means nothing
-    /// arrived in time. A client error is returned only when no record was
+    /// Returns as soon as the batch is full; records librdkafka has already
+    /// fetched are taken even once `max_wait` has passed (it bounds the
+    /// wait, not the draining); an empty batch means nothing arrived in time. A client error is returned only when no record was
     /// read (otherwise it is logged and the partial batch returned).
     ///
     /// Lost broker connections ([`is_connection_error`]) are not returned:
@@ -278,21 +283,26 @@ impl InputConsumer {
         max_records: usize,
         max_wait: Duration,
     ) -> Result<Vec<InputRecord>, KafkaAdapterError> {
-        let deadline = Instant::now() + max_wait;
         let mut out = Vec::with_capacity(max_records.min(4096));
+        // One message stream (one waker slot in rdkafka) and one timer for
+        // the whole batch: records already fetched are taken without a
+        // timer armed; the timer is polled only while the queue is empty.
+        let mut stream = self.consumer.stream();
+        let mut deadline = std::pin::pin!(tokio::time::sleep(max_wait));
         while out.len() < max_records {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            match tokio::time::timeout(left, self.consumer.recv()).await {
-                Err(_) => break,
-                Ok(Ok(m)) => out.push(self.owned(&m)),
-                Ok(Err(e)) if is_connection_error(&e) => {
+            let next = std::future::poll_fn(|cx| match Pin::new(&mut stream).poll_next(cx) {
+                Poll::Ready(r) => Poll::Ready(r),
+                Poll::Pending => deadline.as_mut().poll(cx).map(|()| None),
+            })
+            .await;
+            match next {
+                None => break,
+                Some(Ok(m)) => out.push(self.owned(&m)),
+                Some(Err(e)) if is_connection_error(&e) => {
                     // The client context has already logged it.
                     debug!(error = %e, "broker connection error; librdkafka reconnects by itself");
                 }
-                Ok(Err(e)) => {
+                Some(Err(e)) => {
                     if out.is_empty() {
                         return Err(e.into());
                     }

@@ -81,6 +81,12 @@ async fn assignment_seeks_to_stored_offsets(bootstrap: &str, topic: &str) {
     assert_eq!(got.iter().filter(|r| r.partition == 1).map(|r| r.offset).min(), Some(0));
     assert_eq!(got.len(), expected, "nothing before the stored offset is re-read");
     assert!(got.iter().all(|r| r.header_is("cohort-test", b"1")), "headers survive");
+    // Nothing left to read: the batch ends when its wait is over, empty.
+    let rest = tokio::time::timeout(Duration::from_secs(60), consumer.next_batch(50, Duration::from_millis(200)))
+        .await
+        .expect("next_batch returns once its wait is over")
+        .expect("no consumer error");
+    assert_eq!(rest.len(), 0, "no record was produced after those read");
 
     match events.try_recv() {
         Ok(PartitionEvent::Assigned(mut parts)) => {
