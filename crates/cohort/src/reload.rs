@@ -145,52 +145,50 @@ fn read_changed(path: &Path, last: &mut u64, asked: bool, metrics: &Metrics) -> 
 }
 
 /// Follows the rules topic (`rules.topic`): partition 0's last record is
-/// the group's rules. Each new record whose text differs from the last one
-/// seen is compiled and handed to the worker; one that does not compile is
-/// refused as a file would be (the worker that published it had checked it,
-/// so this takes a producer other than cohort).
+/// the group's rules. Each new record is compiled and handed to the worker
+/// with the offset after it; the worker switches to it unless it already
+/// runs a later record's rules (`Worker::group_rules_for` can read the
+/// topic ahead of this thread) or the same version. A record that does not
+/// compile is refused as a file would be (the worker that published it had
+/// checked it, so this takes a producer other than cohort).
 pub struct RulesFollower {
-    rules: Receiver<(RuleSet, String)>,
+    rules: Receiver<TopicRules>,
 }
+
+/// Rules read from the rules topic: the offset after their record, the
+/// compiled rules and their text.
+pub type TopicRules = (i64, RuleSet, String);
 
 impl RulesFollower {
     /// Starts following from `next`, the topic's offset after the record
-    /// the worker started with (or its end); `seen` is that text.
+    /// the worker started with (or its end).
     pub fn spawn(
         reader: cohort_kafka::ChangelogReader,
         next: i64,
-        seen: &str,
         interval: Duration,
         metrics: Metrics,
     ) -> RulesFollower {
         let (tx, rules) = std::sync::mpsc::channel();
-        let mut last = fast64(seen.as_bytes());
         let mut next = next;
         let interval = if interval.is_zero() { Duration::from_secs(2) } else { interval };
         std::thread::Builder::new()
             .name("cohort-rules-topic".into())
             .spawn(move || loop {
                 std::thread::sleep(interval);
-                let latest = match last_record(&reader, next) {
-                    Ok(Some((end, text))) => {
-                        next = end;
-                        text
-                    }
+                let (end, latest) = match last_record(&reader, next) {
+                    Ok(Some(read)) => read,
                     Ok(None) => continue,
                     Err(e) => {
                         tracing::warn!(topic = %reader.topic(), error = %e, "reading the rules topic failed; retrying");
                         continue;
                     }
                 };
-                if fast64(latest.as_bytes()) == last {
-                    continue;
-                }
-                last = fast64(latest.as_bytes());
+                next = end;
                 let name = format!("{}[rules topic]", reader.topic());
                 match RuleSet::from_yaml(&name, &latest) {
                     Ok(rules) => {
-                        tracing::info!(version = %rules.version(), topic = %reader.topic(), "new rules on the rules topic");
-                        if tx.send((rules, latest)).is_err() {
+                        tracing::debug!(version = %rules.version(), topic = %reader.topic(), offset = end - 1, "rules read on the rules topic");
+                        if tx.send((end, rules, latest)).is_err() {
                             return;
                         }
                     }
@@ -205,7 +203,7 @@ impl RulesFollower {
     }
 
     /// The newest rules published since the last call, if any.
-    pub fn take(&self) -> Option<(RuleSet, String)> {
+    pub fn take(&self) -> Option<TopicRules> {
         self.rules.try_iter().last()
     }
 }
@@ -243,6 +241,8 @@ pub struct RulesHistory {
     pub published: std::collections::BTreeSet<String>,
     /// The last record's rules and text: the group's.
     pub latest: Option<(RuleSet, String)>,
+    /// The topic's end offset when it was read.
+    pub end: i64,
 }
 
 /// Reads the whole rules topic (a handful of records: compaction keeps one
@@ -257,7 +257,7 @@ pub fn rules_history(reader: &cohort_kafka::ChangelogReader) -> anyhow::Result<R
         std::ops::ControlFlow::Continue(())
     })?;
     let name = format!("{}[rules topic]", reader.topic());
-    let mut history = RulesHistory::default();
+    let mut history = RulesHistory { end: high, ..RulesHistory::default() };
     let last = texts.len().checked_sub(1);
     for (i, bytes) in texts.into_iter().enumerate() {
         let compiled = String::from_utf8(bytes)

@@ -162,6 +162,9 @@ pub struct Worker {
     /// With `rules.topic`: a reader of it for an assignment that cannot
     /// wait for the follower (`rules::group_rules_for`).
     rules_reader: Option<ChangelogReader>,
+    /// With `rules.topic`: the offset after the last record decided on
+    /// (`rules::newer_topic_rules`).
+    rules_offset: i64,
 }
 
 fn format_of(f: WireFormat) -> Format {
@@ -273,6 +276,7 @@ impl Worker {
             rules_text: text,
             rules_follower: None,
             rules_reader: None,
+            rules_offset: 0,
         })
     }
 
@@ -417,11 +421,13 @@ impl Worker {
                 // A partition its last owner switched to rules this worker
                 // has not read yet: the switch comes first, between two
                 // batches like any other.
-                let group = tokio::task::block_in_place(|| self.group_rules_for(p)).unwrap_or_else(|e| {
+                let restored = self.restoring.contains_key(&p) && report.is_ok();
+                let read = if restored { tokio::task::block_in_place(|| self.group_rules_for(p)) } else { Ok(None) };
+                let read = read.unwrap_or_else(|e| {
                     warn!(partition = p, error = %format!("{e:#}"), "cannot read the rules topic; the partition re-evaluates under the rules in force");
                     None
                 });
-                if let Some((rules, text)) = group {
+                if let Some((rules, text)) = self.newer_topic_rules(read) {
                     if !self.finish_unless(in_flight, consumer, &mut shutdown).await? {
                         return Ok(());
                     }
@@ -432,7 +438,8 @@ impl Worker {
             }
             // With a rules topic a changed file is published there, and the
             // group switches to what the topic says.
-            let mut new_rules = self.rules_follower.as_ref().and_then(RulesFollower::take);
+            let read = self.rules_follower.as_ref().and_then(RulesFollower::take);
+            let mut new_rules = self.newer_topic_rules(read);
             if let Some((rules, text)) = self.rules_watcher.take() {
                 match self.rules_follower {
                     Some(_) => {

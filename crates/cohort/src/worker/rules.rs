@@ -11,7 +11,7 @@
 
 use super::partitions::PartitionRuntime;
 use super::Worker;
-use crate::reload::{last_record, rules_history, RulesFollower};
+use crate::reload::{last_record, rules_history, RulesFollower, TopicRules};
 use anyhow::Context as _;
 use cohort_core::engine::Engine;
 use cohort_core::rules::RuleSet;
@@ -145,45 +145,59 @@ impl Worker {
                 publish_rules(producer, &topic, &file_version, self.rules_text.clone()).await?;
             }
         }
-        self.rules_follower = Some(RulesFollower::spawn(
-            reader,
-            0,
-            &self.rules_text,
-            cfg.rules.watch_interval,
-            self.telemetry.metrics.clone(),
-        ));
+        // Records up to here are decided on; the follower reads what comes
+        // after (this worker's own publication, if it made one, first).
+        self.rules_offset = history.end;
+        self.rules_follower =
+            Some(RulesFollower::spawn(reader, history.end, cfg.rules.watch_interval, self.telemetry.metrics.clone()));
         self.rules_reader = Some(connect()?);
         Ok(())
     }
 
-    /// The group's rules, when partition `p` was last decided under rules
-    /// other than this worker's and the rules topic has rules newer than
-    /// this worker's: its last owner switched before this worker read the
-    /// topic. Switching first (rather than re-evaluating the partition
-    /// back to this worker's rules and then forward again) keeps the
-    /// partition's customers from moving twice.
-    pub(super) fn group_rules_for(&self, p: i32) -> anyhow::Result<Option<(RuleSet, String)>> {
+    /// Rules read from the rules topic (by the follower, or by
+    /// [`Worker::group_rules_for`]) that the worker has not yet decided on:
+    /// their record comes after the one whose rules are in force. Marks
+    /// them decided on, and returns them if they are another version.
+    /// So a record read late by one reader never takes the worker back to
+    /// rules the other reader has already moved it past.
+    pub(super) fn newer_topic_rules(&mut self, read: Option<TopicRules>) -> Option<(RuleSet, String)> {
+        let (end, rules, text) = read?;
+        if end <= self.rules_offset {
+            return None;
+        }
+        self.rules_offset = end;
+        if rules.version() == self.engine.rules().version() {
+            return None;
+        }
+        info!(version = %rules.version(), offset = end - 1, "new rules on the rules topic");
+        Some((rules, text))
+    }
+
+    /// The rules topic's newest record, when partition `p` was last
+    /// decided under rules other than this worker's and the topic has a
+    /// record this worker has not decided on yet: the partition's last owner
+    /// may have switched before this worker's follower read the topic.
+    /// Switching first (rather than re-evaluating the partition back to
+    /// this worker's rules and then forward again) keeps the partition's
+    /// customers from moving twice. Pass the result to
+    /// [`Worker::newer_topic_rules`].
+    pub(super) fn group_rules_for(&self, p: i32) -> anyhow::Result<Option<TopicRules>> {
         let Some(reader) = &self.rules_reader else { return Ok(None) };
-        let version = self.engine.rules().version();
         let meta = self.store.partition_meta(p as u32)?;
-        if meta.and_then(|m| m.rules).is_none_or(|r| r.version == version) {
+        if meta.and_then(|m| m.rules).is_none_or(|r| r.version == self.engine.rules().version()) {
             return Ok(None);
         }
-        let Some((_, text)) = last_record(reader, 0)? else { return Ok(None) };
-        if text == self.rules_text {
-            return Ok(None);
-        }
+        let Some((end, text)) = last_record(reader, self.rules_offset)? else { return Ok(None) };
         let name = format!("{}[rules topic]", reader.topic());
         let rules = RuleSet::from_yaml(&name, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
-        if rules.version() == version {
-            return Ok(None);
+        if rules.version() != self.engine.rules().version() {
+            info!(
+                partition = p,
+                to = %rules.version(),
+                "an assigned partition was decided under rules newer than this worker's: read the rules topic first"
+            );
         }
-        info!(
-            partition = p,
-            to = %rules.version(),
-            "an assigned partition was decided under rules newer than this worker's: read the rules topic first"
-        );
-        Ok(Some((rules, text)))
+        Ok(Some((end, rules, text)))
     }
 }
 

@@ -254,3 +254,37 @@ fn records_fetched_again_after_a_revoke_and_reassign_are_dropped_in_this_poll_or
     let other = InputRecord { topic: Arc::from("purchases"), ..rec(0, 3) };
     assert_eq!(offsets(handed.keep_new(vec![other])), vec![(0, 3)]);
 }
+
+/// Rules read from the rules topic are decided on in the topic's order,
+/// whichever reader (the follower, or the catch-up at an assignment) read
+/// them: a record at or before the last one decided on never switches the
+/// worker, a later one does unless it is the version in force, and the
+/// same text published again later (a rollback) switches again.
+#[test]
+fn topic_rules_are_decided_on_in_the_topics_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut worker = open(dir.path());
+    let v1_text = std::fs::read_to_string(&worker.config.rules.path).expect("rules");
+    let v2_text = v1_text.replace("when: orders.90d >= 3", "when: orders.90d >= 4");
+    let compile = |text: &str| cohort_core::rules::RuleSet::from_yaml("t", text).expect("compiles");
+    let (v1, v2) = (compile(&v1_text).version().to_owned(), compile(&v2_text).version().to_owned());
+    assert_ne!(v1, v2);
+    worker.rules_offset = 5;
+
+    // The same version, later: decided on, nothing to switch to.
+    assert!(worker.newer_topic_rules(Some((6, compile(&v1_text), v1_text.clone()))).is_none());
+    assert_eq!(worker.rules_offset, 6);
+    // A new version, later: switched to.
+    let (rules, text) = worker.newer_topic_rules(Some((8, compile(&v2_text), v2_text.clone()))).expect("v2 is new");
+    worker.rules_text = text;
+    worker.switch_rules(rules);
+    assert_eq!(worker.engine.rules().version(), v2);
+    // The follower's late read of an older record (v1 at 6, or anything up
+    // to 8) does not take the worker back.
+    assert!(worker.newer_topic_rules(Some((7, compile(&v1_text), v1_text.clone()))).is_none());
+    assert!(worker.newer_topic_rules(Some((8, compile(&v1_text), v1_text.clone()))).is_none());
+    assert_eq!(worker.rules_offset, 8);
+    // v1 published again after v2 (a rollback by SIGHUP): switched back.
+    let back = worker.newer_topic_rules(Some((9, compile(&v1_text), v1_text.clone())));
+    assert_eq!(back.map(|(r, _)| r.version().to_owned()), Some(v1));
+}
