@@ -267,9 +267,8 @@ impl InputConsumer {
     }
 
     /// Waits up to `max_wait` for records and returns at most `max_records`.
-    /// Returns as soon as the batch is full; records librdkafka has already
-    /// fetched are taken even once `max_wait` has passed (it bounds the
-    /// wait, not the draining); an empty batch means nothing arrived in time. A client error is returned only when no record was
+    /// Returns as soon as the batch is full; an empty batch means nothing
+    /// arrived in time. A client error is returned only when no record was
     /// read (otherwise it is logged and the partial batch returned).
     ///
     /// Lost broker connections ([`is_connection_error`]) are not returned:
@@ -288,8 +287,11 @@ impl InputConsumer {
         // the whole batch: records already fetched are taken without a
         // timer armed; the timer is polled only while the queue is empty.
         let mut stream = self.consumer.stream();
-        let mut deadline = std::pin::pin!(tokio::time::sleep(max_wait));
-        while out.len() < max_records {
+        let until = tokio::time::Instant::now() + max_wait;
+        let mut deadline = std::pin::pin!(tokio::time::sleep_until(until));
+        // The wait bounds the batch, also while records keep coming (a
+        // re-evaluation under way asks for batches of 1 ms).
+        while out.len() < max_records && tokio::time::Instant::now() < until {
             let next = std::future::poll_fn(|cx| match Pin::new(&mut stream).poll_next(cx) {
                 Poll::Ready(r) => Poll::Ready(r),
                 Poll::Pending => deadline.as_mut().poll(cx).map(|()| None),
