@@ -71,6 +71,9 @@ pub struct Metrics {
     pub partition_watermark: IntGaugeVec,
     /// The rules version in force (the label): 1 for it, 0 for those replaced.
     pub rules_info: IntGaugeVec,
+    /// 1 while the rules in force are the worker's own rules file's, 0 while
+    /// they are other rules (the group's, from the rules topic).
+    pub rules_file_in_force: IntGauge,
     /// Rules files read after a change or SIGHUP, by result (`applied`,
     /// `refused`: did not compile, the rules in force keep running).
     pub rules_reloads: IntCounterVec,
@@ -275,6 +278,11 @@ impl Metrics {
                 "cohort_rules_info",
                 "The rules version in force, as a label (1); versions replaced since the start read 0.",
                 &["version"],
+            )?,
+            rules_file_in_force: gauge(
+                "cohort_rules_file_in_force",
+                "1 while the rules in force are those of this worker's rules file; 0 while they are other rules \
+                 (with rules.topic: the group's, and the file holds a version the group ran before).",
             )?,
             rules_reloads: counter_vec(
                 "cohort_rules_reloads_total",

@@ -463,6 +463,8 @@ async fn a_group_switches_together_through_the_rules_topic() {
         rules_info(m, &v3) == Some(1.0)
     });
     assert_ne!(rules_info(&text, &v1), Some(1.0), "B does not run its old file");
+    assert_eq!(sample(&text, "cohort_rules_file_in_force"), Some(0.0), "and says so");
+    assert_eq!(sample(&metrics(&mut a), "cohort_rules_file_in_force"), Some(1.0), "A runs its own file");
     assert!(b.log_text().contains("a version the group ran before"), "B says why:\n{}", b.log_tail());
     let published = d.read_all("cohort-rules").await;
     assert_eq!(last_text(&published).as_deref(), Some(v3_text.as_str()), "the old file was not published");

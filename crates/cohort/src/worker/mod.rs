@@ -157,6 +157,9 @@ pub struct Worker {
     rules_watcher: RulesWatcher,
     /// The text of the rules in force.
     rules_text: String,
+    /// The version of the rules file as last read and compiled
+    /// (`cohort_rules_file_in_force`).
+    file_version: String,
     /// With `rules.topic`: the group's rules as published there.
     rules_follower: Option<RulesFollower>,
     /// With `rules.topic`: a reader of it for an assignment that cannot
@@ -207,6 +210,8 @@ impl Worker {
     ) -> anyhow::Result<Worker> {
         let (rules, text) = read_rules(&config.rules.path)?;
         metrics.rules_info.with_label_values(&[rules.version()]).set(1);
+        metrics.rules_file_in_force.set(1);
+        let file_version = rules.version().to_owned();
         let rules_watcher = RulesWatcher::spawn(
             config.rules.path.clone(),
             text.as_bytes(),
@@ -274,6 +279,7 @@ impl Worker {
             shared_engine: SharedEngine::new(shared),
             rules_watcher,
             rules_text: text,
+            file_version,
             rules_follower: None,
             rules_reader: None,
             rules_offset: 0,
@@ -441,6 +447,8 @@ impl Worker {
             let read = self.rules_follower.as_ref().and_then(RulesFollower::take);
             let mut new_rules = self.newer_topic_rules(read);
             if let Some((rules, text)) = self.rules_watcher.take() {
+                self.file_version = rules.version().to_owned();
+                self.publish_file_in_force();
                 match self.rules_follower {
                     Some(_) => {
                         // Not fatal: the rules in force keep running, and

@@ -39,6 +39,7 @@ impl Worker {
         m.rules_info.with_label_values(&[engine.rules().version()]).set(1);
         self.engine = engine.clone();
         self.shared_engine.set(engine);
+        self.publish_file_in_force();
         let mut partitions = Vec::new();
         for (p, rt) in self.partitions.iter_mut() {
             if begin_reevaluation(rt, &self.engine) {
@@ -55,6 +56,13 @@ impl Worker {
         );
         self.publish_populations();
         self.publish_reevaluation();
+    }
+
+    /// `cohort_rules_file_in_force`: whether the rules in force are the
+    /// rules file's.
+    pub(super) fn publish_file_in_force(&self) {
+        let own = self.engine.rules().version() == self.file_version;
+        self.telemetry.metrics.rules_file_in_force.set(i64::from(own));
     }
 
     /// Switches to `rules` now, as a reload does between two batches (for
