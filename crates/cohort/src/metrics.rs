@@ -335,6 +335,7 @@ mod tests {
                 "_partitions",
                 "_stalled",
                 "_ready",
+                "_in_force",
                 "_info",
             ];
             assert!(unit_or_total.iter().any(|s| name.ends_with(s)), "{name} ends with a unit");
