@@ -184,8 +184,7 @@ impl RulesFollower {
                     }
                 };
                 next = end;
-                let name = format!("{}[rules topic]", reader.topic());
-                match RuleSet::from_yaml(&name, &latest) {
+                match compile_topic_rules(reader.topic(), &latest) {
                     Ok(rules) => {
                         tracing::debug!(version = %rules.version(), topic = %reader.topic(), offset = end - 1, "rules read on the rules topic");
                         if tx.send((end, rules, latest)).is_err() {
@@ -233,6 +232,12 @@ pub fn last_record(reader: &cohort_kafka::ChangelogReader, from: i64) -> anyhow:
     }
 }
 
+/// A rules-topic record's text compiled, its errors naming
+/// `<topic>[rules topic]` where a file's would name the file.
+pub fn compile_topic_rules(topic: &str, text: &str) -> anyhow::Result<RuleSet> {
+    RuleSet::from_yaml(&format!("{topic}[rules topic]"), text).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 /// What the rules topic holds: the version of every record still on it
 /// and the last record, the group's rules.
 #[derive(Debug, Default)]
@@ -256,13 +261,12 @@ pub fn rules_history(reader: &cohort_kafka::ChangelogReader) -> anyhow::Result<R
         texts.extend(chunk.into_iter().filter_map(|r| r.value));
         std::ops::ControlFlow::Continue(())
     })?;
-    let name = format!("{}[rules topic]", reader.topic());
     let mut history = RulesHistory { end: high, ..RulesHistory::default() };
     let last = texts.len().checked_sub(1);
     for (i, bytes) in texts.into_iter().enumerate() {
         let compiled = String::from_utf8(bytes)
-            .map_err(|_| anyhow::anyhow!("{name}: the rules record is not UTF-8"))
-            .and_then(|text| Ok((RuleSet::from_yaml(&name, &text).map_err(|e| anyhow::anyhow!("{e}"))?, text)));
+            .map_err(|_| anyhow::anyhow!("{}[rules topic]: the rules record is not UTF-8", reader.topic()))
+            .and_then(|text| Ok((compile_topic_rules(reader.topic(), &text)?, text)));
         match compiled {
             Ok((rules, text)) => {
                 history.published.insert(rules.version().to_owned());

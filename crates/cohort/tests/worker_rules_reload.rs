@@ -387,6 +387,19 @@ async fn with_rules_topic(d: &Deployment, broker: &TestBroker, b_interval: &str)
     (b_config, b_rules)
 }
 
+/// Produces 1,500 generated profiles and their clicks (`seed`), starts
+/// worker A (the deployment's config) and B (`b_config`), and waits until
+/// the group has caught up.
+async fn start_a_and_b(d: &Deployment, b_config: &Path, seed: u64) -> (WorkerProcess, WorkerProcess) {
+    let (profiles, clicks) = profiles_then_clicks(seed, 1_500);
+    d.produce(&profiles).await;
+    d.produce(&clicks).await;
+    let mut a = d.start_worker("a");
+    let b = WorkerProcess::start(b_config, &d.dir.path().join("b.log"));
+    d.wait_caught_up(Duration::from_secs(240), &mut a).await;
+    (a, b)
+}
+
 fn version_of(text: &str) -> String {
     RuleSet::from_yaml("rules.yaml", text).expect("rules compile").version().to_string()
 }
@@ -404,13 +417,7 @@ async fn a_group_switches_together_through_the_rules_topic() {
     let d = Deployment::new(broker.bootstrap(), 2, RULES, "").await;
     let (b_config, b_rules) = with_rules_topic(&d, &broker, "100ms").await;
     let a_rules = d.dir.path().join("rules.yaml");
-
-    let (profiles, clicks) = profiles_then_clicks(23, 1_500);
-    d.produce(&profiles).await;
-    d.produce(&clicks).await;
-    let mut a = d.start_worker("a");
-    let mut b = WorkerProcess::start(&b_config, &d.dir.path().join("b.log"));
-    d.wait_caught_up(Duration::from_secs(240), &mut a).await;
+    let (mut a, mut b) = start_a_and_b(&d, &b_config, 23).await;
     let v1 = version_of(RULES);
     for w in [&mut a, &mut b] {
         wait_metrics(w, "v1 in force", Duration::from_secs(60), |m| rules_info(m, &v1) == Some(1.0));
@@ -481,12 +488,7 @@ async fn a_partition_moved_to_a_worker_behind_the_rules_topic_is_not_switched_ba
     let broker = TestBroker::shared();
     let d = Deployment::new(broker.bootstrap(), 2, RULES, "").await;
     let (b_config, _) = with_rules_topic(&d, &broker, "1h").await;
-    let (profiles, clicks) = profiles_then_clicks(29, 1_500);
-    d.produce(&profiles).await;
-    d.produce(&clicks).await;
-    let mut a = d.start_worker("a");
-    let mut b = WorkerProcess::start(&b_config, &d.dir.path().join("b.log"));
-    d.wait_caught_up(Duration::from_secs(240), &mut a).await;
+    let (mut a, mut b) = start_a_and_b(&d, &b_config, 29).await;
     let v1 = version_of(RULES);
     let owns_one = |m: &str| sample(m, "cohort_consumer_assigned_partitions") == Some(1.0);
     for (name, w) in [("a", &mut a), ("b", &mut b)] {

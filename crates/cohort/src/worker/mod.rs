@@ -433,12 +433,10 @@ impl Worker {
                     warn!(partition = p, error = %format!("{e:#}"), "cannot read the rules topic; the partition re-evaluates under the rules in force");
                     None
                 });
-                if let Some((rules, text)) = self.newer_topic_rules(read) {
-                    if !self.finish_unless(in_flight, consumer, &mut shutdown).await? {
+                if let Some(new) = self.newer_topic_rules(read) {
+                    if !self.switch_between_batches(new, in_flight, consumer, &mut shutdown).await? {
                         return Ok(());
                     }
-                    self.rules_text = text;
-                    tokio::task::block_in_place(|| self.switch_rules(rules));
                 }
                 tokio::task::block_in_place(|| self.on_restored(consumer, p, report))?;
             }
@@ -460,14 +458,10 @@ impl Worker {
                     None => new_rules = Some((rules, text)),
                 }
             }
-            if let Some((rules, text)) = new_rules.filter(|(r, _)| r.version() != self.engine.rules().version()) {
-                // Between two batches, with nothing in flight: every state
-                // the switch may re-evaluate is committed.
-                if !self.finish_unless(in_flight, consumer, &mut shutdown).await? {
+            if let Some(new) = new_rules.filter(|(r, _)| r.version() != self.engine.rules().version()) {
+                if !self.switch_between_batches(new, in_flight, consumer, &mut shutdown).await? {
                     return Ok(());
                 }
-                self.rules_text = text;
-                tokio::task::block_in_place(|| self.switch_rules(rules));
             }
             // A re-evaluation under way does not wait for records.
             let wait = if self.reevaluating() { Duration::from_millis(1) } else { cfg.processing.batch_max_wait };
@@ -631,6 +625,24 @@ impl Worker {
     /// batch then stays in flight for [`Worker::drain`]. A batch whose
     /// outputs cannot be delivered (the broker away) retries until then, so
     /// SIGTERM must not wait behind it.
+    /// Switches to `rules` (compiled from `text`) between two batches,
+    /// with nothing in flight: every state the switch may re-evaluate is
+    /// committed. False if `shutdown` completed first (nothing switched).
+    async fn switch_between_batches<S: Future<Output = ()>>(
+        &mut self,
+        (rules, text): (cohort_core::rules::RuleSet, String),
+        in_flight: &mut Option<InFlight>,
+        consumer: &InputConsumer,
+        shutdown: &mut std::pin::Pin<&mut S>,
+    ) -> anyhow::Result<bool> {
+        if !self.finish_unless(in_flight, consumer, shutdown).await? {
+            return Ok(false);
+        }
+        self.rules_text = text;
+        tokio::task::block_in_place(|| self.switch_rules(rules));
+        Ok(true)
+    }
+
     async fn finish_unless<S: Future<Output = ()>>(
         &mut self,
         in_flight: &mut Option<InFlight>,

@@ -11,7 +11,7 @@
 
 use super::partitions::PartitionRuntime;
 use super::Worker;
-use crate::reload::{last_record, rules_history, RulesFollower, TopicRules};
+use crate::reload::{compile_topic_rules, last_record, rules_history, RulesFollower, TopicRules};
 use anyhow::Context as _;
 use cohort_core::engine::Engine;
 use cohort_core::rules::RuleSet;
@@ -196,8 +196,7 @@ impl Worker {
             return Ok(None);
         }
         let Some((end, text)) = last_record(reader, self.rules_offset)? else { return Ok(None) };
-        let name = format!("{}[rules topic]", reader.topic());
-        let rules = RuleSet::from_yaml(&name, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let rules = compile_topic_rules(reader.topic(), &text)?;
         if rules.version() != self.engine.rules().version() {
             info!(
                 partition = p,
