@@ -25,7 +25,7 @@ use cohort_core::event::{
 use cohort_core::time::Timestamp;
 
 /// `ClickKind`'s symbols in schema order (checked against the `.avsc`).
-const CLICK_KINDS: [ClickKind; 6] = [
+pub(crate) const CLICK_KINDS: [ClickKind; 6] = [
     ClickKind::PageView,
     ClickKind::ProductView,
     ClickKind::Search,

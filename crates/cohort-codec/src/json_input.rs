@@ -15,8 +15,9 @@
 //! tests below check it against the generic path on loadgen's records and
 //! thousands of mutated ones.
 
+use crate::direct::CLICK_KINDS;
 use crate::json_direct::Key;
-use crate::records::{date_from_days, Head};
+use crate::records::{click_kind_str, date_from_days, Head};
 use crate::schema::InputKind;
 use cohort_core::event::{
     Channel, Click, ClickKind, ConsentUpdate, EventKind, Geo, LineItem, OfferOutcome, Outcome, ProfileUpdate, Purchase,
@@ -120,10 +121,18 @@ impl<'de> S<'de> {
         }
     }
 
-    /// An enum symbol of the schema, by its name.
-    fn symbol<T: Copy>(self, symbols: &[(&str, T)]) -> Option<T> {
+    /// A click kind by its symbol in the schema (`direct`'s table, by
+    /// `records`' names).
+    fn click_kind(self) -> Option<ClickKind> {
         match self {
-            S::Str(s) => symbols.iter().find(|(name, _)| *name == s).map(|(_, t)| *t),
+            S::Str(s) => CLICK_KINDS.into_iter().find(|k| click_kind_str(*k) == s),
+            _ => None,
+        }
+    }
+
+    fn outcome(self) -> Option<Outcome> {
+        match self {
+            S::Str(s) => Outcome::ALL.into_iter().find(|o| o.as_str() == s),
             _ => None,
         }
     }
@@ -351,23 +360,6 @@ impl HeadFields {
     }
 }
 
-const CLICK_KINDS: [(&str, ClickKind); 6] = [
-    ("page_view", ClickKind::PageView),
-    ("product_view", ClickKind::ProductView),
-    ("search", ClickKind::Search),
-    ("add_to_cart", ClickKind::AddToCart),
-    ("remove_from_cart", ClickKind::RemoveFromCart),
-    ("checkout_started", ClickKind::CheckoutStarted),
-];
-
-const OUTCOMES: [(&str, Outcome); 5] = [
-    ("delivered", Outcome::Delivered),
-    ("opened", Outcome::Opened),
-    ("clicked", Outcome::Clicked),
-    ("converted", Outcome::Converted),
-    ("dismissed", Outcome::Dismissed),
-];
-
 #[derive(Default)]
 struct ClickFields {
     head: HeadFields,
@@ -388,7 +380,7 @@ struct ClickFields {
 impl<'de> Fields<'de> for ClickFields {
     fn set<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
         match key {
-            "kind" => self.kind = Some(scalar(map, |s| s.symbol(&CLICK_KINDS))?),
+            "kind" => self.kind = Some(scalar(map, S::click_kind)?),
             "product_id" => self.product_id = scalar(map, S::opt_string)?,
             "category" => self.category = scalar(map, S::opt_string)?,
             "price" => self.price = scalar(map, S::opt_double)?,
@@ -619,7 +611,7 @@ impl<'de> Fields<'de> for OutcomeFields {
         match key {
             "offer_id" => self.offer_id = Some(scalar(map, S::string)?),
             "decision_id" => self.decision_id = Some(scalar(map, S::string)?),
-            "outcome" => self.outcome = Some(scalar(map, |s| s.symbol(&OUTCOMES))?),
+            "outcome" => self.outcome = Some(scalar(map, S::outcome)?),
             "channel" => self.channel = scalar(map, S::opt_channel)?,
             _ => return self.head.set(key, map),
         }
