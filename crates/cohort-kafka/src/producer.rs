@@ -16,17 +16,26 @@
 //! `linger.ms=5` that spinning thread was half of the worker's CPU through
 //! tansu (docs/benchmarks.md, "Session 14: the cost of an event through
 //! the broker").
+//!
+//! Delivery reports are served by a thread of our own (`cohort-delivery`)
+//! that sleeps until librdkafka puts one on the producer's queue, instead
+//! of rdkafka's `FutureProducer` polling thread: that thread polls in
+//! 100 ms rounds whose last millisecond, rounded down to a 0 ms timeout,
+//! is spent polling without sleeping. It cost 1% of a core while idle and
+//! about a tenth of the worker's CPU through tansu (docs/benchmarks.md,
+//! "Session 16").
 
 use crate::client_config;
 use crate::error::KafkaAdapterError;
 use crate::logging::ProducerContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// cohort's `linger.ms`: how long a record waits for others to share its
 /// produce request when nobody waits for it. Kafka Streams uses the same.
@@ -60,14 +69,33 @@ pub struct Delivered {
 }
 
 /// A send in flight; await it with [`OutputProducer::wait`].
-pub struct Pending(DeliveryFuture);
+pub struct Pending(oneshot::Receiver<Result<Delivered, KafkaError>>);
+
+/// What each produced record carries to its delivery report: where to say
+/// how it went.
+type DeliverySlot = Box<oneshot::Sender<Result<Delivered, KafkaError>>>;
+
+impl rdkafka::producer::ProducerContext for ProducerContext {
+    type DeliveryOpaque = DeliverySlot;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, slot: DeliverySlot) {
+        let outcome = match result {
+            Ok(m) => Ok(Delivered { partition: m.partition(), offset: m.offset() }),
+            Err((e, _)) => Err(e.clone()),
+        };
+        // The caller may have stopped waiting (a failed batch): nothing to tell.
+        let _ = slot.send(outcome);
+    }
+}
 
 /// The producer of segment changes, offers, dead letters and the changelog.
 #[derive(Clone)]
 pub struct OutputProducer {
-    inner: FutureProducer<ProducerContext>,
+    inner: Arc<BaseProducer<ProducerContext>>,
     /// The flushing thread's controls; the thread ends with the last clone.
     flush: Arc<FlushHandle>,
+    /// The delivery thread's controls; the thread ends with the last clone.
+    _deliveries: Arc<DeliveryHandle>,
     /// At most this much per topic is queued at a time by
     /// [`OutputProducer::send_all`]: what one produce request holds.
     request: RequestSize,
@@ -140,15 +168,30 @@ impl OutputProducer {
         for (k, v) in properties {
             config.set(k, v);
         }
-        let inner: FutureProducer<ProducerContext> =
-            config.create_with_context(ProducerContext::default()).map_err(KafkaAdapterError::Config)?;
+        let inner: Arc<BaseProducer<ProducerContext>> =
+            Arc::new(config.create_with_context(ProducerContext::default()).map_err(KafkaAdapterError::Config)?);
+        let thread_error = |what: &str, e: std::io::Error| {
+            KafkaAdapterError::Config(KafkaError::ClientCreation(format!("{what} thread: {e}")))
+        };
+        let reports = Arc::new(Reports::default());
+        let (polling, shared) = (inner.clone(), reports.clone());
+        std::thread::Builder::new()
+            .name("cohort-delivery".into())
+            .spawn(move || serve_delivery_reports(&polling, &shared))
+            .map_err(|e| thread_error("delivery", e))?;
+        let deliveries = Arc::new(DeliveryHandle(reports));
         let flusher = Arc::new(Flusher::default());
         let (flushing, shared) = (inner.clone(), flusher.clone());
         std::thread::Builder::new()
             .name("cohort-flush".into())
             .spawn(move || flush_on_request(&flushing, &shared))
-            .map_err(|e| KafkaAdapterError::Config(KafkaError::ClientCreation(format!("flush thread: {e}"))))?;
-        Ok(OutputProducer { inner, flush: Arc::new(FlushHandle(flusher)), request: RequestSize::of(properties) })
+            .map_err(|e| thread_error("flush", e))?;
+        Ok(OutputProducer {
+            inner,
+            flush: Arc::new(FlushHandle(flusher)),
+            _deliveries: deliveries,
+            request: RequestSize::of(properties),
+        })
     }
 
     /// Asks for everything queued to be sent without waiting for
@@ -163,27 +206,30 @@ impl OutputProducer {
     /// (the producer drains as the broker acknowledges), so callers get
     /// backpressure instead of an error.
     pub async fn send(&self, rec: &OutputRecord) -> Result<Pending, KafkaAdapterError> {
+        let (tx, rx) = oneshot::channel();
+        let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len());
+        for (k, v) in &rec.headers {
+            headers = headers.insert(Header { key: k, value: Some(&**v) });
+        }
+        let mut record: BaseRecord<'_, [u8], [u8], DeliverySlot> =
+            BaseRecord::with_opaque_to(&rec.topic, Box::new(tx)).headers(headers);
+        if let Some(k) = &rec.key {
+            record = record.key(k.as_slice());
+        }
+        if let Some(v) = &rec.value {
+            record = record.payload(v.as_slice());
+        }
+        if let Some(ts) = rec.timestamp {
+            record = record.timestamp(ts);
+        }
+        if let Some(p) = rec.partition {
+            record = record.partition(p);
+        }
         loop {
-            let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len());
-            for (k, v) in &rec.headers {
-                headers = headers.insert(Header { key: k, value: Some(&**v) });
-            }
-            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&rec.topic).headers(headers);
-            if let Some(k) = &rec.key {
-                record = record.key(k.as_slice());
-            }
-            if let Some(v) = &rec.value {
-                record = record.payload(v.as_slice());
-            }
-            if let Some(ts) = rec.timestamp {
-                record = record.timestamp(ts);
-            }
-            if let Some(p) = rec.partition {
-                record = record.partition(p);
-            }
-            match self.inner.send_result(record) {
-                Ok(f) => return Ok(Pending(f)),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+            match self.inner.send(record) {
+                Ok(()) => return Ok(Pending(rx)),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err((e, _)) => return Err(e.into()),
@@ -201,8 +247,8 @@ impl OutputProducer {
     /// Waits for one send's acknowledgement, without asking for a send.
     async fn acknowledged(pending: Pending) -> Result<Delivered, KafkaAdapterError> {
         match pending.0.await {
-            Ok(Ok(d)) => Ok(Delivered { partition: d.partition, offset: d.offset }),
-            Ok(Err((e, _))) => Err(e.into()),
+            Ok(Ok(d)) => Ok(d),
+            Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(KafkaAdapterError::Cancelled),
         }
     }
@@ -327,7 +373,7 @@ impl Drop for FlushHandle {
 /// rdkafka's own `flush` calls `rd_kafka_flush` with no timeout and polls
 /// between calls, so the linger is lifted only for an instant, too short
 /// for the broker threads to notice.
-fn flush_on_request(producer: &FutureProducer<ProducerContext>, f: &Flusher) {
+fn flush_on_request(producer: &BaseProducer<ProducerContext>, f: &Flusher) {
     /// One `rd_kafka_flush` call; between calls the thread checks for a
     /// hold. A call returns as soon as nothing is in flight, and `send_all`
     /// holds only after its records are acknowledged, so a hold rarely
@@ -352,7 +398,7 @@ fn flush_on_request(producer: &FutureProducer<ProducerContext>, f: &Flusher) {
             // rd_kafka_flush may be called from any thread. With delivery
             // reports as events (rdkafka's mode) it only waits for the
             // messages in flight to reach none, serving no queue that the
-            // producer's polling thread serves.
+            // delivery thread serves.
             let left = unsafe { rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), SLICE_MS) };
             if left != rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR__TIMED_OUT {
                 // Nothing in flight (or an error that a retry would repeat).
@@ -365,6 +411,89 @@ fn flush_on_request(producer: &FutureProducer<ProducerContext>, f: &Flusher) {
         }
         f.lock().active = false;
         f.idle.notify_waiters();
+    }
+}
+
+/// What the delivery thread and librdkafka's wake-up share.
+#[derive(Default)]
+struct Reports {
+    state: Mutex<ReportsState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct ReportsState {
+    /// librdkafka put something on the producer's queue since the thread last looked.
+    queued: bool,
+    /// Every producer clone is gone: the thread ends.
+    closed: bool,
+}
+
+impl Reports {
+    fn lock(&self) -> MutexGuard<'_, ReportsState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Ends the delivery thread when the last producer clone is dropped.
+struct DeliveryHandle(Arc<Reports>);
+
+impl Drop for DeliveryHandle {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.changed.notify_all();
+    }
+}
+
+/// Called by librdkafka, from one of its threads and holding the queue's
+/// lock, when an event lands on the producer's empty queue: only wakes the
+/// delivery thread.
+#[allow(unsafe_code)]
+unsafe extern "C" fn reports_queued(_rk: *mut rdkafka::bindings::rd_kafka_t, opaque: *mut std::ffi::c_void) {
+    // SAFETY: `opaque` is the `Reports` that `serve_delivery_reports` keeps
+    // alive until it has switched this callback off.
+    let reports = unsafe { &*(opaque as *const Reports) };
+    reports.lock().queued = true;
+    reports.changed.notify_all();
+}
+
+/// The delivery thread: sleeps until librdkafka queues an event (delivery
+/// reports, errors, statistics) for the producer, then serves the queue
+/// until it is empty, each event without waiting (`poll(0)`). A wake-up
+/// missed for any reason costs at most a second: the thread looks anyway.
+fn serve_delivery_reports(producer: &BaseProducer<ProducerContext>, reports: &Arc<Reports>) {
+    use rdkafka::bindings as rd;
+    const LOOK_ANYWAY: Duration = Duration::from_secs(1);
+    #[allow(unsafe_code)]
+    // SAFETY: the handle is valid while `producer` lives; the queue
+    // reference taken here is released below, after the callback (whose
+    // opaque is `reports`, alive for this whole function) is switched off.
+    let queue = unsafe {
+        let queue = rd::rd_kafka_queue_get_main(producer.client().native_ptr());
+        rd::rd_kafka_queue_cb_event_enable(queue, Some(reports_queued), Arc::as_ptr(reports) as *mut _);
+        queue
+    };
+    loop {
+        #[allow(unsafe_code)]
+        // SAFETY: `queue` is the reference taken above, not yet released.
+        while unsafe { rd::rd_kafka_queue_length(queue) } > 0 {
+            producer.poll(Duration::ZERO);
+        }
+        let mut s = reports.lock();
+        if !s.queued && !s.closed {
+            s = reports.changed.wait_timeout(s, LOOK_ANYWAY).unwrap_or_else(std::sync::PoisonError::into_inner).0;
+        }
+        if s.closed {
+            break;
+        }
+        s.queued = false;
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: switching the callback off takes the queue's lock, so no call
+    // is under way once it returns; then the reference is released.
+    unsafe {
+        rd::rd_kafka_queue_cb_event_enable(queue, None, std::ptr::null_mut());
+        rd::rd_kafka_queue_destroy(queue);
     }
 }
 
