@@ -182,6 +182,13 @@ fn cf_options(name: &str, config: &StoreConfig, block_cache: &Cache) -> Options 
     if name == CF_TIMERS || name == CF_TIMER_INDEX {
         o.set_memtable_factory(rocksdb::MemtableFactory::Vector);
     }
+    // Most state loads miss the memtables (the state was written before
+    // their last flush, or never): a bloom filter over the memtable's keys
+    // answers those without a search of its skip list.
+    if name == CF_STATES && config.bloom_bits_per_key > 0.0 {
+        o.set_memtable_whole_key_filtering(true);
+        o.set_memtable_prefix_bloom_ratio(0.02);
+    }
     let write_buffer = match name {
         CF_STATES => config.write_buffer_bytes,
         CF_TIMERS | CF_TIMER_INDEX => (config.write_buffer_bytes / 4).max(1 << 20),
