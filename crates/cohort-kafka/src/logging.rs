@@ -101,7 +101,7 @@ impl KafkaLog {
     }
 }
 
-/// The producer's context: logging only.
+/// The producer's context: logging, and delivery reports (see `producer`).
 #[derive(Debug, Default)]
 pub struct ProducerContext {
     log: KafkaLog,

@@ -168,6 +168,14 @@ impl OutputProducer {
         for (k, v) in properties {
             config.set(k, v);
         }
+        // Every record's delivery report is awaited: without the reports of
+        // successful records, `send_all` would wait for ever.
+        if properties.get("delivery.report.only.error").is_some_and(|v| v.trim() == "true") {
+            return Err(KafkaAdapterError::Config(KafkaError::ClientCreation(
+                "delivery.report.only.error=true is not supported: cohort waits for every record's acknowledgement"
+                    .into(),
+            )));
+        }
         let inner: Arc<BaseProducer<ProducerContext>> =
             Arc::new(config.create_with_context(ProducerContext::default()).map_err(KafkaAdapterError::Config)?);
         let thread_error = |what: &str, e: std::io::Error| {
@@ -445,9 +453,9 @@ impl Drop for DeliveryHandle {
     }
 }
 
-/// Called by librdkafka, from one of its threads and holding the queue's
-/// lock, when an event lands on the producer's empty queue: only wakes the
-/// delivery thread.
+/// Called by librdkafka when an event lands on the producer's empty queue,
+/// on the thread that queued it (one of librdkafka's, or a caller's) and
+/// holding the queue's lock: only wakes the delivery thread.
 #[allow(unsafe_code)]
 unsafe extern "C" fn reports_queued(_rk: *mut rdkafka::bindings::rd_kafka_t, opaque: *mut std::ffi::c_void) {
     // SAFETY: `opaque` is the `Reports` that `serve_delivery_reports` keeps
@@ -462,21 +470,10 @@ unsafe extern "C" fn reports_queued(_rk: *mut rdkafka::bindings::rd_kafka_t, opa
 /// until it is empty, each event without waiting (`poll(0)`). A wake-up
 /// missed for any reason costs at most a second: the thread looks anyway.
 fn serve_delivery_reports(producer: &BaseProducer<ProducerContext>, reports: &Arc<Reports>) {
-    use rdkafka::bindings as rd;
     const LOOK_ANYWAY: Duration = Duration::from_secs(1);
-    #[allow(unsafe_code)]
-    // SAFETY: the handle is valid while `producer` lives; the queue
-    // reference taken here is released below, after the callback (whose
-    // opaque is `reports`, alive for this whole function) is switched off.
-    let queue = unsafe {
-        let queue = rd::rd_kafka_queue_get_main(producer.client().native_ptr());
-        rd::rd_kafka_queue_cb_event_enable(queue, Some(reports_queued), Arc::as_ptr(reports) as *mut _);
-        queue
-    };
+    let watch = QueueWatch::start(producer, reports);
     loop {
-        #[allow(unsafe_code)]
-        // SAFETY: `queue` is the reference taken above, not yet released.
-        while unsafe { rd::rd_kafka_queue_length(queue) } > 0 {
+        while watch.queued() > 0 {
             producer.poll(Duration::ZERO);
         }
         let mut s = reports.lock();
@@ -488,12 +485,52 @@ fn serve_delivery_reports(producer: &BaseProducer<ProducerContext>, reports: &Ar
         }
         s.queued = false;
     }
-    #[allow(unsafe_code)]
-    // SAFETY: switching the callback off takes the queue's lock, so no call
-    // is under way once it returns; then the reference is released.
-    unsafe {
-        rd::rd_kafka_queue_cb_event_enable(queue, None, std::ptr::null_mut());
-        rd::rd_kafka_queue_destroy(queue);
+}
+
+/// The producer's queue, watched: librdkafka calls [`reports_queued`] with
+/// the thread's `Reports` while this lives. Dropped (also if the thread
+/// unwinds), it switches the callback off before the `Reports` can go.
+struct QueueWatch(*mut rdkafka::bindings::rd_kafka_queue_t);
+
+impl QueueWatch {
+    /// `reports` must outlive the watch; `producer` too (the queue
+    /// reference keeps librdkafka's handle alive in any case).
+    fn start(producer: &BaseProducer<ProducerContext>, reports: &Arc<Reports>) -> QueueWatch {
+        #[allow(unsafe_code)]
+        // SAFETY: the handle is valid while `producer` lives; the callback's
+        // opaque is `reports`, which the caller keeps alive longer than the
+        // watch, and the watch switches the callback off when dropped.
+        unsafe {
+            let queue = rdkafka::bindings::rd_kafka_queue_get_main(producer.client().native_ptr());
+            rdkafka::bindings::rd_kafka_queue_cb_event_enable(
+                queue,
+                Some(reports_queued),
+                Arc::as_ptr(reports) as *mut _,
+            );
+            QueueWatch(queue)
+        }
+    }
+
+    /// Events waiting on the queue.
+    fn queued(&self) -> usize {
+        #[allow(unsafe_code)]
+        // SAFETY: the queue reference is held until the watch is dropped.
+        unsafe {
+            rdkafka::bindings::rd_kafka_queue_length(self.0)
+        }
+    }
+}
+
+impl Drop for QueueWatch {
+    fn drop(&mut self) {
+        #[allow(unsafe_code)]
+        // SAFETY: switching the callback off takes the queue's lock, under
+        // which librdkafka calls it, so no call is under way once it
+        // returns; then the reference taken in `start` is released.
+        unsafe {
+            rdkafka::bindings::rd_kafka_queue_cb_event_enable(self.0, None, std::ptr::null_mut());
+            rdkafka::bindings::rd_kafka_queue_destroy(self.0);
+        }
     }
 }
 

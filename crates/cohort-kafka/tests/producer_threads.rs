@@ -34,6 +34,11 @@ async fn delivery_reports_reach_their_senders_and_the_threads_end_with_the_produ
     let topic = unique_name("producer-threads");
     broker.create_topic(&topic, 2).expect("create topic");
     assert_eq!(producer_threads(), 0);
+    // Without the reports of successful records nothing could be awaited.
+    let only_errors = BTreeMap::from([("delivery.report.only.error".to_string(), "true".to_string())]);
+    let refused = OutputProducer::new(&broker.bootstrap(), &only_errors).err().expect("refused");
+    assert!(refused.to_string().contains("delivery.report.only.error"), "{refused}");
+    assert_eq!(producer_threads(), 0);
     let producer = OutputProducer::new(&broker.bootstrap(), &BTreeMap::new()).expect("producer");
     let clone = producer.clone();
     // A thread takes its name once it runs.
