@@ -92,10 +92,8 @@ impl rdkafka::producer::ProducerContext for ProducerContext {
 #[derive(Clone)]
 pub struct OutputProducer {
     inner: Arc<BaseProducer<ProducerContext>>,
-    /// The flushing thread's controls; the thread ends with the last clone.
-    flush: Arc<FlushHandle>,
-    /// The delivery thread's controls; the thread ends with the last clone.
-    _deliveries: Arc<DeliveryHandle>,
+    /// The flushing and delivery threads' controls; both end with the last clone.
+    threads: Arc<Threads>,
     /// At most this much per topic is queued at a time by
     /// [`OutputProducer::send_all`]: what one produce request holds.
     request: RequestSize,
@@ -178,36 +176,28 @@ impl OutputProducer {
         }
         let inner: Arc<BaseProducer<ProducerContext>> =
             Arc::new(config.create_with_context(ProducerContext::default()).map_err(KafkaAdapterError::Config)?);
-        let thread_error = |what: &str, e: std::io::Error| {
-            KafkaAdapterError::Config(KafkaError::ClientCreation(format!("{what} thread: {e}")))
+        // Made before the threads: if one fails to start, dropping it ends the other.
+        let threads = Arc::new(Threads { flusher: Arc::default(), reports: Arc::default() });
+        let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(run)
+                .map(drop)
+                .map_err(|e| KafkaAdapterError::Config(KafkaError::ClientCreation(format!("{name} thread: {e}"))))
         };
-        let reports = Arc::new(Reports::default());
-        let (polling, shared) = (inner.clone(), reports.clone());
-        std::thread::Builder::new()
-            .name("cohort-delivery".into())
-            .spawn(move || serve_delivery_reports(&polling, &shared))
-            .map_err(|e| thread_error("delivery", e))?;
-        let deliveries = Arc::new(DeliveryHandle(reports));
-        let flusher = Arc::new(Flusher::default());
-        let (flushing, shared) = (inner.clone(), flusher.clone());
-        std::thread::Builder::new()
-            .name("cohort-flush".into())
-            .spawn(move || flush_on_request(&flushing, &shared))
-            .map_err(|e| thread_error("flush", e))?;
-        Ok(OutputProducer {
-            inner,
-            flush: Arc::new(FlushHandle(flusher)),
-            _deliveries: deliveries,
-            request: RequestSize::of(properties),
-        })
+        let (polling, reports) = (inner.clone(), threads.reports.clone());
+        spawn("cohort-delivery", Box::new(move || serve_delivery_reports(&polling, &reports)))?;
+        let (flushing, flusher) = (inner.clone(), threads.flusher.clone());
+        spawn("cohort-flush", Box::new(move || flush_on_request(&flushing, &flusher)))?;
+        Ok(OutputProducer { inner, threads, request: RequestSize::of(properties) })
     }
 
     /// Asks for everything queued to be sent without waiting for
     /// `linger.ms`. Returns at once.
     pub fn send_now(&self) {
-        let mut s = self.flush.0.lock();
+        let mut s = self.threads.flusher.lock();
         s.asked += 1;
-        self.flush.0.changed.notify_all();
+        self.threads.flusher.changed.notify_all();
     }
 
     /// Enqueues a record. When librdkafka's queue is full this waits for room
@@ -278,7 +268,7 @@ impl OutputProducer {
             // While they are queued the records linger: a flush under way
             // would send a partition's first records alone, and its next
             // ones would wait for that request, the broker thread spinning.
-            let held = self.flush.0.hold().await;
+            let held = self.threads.flusher.hold().await;
             let mut pending = Vec::with_capacity(now.len());
             for r in now {
                 pending.push(self.send(r).await?);
@@ -363,15 +353,21 @@ impl Drop for Hold<'_> {
     }
 }
 
-/// Ends the flushing thread when the last producer clone is dropped. The
-/// thread holds a producer clone, so the librdkafka handle is destroyed
-/// there, after its last flush slice (up to 100 ms later).
-struct FlushHandle(Arc<Flusher>);
+/// Ends the flushing and delivery threads when the last producer clone is
+/// dropped. Each thread holds a producer clone, so the librdkafka handle is
+/// destroyed by the last of them to end (the flushing thread after its last
+/// flush slice, up to 100 ms later).
+struct Threads {
+    flusher: Arc<Flusher>,
+    reports: Arc<Reports>,
+}
 
-impl Drop for FlushHandle {
+impl Drop for Threads {
     fn drop(&mut self) {
-        self.0.lock().closed = true;
-        self.0.changed.notify_all();
+        self.flusher.lock().closed = true;
+        self.flusher.changed.notify_all();
+        self.reports.lock().closed = true;
+        self.reports.changed.notify_all();
     }
 }
 
@@ -440,16 +436,6 @@ struct ReportsState {
 impl Reports {
     fn lock(&self) -> MutexGuard<'_, ReportsState> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// Ends the delivery thread when the last producer clone is dropped.
-struct DeliveryHandle(Arc<Reports>);
-
-impl Drop for DeliveryHandle {
-    fn drop(&mut self) {
-        self.0.lock().closed = true;
-        self.0.changed.notify_all();
     }
 }
 
