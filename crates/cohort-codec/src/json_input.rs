@@ -16,40 +16,338 @@
 //! thousands of mutated ones.
 
 use crate::direct::CLICK_KINDS;
-use crate::json_direct::Key;
 use crate::records::{click_kind_str, date_from_days, Head};
 use crate::schema::InputKind;
 use cohort_core::event::{
     Channel, Click, ClickKind, ConsentUpdate, EventKind, Geo, LineItem, OfferOutcome, Outcome, ProfileUpdate, Purchase,
 };
 use cohort_core::time::Timestamp;
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::borrow::Cow;
-use std::fmt;
-use std::marker::PhantomData;
 
 /// An input record of `kind` in JSON, or `None`: see the module doc.
 pub(crate) fn input(kind: InputKind, text: &[u8]) -> Option<(Head, EventKind)> {
-    // Checked whole, at once: read from bytes, serde_json checks each
-    // string on its own, which cost more than the check of the whole record.
+    // Checked whole, at once; the scanner then only stops at ASCII bytes,
+    // so every slice it takes is on a character boundary.
     let text = std::str::from_utf8(text).ok()?;
-    let mut de = serde_json::Deserializer::from_str(text);
+    let mut sc = Scan { text, pos: 0, depth: 0 };
     let decoded = match kind {
-        InputKind::Click => record::<ClickFields>(&mut de)?.finish(),
-        InputKind::Purchase => record::<PurchaseFields>(&mut de)?.finish(),
-        InputKind::Profile => record::<ProfileFields>(&mut de)?.finish(),
-        InputKind::OfferOutcome => record::<OutcomeFields>(&mut de)?.finish(),
+        InputKind::Click => record::<ClickFields>(&mut sc)?.finish(),
+        InputKind::Purchase => record::<PurchaseFields>(&mut sc)?.finish(),
+        InputKind::Profile => record::<ProfileFields>(&mut sc)?.finish(),
+        InputKind::OfferOutcome => record::<OutcomeFields>(&mut sc)?.finish(),
     }?;
-    de.end().ok()?;
+    sc.end()?;
     Some(decoded)
 }
 
-fn record<'de, F: Fields<'de>>(de: &mut serde_json::Deserializer<serde_json::de::StrRead<'de>>) -> Option<F> {
-    de.deserialize_map(Record::<F>(PhantomData)).ok()
+/// Deeper than this is left to the generic reader (serde_json's own limit
+/// is 128).
+const MAX_DEPTH: u32 = 64;
+
+/// A strict reader of one JSON text (RFC 8259), for the plain case only.
+/// Every method answers `None` where serde_json would fail, and also
+/// wherever the answer would take more than the plain case to be sure of
+/// (a lone surrogate, `-0`, an integer of more than 18 digits): the record
+/// is then left to the generic reader. It never accepts what serde_json
+/// refuses, and what it reads is what serde_json reads (the tests check it
+/// against serde_json).
+struct Scan<'a> {
+    text: &'a str,
+    pos: usize,
+    depth: u32,
 }
 
-fn refuse<E: serde::de::Error>() -> E {
-    E::custom("left to the generic reader")
+impl<'a> Scan<'a> {
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
+    /// The next byte that is not JSON whitespace, not consumed.
+    fn peek(&mut self) -> Option<u8> {
+        let bytes = self.bytes();
+        while let Some(&b) = bytes.get(self.pos) {
+            if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+                return Some(b);
+            }
+            self.pos += 1;
+        }
+        None
+    }
+
+    fn eat(&mut self, b: u8) -> Option<()> {
+        (self.peek()? == b).then(|| self.pos += 1)
+    }
+
+    /// Only whitespace left.
+    fn end(&mut self) -> Option<()> {
+        self.peek().is_none().then_some(())
+    }
+
+    /// Consumes `{` or `[`.
+    fn enter(&mut self, open: u8) -> Option<()> {
+        self.eat(open)?;
+        self.depth += 1;
+        (self.depth <= MAX_DEPTH).then_some(())
+    }
+
+    /// Consumes `close` or the separator before the next member: whether a
+    /// member follows. `first` is true until the first member is read.
+    fn more(&mut self, close: u8, first: &mut bool) -> Option<bool> {
+        let b = self.peek()?;
+        if b == close {
+            self.pos += 1;
+            self.depth -= 1;
+            return Some(false);
+        }
+        if !std::mem::take(first) {
+            // A separator; what follows it must be a member (no trailing comma).
+            if b != b',' {
+                return None;
+            }
+            self.pos += 1;
+        }
+        Some(true)
+    }
+
+    /// The next key of an object and its colon, or `Some(None)` after its `}`.
+    fn key(&mut self, first: &mut bool) -> Option<Option<Cow<'a, str>>> {
+        if !self.more(b'}', first)? {
+            return Some(None);
+        }
+        let key = self.string()?;
+        self.eat(b':')?;
+        Some(Some(key))
+    }
+
+    /// A string, borrowed from the text unless it holds escapes.
+    fn string(&mut self) -> Option<Cow<'a, str>> {
+        self.eat(b'"')?;
+        let bytes = self.bytes();
+        let start = self.pos;
+        let i = plain_run(bytes, start);
+        match *bytes.get(i)? {
+            b'"' => {
+                self.pos = i + 1;
+                Some(Cow::Borrowed(&self.text[start..i]))
+            }
+            b'\\' => self.escaped(start, i).map(Cow::Owned),
+            _ => None,
+        }
+    }
+
+    /// The rest of a string whose first escape is at `i`.
+    fn escaped(&mut self, start: usize, mut i: usize) -> Option<String> {
+        let bytes = self.bytes();
+        let mut out = String::with_capacity(i - start + 8);
+        out.push_str(&self.text[start..i]);
+        loop {
+            match *bytes.get(i)? {
+                b'"' => {
+                    self.pos = i + 1;
+                    return Some(out);
+                }
+                b'\\' => {
+                    let (c, len) = match *bytes.get(i + 1)? {
+                        b'"' => ('"', 2),
+                        b'\\' => ('\\', 2),
+                        b'/' => ('/', 2),
+                        b'b' => ('\u{8}', 2),
+                        b'f' => ('\u{c}', 2),
+                        b'n' => ('\n', 2),
+                        b'r' => ('\r', 2),
+                        b't' => ('\t', 2),
+                        b'u' => unicode_escape(&bytes[i..])?,
+                        _ => return None,
+                    };
+                    out.push(c);
+                    i += len;
+                }
+                0..=0x1f => return None,
+                _ => {
+                    let run = i;
+                    i = plain_run(bytes, i);
+                    out.push_str(&self.text[run..i]);
+                }
+            }
+        }
+    }
+
+    /// A scalar; an object or an array is refused.
+    fn scalar(&mut self) -> Option<S<'a>> {
+        match self.peek()? {
+            b'"' => self.string().map(S::Str),
+            b'n' => self.word(b"null", S::Null),
+            b't' => self.word(b"true", S::Bool(true)),
+            b'f' => self.word(b"false", S::Bool(false)),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    fn word(&mut self, word: &[u8], s: S<'a>) -> Option<S<'a>> {
+        self.bytes()[self.pos..].starts_with(word).then(|| {
+            self.pos += word.len();
+            s
+        })
+    }
+
+    /// A number as serde_json's `deserialize_any` gives it: an integer as
+    /// `U` (or `I` if negative), anything with a fraction or an exponent as
+    /// `F`.
+    fn number(&mut self) -> Option<S<'a>> {
+        let bytes = self.bytes();
+        let start = self.pos;
+        let negative = bytes[start] == b'-';
+        let digits = |mut i: usize| {
+            while bytes.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            i
+        };
+        let int_start = start + usize::from(negative);
+        let int_end = match *bytes.get(int_start)? {
+            b'0' => int_start + 1,
+            b'1'..=b'9' => digits(int_start + 1),
+            _ => return None,
+        };
+        let mut end = int_end;
+        let mut frac = int_end..int_end;
+        if bytes.get(end) == Some(&b'.') {
+            let to = digits(end + 1);
+            if to == end + 1 {
+                return None;
+            }
+            frac = end + 1..to;
+            end = to;
+        }
+        let mut exp: Option<(bool, std::ops::Range<usize>)> = None;
+        if matches!(bytes.get(end), Some(b'e' | b'E')) {
+            let sign = bytes.get(end + 1).copied();
+            let from = end + 1 + usize::from(matches!(sign, Some(b'+' | b'-')));
+            let to = digits(from);
+            if to == from {
+                return None;
+            }
+            exp = Some((sign == Some(b'-'), from..to));
+            end = to;
+        }
+        self.pos = end;
+        let int = &bytes[int_start..int_end];
+        if frac.is_empty() && exp.is_none() {
+            // serde_json reads a longer integer as a float, and `-0` as -0.0.
+            if int.len() > 18 {
+                return None;
+            }
+            let value = decimal(int);
+            return match (negative, value) {
+                (false, v) => Some(S::U(v)),
+                (true, 0) => None,
+                (true, v) => Some(S::I(-(v as i64))),
+            };
+        }
+        let digit_count = int.len() + frac.len();
+        let exp10 = match &exp {
+            None => Some(0),
+            Some((neg, r)) if r.len() <= 4 => {
+                let e = decimal(&bytes[r.clone()]) as i64;
+                Some(if *neg { -e } else { e })
+            }
+            Some(_) => None,
+        };
+        // Exact when the digits fit in a double's 53 bits and the power of
+        // ten is exact: one correctly rounded operation, as serde_json's
+        // (with `float_roundtrip`) is. Anything else is read by serde_json.
+        if let Some(e) = exp10.filter(|_| digit_count <= 19) {
+            let significand = decimal(&bytes[int_start..int_end]) * 10u64.pow(frac.len() as u32) + decimal(&bytes[frac.clone()]);
+            let e = e - frac.len() as i64;
+            if significand <= 1 << 53 && (-22..=22).contains(&e) {
+                let f = significand as f64;
+                let f = if e >= 0 { f * POW10[e as usize] } else { f / POW10[(-e) as usize] };
+                return Some(S::F(if negative { -f } else { f }));
+            }
+        }
+        serde_json::from_str::<f64>(&self.text[start..end]).ok().map(S::F)
+    }
+
+    /// Any value, checked and dropped.
+    fn skip(&mut self) -> Option<()> {
+        let mut first = true;
+        match self.peek()? {
+            b'{' => {
+                self.enter(b'{')?;
+                while self.key(&mut first)?.is_some() {
+                    self.skip()?;
+                }
+            }
+            b'[' => {
+                self.enter(b'[')?;
+                while self.more(b']', &mut first)? {
+                    self.skip()?;
+                }
+            }
+            _ => {
+                self.scalar()?;
+            }
+        }
+        Some(())
+    }
+}
+
+/// The index of the first byte from `i` on that ends a string's plain
+/// run: `"`, `\\` or a control character (or the end). Eight bytes at a
+/// time: a byte's high bit is set in `found` where it matches, exactly for
+/// the first match (a borrow only ever spreads to higher bytes).
+fn plain_run(bytes: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let found = zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))) | (w.wrapping_sub(ONES * 0x20) & !w & HIGH);
+        if found != 0 {
+            return i + (found.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while bytes.get(i).is_some_and(|&b| b != b'"' && b != b'\\' && b >= 0x20) {
+        i += 1;
+    }
+    i
+}
+
+/// 10^0 to 10^22, each exact in a double.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20,
+    1e21, 1e22,
+];
+
+/// The value of at most 19 ASCII digits.
+fn decimal(digits: &[u8]) -> u64 {
+    digits.iter().fold(0, |v, d| v * 10 + u64::from(d - b'0'))
+}
+
+/// `\uXXXX` at the start of `s`, with its low surrogate if it is a high
+/// one: the character and the escape's length. A lone surrogate is refused.
+fn unicode_escape(s: &[u8]) -> Option<(char, usize)> {
+    let hex4 = |at: usize| -> Option<u32> {
+        let h = s.get(at..at + 4)?;
+        h.iter().try_fold(0, |v, &b| Some(v * 16 + (b as char).to_digit(16)?))
+    };
+    let unit = hex4(2)?;
+    match unit {
+        0xD800..=0xDBFF => {
+            if s.get(6..8)? != b"\\u" {
+                return None;
+            }
+            let low = hex4(8)?;
+            if !(0xDC00..=0xDFFF).contains(&low) {
+                return None;
+            }
+            Some((char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))?, 12))
+        }
+        0xDC00..=0xDFFF => None,
+        _ => Some((char::from_u32(unit)?, 6)),
+    }
 }
 
 /// A JSON scalar as read, before the field's type decides what it means.
@@ -149,188 +447,56 @@ impl<'de> S<'de> {
     }
 }
 
-/// Reads a scalar; objects and arrays are refused.
-struct Scalar;
-
-impl<'de> DeserializeSeed<'de> for Scalar {
-    type Value = S<'de>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<S<'de>, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Scalar {
-    type Value = S<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON scalar")
-    }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<S<'de>, E> {
-        Ok(S::Null)
-    }
-    fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<S<'de>, E> {
-        Ok(S::Bool(b))
-    }
-    fn visit_i64<E: serde::de::Error>(self, x: i64) -> Result<S<'de>, E> {
-        Ok(S::I(x))
-    }
-    fn visit_u64<E: serde::de::Error>(self, x: u64) -> Result<S<'de>, E> {
-        Ok(S::U(x))
-    }
-    fn visit_f64<E: serde::de::Error>(self, x: f64) -> Result<S<'de>, E> {
-        Ok(S::F(x))
-    }
-    fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<S<'de>, E> {
-        Ok(S::Str(Cow::Borrowed(s)))
-    }
-    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<S<'de>, E> {
-        Ok(S::Str(Cow::Owned(s.to_owned())))
-    }
-}
-
 /// A record's fields as they are read, one key at a time.
-trait Fields<'de>: Default {
-    /// Reads the value of `key` if it is one of the record's fields (false:
-    /// an unknown key, skipped).
-    fn set<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error>;
+trait Fields<'a>: Default {
+    /// Reads the value of `key` if it is one of the record's fields
+    /// (`Some(false)`: an unknown key, whose value the caller skips).
+    fn set(&mut self, key: &str, sc: &mut Scan<'a>) -> Option<bool>;
 }
 
-/// Reads `map`'s next value as a scalar and converts it, refusing on `None`.
-fn scalar<'de, A: MapAccess<'de>, T>(map: &mut A, convert: impl FnOnce(S<'de>) -> Option<T>) -> Result<T, A::Error> {
-    convert(map.next_value_seed(Scalar)?).ok_or_else(refuse)
+/// Reads the next value as a scalar and converts it.
+fn scalar<'a, T>(sc: &mut Scan<'a>, convert: impl FnOnce(S<'a>) -> Option<T>) -> Option<T> {
+    convert(sc.scalar()?)
 }
 
 /// A record (a JSON object) read into `F`.
-struct Record<F>(PhantomData<F>);
-
-impl<'de, F: Fields<'de>> DeserializeSeed<'de> for Record<F> {
-    type Value = F;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<F, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de, F: Fields<'de>> Visitor<'de> for Record<F> {
-    type Value = F;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<F, A::Error> {
-        let mut fields = F::default();
-        while let Some(key) = map.next_key_seed(Key)? {
-            if !fields.set(&key, &mut map)? {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(fields)
-    }
-}
-
-/// `["null", record]`: `None` for null.
-struct OptRecord<F>(PhantomData<F>);
-
-impl<'de, F: Fields<'de>> DeserializeSeed<'de> for OptRecord<F> {
-    type Value = Option<F>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<F>, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de, F: Fields<'de>> Visitor<'de> for OptRecord<F> {
-    type Value = Option<F>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("null or a JSON object")
-    }
-
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Option<F>, E> {
-        Ok(None)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Option<F>, A::Error> {
-        Record::<F>(PhantomData).visit_map(map).map(Some)
-    }
-}
-
-/// An array (`nullable`: or null) of items each read by `Item`.
-struct Array<Item> {
-    nullable: bool,
-    item: PhantomData<Item>,
-}
-
-impl<Item> Array<Item> {
-    fn new(nullable: bool) -> Self {
-        Array { nullable, item: PhantomData }
-    }
-}
-
-/// An array element: a seed that yields the element or refuses.
-trait Element<'de>: Sized {
-    type Out;
-    fn next<A: SeqAccess<'de>>(seq: &mut A) -> Result<Option<Self::Out>, A::Error>;
-}
-
-/// A string element of `["null", {"type": "array", "items": "string"}]`.
-struct StrItem;
-
-impl<'de> Element<'de> for StrItem {
-    type Out = String;
-    fn next<A: SeqAccess<'de>>(seq: &mut A) -> Result<Option<String>, A::Error> {
-        match seq.next_element_seed(Scalar)? {
-            None => Ok(None),
-            Some(s) => s.string().map(Some).ok_or_else(refuse),
+fn record<'a, F: Fields<'a>>(sc: &mut Scan<'a>) -> Option<F> {
+    sc.enter(b'{')?;
+    let mut fields = F::default();
+    let mut first = true;
+    while let Some(key) = sc.key(&mut first)? {
+        if !fields.set(&key, sc)? {
+            sc.skip()?;
         }
     }
+    Some(fields)
+}
+
+/// `["null", record]`: `Some(None)` for null.
+fn opt_record<'a, F: Fields<'a>>(sc: &mut Scan<'a>) -> Option<Option<F>> {
+    match sc.peek()? {
+        b'n' => sc.word(b"null", S::Null).map(|_| None),
+        _ => record(sc).map(Some),
+    }
+}
+
+/// An array (`nullable`: or null, `Some(None)`) of items each read by `item`.
+fn array<'a, T>(sc: &mut Scan<'a>, nullable: bool, item: impl Fn(&mut Scan<'a>) -> Option<T>) -> Option<Option<Vec<T>>> {
+    if nullable && sc.peek()? == b'n' {
+        return sc.word(b"null", S::Null).map(|_| None);
+    }
+    sc.enter(b'[')?;
+    let mut items = Vec::new();
+    let mut first = true;
+    while sc.more(b']', &mut first)? {
+        items.push(item(sc)?);
+    }
+    Some(Some(items))
 }
 
 /// A `LineItem` element of a purchase.
-struct LineItemElem;
-
-impl<'de> Element<'de> for LineItemElem {
-    type Out = LineItem;
-    fn next<A: SeqAccess<'de>>(seq: &mut A) -> Result<Option<LineItem>, A::Error> {
-        match seq.next_element_seed(Record::<LineItemFields>(PhantomData))? {
-            None => Ok(None),
-            Some(f) => f.finish().map(Some).ok_or_else(refuse),
-        }
-    }
-}
-
-impl<'de, Item: Element<'de>> DeserializeSeed<'de> for Array<Item> {
-    type Value = Option<Vec<Item::Out>>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de, Item: Element<'de>> Visitor<'de> for Array<Item> {
-    type Value = Option<Vec<Item::Out>>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON array")
-    }
-
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-        if self.nullable {
-            Ok(None)
-        } else {
-            Err(refuse())
-        }
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(item) = Item::next(&mut seq)? {
-            items.push(item);
-        }
-        Ok(Some(items))
-    }
+fn line_item(sc: &mut Scan<'_>) -> Option<LineItem> {
+    record::<LineItemFields>(sc)?.finish()
 }
 
 /// `id`, `customer` and `time`, common to every input record. A key absent
@@ -343,14 +509,14 @@ struct HeadFields {
 }
 
 impl HeadFields {
-    fn set<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+    fn set(&mut self, key: &str, sc: &mut Scan<'_>) -> Option<bool> {
         match key {
-            "id" => self.id = scalar(map, S::opt_string)?,
-            "customer" => self.customer = scalar(map, S::opt_string)?,
-            "time" => self.time = Some(scalar(map, S::long)?),
-            _ => return Ok(false),
+            "id" => self.id = scalar(sc, S::opt_string)?,
+            "customer" => self.customer = scalar(sc, S::opt_string)?,
+            "time" => self.time = Some(scalar(sc, S::long)?),
+            _ => return Some(false),
         }
-        Ok(true)
+        Some(true)
     }
 
     /// As the generic mapping: an empty id or customer counts as absent.
@@ -380,24 +546,24 @@ struct ClickFields {
     session_id: Option<String>,
 }
 
-impl<'de> Fields<'de> for ClickFields {
-    fn set<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+impl<'a> Fields<'a> for ClickFields {
+    fn set(&mut self, key: &str, sc: &mut Scan<'a>) -> Option<bool> {
         match key {
-            "kind" => self.kind = Some(scalar(map, S::click_kind)?),
-            "product_id" => self.product_id = scalar(map, S::opt_string)?,
-            "category" => self.category = scalar(map, S::opt_string)?,
-            "price" => self.price = scalar(map, S::opt_double)?,
-            "quantity" => self.quantity = scalar(map, S::opt_int)?,
-            "page" => self.page = scalar(map, S::opt_string)?,
-            "search_query" => self.search_query = scalar(map, S::opt_string)?,
-            "channel" => self.channel = scalar(map, S::opt_channel)?,
-            "device" => self.device = scalar(map, S::opt_string)?,
-            "geo" => self.geo = map.next_value_seed(OptRecord::<GeoFields>(PhantomData))?,
-            "campaign" => self.campaign = scalar(map, S::opt_string)?,
-            "session_id" => self.session_id = scalar(map, S::opt_string)?,
-            _ => return self.head.set(key, map),
+            "kind" => self.kind = Some(scalar(sc, S::click_kind)?),
+            "product_id" => self.product_id = scalar(sc, S::opt_string)?,
+            "category" => self.category = scalar(sc, S::opt_string)?,
+            "price" => self.price = scalar(sc, S::opt_double)?,
+            "quantity" => self.quantity = scalar(sc, S::opt_int)?,
+            "page" => self.page = scalar(sc, S::opt_string)?,
+            "search_query" => self.search_query = scalar(sc, S::opt_string)?,
+            "channel" => self.channel = scalar(sc, S::opt_channel)?,
+            "device" => self.device = scalar(sc, S::opt_string)?,
+            "geo" => self.geo = opt_record(sc)?,
+            "campaign" => self.campaign = scalar(sc, S::opt_string)?,
+            "session_id" => self.session_id = scalar(sc, S::opt_string)?,
+            _ => return self.head.set(key, sc),
         }
-        Ok(true)
+        Some(true)
     }
 }
 
@@ -429,15 +595,15 @@ struct GeoFields {
     city: Option<String>,
 }
 
-impl<'de> Fields<'de> for GeoFields {
-    fn set<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+impl<'a> Fields<'a> for GeoFields {
+    fn set(&mut self, key: &str, sc: &mut Scan<'a>) -> Option<bool> {
         match key {
-            "country" => self.country = scalar(map, S::opt_string)?,
-            "region" => self.region = scalar(map, S::opt_string)?,
-            "city" => self.city = scalar(map, S::opt_string)?,
-            _ => return Ok(false),
+            "country" => self.country = scalar(sc, S::opt_string)?,
+            "region" => self.region = scalar(sc, S::opt_string)?,
+            "city" => self.city = scalar(sc, S::opt_string)?,
+            _ => return Some(false),
         }
-        Ok(true)
+        Some(true)
     }
 }
 
@@ -451,17 +617,17 @@ struct PurchaseFields {
     channel: Option<Channel>,
 }
 
-impl<'de> Fields<'de> for PurchaseFields {
-    fn set<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+impl<'a> Fields<'a> for PurchaseFields {
+    fn set(&mut self, key: &str, sc: &mut Scan<'a>) -> Option<bool> {
         match key {
-            "order_id" => self.order_id = Some(scalar(map, S::string)?),
-            "items" => self.items = Some(map.next_value_seed(Array::<LineItemElem>::new(false))?.ok_or_else(refuse)?),
-            "total" => self.total = Some(scalar(map, S::double)?),
-            "currency" => self.currency = Some(scalar(map, S::string)?),
-            "channel" => self.channel = scalar(map, S::opt_channel)?,
-            _ => return self.head.set(key, map),
+            "order_id" => self.order_id = Some(scalar(sc, S::string)?),
+            "items" => self.items = array(sc, false, line_item)?,
+            "total" => self.total = Some(scalar(sc, S::double)?),
+            "currency" => self.currency = Some(scalar(sc, S::string)?),
+            "channel" => self.channel = scalar(sc, S::opt_channel)?,
+            _ => return self.head.set(key, sc),
         }
-        Ok(true)
+        Some(true)
     }
 }
 
@@ -486,16 +652,16 @@ struct LineItemFields {
     unit_price: Option<f64>,
 }
 
-impl<'de> Fields<'de> for LineItemFields {
-    fn set<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+impl<'a> Fields<'a> for LineItemFields {
+    fn set(&mut self, key: &str, sc: &mut Scan<'a>) -> Option<bool> {
         match key {
-            "product_id" => self.product_id = Some(scalar(map, S::string)?),
-            "category" => self.category = scalar(map, S::opt_string)?,
-            "quantity" => self.quantity = Some(scalar(map, S::int)?),
-            "unit_price" => self.unit_price = Some(scalar(map, S::double)?),
-            _ => return Ok(false),
+            "product_id" => self.product_id = Some(scalar(sc, S::string)?),
+            "category" => self.category = scalar(sc, S::opt_string)?,
+            "quantity" => self.quantity = Some(scalar(sc, S::int)?),
+            "unit_price" => self.unit_price = Some(scalar(sc, S::double)?),
+            _ => return Some(false),
         }
-        Ok(true)
+        Some(true)
     }
 }
 
@@ -526,23 +692,23 @@ struct ProfileFields {
     loyalty_tier: Option<String>,
 }
 
-impl<'de> Fields<'de> for ProfileFields {
-    fn set<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+impl<'a> Fields<'a> for ProfileFields {
+    fn set(&mut self, key: &str, sc: &mut Scan<'a>) -> Option<bool> {
         match key {
-            "birth_date" => self.birth_date = scalar(map, S::opt_int)?,
-            "age" => self.age = scalar(map, S::opt_int)?,
-            "gender" => self.gender = scalar(map, S::opt_string)?,
-            "income_band" => self.income_band = scalar(map, S::opt_string)?,
-            "education" => self.education = scalar(map, S::opt_string)?,
-            "country" => self.country = scalar(map, S::opt_string)?,
-            "region" => self.region = scalar(map, S::opt_string)?,
-            "city" => self.city = scalar(map, S::opt_string)?,
-            "interests" => self.interests = map.next_value_seed(Array::<StrItem>::new(true))?,
-            "consent" => self.consent = map.next_value_seed(OptRecord::<ConsentFields>(PhantomData))?,
-            "loyalty_tier" => self.loyalty_tier = scalar(map, S::opt_string)?,
-            _ => return self.head.set(key, map),
+            "birth_date" => self.birth_date = scalar(sc, S::opt_int)?,
+            "age" => self.age = scalar(sc, S::opt_int)?,
+            "gender" => self.gender = scalar(sc, S::opt_string)?,
+            "income_band" => self.income_band = scalar(sc, S::opt_string)?,
+            "education" => self.education = scalar(sc, S::opt_string)?,
+            "country" => self.country = scalar(sc, S::opt_string)?,
+            "region" => self.region = scalar(sc, S::opt_string)?,
+            "city" => self.city = scalar(sc, S::opt_string)?,
+            "interests" => self.interests = array(sc, true, |sc| scalar(sc, S::string))?,
+            "consent" => self.consent = opt_record(sc)?,
+            "loyalty_tier" => self.loyalty_tier = scalar(sc, S::opt_string)?,
+            _ => return self.head.set(key, sc),
         }
-        Ok(true)
+        Some(true)
     }
 }
 
@@ -587,16 +753,16 @@ struct ConsentFields {
     web: Option<bool>,
 }
 
-impl<'de> Fields<'de> for ConsentFields {
-    fn set<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+impl<'a> Fields<'a> for ConsentFields {
+    fn set(&mut self, key: &str, sc: &mut Scan<'a>) -> Option<bool> {
         match key {
-            "email" => self.email = scalar(map, S::opt_bool)?,
-            "sms" => self.sms = scalar(map, S::opt_bool)?,
-            "push" => self.push = scalar(map, S::opt_bool)?,
-            "web" => self.web = scalar(map, S::opt_bool)?,
-            _ => return Ok(false),
+            "email" => self.email = scalar(sc, S::opt_bool)?,
+            "sms" => self.sms = scalar(sc, S::opt_bool)?,
+            "push" => self.push = scalar(sc, S::opt_bool)?,
+            "web" => self.web = scalar(sc, S::opt_bool)?,
+            _ => return Some(false),
         }
-        Ok(true)
+        Some(true)
     }
 }
 
@@ -609,16 +775,16 @@ struct OutcomeFields {
     channel: Option<Channel>,
 }
 
-impl<'de> Fields<'de> for OutcomeFields {
-    fn set<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+impl<'a> Fields<'a> for OutcomeFields {
+    fn set(&mut self, key: &str, sc: &mut Scan<'a>) -> Option<bool> {
         match key {
-            "offer_id" => self.offer_id = Some(scalar(map, S::string)?),
-            "decision_id" => self.decision_id = Some(scalar(map, S::string)?),
-            "outcome" => self.outcome = Some(scalar(map, S::outcome)?),
-            "channel" => self.channel = scalar(map, S::opt_channel)?,
-            _ => return self.head.set(key, map),
+            "offer_id" => self.offer_id = Some(scalar(sc, S::string)?),
+            "decision_id" => self.decision_id = Some(scalar(sc, S::string)?),
+            "outcome" => self.outcome = Some(scalar(sc, S::outcome)?),
+            "channel" => self.channel = scalar(sc, S::opt_channel)?,
+            _ => return self.head.set(key, sc),
         }
-        Ok(true)
+        Some(true)
     }
 }
 
@@ -693,6 +859,123 @@ mod tests {
             }
         }
         assert!(answered * 4 > runs, "answered only {answered} of {runs}");
+    }
+
+    /// What serde_json's `deserialize_any` makes of a number, as `S` would hold it.
+    fn serde_number(text: &str) -> Option<(u8, u64)> {
+        let n: serde_json::Number = serde_json::from_str(text).ok()?;
+        Some(match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => (0, u),
+            (None, Some(i), _) => (1, i as u64),
+            (_, _, f) => (2, f?.to_bits()),
+        })
+    }
+
+    fn scanned_number(text: &str) -> Option<(u8, u64)> {
+        let mut sc = Scan { text, pos: 0, depth: 0 };
+        let s = sc.scalar()?;
+        sc.end()?;
+        Some(match s {
+            S::U(u) => (0, u),
+            S::I(i) => (1, i as u64),
+            S::F(f) => (2, f.to_bits()),
+            _ => return None,
+        })
+    }
+
+    #[test]
+    fn numbers_are_read_bit_for_bit_as_serde_json_reads_them() {
+        let mut pick = Pick(0x51_7cc1_b727_220a);
+        let digits = |pick: &mut Pick, most: usize| -> String {
+            let n = pick.n(most);
+            (0..n).map(|_| char::from(b'0' + pick.n(10) as u8)).collect()
+        };
+        let (mut answered, mut runs) = (0, 0);
+        for _ in 0..200_000 {
+            let mut t = String::new();
+            if pick.n(3) == 0 {
+                t.push('-');
+            }
+            let int = format!("{}{}", pick.n(10), digits(&mut pick, 20));
+            t.push_str(if pick.n(4) == 0 { int.trim_start_matches('0') } else { &int });
+            if pick.n(2) == 0 {
+                t.push('.');
+                t.push_str(&digits(&mut pick, 20));
+            }
+            if pick.n(3) == 0 {
+                t.push(['e', 'E'][pick.n(2)]);
+                t.push_str(["", "+", "-"][pick.n(3)]);
+                t.push_str(&digits(&mut pick, 5));
+            }
+            let (ours, theirs) = (scanned_number(&t), serde_number(&t));
+            runs += usize::from(theirs.is_some());
+            if let Some(ours) = ours {
+                answered += 1;
+                assert_eq!(Some(ours), theirs, "{t}");
+            }
+        }
+        for t in ["0", "-1", "1.0", "-0.0", "0.1", "19.99", "1e22", "1e23", "9007199254740993", "9007199254740993.0", "1e-400", "1e400", "2.5e-3", "123456789012345678", "-123456789012345678"] {
+            if let Some(ours) = scanned_number(t) {
+                assert_eq!(Some(ours), serde_number(t), "{t}");
+            } else {
+                assert!(matches!(t, "1e400"), "{t} left to the generic reader");
+            }
+        }
+        for t in ["01", "1.", ".5", "-", "+1", "1e", "1e+", "--1", "0x1", "1_0", "NaN", "Infinity"] {
+            assert_eq!(scanned_number(t), None, "{t}");
+            assert_eq!(serde_number(t), None, "serde_json refuses {t} too");
+        }
+        assert!(answered * 10 > runs * 9, "answered only {answered} of the {runs} serde_json reads");
+    }
+
+    #[test]
+    fn strings_escapes_and_odd_layouts_agree_with_the_generic_path() {
+        let click = |body: &str| format!(r#"{{"customer": "c-1", "time": 1, "kind": "page_view"{body}}}"#);
+        let answered = [
+            click(r#", "page": "caf\u00e9 \"quoted\" \\ \/ \b\f\n\r\t""#),
+            click(r#", "page": "\ud83d\ude00 and \u00E9 and \u0000""#),
+            click(r#", "page": "naïve ünïcödé 😀""#),
+            click(r#", "\u0070age": "/escaped-key""#),
+            click(r#", "unknown": {"a": [1, 2.5, -3e2, {"b": null}], "c": "\u00e9"}"#),
+            click(r#", "unknown": [[[[[]]]]]"#),
+            "\t{ \"customer\" :\"c-1\" ,\n\"time\"\r:1,\"kind\":\"page_view\" }\n ".to_string(),
+            click(r#", "page": "/a", "page": "/b""#),
+        ];
+        for text in &answered {
+            assert!(agrees(InputKind::Click, text), "left to the generic path: {text}");
+        }
+        let refused = [
+            click(r#", "page": "\ud83d""#),
+            click(r#", "page": "\ude00""#),
+            click(r#", "page": "\ud83d\u0041""#),
+            click(r#", "page": "\x""#),
+            click(r#", "page": "\u00g0""#),
+            click(", \"page\": \"tab\tinside\""),
+            click(r#", "page": "/a","#),
+            click(r#", "unknown": [1,]"#),
+            click(r#", "unknown": {"a" 1}"#),
+            click(r#", "unknown": nul"#),
+            click(r#", "unknown": truex"#),
+            click(&format!(r#", "unknown": {}{}"#, "[".repeat(100), "]".repeat(100))),
+            r#"{"customer": "c-1" "time": 1, "kind": "page_view"}"#.to_string(),
+            r#"{,"customer": "c-1", "time": 1, "kind": "page_view"}"#.to_string(),
+        ];
+        for text in &refused {
+            assert!(!agrees(InputKind::Click, text), "answered {text}");
+        }
+    }
+
+    #[test]
+    fn plain_runs_end_where_a_byte_by_byte_scan_ends_them() {
+        let mut pick = Pick(0x2545_f491_4f6c_dd1d);
+        let alphabet = [b'a', b'"', b'\\', 0x1f, 0x20, 0x21, 0x7f, 0x80, 0xc3, 0xff, 0x00, 0x5b, 0x5d];
+        for _ in 0..50_000 {
+            let len = pick.n(40);
+            let bytes: Vec<u8> = (0..len).map(|_| if pick.n(4) == 0 { pick.of(&alphabet) } else { b'a' + pick.n(26) as u8 }).collect();
+            let from = pick.n(len + 1);
+            let naive = (from..len).find(|&i| matches!(bytes[i], b'"' | b'\\' | 0..=0x1f)).unwrap_or(len);
+            assert_eq!(plain_run(&bytes, from), naive, "{bytes:?} from {from}");
+        }
     }
 
     #[test]
