@@ -211,10 +211,9 @@ impl serde::Serialize for Json<'_, '_> {
                 None => s.serialize_unit(),
             },
             (Node::Record(r), V::Record(fields)) => {
-                let mut order: Vec<usize> = (0..r.fields.len().min(fields.len())).collect();
-                order.sort_unstable_by(|&a, &b| r.fields[a].name.cmp(&r.fields[b].name));
-                let mut m = s.serialize_map(Some(order.len()))?;
-                for i in order {
+                let n = r.fields.len().min(fields.len());
+                let mut m = s.serialize_map(Some(n))?;
+                for &i in r.by_name.iter().filter(|&&i| i < n) {
                     m.serialize_entry(&r.fields[i].name, &Json(&r.fields[i].node, &fields[i]))?;
                 }
                 m.end()

@@ -46,6 +46,8 @@ pub(crate) struct RecordNode {
     pub name: String,
     pub aliases: Vec<String>,
     pub fields: Vec<FieldNode>,
+    /// The fields' indices in name order: the order plain JSON writes them.
+    pub by_name: Vec<usize>,
 }
 
 #[derive(Debug)]
@@ -170,7 +172,10 @@ fn convert(
                 });
             }
             in_progress.pop();
-            let node = Node::Record(Arc::new(RecordNode { name: name.clone(), aliases: aliases(&r.aliases), fields }));
+            let mut by_name: Vec<usize> = (0..fields.len()).collect();
+            by_name.sort_by(|&a, &b| fields[a].name.cmp(&fields[b].name));
+            let node =
+                Node::Record(Arc::new(RecordNode { name: name.clone(), aliases: aliases(&r.aliases), fields, by_name }));
             names.insert(name, node.clone());
             node
         }
