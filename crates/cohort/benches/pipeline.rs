@@ -12,7 +12,8 @@
 //! restart), and `PIPELINE_WARMUP` events (default: as many as measured)
 //! warm it. Set `PIPELINE_CUSTOMERS`, `PIPELINE_EVENTS` and
 //! `PIPELINE_BATCH` (records per batch, 10,000 as the worker's default) to
-//! change the size. `PIPELINE_PREPARED=DIR` keeps the filled store in DIR
+//! change the size, `PIPELINE_STATE_CACHE_MIB` for the hot states' budget
+//! (`store.rocksdb.state_cache_bytes`, 256 MiB by default). `PIPELINE_PREPARED=DIR` keeps the filled store in DIR
 //! and reuses it on later runs of the same size (for valgrind, below).
 //!
 //! Instructions and cache misses per event, which do not move with the
@@ -66,6 +67,11 @@ fn main() -> anyhow::Result<()> {
     let mut config = Config::default();
     config.rules.path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rules.yaml");
     config.store.path = dir.path().join("store");
+    // The hot states' budget (`store.rocksdb.state_cache_bytes`), to see
+    // how the per-event cost depends on it.
+    if let Ok(mib) = std::env::var("PIPELINE_STATE_CACHE_MIB") {
+        config.store.rocksdb.state_cache_bytes = mib.parse::<u64>()? << 20;
+    }
     config.format.input = WireFormat::Avro;
     config.format.output = WireFormat::Avro;
     config.format.schemas_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas");
