@@ -258,7 +258,8 @@ impl<'a> Scan<'a> {
         // ten is exact: one correctly rounded operation, as serde_json's
         // (with `float_roundtrip`) is. Anything else is read by serde_json.
         if let Some(e) = exp10.filter(|_| digit_count <= 19) {
-            let significand = decimal(&bytes[int_start..int_end]) * 10u64.pow(frac.len() as u32) + decimal(&bytes[frac.clone()]);
+            let significand =
+                decimal(&bytes[int_start..int_end]) * 10u64.pow(frac.len() as u32) + decimal(&bytes[frac.clone()]);
             let e = e - frac.len() as i64;
             if significand <= 1 << 53 && (-22..=22).contains(&e) {
                 let f = significand as f64;
@@ -303,7 +304,9 @@ fn plain_run(bytes: &[u8], mut i: usize) -> usize {
     let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
     while let Some(chunk) = bytes.get(i..i + 8) {
         let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-        let found = zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))) | (w.wrapping_sub(ONES * 0x20) & !w & HIGH);
+        let found = zero(w ^ (ONES * u64::from(b'"')))
+            | zero(w ^ (ONES * u64::from(b'\\')))
+            | (w.wrapping_sub(ONES * 0x20) & !w & HIGH);
         if found != 0 {
             return i + (found.trailing_zeros() / 8) as usize;
         }
@@ -481,7 +484,11 @@ fn opt_record<'a, F: Fields<'a>>(sc: &mut Scan<'a>) -> Option<Option<F>> {
 }
 
 /// An array (`nullable`: or null, `Some(None)`) of items each read by `item`.
-fn array<'a, T>(sc: &mut Scan<'a>, nullable: bool, item: impl Fn(&mut Scan<'a>) -> Option<T>) -> Option<Option<Vec<T>>> {
+fn array<'a, T>(
+    sc: &mut Scan<'a>,
+    nullable: bool,
+    item: impl Fn(&mut Scan<'a>) -> Option<T>,
+) -> Option<Option<Vec<T>>> {
     if nullable && sc.peek()? == b'n' {
         return sc.word(b"null", S::Null).map(|_| None);
     }
@@ -914,7 +921,23 @@ mod tests {
                 assert_eq!(Some(ours), theirs, "{t}");
             }
         }
-        for t in ["0", "-1", "1.0", "-0.0", "0.1", "19.99", "1e22", "1e23", "9007199254740993", "9007199254740993.0", "1e-400", "1e400", "2.5e-3", "123456789012345678", "-123456789012345678"] {
+        for t in [
+            "0",
+            "-1",
+            "1.0",
+            "-0.0",
+            "0.1",
+            "19.99",
+            "1e22",
+            "1e23",
+            "9007199254740993",
+            "9007199254740993.0",
+            "1e-400",
+            "1e400",
+            "2.5e-3",
+            "123456789012345678",
+            "-123456789012345678",
+        ] {
             if let Some(ours) = scanned_number(t) {
                 assert_eq!(Some(ours), serde_number(t), "{t}");
             } else {
@@ -971,7 +994,8 @@ mod tests {
         let alphabet = [b'a', b'"', b'\\', 0x1f, 0x20, 0x21, 0x7f, 0x80, 0xc3, 0xff, 0x00, 0x5b, 0x5d];
         for _ in 0..50_000 {
             let len = pick.n(40);
-            let bytes: Vec<u8> = (0..len).map(|_| if pick.n(4) == 0 { pick.of(&alphabet) } else { b'a' + pick.n(26) as u8 }).collect();
+            let bytes: Vec<u8> =
+                (0..len).map(|_| if pick.n(4) == 0 { pick.of(&alphabet) } else { b'a' + pick.n(26) as u8 }).collect();
             let from = pick.n(len + 1);
             let naive = (from..len).find(|&i| matches!(bytes[i], b'"' | b'\\' | 0..=0x1f)).unwrap_or(len);
             assert_eq!(plain_run(&bytes, from), naive, "{bytes:?} from {from}");

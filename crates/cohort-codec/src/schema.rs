@@ -174,8 +174,12 @@ fn convert(
             in_progress.pop();
             let mut by_name: Vec<usize> = (0..fields.len()).collect();
             by_name.sort_by(|&a, &b| fields[a].name.cmp(&fields[b].name));
-            let node =
-                Node::Record(Arc::new(RecordNode { name: name.clone(), aliases: aliases(&r.aliases), fields, by_name }));
+            let node = Node::Record(Arc::new(RecordNode {
+                name: name.clone(),
+                aliases: aliases(&r.aliases),
+                fields,
+                by_name,
+            }));
             names.insert(name, node.clone());
             node
         }
