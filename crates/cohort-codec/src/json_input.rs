@@ -261,7 +261,7 @@ impl<'a> Scan<'a> {
             let significand =
                 decimal(&bytes[int_start..int_end]) * 10u64.pow(frac.len() as u32) + decimal(&bytes[frac.clone()]);
             let e = e - frac.len() as i64;
-            if significand <= 1 << 53 && (-22..=22).contains(&e) {
+            if significand < 1 << 53 && (-22..=22).contains(&e) {
                 let f = significand as f64;
                 let f = if e >= 0 { f * POW10[e as usize] } else { f / POW10[(-e) as usize] };
                 return Some(S::F(if negative { -f } else { f }));
