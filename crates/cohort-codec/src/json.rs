@@ -123,11 +123,17 @@ fn from_json_union<'a>(branches: &[Node], j: &'a Value, path: Path<'_>) -> Resul
     if j.is_null() && branches.iter().any(|b| matches!(b, Node::Null)) {
         return Ok(V::Null);
     }
-    // Avro's JSON encoding: {"<branch type>": value}.
+    // Avro's JSON encoding: {"<branch type>": value}. Never for the null
+    // branch, which Avro writes as a plain `null`: `{"null": ...}` is a
+    // record's (or map's) own key, as the direct reader takes it.
     if let Value::Object(m) = j {
         if m.len() == 1 {
             if let Some((k, inner)) = m.iter().next() {
-                if let Some(b) = branches.iter().find(|b| b.type_name() == k || unqualified(b.type_name()) == k) {
+                if let Some(b) = branches
+                    .iter()
+                    .filter(|b| !matches!(b, Node::Null))
+                    .find(|b| b.type_name() == k || unqualified(b.type_name()) == k)
+                {
                     if !matches!(b, Node::Record(_) | Node::Map(_)) || read(b, j, path).is_err() {
                         return read(b, inner, path);
                     }

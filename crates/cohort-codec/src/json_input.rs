@@ -963,6 +963,9 @@ mod tests {
             click(r#", "unknown": [[[[[]]]]]"#),
             "\t{ \"customer\" :\"c-1\" ,\n\"time\"\r:1,\"kind\":\"page_view\" }\n ".to_string(),
             click(r#", "page": "/a", "page": "/b""#),
+            // `{"null": ...}` is not Avro's union form (null is written
+            // `null`): a Geo with an unknown key, on every path.
+            click(r#", "geo": {"null": 1}"#),
         ];
         for text in &answered {
             assert!(agrees(InputKind::Click, text), "left to the generic path: {text}");
