@@ -384,7 +384,15 @@ fn heavy_customer_encodes_under_12_kib() {
     assert!(bytes.len() < 12 * 1024, "heavy customer encodes to {} bytes", bytes.len());
     assert_eq!(decode(&bytes).as_ref(), Ok(&st));
     println!("heavy customer: {} bytes", bytes.len());
+    // The stored format itself, byte for byte (FNV-1a of the encoding as
+    // written before the encoder's fast paths): a faster encoder must not
+    // write other bytes.
+    let fnv = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    println!("heavy customer: fnv {fnv:#018x}");
+    assert_eq!((bytes.len(), fnv), (PINNED_LEN, PINNED_FNV), "the heavy customer's encoding changed");
 }
+const PINNED_LEN: usize = 9064;
+const PINNED_FNV: u64 = 0xe447_4348_d54e_6832;
 
 /// Profile text and categories are stored normalised, and rule literals
 /// compared with them are normalised the same way at load (docs/rules.md,
