@@ -51,7 +51,7 @@ mod meta;
 
 pub use meta::{changelog_key, PartitionMeta, RulesProgress, META_FORMAT_VERSION};
 
-use crate::encode::encode;
+use crate::encode::encode_into;
 use crate::engine::{apply, Decision, Engine, Input, Origin, Output, Tables};
 use crate::event::{Event, EventKind};
 use crate::state::CustomerState;
@@ -578,8 +578,16 @@ impl PartitionTask {
         next_offsets: &[(&str, i64)],
     ) {
         let mut writes = Vec::new();
+        // Encoded into one buffer, then copied out at their exact size: no
+        // size estimate walked per state, no allocation grown per state.
+        let mut buf = Vec::new();
         for (customer, slot) in states.map.iter_mut().filter(|(_, s)| s.changed) {
-            let bytes = if slot.is_gone() { None } else { Some(encode(&slot.state)) };
+            let bytes = if slot.is_gone() {
+                None
+            } else {
+                encode_into(&slot.state, &mut buf);
+                Some(buf.as_slice().to_vec())
+            };
             slot.encoded_len = bytes.as_ref().map_or(0, Vec::len);
             writes.push(StateWrite { customer: customer.clone(), bytes });
         }
