@@ -1,6 +1,7 @@
 //! The input consumer: a consumer group over the co-partitioned input topics
 //! that seeks every newly assigned partition to the offset cohort's store
-//! holds, and hands out owned records in batches.
+//! holds, and hands out records in batches, borrowed from the fetched
+//! messages (nothing is copied until a record needs to outlive its batch).
 //!
 //! Why the store's offsets and not Kafka's: the store commits a batch's
 //! states and the next offsets in one atomic write, so its offsets are the
@@ -15,10 +16,11 @@ use futures_core::Stream;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -77,17 +79,124 @@ pub enum PartitionEvent {
     Revoked(Vec<TopicPartition>),
 }
 
-/// One consumed record, owned (the batch outlives the consumer's buffer).
+/// One consumed record. Read from the broker ([`Fetched::records`]) it
+/// borrows the fetched message: its key and value are not copied, and its
+/// headers are parsed only when asked for (a dead letter carries them).
+/// Built by hand (tests, offline replays) it owns its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InputRecord {
+pub struct InputRecord<'a> {
     pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     /// The record's timestamp in ms since the epoch, when the broker has one.
     pub timestamp: Option<i64>,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub key: Option<Cow<'a, [u8]>>,
+    pub value: Option<Cow<'a, [u8]>>,
+    pub headers: InputHeaders<'a>,
+}
+
+impl InputRecord<'_> {
+    /// The same record owning its bytes and headers.
+    pub fn into_owned(self) -> InputRecord<'static> {
+        InputRecord {
+            topic: self.topic,
+            partition: self.partition,
+            offset: self.offset,
+            timestamp: self.timestamp,
+            key: self.key.map(|k| Cow::Owned(k.into_owned())),
+            value: self.value.map(|v| Cow::Owned(v.into_owned())),
+            headers: InputHeaders::Owned(self.headers.to_vec()),
+        }
+    }
+}
+
+/// A record's headers: owned, or still in the fetched message, where
+/// librdkafka parses them on first access (an allocation per record even
+/// when there are none, so only the records that need them pay for it).
+#[derive(Clone)]
+pub enum InputHeaders<'a> {
+    Owned(Vec<(String, Vec<u8>)>),
+    Message(&'a BorrowedMessage<'a>),
+}
+
+impl Default for InputHeaders<'_> {
+    fn default() -> Self {
+        InputHeaders::Owned(Vec::new())
+    }
+}
+
+impl From<Vec<(String, Vec<u8>)>> for InputHeaders<'_> {
+    fn from(headers: Vec<(String, Vec<u8>)>) -> Self {
+        InputHeaders::Owned(headers)
+    }
+}
+
+impl InputHeaders<'_> {
+    /// Every header, in the record's order (a header without a value as
+    /// an empty one).
+    pub fn to_vec(&self) -> Vec<(String, Vec<u8>)> {
+        match self {
+            InputHeaders::Owned(h) => h.clone(),
+            InputHeaders::Message(m) => m
+                .headers()
+                .map(|h| {
+                    h.iter().map(|hd| (hd.key.to_string(), hd.value.map(<[u8]>::to_vec).unwrap_or_default())).collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for InputHeaders<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.to_vec()).finish()
+    }
+}
+
+impl PartialEq for InputHeaders<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_vec() == other.to_vec()
+    }
+}
+
+impl Eq for InputHeaders<'_> {}
+
+/// A batch of fetched messages, held (not copied) until the batch is
+/// processed; [`Fetched::records`] reads them.
+pub struct Fetched<'c> {
+    messages: Vec<BorrowedMessage<'c>>,
+    topic_names: &'c [Arc<str>],
+}
+
+impl<'c> Fetched<'c> {
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// The batch's records, in the order fetched, borrowing the messages.
+    pub fn records(&self) -> impl Iterator<Item = InputRecord<'_>> + '_ {
+        self.messages.iter().map(|m| {
+            let topic = self
+                .topic_names
+                .iter()
+                .find(|t| t.as_ref() == m.topic())
+                .cloned()
+                .unwrap_or_else(|| Arc::from(m.topic()));
+            InputRecord {
+                topic,
+                partition: m.partition(),
+                offset: m.offset(),
+                timestamp: m.timestamp().to_millis(),
+                key: m.key().map(Cow::Borrowed),
+                value: m.payload().map(Cow::Borrowed),
+                headers: InputHeaders::Message(m),
+            }
+        })
+    }
 }
 
 /// The rdkafka context that turns rebalance callbacks into seeks and events.
@@ -277,11 +386,7 @@ impl InputConsumer {
     /// broker outage queues hundreds). Returned one per call, each would cost
     /// the caller a retry delay after the broker is back; skipped, they cost
     /// nothing and polling goes on until `max_wait`.
-    pub async fn next_batch(
-        &self,
-        max_records: usize,
-        max_wait: Duration,
-    ) -> Result<Vec<InputRecord>, KafkaAdapterError> {
+    pub async fn next_batch(&self, max_records: usize, max_wait: Duration) -> Result<Fetched<'_>, KafkaAdapterError> {
         let mut out = Vec::with_capacity(max_records.min(4096));
         // One message stream (one waker slot in rdkafka) and one timer for
         // the whole batch: records already fetched are taken without a
@@ -299,7 +404,7 @@ impl InputConsumer {
             .await;
             match next {
                 None => break,
-                Some(Ok(m)) => out.push(self.owned(&m)),
+                Some(Ok(m)) => out.push(m),
                 Some(Err(e)) if is_connection_error(&e) => {
                     // The client context has already logged it.
                     debug!(error = %e, "broker connection error; librdkafka reconnects by itself");
@@ -313,27 +418,7 @@ impl InputConsumer {
                 }
             }
         }
-        Ok(out)
-    }
-
-    fn owned<M: Message>(&self, m: &M) -> InputRecord {
-        let topic =
-            self.topic_names.iter().find(|t| t.as_ref() == m.topic()).cloned().unwrap_or_else(|| Arc::from(m.topic()));
-        let headers = m
-            .headers()
-            .map(|h| {
-                h.iter().map(|hd| (hd.key.to_string(), hd.value.map(<[u8]>::to_vec).unwrap_or_default())).collect()
-            })
-            .unwrap_or_default();
-        InputRecord {
-            topic,
-            partition: m.partition(),
-            offset: m.offset(),
-            timestamp: m.timestamp().to_millis(),
-            key: m.key().map(<[u8]>::to_vec),
-            value: m.payload().map(<[u8]>::to_vec),
-            headers,
-        }
+        Ok(Fetched { messages: out, topic_names: &self.topic_names })
     }
 
     /// Stops fetching these partitions (backpressure); their position is kept.

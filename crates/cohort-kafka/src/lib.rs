@@ -26,7 +26,9 @@ pub mod logging;
 pub mod producer;
 
 pub use changelog::{ChangelogReader, ChangelogRecord, ReadEnd};
-pub use consumer::{InputConsumer, InputRecord, OffsetSource, PartitionEvent, StartPosition, TopicPartition};
+pub use consumer::{
+    Fetched, InputConsumer, InputHeaders, InputRecord, OffsetSource, PartitionEvent, StartPosition, TopicPartition,
+};
 pub use embedded::EmbeddedBroker;
 pub use error::KafkaAdapterError;
 pub use health::{ClientHealth, HealthSnapshot};

@@ -33,7 +33,7 @@ fn record(topic: &str, i: usize) -> OutputRecord {
     }
 }
 
-async fn read_all(c: &InputConsumer, expected: usize, deadline: Duration) -> Vec<InputRecord> {
+async fn read_all(c: &InputConsumer, expected: usize, deadline: Duration) -> Vec<InputRecord<'static>> {
     let until = Instant::now() + deadline;
     let mut got = Vec::new();
     while got.len() < expected {
@@ -41,7 +41,7 @@ async fn read_all(c: &InputConsumer, expected: usize, deadline: Duration) -> Vec
         match c.next_batch(50, Duration::from_millis(500)).await {
             Ok(batch) => {
                 assert!(batch.len() <= 50, "a batch is bounded by its count");
-                got.extend(batch);
+                got.extend(batch.records().map(InputRecord::into_owned));
             }
             Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(100)).await,
             Err(e) => panic!("consumer: {e}"),
@@ -108,9 +108,9 @@ trait HeaderIs {
     fn header_is(&self, key: &str, value: &[u8]) -> bool;
 }
 
-impl HeaderIs for InputRecord {
+impl HeaderIs for InputRecord<'_> {
     fn header_is(&self, key: &str, value: &[u8]) -> bool {
-        self.headers.iter().any(|(k, v)| k == key && v == value)
+        self.headers.to_vec().iter().any(|(k, v)| k == key && v == value)
     }
 }
 

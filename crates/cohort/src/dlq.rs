@@ -45,9 +45,8 @@ pub mod reason {
 }
 
 /// The dead letter for `rec`, addressed to `dlq_topic`.
-pub fn dead_letter(dlq_topic: &str, rec: &InputRecord, reason: &str, detail: &str) -> OutputRecord {
-    let mut headers: Vec<OutputHeader> =
-        rec.headers.iter().map(|(k, v)| (k.clone().into(), v.clone().into())).collect();
+pub fn dead_letter(dlq_topic: &str, rec: &InputRecord<'_>, reason: &str, detail: &str) -> OutputRecord {
+    let mut headers: Vec<OutputHeader> = rec.headers.to_vec().into_iter().map(|(k, v)| (k.into(), v.into())).collect();
     headers.push((HEADER_REASON.into(), reason.as_bytes().to_vec().into()));
     headers.push((HEADER_DETAIL.into(), truncate(detail, 1024).as_bytes().to_vec().into()));
     headers.push((HEADER_TOPIC.into(), rec.topic.as_bytes().to_vec().into()));
@@ -55,8 +54,8 @@ pub fn dead_letter(dlq_topic: &str, rec: &InputRecord, reason: &str, detail: &st
     headers.push((HEADER_OFFSET.into(), rec.offset.to_string().into_bytes().into()));
     OutputRecord {
         topic: dlq_topic.into(),
-        key: rec.key.clone(),
-        value: rec.value.clone(),
+        key: rec.key.as_deref().map(<[u8]>::to_vec),
+        value: rec.value.as_deref().map(<[u8]>::to_vec),
         headers,
         timestamp: rec.timestamp,
         partition: None,
@@ -86,14 +85,14 @@ mod tests {
             partition: 3,
             offset: 42,
             timestamp: Some(7),
-            key: Some(b"c-1".to_vec()),
-            value: Some(vec![0xff, 0x00]),
-            headers: vec![("trace".into(), b"abc".to_vec())],
+            key: Some(b"c-1".as_slice().into()),
+            value: Some(vec![0xff, 0x00].into()),
+            headers: vec![("trace".into(), b"abc".to_vec())].into(),
         };
         let d = dead_letter("cohort-dlq", &rec, "undecodable", "invalid JSON at 1:1");
         assert_eq!(&*d.topic, "cohort-dlq");
-        assert_eq!(d.key, rec.key);
-        assert_eq!(d.value, rec.value);
+        assert_eq!(d.key.as_deref(), rec.key.as_deref());
+        assert_eq!(d.value.as_deref(), rec.value.as_deref());
         let h = |k: &str| d.headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.to_vec());
         assert_eq!(h("trace"), Some(b"abc".to_vec()));
         assert_eq!(h(HEADER_REASON), Some(b"undecodable".to_vec()));

@@ -43,7 +43,7 @@ fn open(dir: &std::path::Path) -> Worker {
 
 /// A page view of `customer` at `time`, as partition `partition` of the
 /// clickstream holds it at `offset`.
-fn click(partition: i32, offset: i64, customer: &str, time: i64) -> InputRecord {
+fn click(partition: i32, offset: i64, customer: &str, time: i64) -> InputRecord<'static> {
     let ev = Event {
         id: format!("c-{partition}-{offset}"),
         customer: customer.into(),
@@ -56,9 +56,9 @@ fn click(partition: i32, offset: i64, customer: &str, time: i64) -> InputRecord 
         partition,
         offset,
         timestamp: None,
-        key: Some(customer.as_bytes().to_vec()),
-        value: encoder.encode_event(&ev).expect("encode"),
-        headers: Vec::new(),
+        key: Some(customer.as_bytes().to_vec().into()),
+        value: encoder.encode_event(&ev).expect("encode").map(Into::into),
+        headers: Default::default(),
     }
 }
 

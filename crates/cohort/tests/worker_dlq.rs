@@ -131,6 +131,7 @@ async fn every_kind_of_bad_json_input_is_dead_lettered_and_the_partition_keeps_f
     for (r, (_, (key, value))) in from_clicks.iter().zip(bad.iter()) {
         assert_eq!(r.key.clone().unwrap_or_default(), *key, "the original key is kept");
         assert_eq!(r.value, *value, "the original value is kept");
+        assert_eq!(r.header(common::RAW_HEADER.0), Some(common::RAW_HEADER.1), "the original headers are kept");
         assert_eq!(r.header("cohort.dlq.topic"), Some(clicks.as_bytes()));
         assert!(r.header("cohort.dlq.offset").is_some() && r.header("cohort.dlq.detail").is_some());
     }

@@ -73,7 +73,7 @@ impl Records {
         self.offset += n as i64;
     }
 
-    pub fn of(&mut self, events: &[cohort_core::event::Event]) -> Vec<cohort_kafka::InputRecord> {
+    pub fn of(&mut self, events: &[cohort_core::event::Event]) -> Vec<cohort_kafka::InputRecord<'static>> {
         use cohort_core::event::EventKind;
         events
             .iter()
@@ -90,9 +90,9 @@ impl Records {
                     partition: 0,
                     offset: self.offset,
                     timestamp: Some(e.time.as_millis()),
-                    key: Some(e.customer.clone().into_bytes()),
-                    value: self.encoder.encode_event(e).ok().flatten(),
-                    headers: Vec::new(),
+                    key: Some(e.customer.clone().into_bytes().into()),
+                    value: self.encoder.encode_event(e).ok().flatten().map(Into::into),
+                    headers: Default::default(),
                 }
             })
             .collect()

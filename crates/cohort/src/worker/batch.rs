@@ -35,12 +35,12 @@ pub(super) struct Scratch {
 impl Worker {
     /// Decodes, decides and prepares everything a batch writes. Pure but for
     /// store reads.
-    pub(super) fn process(&mut self, records: &[InputRecord], live: bool) -> anyhow::Result<Processed> {
+    pub(super) fn process(&mut self, records: &[InputRecord<'_>], live: bool) -> anyhow::Result<Processed> {
         let mut out = Processed::default();
         // Most batches produce fewer outputs than they have records.
         out.outputs.reserve(records.len());
         out.output_event_times.reserve(records.len());
-        let mut by_partition: BTreeMap<i32, Vec<&InputRecord>> = BTreeMap::new();
+        let mut by_partition: BTreeMap<i32, Vec<&InputRecord<'_>>> = BTreeMap::new();
         for r in records {
             by_partition.entry(r.partition).or_default().push(r);
         }
@@ -70,7 +70,7 @@ impl Worker {
         &self,
         partition: i32,
         rt: &mut PartitionRuntime,
-        recs: &[&InputRecord],
+        recs: &[&InputRecord<'_>],
         now: Timestamp,
         live: bool,
         scratch: &mut Scratch,
@@ -355,7 +355,7 @@ impl Worker {
 
     fn dead_letter(
         &self,
-        rec: &InputRecord,
+        rec: &InputRecord<'_>,
         reason: &'static str,
         detail: &str,
         undecodable: bool,

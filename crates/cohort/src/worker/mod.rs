@@ -489,8 +489,8 @@ impl Worker {
                     self.on_partition_event(ev)?;
                 }
             }
-            let records = match batch {
-                Ok(r) => r,
+            let fetched = match batch {
+                Ok(f) => f,
                 Err(e) if e.is_retryable() => {
                     warn!(error = %e, "consumer error; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -500,8 +500,8 @@ impl Worker {
             };
             // Records of partitions revoked since they were fetched belong to
             // their next owner, which starts from the store's offsets.
-            let records: Vec<InputRecord> =
-                records.into_iter().filter(|r| self.partitions.contains_key(&r.partition)).collect();
+            let records: Vec<InputRecord<'_>> =
+                fetched.records().filter(|r| self.partitions.contains_key(&r.partition)).collect();
             let records = self.handed.keep_new(records);
             let live = cfg.processing.live_clock;
             if records.is_empty()
@@ -517,6 +517,10 @@ impl Worker {
                 tokio::task::block_in_place(|| self.process(&records, live))?
             };
             let processing = started.elapsed();
+            // The records borrow librdkafka's fetched messages: released
+            // before waiting for the batch in flight.
+            drop(records);
+            drop(fetched);
             if processed.commits.is_empty() && processed.outputs.is_empty() {
                 continue;
             }

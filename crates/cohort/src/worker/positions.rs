@@ -39,7 +39,7 @@ impl Handed {
     }
 
     /// `records` without those already handed; records them as handed.
-    pub(super) fn keep_new(&mut self, records: Vec<InputRecord>) -> Vec<InputRecord> {
+    pub(super) fn keep_new<'a>(&mut self, records: Vec<InputRecord<'a>>) -> Vec<InputRecord<'a>> {
         records
             .into_iter()
             .filter(|r| {

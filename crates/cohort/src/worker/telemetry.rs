@@ -79,7 +79,7 @@ impl RateLimiter {
 
 /// An input record went to the dead-letter topic.
 pub(super) struct RecordDeadLettered<'a> {
-    pub(super) record: &'a InputRecord,
+    pub(super) record: &'a InputRecord<'a>,
     pub(super) reason: &'static str,
     /// The record could not be decoded at all (also `cohort_decode_errors_total`).
     pub(super) undecodable: bool,

@@ -33,7 +33,7 @@ fn partition_of(customer: &str) -> i32 {
 /// consecutive batches share most of them: `batches` batches of `size`
 /// records, some customers forgotten along the way, and batch 3 without
 /// clicks (it commits no clickstream offset).
-fn traffic(batches: usize, size: usize) -> Vec<Vec<InputRecord>> {
+fn traffic(batches: usize, size: usize) -> Vec<Vec<InputRecord<'static>>> {
     let load = cohort_loadgen::Config {
         customers: 50,
         seed: 7,
@@ -63,9 +63,9 @@ fn traffic(batches: usize, size: usize) -> Vec<Vec<InputRecord>> {
                         partition: partition_of(&e.customer),
                         offset,
                         timestamp: None,
-                        key: Some(e.customer.clone().into_bytes()),
-                        value: encoder.encode_event(e).expect("encode"),
-                        headers: Vec::new(),
+                        key: Some(e.customer.clone().into_bytes().into()),
+                        value: encoder.encode_event(e).expect("encode").map(Into::into),
+                        headers: Default::default(),
                     }
                 })
                 .collect()
@@ -117,7 +117,7 @@ fn a_batch_processed_while_the_last_is_in_flight_decides_as_if_it_were_committed
         let mut c: Vec<String> = batches
             .iter()
             .flatten()
-            .map(|r| String::from_utf8(r.key.clone().expect("keyed")).expect("utf-8"))
+            .map(|r| String::from_utf8(r.key.as_deref().expect("keyed").to_vec()).expect("utf-8"))
             .collect();
         c.sort();
         c.dedup();
@@ -238,7 +238,7 @@ fn records_fetched_again_after_a_revoke_and_reassign_are_dropped_in_this_poll_or
         timestamp: None,
         key: None,
         value: None,
-        headers: Vec::new(),
+        headers: Default::default(),
     };
     let offsets =
         |records: Vec<InputRecord>| -> Vec<(i32, i64)> { records.iter().map(|r| (r.partition, r.offset)).collect() };

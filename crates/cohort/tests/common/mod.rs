@@ -21,6 +21,10 @@ use std::time::{Duration, Instant};
 /// A record to produce: key and value (`None`: a tombstone).
 pub type RawRecord = (Vec<u8>, Option<Vec<u8>>);
 
+/// The header [`Deployment::produce_raw`] puts on every record, as a
+/// producer's tracing header would be: dead letters must carry it on.
+pub const RAW_HEADER: (&str, &[u8]) = ("x-trace", b"raw-1");
+
 pub const INPUTS: [&str; 4] = ["clickstream", "purchases", "customer-profiles", "offer-outcomes"];
 pub const OUTPUTS: [&str; 4] = ["segment-changes", "next-best-offers", "cohort-dlq", "cohort-changelog"];
 
@@ -190,7 +194,7 @@ allowed_lateness = "1m"
                 topic: topic.into(),
                 key: Some(k),
                 value: v,
-                headers: vec![],
+                headers: vec![(RAW_HEADER.0.into(), RAW_HEADER.1.to_vec().into())],
                 timestamp: None,
                 partition: None,
             })
