@@ -105,7 +105,10 @@ impl InputRecord<'_> {
             timestamp: self.timestamp,
             key: self.key.map(|k| Cow::Owned(k.into_owned())),
             value: self.value.map(|v| Cow::Owned(v.into_owned())),
-            headers: InputHeaders::Owned(self.headers.to_vec()),
+            headers: match self.headers {
+                InputHeaders::Owned(h) => InputHeaders::Owned(h),
+                borrowed => InputHeaders::Owned(borrowed.to_vec()),
+            },
         }
     }
 }
@@ -168,11 +171,13 @@ pub struct Fetched<'c> {
     topic_names: &'c [Arc<str>],
 }
 
-impl<'c> Fetched<'c> {
+impl Fetched<'_> {
+    /// How many records the batch holds.
     pub fn len(&self) -> usize {
         self.messages.len()
     }
 
+    /// Whether nothing arrived within the batch's wait.
     pub fn is_empty(&self) -> bool {
         self.messages.is_empty()
     }
@@ -180,12 +185,9 @@ impl<'c> Fetched<'c> {
     /// The batch's records, in the order fetched, borrowing the messages.
     pub fn records(&self) -> impl Iterator<Item = InputRecord<'_>> + '_ {
         self.messages.iter().map(|m| {
-            let topic = self
-                .topic_names
-                .iter()
-                .find(|t| t.as_ref() == m.topic())
-                .cloned()
-                .unwrap_or_else(|| Arc::from(m.topic()));
+            let name = m.topic();
+            let topic =
+                self.topic_names.iter().find(|t| t.as_ref() == name).cloned().unwrap_or_else(|| Arc::from(name));
             InputRecord {
                 topic,
                 partition: m.partition(),

@@ -518,7 +518,8 @@ impl Worker {
             };
             let processing = started.elapsed();
             // The records borrow librdkafka's fetched messages: released
-            // before waiting for the batch in flight.
+            // before waiting for the batch in flight (a rebalance above
+            // waited with them held).
             drop(records);
             drop(fetched);
             if processed.commits.is_empty() && processed.outputs.is_empty() {
@@ -583,7 +584,7 @@ impl Worker {
     /// Processes records and commits the result to the store without a
     /// broker: everything a batch does except producing. Returns the output
     /// records the batch would have produced (outputs, dead letters, changelog).
-    pub fn process_offline(&mut self, records: &[InputRecord]) -> anyhow::Result<Vec<OutputRecord>> {
+    pub fn process_offline(&mut self, records: &[InputRecord<'_>]) -> anyhow::Result<Vec<OutputRecord>> {
         let processed = self.process(records, false)?;
         for b in &processed.commits {
             if let Err(e) = self.store.commit(b) {

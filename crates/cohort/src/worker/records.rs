@@ -92,7 +92,7 @@ impl OutTopics {
         }
     }
 
-    pub(super) fn dead_letter(&self, rec: &InputRecord, reason: &'static str, detail: &str) -> OutputRecord {
+    pub(super) fn dead_letter(&self, rec: &InputRecord<'_>, reason: &'static str, detail: &str) -> OutputRecord {
         dlq::dead_letter(&self.dlq, rec, reason, detail)
     }
 

@@ -96,7 +96,7 @@ fn stored(worker: &Worker, customers: &[String]) -> Vec<(i32, String, Option<Byt
 /// Where the store (with the batch in flight over it) says each
 /// partition's clickstream resumes: after the last click of the batches
 /// so far, on that partition.
-fn clicks_resume(batches: &[Vec<InputRecord>], partition: i32) -> Option<i64> {
+fn clicks_resume(batches: &[Vec<InputRecord<'_>>], partition: i32) -> Option<i64> {
     batches
         .iter()
         .flatten()
@@ -240,8 +240,9 @@ fn records_fetched_again_after_a_revoke_and_reassign_are_dropped_in_this_poll_or
         value: None,
         headers: Default::default(),
     };
-    let offsets =
-        |records: Vec<InputRecord>| -> Vec<(i32, i64)> { records.iter().map(|r| (r.partition, r.offset)).collect() };
+    let offsets = |records: Vec<InputRecord<'_>>| -> Vec<(i32, i64)> {
+        records.iter().map(|r| (r.partition, r.offset)).collect()
+    };
     let mut handed = Handed::default();
     // Partition 0 fetched 10..=12, revoked, re-assigned at 10 and fetched 10..=13, in one poll.
     let poll =
