@@ -1,4 +1,4 @@
-//! The whole per-event path without a broker, on one core: Avro decode,
+//! The whole per-event path without a broker, on one core: Avro (or JSON) decode,
 //! state load from RocksDB (through the hot-state cache), apply with the
 //! example rules (22 segments, 11 offers), output and changelog encoding,
 //! and the atomic store commit. Zipf-skewed traffic from cohort-loadgen over
@@ -13,7 +13,9 @@
 //! warm it. Set `PIPELINE_CUSTOMERS`, `PIPELINE_EVENTS` and
 //! `PIPELINE_BATCH` (records per batch, 10,000 as the worker's default) to
 //! change the size, `PIPELINE_STATE_CACHE_MIB` for the hot states' budget
-//! (`store.rocksdb.state_cache_bytes`, 256 MiB by default). `PIPELINE_PREPARED=DIR` keeps the filled store in DIR
+//! (`store.rocksdb.state_cache_bytes`, 256 MiB by default),
+//! `PIPELINE_FORMAT=json` for JSON inputs and outputs (Avro by default; the
+//! broker soak and `make bench-peers` use JSON). `PIPELINE_PREPARED=DIR` keeps the filled store in DIR
 //! and reuses it on later runs of the same size (for valgrind, below).
 //!
 //! Instructions and cache misses per event, which do not move with the
@@ -48,7 +50,7 @@ fn env(name: &str, default: usize) -> usize {
 
 /// One measured batch: its own symbol, for callgrind's `--toggle-collect`.
 #[inline(never)]
-fn measured_batch(worker: &mut Worker, batch: &[InputRecord]) -> anyhow::Result<Vec<cohort_kafka::OutputRecord>> {
+fn measured_batch(worker: &mut Worker, batch: &[InputRecord<'_>]) -> anyhow::Result<Vec<cohort_kafka::OutputRecord>> {
     worker.process_offline(batch)
 }
 
@@ -72,8 +74,15 @@ fn main() -> anyhow::Result<()> {
     if let Ok(mib) = std::env::var("PIPELINE_STATE_CACHE_MIB") {
         config.store.rocksdb.state_cache_bytes = mib.parse::<u64>()? << 20;
     }
-    config.format.input = WireFormat::Avro;
-    config.format.output = WireFormat::Avro;
+    // Inputs and outputs in one format: Avro by default, `PIPELINE_FORMAT=json`
+    // for the encoding the broker soak and `make bench-peers` use.
+    let (wire, codec) = match std::env::var("PIPELINE_FORMAT").as_deref() {
+        Err(_) | Ok("avro") => (WireFormat::Avro, cohort_codec::Format::Avro),
+        Ok("json") => (WireFormat::Json, cohort_codec::Format::Json),
+        Ok(other) => anyhow::bail!("PIPELINE_FORMAT: `{other}` is not avro or json"),
+    };
+    config.format.input = wire;
+    config.format.output = wire;
     config.format.schemas_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas");
     config.processing.max_future_skew = std::time::Duration::from_secs(3650 * 86_400);
     let load = cohort_loadgen::Config { customers: customers as u32, seed: 1, ..Default::default() };
@@ -85,7 +94,7 @@ fn main() -> anyhow::Result<()> {
         worker.assign("clickstream", &[0])?;
         Ok(worker)
     };
-    let mut records = common::Records::avro();
+    let mut records = common::Records::new(codec);
 
     // Fill: every customer gets a state, or a store filled earlier is reused.
     let started = Instant::now();
@@ -97,8 +106,9 @@ fn main() -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .version()
             .to_owned();
-        let prepared = std::env::var_os("PIPELINE_PREPARED")
-            .map(|p| std::path::PathBuf::from(p).join(format!("filled-{customers}-batch-{batch}-rules-{version}")));
+        let prepared = std::env::var_os("PIPELINE_PREPARED").map(|p| {
+            std::path::PathBuf::from(p).join(format!("filled-{customers}-batch-{batch}-rules-{version}-{codec:?}"))
+        });
         match prepared.as_ref().filter(|p| p.join("CURRENT").exists()) {
             Some(p) => {
                 copy_dir(p, &config.store.path)?;

@@ -53,8 +53,8 @@ pub fn find_tansu_pid(bootstrap: &str) -> Option<u32> {
     None
 }
 
-/// Events as the input records a worker reads, Avro-encoded, on partition
-/// 0 with consecutive offsets; each event on its kind's topic.
+/// Events as the input records a worker reads, Avro- or JSON-encoded, on
+/// partition 0 with consecutive offsets; each event on its kind's topic.
 #[allow(dead_code)] // not every harness processes offline
 pub struct Records {
     encoder: cohort_codec::Encoder,
@@ -64,8 +64,12 @@ pub struct Records {
 #[allow(dead_code)]
 impl Records {
     pub fn avro() -> Records {
+        Records::new(cohort_codec::Format::Avro)
+    }
+
+    pub fn new(format: cohort_codec::Format) -> Records {
         let registry = std::sync::Arc::new(cohort_codec::Registry::builtin());
-        Records { encoder: cohort_codec::Encoder::new(cohort_codec::Format::Avro, registry), offset: 0 }
+        Records { encoder: cohort_codec::Encoder::new(format, registry), offset: 0 }
     }
 
     /// Offsets go on as if `n` records had been made.
