@@ -100,6 +100,11 @@ pub fn admit(event: &Event, now: Timestamp, settings: &TaskSettings) -> Result<(
         .map_err(|e| Rejected { reason: e.reason(), detail: e.to_string() })
 }
 
+/// A slice customer's re-evaluation decided ahead of the step
+/// ([`PartitionTask::judge_reevaluation`], [`BatchStates::insert_judged`]).
+#[derive(Debug)]
+pub struct Judged(Decision);
+
 /// A customer's state while a batch decides on it.
 pub struct Slot {
     pub state: Box<CustomerState>,
@@ -109,6 +114,10 @@ pub struct Slot {
     changed: bool,
     forgotten: bool,
     encoded_len: usize,
+    /// The background re-evaluation's decision, made on this very state
+    /// before the step ([`PartitionTask::judge_reevaluation`]): the step
+    /// records it instead of deciding again.
+    judged: Option<Decision>,
 }
 
 impl Slot {
@@ -145,7 +154,19 @@ impl BatchStates {
 
     /// Adds a loaded customer.
     pub fn insert(&mut self, customer: String, state: Box<CustomerState>, charge: usize) {
-        self.map.insert(customer, Slot { state, charge, changed: false, forgotten: false, encoded_len: 0 });
+        self.map
+            .insert(customer, Slot { state, charge, changed: false, forgotten: false, encoded_len: 0, judged: None });
+    }
+
+    /// Adds a customer of the next step's re-evaluation slice that
+    /// [`PartitionTask::judge_reevaluation`] found changed: `state` is the
+    /// state it re-evaluated in place, `judged` what it returned. The step
+    /// records that decision instead of re-evaluating the customer again
+    /// (the same decision: the slice comes first in the step, before
+    /// anything else can move the partition).
+    pub fn insert_judged(&mut self, customer: String, state: Box<CustomerState>, charge: usize, judged: Judged) {
+        let slot = Slot { state, charge, changed: false, forgotten: false, encoded_len: 0, judged: Some(judged.0) };
+        self.map.insert(customer, slot);
     }
 
     pub fn get(&self, customer: &str) -> Option<&Slot> {
@@ -433,6 +454,12 @@ impl PartitionTask {
     ) -> bool {
         let Some(at) = self.rules.as_ref().map(|r| r.at) else { return false };
         let Some(slot) = states.map.get_mut(customer) else { return false };
+        if let Some(decision) = slot.judged.take() {
+            slot.changed = true;
+            self.set_timer(customer, decision.next_timer, delta);
+            self.record(decision, at, out);
+            return true;
+        }
         if !engine.is_stale(&slot.state) {
             return false;
         }
@@ -470,15 +497,17 @@ impl PartitionTask {
         Some(apply(state, input, &tables.context(engine)))
     }
 
-    /// Whether the background re-evaluation would change `customer`,
-    /// stored as `state` and not yet loaded into the step: an output, or
-    /// another timer. `state` is re-evaluated in place (pass a copy). A
-    /// customer for whom it is false need not be loaded for its slice: the
-    /// slice leaves it as stored (see `refresh`); one the step does not
-    /// hold is skipped.
-    pub fn reevaluation_changes(&self, engine: &Engine, customer: &str, state: &mut CustomerState) -> bool {
+    /// What the background re-evaluation does to `customer`, stored as
+    /// `state` and not yet loaded into the step: `state` is re-evaluated in
+    /// place. `None`: nothing changes (no output, the same timer), and the
+    /// customer need not be loaded for its slice, which leaves it as stored
+    /// (see `refresh`; one the step does not hold is skipped); discard the
+    /// re-evaluated state. Otherwise load the re-evaluated state with the
+    /// judgement ([`BatchStates::insert_judged`]) for the next step.
+    pub fn judge_reevaluation(&self, engine: &Engine, customer: &str, state: &mut CustomerState) -> Option<Judged> {
         self.rules_change(engine, customer, state)
-            .is_some_and(|d| !d.outputs.is_empty() || d.next_timer != self.timers.get(customer))
+            .filter(|d| !d.outputs.is_empty() || d.next_timer != self.timers.get(customer))
+            .map(Judged)
     }
 
     /// The customers whose timers a step of `events` can fire: those due by
@@ -726,7 +755,7 @@ fn leave(populations: &mut BTreeMap<String, u64>, segment: &str) {
 /// starts afresh rather than stopping the partition.
 fn missing_slot(customer: &str) -> Slot {
     debug_assert!(false, "customer {customer:?} was not loaded for the step");
-    Slot { state: Box::default(), charge: 0, changed: false, forgotten: false, encoded_len: 0 }
+    Slot { state: Box::default(), charge: 0, changed: false, forgotten: false, encoded_len: 0, judged: None }
 }
 
 /// Each customer's timer as it was when the batch first touched it; the
@@ -849,6 +878,30 @@ impl InMemory {
         customers.truncate(max);
         for c in &customers {
             self.scratch.insert(c.clone(), Box::new(self.states[c].clone()), 0);
+        }
+        let out = self.task.reevaluate(engine, &customers, complete, &mut self.scratch);
+        self.keep_changed();
+        Some(out)
+    }
+
+    /// [`InMemory::reevaluate`] as the worker loads a slice: only the
+    /// customers [`PartitionTask::judge_reevaluation`] finds changed, each
+    /// already re-evaluated and carrying its judgement.
+    pub fn reevaluate_judged(&mut self, engine: &Engine, max: usize) -> Option<StepOutput> {
+        let after = self.task.reevaluation_after()?.to_owned();
+        let mut customers: Vec<String> = self
+            .states
+            .range::<str, _>((std::ops::Bound::Excluded(after.as_str()), std::ops::Bound::Unbounded))
+            .take(max.saturating_add(1))
+            .map(|(c, _)| c.clone())
+            .collect();
+        let complete = customers.len() <= max;
+        customers.truncate(max);
+        for c in &customers {
+            let mut state = Box::new(self.states[c].clone());
+            if let Some(judged) = self.task.judge_reevaluation(engine, c, &mut state) {
+                self.scratch.insert_judged(c.clone(), state, 0, judged);
+            }
         }
         let out = self.task.reevaluate(engine, &customers, complete, &mut self.scratch);
         self.keep_changed();

@@ -483,6 +483,41 @@ proptest! {
         }
     }
 
+    /// Judging a slice's customers before the step (the worker loads only
+    /// those a re-evaluation changes, already re-evaluated, with the
+    /// judgement) emits, writes and commits exactly what a step that
+    /// re-evaluates every customer itself does, offers on `rules_changed`
+    /// included.
+    #[test]
+    fn a_slice_judged_before_the_step_decides_as_the_step_would(
+        spec in prop::collection::vec((0..CUSTOMERS.len(), gap(), kind()), 1..60),
+        slice in 1..5usize,
+        offers in any::<bool>(),
+    ) {
+        let v1 = engine();
+        let v = if offers { engine_v3() } else { engine_v2() };
+        let evs = if offers { consenting(events(&spec)) } else { events(&spec) };
+        let before = || {
+            let mut m = InMemory::new(PartitionTask::new(0, PartitionMeta::default(), [], settings()));
+            m.step(&v1, &evs, Timestamp(START), false);
+            m
+        };
+        let (mut plain, mut judged) = (before(), before());
+        prop_assert_eq!(plain.switch_rules(&v), judged.switch_rules(&v));
+        loop {
+            let (a, b) = (plain.reevaluate(&v, slice), judged.reevaluate_judged(&v, slice));
+            let (Some(a), Some(b)) = (a, b) else {
+                prop_assert!(plain.task.reevaluation_after().is_none() && judged.task.reevaluation_after().is_none());
+                break;
+            };
+            prop_assert_eq!(&a.outputs, &b.outputs);
+            prop_assert_eq!(&a.writes, &b.writes);
+            prop_assert_eq!((&a.timers_set, &a.timers_clear), (&b.timers_set, &b.timers_clear));
+            prop_assert_eq!(&a.meta, &b.meta);
+        }
+        prop_assert_eq!(&plain.states, &judged.states);
+    }
+
     /// Events that reach stale customers before the background slices do
     /// re-evaluate them first, from the same state at the same instant: the
     /// same re-evaluation outputs (id and content) and the same states as

@@ -231,9 +231,10 @@ impl Worker {
     /// Loads a re-evaluation slice's customers the batch has not loaded:
     /// from the hot states, the batch in flight, or else the bytes the
     /// slice's scan read (marked [`SCANNED`]); of the last, only those the
-    /// re-evaluation changes (`PartitionTask::reevaluation_changes`): the
-    /// step passes over a slice customer it does not hold, which leaves it
-    /// as stored, exactly what it would do to the state.
+    /// re-evaluation changes (`PartitionTask::judge_reevaluation`), already
+    /// re-evaluated, with the judgement for the step to record: the step
+    /// passes over a slice customer it does not hold, which leaves it as
+    /// stored, exactly what it would do to the state.
     fn load_slice(
         &self,
         partition: i32,
@@ -255,14 +256,20 @@ impl Worker {
                 Some(newer) => self.decode_state(partition, Ok(newer.clone()))?,
                 None => {
                     // Most customers of a rules change stay as stored: judged
-                    // on a throwaway decode, they are not loaded, and the
-                    // slice passes over them.
-                    let judged = bytes.as_ref().ok().and_then(|b| cohort_core::encode::decode(b).ok());
-                    if let Some(mut copy) = judged {
-                        if !rt.task.reevaluation_changes(&self.engine, c, &mut copy) {
-                            continue;
+                    // on a decode of their bytes, they are not loaded, and the
+                    // slice passes over them. Those it changes are loaded as
+                    // judged, with the judgement, which the step records.
+                    let decoded = bytes.as_ref().ok().and_then(|b| cohort_core::encode::decode(b).ok());
+                    if let Some(mut state) = decoded {
+                        match rt.task.judge_reevaluation(&self.engine, c, &mut state) {
+                            None => continue,
+                            Some(judged) => {
+                                states.insert_judged(c.clone(), Box::new(state), SCANNED, judged);
+                                continue;
+                            }
                         }
                     }
+                    // Unreadable: loaded as `decode_state` resets it, loudly.
                     (self.decode_state(partition, bytes.map(Some))?.0, SCANNED)
                 }
             };
