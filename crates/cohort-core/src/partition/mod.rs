@@ -114,9 +114,9 @@ pub struct Slot {
     changed: bool,
     forgotten: bool,
     encoded_len: usize,
-    /// The background re-evaluation's decision, made on this very state
-    /// before the step ([`PartitionTask::judge_reevaluation`]): the step
-    /// records it instead of deciding again.
+    /// The background re-evaluation's decision, made before the step
+    /// ([`PartitionTask::judge_reevaluation`]); the slot holds the state it
+    /// left. The step's slice loop records it instead of deciding again.
     judged: Option<Decision>,
 }
 
@@ -163,7 +163,9 @@ impl BatchStates {
     /// state it re-evaluated in place, `judged` what it returned. The step
     /// records that decision instead of re-evaluating the customer again
     /// (the same decision: the slice comes first in the step, before
-    /// anything else can move the partition).
+    /// anything else can move the partition). Only for a customer the step
+    /// does not otherwise need: the caller loads the events' customers and
+    /// those with due timers first, and judges only the slice's others.
     pub fn insert_judged(&mut self, customer: String, state: Box<CustomerState>, charge: usize, judged: Judged) {
         let slot = Slot { state, charge, changed: false, forgotten: false, encoded_len: 0, judged: Some(judged.0) };
         self.map.insert(customer, slot);
@@ -442,6 +444,9 @@ impl PartitionTask {
     /// `timer` is the customer's pending timer: the index's, or for a timer
     /// being fired (already taken from the index) its due time, so that
     /// both ways of reaching a customer compare with the same timer.
+    /// A slot loaded as judged ([`BatchStates::insert_judged`]) is already
+    /// re-evaluated: its decision is recorded as it stands (the judgement
+    /// compared the same pending timer).
     #[allow(clippy::too_many_arguments)]
     fn refresh(
         &mut self,
@@ -540,6 +545,9 @@ impl PartitionTask {
                 let timer = self.timers.get(c);
                 populations_dirty |= self.refresh(engine, c, timer, states, &mut delta, &mut out);
             }
+            // A judgement is made for the slice loop only: none may be
+            // left for the events and timers after it.
+            debug_assert!(states.map.values().all(|s| s.judged.is_none()), "a judged customer outside the slice");
             if let Some(r) = self.rules.as_mut() {
                 r.after = match (slice.complete, slice.customers.last()) {
                     (true, _) => None,
