@@ -101,9 +101,13 @@ pub fn admit(event: &Event, now: Timestamp, settings: &TaskSettings) -> Result<(
 }
 
 /// A slice customer's re-evaluation decided ahead of the step
-/// ([`PartitionTask::judge_reevaluation`], [`BatchStates::insert_judged`]).
+/// ([`PartitionTask::judge_reevaluation`], [`BatchStates::insert_judged`]):
+/// the state it left and the decision, kept together.
 #[derive(Debug)]
-pub struct Judged(Decision);
+pub struct Judged {
+    state: Box<CustomerState>,
+    decision: Decision,
+}
 
 /// A customer's state while a batch decides on it.
 pub struct Slot {
@@ -159,15 +163,16 @@ impl BatchStates {
     }
 
     /// Adds a customer of the next step's re-evaluation slice that
-    /// [`PartitionTask::judge_reevaluation`] found changed: `state` is the
-    /// state it re-evaluated in place, `judged` what it returned. The step
+    /// [`PartitionTask::judge_reevaluation`] found changed, with the state
+    /// that re-evaluation left and its decision (`judged`). The step
     /// records that decision instead of re-evaluating the customer again
     /// (the same decision: the slice comes first in the step, before
     /// anything else can move the partition). Only for a customer the step
     /// does not otherwise need: the caller loads the events' customers and
     /// those with due timers first, and judges only the slice's others.
-    pub fn insert_judged(&mut self, customer: String, state: Box<CustomerState>, charge: usize, judged: Judged) {
-        let slot = Slot { state, charge, changed: false, forgotten: false, encoded_len: 0, judged: Some(judged.0) };
+    pub fn insert_judged(&mut self, customer: String, judged: Judged, charge: usize) {
+        let Judged { state, decision } = judged;
+        let slot = Slot { state, charge, changed: false, forgotten: false, encoded_len: 0, judged: Some(decision) };
         self.map.insert(customer, slot);
     }
 
@@ -503,16 +508,15 @@ impl PartitionTask {
     }
 
     /// What the background re-evaluation does to `customer`, stored as
-    /// `state` and not yet loaded into the step: `state` is re-evaluated in
-    /// place. `None`: nothing changes (no output, the same timer), and the
-    /// customer need not be loaded for its slice, which leaves it as stored
-    /// (see `refresh`; one the step does not hold is skipped); discard the
-    /// re-evaluated state. Otherwise load the re-evaluated state with the
-    /// judgement ([`BatchStates::insert_judged`]) for the next step.
-    pub fn judge_reevaluation(&self, engine: &Engine, customer: &str, state: &mut CustomerState) -> Option<Judged> {
-        self.rules_change(engine, customer, state)
+    /// `state` and not yet loaded into the step. `None`: nothing changes
+    /// (no output, the same timer), and the customer need not be loaded for
+    /// its slice, which leaves it as stored (see `refresh`; one the step
+    /// does not hold is skipped). Otherwise the re-evaluated state with its
+    /// decision, to load ([`BatchStates::insert_judged`]) for the next step.
+    pub fn judge_reevaluation(&self, engine: &Engine, customer: &str, mut state: Box<CustomerState>) -> Option<Judged> {
+        self.rules_change(engine, customer, &mut state)
             .filter(|d| !d.outputs.is_empty() || d.next_timer != self.timers.get(customer))
-            .map(Judged)
+            .map(|decision| Judged { state, decision })
     }
 
     /// The customers whose timers a step of `events` can fire: those due by
@@ -906,9 +910,8 @@ impl InMemory {
         let complete = customers.len() <= max;
         customers.truncate(max);
         for c in &customers {
-            let mut state = Box::new(self.states[c].clone());
-            if let Some(judged) = self.task.judge_reevaluation(engine, c, &mut state) {
-                self.scratch.insert_judged(c.clone(), state, 0, judged);
+            if let Some(judged) = self.task.judge_reevaluation(engine, c, Box::new(self.states[c].clone())) {
+                self.scratch.insert_judged(c.clone(), judged, 0);
             }
         }
         let out = self.task.reevaluate(engine, &customers, complete, &mut self.scratch);

@@ -260,14 +260,11 @@ impl Worker {
                     // slice passes over them. Those it changes are loaded as
                     // judged, with the judgement, which the step records.
                     let decoded = bytes.as_ref().ok().and_then(|b| cohort_core::encode::decode(b).ok());
-                    if let Some(mut state) = decoded {
-                        match rt.task.judge_reevaluation(&self.engine, c, &mut state) {
-                            None => continue,
-                            Some(judged) => {
-                                states.insert_judged(c.clone(), Box::new(state), SCANNED, judged);
-                                continue;
-                            }
+                    if let Some(state) = decoded {
+                        if let Some(judged) = rt.task.judge_reevaluation(&self.engine, c, Box::new(state)) {
+                            states.insert_judged(c.clone(), judged, SCANNED);
                         }
+                        continue;
                     }
                     // Unreadable: loaded as `decode_state` resets it, loudly.
                     (self.decode_state(partition, bytes.map(Some))?.0, SCANNED)
