@@ -879,15 +879,7 @@ impl InMemory {
     /// customers, in key order as the store gives them
     /// ([`PartitionTask::reevaluate`]); `None` when none is pending.
     pub fn reevaluate(&mut self, engine: &Engine, max: usize) -> Option<StepOutput> {
-        let after = self.task.reevaluation_after()?.to_owned();
-        let mut customers: Vec<String> = self
-            .states
-            .range::<str, _>((std::ops::Bound::Excluded(after.as_str()), std::ops::Bound::Unbounded))
-            .take(max.saturating_add(1))
-            .map(|(c, _)| c.clone())
-            .collect();
-        let complete = customers.len() <= max;
-        customers.truncate(max);
+        let (customers, complete) = self.next_slice(max)?;
         for c in &customers {
             self.scratch.insert(c.clone(), Box::new(self.states[c].clone()), 0);
         }
@@ -900,15 +892,7 @@ impl InMemory {
     /// customers [`PartitionTask::judge_reevaluation`] finds changed, each
     /// already re-evaluated and carrying its judgement.
     pub fn reevaluate_judged(&mut self, engine: &Engine, max: usize) -> Option<StepOutput> {
-        let after = self.task.reevaluation_after()?.to_owned();
-        let mut customers: Vec<String> = self
-            .states
-            .range::<str, _>((std::ops::Bound::Excluded(after.as_str()), std::ops::Bound::Unbounded))
-            .take(max.saturating_add(1))
-            .map(|(c, _)| c.clone())
-            .collect();
-        let complete = customers.len() <= max;
-        customers.truncate(max);
+        let (customers, complete) = self.next_slice(max)?;
         for c in &customers {
             if let Some(judged) = self.task.judge_reevaluation(engine, c, Box::new(self.states[c].clone())) {
                 self.scratch.insert_judged(c.clone(), judged, 0);
@@ -917,6 +901,22 @@ impl InMemory {
         let out = self.task.reevaluate(engine, &customers, complete, &mut self.scratch);
         self.keep_changed();
         Some(out)
+    }
+
+    /// The next re-evaluation slice: at most `max` stored customers after
+    /// the partition's re-evaluation position, in key order, and whether
+    /// it reaches the last of them; `None` when none is pending.
+    fn next_slice(&self, max: usize) -> Option<(Vec<String>, bool)> {
+        let after = self.task.reevaluation_after()?;
+        let mut customers: Vec<String> = self
+            .states
+            .range::<str, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+            .take(max.saturating_add(1))
+            .map(|(c, _)| c.clone())
+            .collect();
+        let complete = customers.len() <= max;
+        customers.truncate(max);
+        Some((customers, complete))
     }
 
     /// Takes the states a step or slice changed into `states`.
