@@ -62,14 +62,20 @@ impl HotStates {
 
     /// Takes a customer's state out of the cache, with its charge.
     pub fn take(&mut self, customer: &str) -> Option<(String, Box<CustomerState>, usize)> {
-        let found = if let Some((k, (s, c))) = self.young.remove_entry(customer) {
-            self.young_bytes -= c;
-            Some((k, s, c))
-        } else if let Some((k, (s, c))) = self.old.remove_entry(customer) {
-            self.old_bytes -= c;
-            Some((k, s, c))
-        } else {
-            None
+        let found = self.remove(customer);
+        self.count(found.is_some());
+        found
+    }
+
+    /// A customer's state where the cache holds it, for a look that may
+    /// change nothing ([`HotStates::remove`] it if it does). Unlike `take`
+    /// and `put`, it does not make the state younger: a scan over every
+    /// customer (a re-evaluation) does not push out the busy ones.
+    pub fn get_mut(&mut self, customer: &str) -> Option<&mut CustomerState> {
+        let (young, old) = (&mut self.young, &mut self.old);
+        let found = match young.get_mut(customer) {
+            Some((s, _)) => Some(&mut **s),
+            None => old.get_mut(customer).map(|(s, _)| &mut **s),
         };
         if found.is_some() {
             self.hits += 1;
@@ -77,6 +83,28 @@ impl HotStates {
             self.misses += 1;
         }
         found
+    }
+
+    /// [`HotStates::take`] without counting a hit or miss: for a state
+    /// already counted by [`HotStates::get_mut`].
+    pub fn remove(&mut self, customer: &str) -> Option<(String, Box<CustomerState>, usize)> {
+        if let Some((k, (s, c))) = self.young.remove_entry(customer) {
+            self.young_bytes -= c;
+            Some((k, s, c))
+        } else if let Some((k, (s, c))) = self.old.remove_entry(customer) {
+            self.old_bytes -= c;
+            Some((k, s, c))
+        } else {
+            None
+        }
+    }
+
+    fn count(&mut self, hit: bool) {
+        if hit {
+            self.hits += 1;
+        } else {
+            self.misses += 1;
+        }
     }
 
     /// Puts a customer's current state back.

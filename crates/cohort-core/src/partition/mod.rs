@@ -54,7 +54,7 @@ pub use meta::{changelog_key, PartitionMeta, RulesProgress, META_FORMAT_VERSION}
 use crate::encode::encode_into;
 use crate::engine::{apply, Decision, Engine, Input, Origin, Output, Tables};
 use crate::event::{Event, EventKind};
-use crate::state::CustomerState;
+use crate::state::{CustomerState, SegmentBits};
 use crate::time::{Duration, Timestamp};
 use crate::timers::{Timer, Timers};
 use crate::watermark::Watermark;
@@ -107,6 +107,27 @@ pub fn admit(event: &Event, now: Timestamp, settings: &TaskSettings) -> Result<(
 pub struct Judged {
     state: Box<CustomerState>,
     decision: Decision,
+}
+
+/// A slice customer's re-evaluation decided on the state where it is held
+/// ([`PartitionTask::judge_reevaluation_in_place`]), to be kept with that
+/// state once its holder gives it up ([`Verdict::with`]).
+#[must_use]
+#[derive(Debug)]
+pub struct Verdict {
+    decision: Decision,
+    /// The evaluation marks the judgement left on the state: `with` checks
+    /// (in debug builds) that it is given the state that was judged.
+    marks: (Option<Timestamp>, SegmentBits),
+}
+
+impl Verdict {
+    /// The judged state with its decision, for [`BatchStates::insert_judged`].
+    /// `state` must be the one the verdict was reached on.
+    pub fn with(self, state: Box<CustomerState>) -> Judged {
+        debug_assert!((state.evaluated_at, state.segment_bits) == self.marks, "a verdict given another state");
+        Judged { state, decision: self.decision }
+    }
 }
 
 /// A customer's state while a batch decides on it.
@@ -446,9 +467,10 @@ impl PartitionTask {
     /// under other rules (see the module doc); its old timer is replaced
     /// by the new rules'. True if that changed anything (a segment, the
     /// timer).
-    /// `timer` is the customer's pending timer: the index's, or for a timer
-    /// being fired (already taken from the index) its due time, so that
-    /// both ways of reaching a customer compare with the same timer.
+    /// `fired`: the due time of a timer being fired (already taken from the
+    /// index), compared as the customer's pending timer; otherwise the
+    /// index's is, so that both ways of reaching a customer compare with
+    /// the same timer.
     /// A slot loaded as judged ([`BatchStates::insert_judged`]) is already
     /// re-evaluated: its decision is recorded as it stands (the judgement
     /// compared the same pending timer).
@@ -457,36 +479,21 @@ impl PartitionTask {
         &mut self,
         engine: &Engine,
         customer: &str,
-        timer: Option<Timestamp>,
+        fired: Option<Timestamp>,
         states: &mut BatchStates,
         delta: &mut TimerDelta,
         out: &mut StepOutput,
     ) -> bool {
         let Some(at) = self.rules.as_ref().map(|r| r.at) else { return false };
         let Some(slot) = states.map.get_mut(customer) else { return false };
-        if let Some(decision) = slot.judged.take() {
-            slot.changed = true;
-            self.set_timer(customer, decision.next_timer, delta);
-            self.record(decision, at, out);
-            return true;
-        }
-        if !engine.is_stale(&slot.state) {
-            return false;
-        }
-        #[cfg(debug_assertions)]
-        let original = slot.state.clone();
-        let before = (slot.state.evaluated_at, slot.state.segment_bits);
-        let Some(decision) = self.rules_change(engine, customer, &mut slot.state) else { return false };
-        if decision.outputs.is_empty() && decision.next_timer == timer {
-            // Nothing anyone reads changed: the state is left as stored (and
-            // unwritten: most customers of a rules change are these). It stays
-            // stale, and re-evaluating it again at the same instant decides
-            // the same nothing; its pending timer stands and fires as usual.
-            (slot.state.evaluated_at, slot.state.segment_bits) = before;
-            #[cfg(debug_assertions)]
-            debug_assert!(slot.state == original, "a rules change without outputs changed only the evaluation marks");
-            return false;
-        }
+        let decision = match slot.judged.take() {
+            Some(decision) => decision,
+            None => match self.judge(engine, customer, || fired.or_else(|| self.timers.get(customer)), &mut slot.state)
+            {
+                Some(verdict) => verdict.decision,
+                None => return false,
+            },
+        };
         slot.changed = true;
         self.set_timer(customer, decision.next_timer, delta);
         self.record(decision, at, out);
@@ -514,9 +521,51 @@ impl PartitionTask {
     /// does not hold is skipped). Otherwise the re-evaluated state with its
     /// decision, to load ([`BatchStates::insert_judged`]) for the next step.
     pub fn judge_reevaluation(&self, engine: &Engine, customer: &str, mut state: Box<CustomerState>) -> Option<Judged> {
-        self.rules_change(engine, customer, &mut state)
-            .filter(|d| !d.outputs.is_empty() || d.next_timer != self.timers.get(customer))
-            .map(|decision| Judged { state, decision })
+        self.judge_reevaluation_in_place(engine, customer, &mut state).map(|verdict| verdict.with(state))
+    }
+
+    /// [`PartitionTask::judge_reevaluation`] on a state its holder keeps
+    /// (the worker: a hot state): `None` leaves `state` exactly as it was
+    /// (the re-evaluation changed nothing anyone reads, or it was decided
+    /// under these rules already); otherwise `state` is re-evaluated and
+    /// the verdict is to be kept with it ([`Verdict::with`]) once the holder
+    /// gives it up.
+    pub fn judge_reevaluation_in_place(
+        &self,
+        engine: &Engine,
+        customer: &str,
+        state: &mut CustomerState,
+    ) -> Option<Verdict> {
+        self.judge(engine, customer, || self.timers.get(customer), state)
+    }
+
+    /// The judgement both the step and the worker's slices make: `timer`
+    /// gives the customer's pending timer, read only if the state is stale.
+    fn judge(
+        &self,
+        engine: &Engine,
+        customer: &str,
+        timer: impl FnOnce() -> Option<Timestamp>,
+        state: &mut CustomerState,
+    ) -> Option<Verdict> {
+        if !engine.is_stale(state) {
+            return None;
+        }
+        #[cfg(debug_assertions)]
+        let original = state.clone();
+        let before = (state.evaluated_at, state.segment_bits);
+        let decision = self.rules_change(engine, customer, state)?;
+        if decision.outputs.is_empty() && decision.next_timer == timer() {
+            // Nothing anyone reads changed: the state is left as stored (and
+            // unwritten: most customers of a rules change are these). It stays
+            // stale, and re-evaluating it again at the same instant decides
+            // the same nothing; its pending timer stands and fires as usual.
+            (state.evaluated_at, state.segment_bits) = before;
+            #[cfg(debug_assertions)]
+            debug_assert!(*state == original, "a rules change without outputs changed only the evaluation marks");
+            return None;
+        }
+        Some(Verdict { marks: (state.evaluated_at, state.segment_bits), decision })
     }
 
     /// The customers whose timers a step of `events` can fire: those due by
@@ -546,8 +595,7 @@ impl PartitionTask {
         assert_eq!(input.events.len(), input.positions.len(), "one position per event");
         if let Some(slice) = input.reevaluate {
             for c in slice.customers {
-                let timer = self.timers.get(c);
-                populations_dirty |= self.refresh(engine, c, timer, states, &mut delta, &mut out);
+                populations_dirty |= self.refresh(engine, c, None, states, &mut delta, &mut out);
             }
             // A judgement is made for the slice loop only: none may be
             // left for the events and timers after it.
@@ -569,8 +617,7 @@ impl PartitionTask {
         for ((event, tag), &(topic, offset)) in input.events.iter().zip(input.positions) {
             self.watermark.observe(event.time);
             populations_dirty |= self.fire_due_timers(engine, states, &mut delta, &mut out);
-            let timer = self.timers.get(&event.customer);
-            populations_dirty |= self.refresh(engine, &event.customer, timer, states, &mut delta, &mut out);
+            populations_dirty |= self.refresh(engine, &event.customer, None, states, &mut delta, &mut out);
             populations_dirty |=
                 self.fire_own_timers(engine, &event.customer, event.time, states, &mut delta, &mut out);
             let slot = states.map.entry(event.customer.clone()).or_insert_with(|| missing_slot(&event.customer));

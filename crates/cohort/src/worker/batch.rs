@@ -228,13 +228,16 @@ impl Worker {
         Ok(())
     }
 
-    /// Loads a re-evaluation slice's customers the batch has not loaded:
-    /// from the hot states, the batch in flight, or else the bytes the
-    /// slice's scan read (marked [`SCANNED`]); of the last, only those the
-    /// re-evaluation changes (`PartitionTask::judge_reevaluation`), already
-    /// re-evaluated, with the judgement for the step to record: the step
-    /// passes over a slice customer it does not hold, which leaves it as
-    /// stored, exactly what it would do to the state.
+    /// Loads a re-evaluation slice's customers the batch has not loaded.
+    /// A hot state is judged where it is held
+    /// (`PartitionTask::judge_reevaluation_in_place`); a state from the batch
+    /// in flight is loaded for the step to decide; the bytes the slice's
+    /// scan read (marked [`SCANNED`]) are judged on a decode
+    /// (`PartitionTask::judge_reevaluation`). Of the judged, only those the
+    /// re-evaluation changes are loaded, already re-evaluated, with the
+    /// judgement for the step to record: the step passes over a slice
+    /// customer it does not hold, which leaves it as stored (or hot),
+    /// exactly what it would do to the state.
     fn load_slice(
         &self,
         partition: i32,
@@ -248,8 +251,13 @@ impl Worker {
             if states.contains(c) {
                 continue;
             }
-            if let Some((customer, state, charge)) = rt.hot.take(c) {
-                states.insert(customer, state, charge);
+            if let Some(state) = rt.hot.get_mut(c) {
+                // Judged where it is held: one the re-evaluation leaves as it
+                // is stays there; one it changes is loaded with its verdict.
+                if let Some(verdict) = rt.task.judge_reevaluation_in_place(&self.engine, c, state) {
+                    let (customer, state, charge) = rt.hot.remove(c).expect("held just above");
+                    states.insert_judged(customer, verdict.with(state), charge);
+                }
                 continue;
             }
             let (state, charge) = match in_flight.and_then(|m| m.get(c.as_str())) {

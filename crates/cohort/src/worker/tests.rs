@@ -289,3 +289,73 @@ fn topic_rules_are_decided_on_in_the_topics_order() {
     let back = worker.newer_topic_rules(Some((9, compile(&v1_text), v1_text.clone())));
     assert_eq!(back.map(|(r, _)| r.version().to_owned()), Some(v1));
 }
+
+/// A rules change decides the same whoever holds a customer's state when
+/// its slice comes: the hot states (judged where they are held), the
+/// store's scan (judged on a decode), or some of each. The same outputs,
+/// stored states, timers and metadata, over slices small enough that
+/// each partition takes several.
+#[test]
+fn a_rules_change_decides_the_same_whether_states_are_hot_or_scanned() {
+    let batches = traffic(6, 300);
+    let customers: Vec<String> = {
+        let mut c: Vec<String> = batches
+            .iter()
+            .flatten()
+            .filter_map(|r| r.key.as_deref())
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        c.sort();
+        c.dedup();
+        c
+    };
+    let rules =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rules.yaml"))
+            .expect("deploy/rules.yaml");
+    let candidate = rules
+        .replace("when: product_views.7d >= 10 && orders.30d == 0", "when: product_views.7d >= 1 && orders.30d == 0")
+        .replace("  - name: dach\n    when: profile.country in [\"DE\", \"AT\", \"CH\"]\n", "")
+        .replace("segments:\n", "segments:\n  - name: browsers\n    when: product_views.30d >= 2\n");
+    assert_ne!(candidate, rules, "the candidate changes the rules");
+
+    // `hot`: which partitions keep their hot states into the re-evaluation.
+    let run = |hot: &[i32]| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut worker = open(dir.path());
+        worker.config.rules.reevaluation_slice = 7;
+        for b in &batches {
+            worker.process_offline(b).expect("batch");
+        }
+        for (p, rt) in worker.partitions.iter_mut() {
+            if !hot.contains(p) {
+                rt.hot.clear();
+            }
+        }
+        let held: usize = worker.partitions.values().map(|rt| rt.hot.len()).sum();
+        worker.use_rules(cohort_core::rules::RuleSet::from_yaml("candidate.yaml", &candidate).expect("compiles"));
+        let mut outputs = Vec::new();
+        let mut slices = 0;
+        while worker.reevaluating() {
+            outputs.extend(worker.process_offline(&[]).expect("slice"));
+            slices += 1;
+        }
+        let timers: Vec<_> = [0, 1].iter().map(|&p| worker.store.partition_timers(p).expect("timers")).collect();
+        let metas: Vec<_> = [0, 1].iter().map(|&p| worker.store.partition_meta(p).expect("meta")).collect();
+        (held, slices, sorted(outputs), stored(&worker, &customers), timers, metas)
+    };
+    let scanned = run(&[]);
+    let hot = run(&[0, 1]);
+    let mixed = run(&[1]);
+    assert_eq!(scanned.0, 0, "no hot states: every slice customer comes from the scan");
+    assert!(hot.0 >= customers.len() / 2, "most customers are hot: {} of {}", hot.0, customers.len());
+    assert!(scanned.1 >= 3, "several slices per partition: {} rounds", scanned.1);
+    let changes = scanned.2.iter().filter(|o| &*o.topic == "segment-changes").count();
+    assert!(changes > 5, "the change moves customers: {changes} segment changes");
+    for (name, other) in [("hot", &hot), ("mixed", &mixed)] {
+        assert_eq!(other.2.len(), scanned.2.len(), "{name}: the number of output records");
+        assert_eq!(other.2, scanned.2, "{name}: the re-evaluation's outputs (segment changes, changelog)");
+        assert_eq!(other.3, scanned.3, "{name}: the stored states");
+        assert_eq!(other.4, scanned.4, "{name}: the timers");
+        assert_eq!(other.5, scanned.5, "{name}: the partitions' metadata");
+    }
+}
