@@ -83,6 +83,9 @@ fn main() -> anyhow::Result<()> {
         worker.process_offline(&records.of(&evs))?;
     }
     let store = worker.store();
+    // The fill's flushes and compactions run on RocksDB's threads: let them
+    // finish, so that they do not share the cores with what is measured.
+    store.wait_for_background_work()?;
     let stored = store.iter_partition_states(0).count();
     eprintln!("fill: {n} events, {stored} customers stored, {:.1}s", started.elapsed().as_secs_f64());
     if let Some(meta) = store.partition_meta(0)? {
