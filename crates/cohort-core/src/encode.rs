@@ -53,11 +53,11 @@ use crate::event::{Channel, Date};
 use crate::hash::fast64;
 use crate::rules::SegmentSet;
 use crate::state::{
-    Affinities, Cart, CartLine, Consent, CustomerState, Membership, OfferSend, MAX_CART_LINES, MAX_CATEGORIES,
+    CartLine, Consent, CustomerState, Membership, OfferSend, RecentEvents, SegmentBits, MAX_CART_LINES, MAX_CATEGORIES,
     MAX_INTERESTS, MAX_OFFER_SENDS, MAX_PURCHASED, RECENT_EVENTS,
 };
 use crate::time::Timestamp;
-use crate::window::{Counter, DayBucket, Windows, COUNTERS, MAX_EXACT};
+use crate::window::{Counter, DayBucket, COUNTERS, MAX_EXACT};
 use thiserror::Error;
 
 /// The format [`encode`] writes.
@@ -243,24 +243,36 @@ fn size_hint(state: &CustomerState) -> usize {
 
 /// Decodes bytes written by [`encode`] (of any supported format version).
 pub fn decode(bytes: &[u8]) -> Result<CustomerState, DecodeError> {
+    let mut state = CustomerState::default();
+    decode_into(bytes, &mut state)?;
+    Ok(state)
+}
+
+/// [`decode`] into `state`, overwriting all of it and keeping its
+/// allocations (strings, lists, windows) where the new contents fit: for
+/// a caller that decodes state after state and keeps few of them (the
+/// re-evaluation's judgement). On an error `state` holds parts of both
+/// and is fit only for another `decode_into`.
+pub fn decode_into(bytes: &[u8], state: &mut CustomerState) -> Result<(), DecodeError> {
     let (&version, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
     match version {
         1 | 2 => {
             let mut r = Reader { buf: rest, pos: 0 };
-            let state = decode_body(&mut r, version)?;
+            decode_body(&mut r, version, state)?;
             if r.pos != r.buf.len() {
                 return Err(DecodeError::TrailingBytes(r.buf.len() - r.pos));
             }
-            Ok(state)
+            Ok(())
         }
         found => Err(DecodeError::UnsupportedVersion { found, supported: FORMAT_VERSION }),
     }
 }
 
 /// Formats 1 and 2 (`version`): see the module doc for what 2 added.
-fn decode_body(r: &mut Reader<'_>, version: u8) -> Result<CustomerState, DecodeError> {
-    let mut st = CustomerState::default();
+/// Every field of `st` is written.
+fn decode_body(r: &mut Reader<'_>, version: u8, st: &mut CustomerState) -> Result<(), DecodeError> {
     let p = &mut st.profile;
+    p.birth_date = None;
     if r.flag()? {
         let year = i32::try_from(r.sv()?).map_err(|_| DecodeError::Invalid("birth year"))?;
         let d = Date { year, month: r.u8()?, day: r.u8()? };
@@ -269,47 +281,46 @@ fn decode_body(r: &mut Reader<'_>, version: u8) -> Result<CustomerState, DecodeE
         }
         p.birth_date = Some(d);
     }
+    p.declared_age = None;
     if r.flag()? {
         p.declared_age = Some(u32::try_from(r.uv()?).map_err(|_| DecodeError::Invalid("age"))?);
     }
-    p.gender = r.opt_str()?;
-    p.income_band = r.opt_str()?;
-    p.education = r.opt_str()?;
-    p.country = r.opt_str()?;
-    p.region = r.opt_str()?;
-    p.city = r.opt_str()?;
+    r.opt_str_into(&mut p.gender)?;
+    r.opt_str_into(&mut p.income_band)?;
+    r.opt_str_into(&mut p.education)?;
+    r.opt_str_into(&mut p.country)?;
+    r.opt_str_into(&mut p.region)?;
+    r.opt_str_into(&mut p.city)?;
     let n = r.len(MAX_INTERESTS)?;
-    p.interests = r.strings(n)?;
+    r.strings_into(&mut p.interests, n)?;
     p.consent = consent_from(r.u8()?)?;
-    p.loyalty_tier = r.opt_str()?;
+    r.opt_str_into(&mut p.loyalty_tier)?;
     st.first_seen = r.opt_ts()?;
     st.last_seen = r.opt_ts()?;
     // counters
-    let mut exact: [Vec<(i64, i64)>; COUNTERS] = Default::default();
-    if version >= 2 {
-        for series in &mut exact {
-            let n = r.len(MAX_EXACT)?;
-            series.reserve_exact(n);
-            let mut prev: Option<i64> = None;
-            for _ in 0..n {
-                let t = match prev {
-                    None => r.sv()?,
-                    Some(p) => {
-                        let delta = r.uv()?;
-                        if delta == 0 || delta > i64::MAX as u64 {
-                            return Err(DecodeError::Invalid("contribution time order"));
-                        }
-                        p.checked_add(delta as i64).ok_or(DecodeError::Invalid("contribution time"))?
+    for c in 0..COUNTERS {
+        let n = if version >= 2 { r.len(MAX_EXACT)? } else { 0 };
+        let mut prev: Option<i64> = None;
+        st.counters.decode_exact(c, n, || {
+            let t = match prev {
+                None => r.sv()?,
+                Some(p) => {
+                    let delta = r.uv()?;
+                    if delta == 0 || delta > i64::MAX as u64 {
+                        return Err(DecodeError::Invalid("contribution time order"));
                     }
-                };
-                prev = Some(t);
-                series.push((t, r.sv()?));
-            }
-        }
+                    p.checked_add(delta as i64).ok_or(DecodeError::Invalid("contribution time"))?
+                }
+            };
+            prev = Some(t);
+            Ok((t, r.sv()?))
+        })?;
     }
     // Days: in format 1 the only windowed data, read as folded.
     let n = r.len(crate::window::KEPT_DAYS as usize + 1)?;
-    let mut buckets = Vec::with_capacity(n);
+    let buckets = st.counters.folded_mut();
+    buckets.clear();
+    buckets.reserve_exact(n);
     let mut prev: Option<i64> = None;
     for _ in 0..n {
         let day = match prev {
@@ -336,68 +347,83 @@ fn decode_body(r: &mut Reader<'_>, version: u8) -> Result<CustomerState, DecodeE
         }
         buckets.push(DayBucket { day, counts });
     }
-    let mut lifetime = [0i64; COUNTERS];
-    for c in &mut lifetime {
+    for c in st.counters.lifetime_mut() {
         *c = r.sv()?;
     }
-    st.counters = Windows::from_parts(exact, buckets, lifetime);
     st.first_purchase = r.opt_ts()?;
     st.last_purchase = r.opt_ts()?;
     // cart
     let n = r.len(MAX_CART_LINES)?;
-    let mut lines = Vec::with_capacity(n);
-    for _ in 0..n {
-        let product_id = r.string()?;
-        let category = r.opt_str()?;
-        let quantity = u32::try_from(r.uv()?).map_err(|_| DecodeError::Invalid("cart quantity"))?;
-        let unit_price_cents = r.sv()?;
-        lines.push(CartLine { product_id, category, quantity, unit_price_cents });
+    let lines = &mut st.cart.lines;
+    lines.truncate(n);
+    lines.reserve_exact(n - lines.len());
+    for i in 0..n {
+        if i == lines.len() {
+            lines.push(CartLine { product_id: String::new(), category: None, quantity: 0, unit_price_cents: 0 });
+        }
+        let line = &mut lines[i];
+        r.str_into(&mut line.product_id)?;
+        r.opt_str_into(&mut line.category)?;
+        line.quantity = u32::try_from(r.uv()?).map_err(|_| DecodeError::Invalid("cart quantity"))?;
+        line.unit_price_cents = r.sv()?;
     }
-    let last_added = r.opt_ts()?;
-    st.cart = Cart { lines, last_added, abandon_fired: r.flag()? };
+    st.cart.last_added = r.opt_ts()?;
+    st.cart.abandon_fired = r.flag()?;
     // affinities
-    let as_of = Timestamp(r.sv()?);
-    let total = r.f64()?;
+    st.affinities.as_of = Timestamp(r.sv()?);
+    st.affinities.total = r.f64()?;
     let n = r.len(MAX_CATEGORIES)?;
-    let mut names = Vec::with_capacity(n);
-    let mut entries = Vec::with_capacity(n);
-    for _ in 0..n {
-        let name = r.string()?;
+    let (entries, names) = st.affinities.parts_mut();
+    entries.clear();
+    entries.reserve_exact(n);
+    r.strings_into_with(names, n, |name, r| {
         entries.push((fast64(name.as_bytes()), r.f64()?));
-        names.push(name);
-    }
-    st.affinities = Affinities::from_entries(as_of, total, entries, names);
+        Ok(())
+    })?;
     let n = r.len(MAX_PURCHASED)?;
-    st.purchased = r.strings(n)?;
+    r.strings_into(&mut st.purchased, n)?;
     // offers
     let n = r.len(MAX_OFFER_SENDS)?;
-    st.offers.reserve_exact(n);
-    for _ in 0..n {
+    let offers = &mut st.offers;
+    offers.truncate(n);
+    offers.reserve_exact(n - offers.len());
+    for i in 0..n {
         let decision = u128::from_le_bytes(r.array::<16>()?);
-        let offer = r.string()?;
-        let time = Timestamp(r.sv()?);
-        let channel = channel_from(r.u8()?)?;
+        if i == offers.len() {
+            offers.push(OfferSend {
+                decision,
+                offer: String::new(),
+                time: Timestamp(0),
+                channel: Channel::Other,
+                holdout: false,
+                outcomes: 0,
+            });
+        }
+        let send = &mut offers[i];
+        send.decision = decision;
+        r.str_into(&mut send.offer)?;
+        send.time = Timestamp(r.sv()?);
+        send.channel = channel_from(r.u8()?)?;
         let flags = r.u8()?;
-        st.offers.push(OfferSend {
-            decision,
-            offer,
-            time,
-            channel,
-            holdout: flags & 0x80 != 0,
-            outcomes: flags & 0x7f,
-        });
+        send.holdout = flags & 0x80 != 0;
+        send.outcomes = flags & 0x7f;
     }
     // segments
     let n = r.len(usize::MAX)?;
-    st.segments.reserve_exact(n);
-    for _ in 0..n {
-        let segment = r.string()?;
-        let since = Timestamp(r.sv()?);
-        if st.segments.last().is_some_and(|m: &Membership| m.segment >= segment) {
+    let segments = &mut st.segments;
+    segments.truncate(n);
+    segments.reserve_exact(n - segments.len());
+    for i in 0..n {
+        if i == segments.len() {
+            segments.push(Membership { segment: String::new(), since: Timestamp(0) });
+        }
+        r.str_into(&mut segments[i].segment)?;
+        segments[i].since = Timestamp(r.sv()?);
+        if i > 0 && segments[i - 1].segment >= segments[i].segment {
             return Err(DecodeError::Invalid("segment order"));
         }
-        st.segments.push(Membership { segment, since });
     }
+    st.segment_bits = SegmentBits::default();
     if r.flag()? {
         st.segment_bits.rules = u64::from_le_bytes(r.array::<8>()?);
         if st.segment_bits.rules == 0 {
@@ -412,13 +438,12 @@ fn decode_body(r: &mut Reader<'_>, version: u8) -> Result<CustomerState, DecodeE
     }
     st.evaluated_at = r.opt_ts()?;
     let n = r.len(RECENT_EVENTS)?;
+    st.recent_events = RecentEvents::default();
     for _ in 0..n {
         st.recent_events.push(u64::from_le_bytes(r.array::<8>()?));
     }
-    if version >= 2 {
-        st.incarnation = u64::from_le_bytes(r.array::<8>()?);
-    }
-    Ok(st)
+    st.incarnation = if version >= 2 { u64::from_le_bytes(r.array::<8>()?) } else { 0 };
+    Ok(())
 }
 
 fn consent_bits(v: Option<bool>) -> u8 {
@@ -569,20 +594,52 @@ impl Reader<'_> {
         self.pos += n;
         std::str::from_utf8(s).map(str::to_owned).map_err(|_| DecodeError::Invalid("utf-8"))
     }
-    /// `n` strings (`n` already checked by [`Reader::len`]).
-    fn strings(&mut self, n: usize) -> Result<Vec<String>, DecodeError> {
-        let mut v = Vec::with_capacity(n);
-        for _ in 0..n {
-            v.push(self.string()?);
-        }
-        Ok(v)
+    /// A string into `s`, keeping its allocation if it fits.
+    fn str_into(&mut self, s: &mut String) -> Result<(), DecodeError> {
+        let n = self.len(usize::MAX)?;
+        let bytes = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        s.clear();
+        s.push_str(std::str::from_utf8(bytes).map_err(|_| DecodeError::Invalid("utf-8"))?);
+        Ok(())
     }
-    fn opt_str(&mut self) -> Result<Option<String>, DecodeError> {
-        if self.flag()? {
-            Ok(Some(self.string()?))
-        } else {
-            Ok(None)
+    /// An optional string into `s`, keeping its allocation if it has one.
+    fn opt_str_into(&mut self, s: &mut Option<String>) -> Result<(), DecodeError> {
+        match (self.flag()?, s.as_mut()) {
+            (true, Some(s)) => self.str_into(s),
+            (true, None) => {
+                *s = Some(self.string()?);
+                Ok(())
+            }
+            (false, _) => {
+                *s = None;
+                Ok(())
+            }
         }
+    }
+    /// `n` strings (`n` already checked by [`Reader::len`]) into `v`, reusing
+    /// the strings it holds.
+    fn strings_into(&mut self, v: &mut Vec<String>, n: usize) -> Result<(), DecodeError> {
+        self.strings_into_with(v, n, |_, _| Ok(()))
+    }
+    /// [`Reader::strings_into`], calling `then` after each string with it
+    /// and the reader (for what follows each string in the format).
+    fn strings_into_with(
+        &mut self,
+        v: &mut Vec<String>,
+        n: usize,
+        mut then: impl FnMut(&str, &mut Self) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError> {
+        v.truncate(n);
+        v.reserve_exact(n - v.len());
+        for i in 0..n {
+            if i == v.len() {
+                v.push(String::new());
+            }
+            self.str_into(&mut v[i])?;
+            then(&v[i], self)?;
+        }
+        Ok(())
     }
     fn opt_ts(&mut self) -> Result<Option<Timestamp>, DecodeError> {
         if self.flag()? {

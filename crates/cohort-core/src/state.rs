@@ -195,15 +195,10 @@ impl Affinities {
         Affinities { as_of, total, entries, names }
     }
 
-    /// [`Affinities::from_parts`] for the decoder, which hashes each name
-    /// as it reads it: `entries[i]` is `(fast64(names[i]), weight)`.
-    pub(crate) fn from_entries(
-        as_of: Timestamp,
-        total: f64,
-        entries: Vec<(u64, f64)>,
-        names: Vec<String>,
-    ) -> Affinities {
-        Affinities { as_of, total, entries, names }
+    /// For the decoder, which refills them in place: `entries[i]` must be
+    /// `(fast64(names[i]), weight)`.
+    pub(crate) fn parts_mut(&mut self) -> (&mut Vec<(u64, f64)>, &mut Vec<String>) {
+        (&mut self.entries, &mut self.names)
     }
 
     /// Categories and their weights as of [`Affinities::as_of`].

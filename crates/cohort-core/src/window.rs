@@ -393,27 +393,36 @@ impl Windows {
         self.lifetime
     }
 
-    /// Rebuilds from encoded parts: per counter its exact `(time, amount)`
-    /// entries with strictly increasing times, then folded buckets sorted by
-    /// day with no duplicates. The decoder checks both orders before calling.
-    pub(crate) fn from_parts(
-        exact: [Vec<(i64, i64)>; COUNTERS],
-        folded: Vec<DayBucket>,
-        lifetime: [i64; COUNTERS],
-    ) -> Windows {
-        let exact = exact.map(|v| {
-            let mut s = Series::default();
-            let mut cum = 0i64;
-            s.entries = v
-                .into_iter()
-                .map(|(t, a)| {
-                    cum = cum.saturating_add(a);
-                    (t, cum)
-                })
-                .collect();
-            s
-        });
-        Windows { exact, folded, lifetime }
+    /// For the decoder: refills counter `c`'s exact contributions with the
+    /// `n` `(time, amount)` pairs `next` reads, in time order, keeping the
+    /// series' allocation.
+    pub(crate) fn decode_exact<E>(
+        &mut self,
+        c: usize,
+        n: usize,
+        mut next: impl FnMut() -> Result<(i64, i64), E>,
+    ) -> Result<(), E> {
+        let s = &mut self.exact[c];
+        s.entries.clear();
+        s.base = 0;
+        s.entries.reserve_exact(n);
+        let mut cum = 0i64;
+        for _ in 0..n {
+            let (t, amount) = next()?;
+            cum = cum.saturating_add(amount);
+            s.entries.push_back((t, cum));
+        }
+        Ok(())
+    }
+
+    /// For the decoder: the folded day buckets, to refill in day order.
+    pub(crate) fn folded_mut(&mut self) -> &mut Vec<DayBucket> {
+        &mut self.folded
+    }
+
+    /// For the decoder: the lifetime totals.
+    pub(crate) fn lifetime_mut(&mut self) -> &mut [i64; COUNTERS] {
+        &mut self.lifetime
     }
 }
 

@@ -1,7 +1,7 @@
 //! Property tests for customer state: windowed counts equal a brute-force
 //! recount, the encoding roundtrips, and state stays bounded.
 
-use cohort_core::encode::{decode, encode};
+use cohort_core::encode::{decode, decode_into, encode};
 use cohort_core::event::{
     Channel, Click, ClickKind, ConsentUpdate, Date, Event, EventKind, LineItem, ProfileUpdate, Purchase,
 };
@@ -224,6 +224,8 @@ proptest! {
         segs in prop::collection::btree_set("[a-z_]{1,12}", 0..10),
         fingerprint in any::<u64>(),
         bits in prop::collection::vec(any::<u8>(), 0..30),
+        before in prop::collection::vec((gap(), step()), 0..80),
+        before_sends in 0..40usize,
     ) {
         // A zero fingerprint means "no bitset": the set is not stored.
         let bits = if fingerprint == 0 { Vec::new() } else { bits };
@@ -250,6 +252,28 @@ proptest! {
         st.seen_before(42);
         let bytes = encode(&st);
         prop_assert_eq!(decode(&bytes), Ok(st.clone()));
+        // Decoded over another customer's state (larger or smaller in every
+        // part), it reads the same: nothing of the other is left.
+        let mut other = CustomerState::default();
+        for e in build(&before) {
+            other.record(&e, &settings);
+        }
+        for i in 0..before_sends {
+            other.record_send(OfferSend {
+                decision: i as u128,
+                offer: format!("earlier-offer{i}"),
+                time: Timestamp(BASE + i as i64),
+                channel: Channel::Web,
+                holdout: true,
+                outcomes: 1,
+            });
+        }
+        other.segments = vec![Membership { segment: "zz_earlier".into(), since: Timestamp(BASE) }];
+        other.segment_bits = SegmentBits { rules: 7, set: [3usize, 9].into_iter().collect() };
+        other.seen_before(7);
+        other.incarnation = 99;
+        prop_assert_eq!(decode_into(&bytes, &mut other), Ok(()));
+        prop_assert_eq!(&other, &st);
         // Any truncation is an error, never a different state.
         for cut in [1, bytes.len() / 2, bytes.len() - 1] {
             if cut < bytes.len() {
@@ -281,8 +305,15 @@ proptest! {
             st.record(&e, &settings);
         }
         let mut good = encode(&st);
+        let valid = good.clone();
         let i = flip.index(good.len());
         good[i] ^= with | 1;
+        // A decode into a state that fails part way leaves it fit for the
+        // next decode, which overwrites all of it.
+        let mut scratch = CustomerState::default();
+        let _ = decode_into(&good, &mut scratch);
+        prop_assert_eq!(decode_into(&valid, &mut scratch), Ok(()));
+        prop_assert_eq!(&scratch, &st);
         if let Ok(other) = decode(&good) {
             // A flip the format cannot detect still decodes to a state that
             // roundtrips (varints may have been non-minimal, so compare states).

@@ -11,7 +11,11 @@
 //! Two generations approximate LRU without bookkeeping on hits: states go
 //! into `young`; when `young` holds half the budget, `old` is dropped and
 //! `young` becomes `old`. A state used again is taken out of whichever
-//! generation holds it and put back into `young`.
+//! generation holds it and put back into `young`. A re-evaluation slice after
+//! a rules change looks at its hot customers where they are (`get_mut`): one
+//! the change leaves as it is stays, no younger (a scan over every customer
+//! does not push out the busy ones); one it changes is removed and goes
+//! through the batch like any other.
 //!
 //! States are boxed: a batch moves each one out of the cache and back, and a
 //! `CustomerState` is over 700 bytes inline. The two tables swap roles at a

@@ -140,8 +140,9 @@ pub struct Slot {
     forgotten: bool,
     encoded_len: usize,
     /// The background re-evaluation's decision, made before the step
-    /// ([`PartitionTask::judge_reevaluation`]); the slot holds the state it
-    /// left. The step's slice loop records it instead of deciding again.
+    /// ([`PartitionTask::judge_reevaluation`], or
+    /// [`PartitionTask::judge_reevaluation_in_place`] and [`Verdict::with`]);
+    /// the slot holds the state it left. The step's slice loop records it instead of deciding again.
     judged: Option<Decision>,
 }
 
@@ -184,7 +185,8 @@ impl BatchStates {
     }
 
     /// Adds a customer of the next step's re-evaluation slice that
-    /// [`PartitionTask::judge_reevaluation`] found changed, with the state
+    /// [`PartitionTask::judge_reevaluation`] (or its in-place form) found
+    /// changed, with the state
     /// that re-evaluation left and its decision (`judged`). The step
     /// records that decision instead of re-evaluating the customer again
     /// (the same decision: the slice comes first in the step, before

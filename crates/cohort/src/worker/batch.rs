@@ -247,6 +247,10 @@ impl Worker {
         states: &mut BatchStates,
     ) -> anyhow::Result<()> {
         let in_flight = self.in_flight.states.get(&partition);
+        // The scanned states are decoded into one state after another, its
+        // strings and lists reused; one the change moves is kept, and the
+        // next is decoded into a fresh one.
+        let mut scratch: Box<CustomerState> = Box::default();
         for (c, bytes) in customers.iter().zip(scanned) {
             if states.contains(c) {
                 continue;
@@ -267,10 +271,11 @@ impl Worker {
                     // on a decode of their bytes, they are not loaded, and the
                     // slice passes over them. Those it changes are loaded as
                     // judged, with the judgement, which the step records.
-                    let decoded = bytes.as_ref().ok().and_then(|b| cohort_core::encode::decode(b).ok());
-                    if let Some(state) = decoded {
-                        if let Some(judged) = rt.task.judge_reevaluation(&self.engine, c, Box::new(state)) {
-                            states.insert_judged(c.clone(), judged, SCANNED);
+                    let decoded =
+                        bytes.as_ref().is_ok_and(|b| cohort_core::encode::decode_into(b, &mut scratch).is_ok());
+                    if decoded {
+                        if let Some(verdict) = rt.task.judge_reevaluation_in_place(&self.engine, c, &mut scratch) {
+                            states.insert_judged(c.clone(), verdict.with(std::mem::take(&mut scratch)), SCANNED);
                         }
                         continue;
                     }

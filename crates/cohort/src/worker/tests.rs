@@ -292,12 +292,16 @@ fn topic_rules_are_decided_on_in_the_topics_order() {
 
 /// A rules change decides the same whoever holds a customer's state when
 /// its slice comes: the hot states (judged where they are held), the
-/// store's scan (judged on a decode), or some of each. The same outputs,
-/// stored states, timers and metadata, over slices small enough that
-/// each partition takes several.
+/// store's scan (judged on a decode into a reused state), or some of each.
+/// The same outputs, stored states, timers and metadata, over slices small
+/// enough that each partition takes several, with event batches during the
+/// re-evaluation (a slice runs with each) and after it (which read what the
+/// re-evaluation left in the hot states).
 #[test]
 fn a_rules_change_decides_the_same_whether_states_are_hot_or_scanned() {
-    let batches = traffic(6, 300);
+    let batches = traffic(10, 300);
+    let (before, rest) = batches.split_at(6);
+    let (during, after) = rest.split_at(2);
     let customers: Vec<String> = {
         let mut c: Vec<String> = batches
             .iter()
@@ -318,12 +322,21 @@ fn a_rules_change_decides_the_same_whether_states_are_hot_or_scanned() {
         .replace("segments:\n", "segments:\n  - name: browsers\n    when: product_views.30d >= 2\n");
     assert_ne!(candidate, rules, "the candidate changes the rules");
 
+    struct Run {
+        held: usize,
+        held_after: usize,
+        rounds: usize,
+        outputs: Vec<Vec<OutputRecord>>,
+        stored: Vec<(i32, String, Option<Bytes>)>,
+        timers: Vec<Vec<cohort_core::timers::Timer>>,
+        metas: Vec<Option<cohort_core::partition::PartitionMeta>>,
+    }
     // `hot`: which partitions keep their hot states into the re-evaluation.
     let run = |hot: &[i32]| {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut worker = open(dir.path());
         worker.config.rules.reevaluation_slice = 7;
-        for b in &batches {
+        for b in before {
             worker.process_offline(b).expect("batch");
         }
         for (p, rt) in worker.partitions.iter_mut() {
@@ -331,31 +344,50 @@ fn a_rules_change_decides_the_same_whether_states_are_hot_or_scanned() {
                 rt.hot.clear();
             }
         }
-        let held: usize = worker.partitions.values().map(|rt| rt.hot.len()).sum();
+        let held_of = |w: &Worker| w.partitions.values().map(|rt| rt.hot.len()).sum::<usize>();
+        let held = held_of(&worker);
         worker.use_rules(cohort_core::rules::RuleSet::from_yaml("candidate.yaml", &candidate).expect("compiles"));
         let mut outputs = Vec::new();
-        let mut slices = 0;
-        while worker.reevaluating() {
-            outputs.extend(worker.process_offline(&[]).expect("slice"));
-            slices += 1;
+        for b in during {
+            assert!(worker.reevaluating(), "events arrive while the re-evaluation runs");
+            outputs.push(sorted(worker.process_offline(b).expect("batch and slice")));
         }
-        let timers: Vec<_> = [0, 1].iter().map(|&p| worker.store.partition_timers(p).expect("timers")).collect();
-        let metas: Vec<_> = [0, 1].iter().map(|&p| worker.store.partition_meta(p).expect("meta")).collect();
-        (held, slices, sorted(outputs), stored(&worker, &customers), timers, metas)
+        let mut rounds = during.len();
+        while worker.reevaluating() {
+            outputs.push(sorted(worker.process_offline(&[]).expect("slice")));
+            rounds += 1;
+        }
+        let held_after = held_of(&worker);
+        for b in after {
+            outputs.push(sorted(worker.process_offline(b).expect("batch")));
+        }
+        Run {
+            held,
+            held_after,
+            rounds,
+            outputs,
+            stored: stored(&worker, &customers),
+            timers: [0, 1].iter().map(|&p| worker.store.partition_timers(p).expect("timers")).collect(),
+            metas: [0, 1].iter().map(|&p| worker.store.partition_meta(p).expect("meta")).collect(),
+        }
     };
     let scanned = run(&[]);
     let hot = run(&[0, 1]);
     let mixed = run(&[1]);
-    assert_eq!(scanned.0, 0, "no hot states: every slice customer comes from the scan");
-    assert!(hot.0 >= customers.len() / 2, "most customers are hot: {} of {}", hot.0, customers.len());
-    assert!(scanned.1 >= 3, "several slices per partition: {} rounds", scanned.1);
-    let changes = scanned.2.iter().filter(|o| &*o.topic == "segment-changes").count();
-    assert!(changes > 5, "the change moves customers: {changes} segment changes");
+    assert_eq!(scanned.held, 0, "no hot states: every slice customer comes from the scan");
+    assert!(hot.held >= customers.len() / 2, "most customers are hot: {} of {}", hot.held, customers.len());
+    assert!(hot.held_after >= hot.held, "the re-evaluation keeps the hot states: {} of {}", hot.held_after, hot.held);
+    assert!(scanned.rounds >= 4, "several slices per partition: {} rounds", scanned.rounds);
+    let changes = scanned.outputs.iter().flatten().filter(|o| &*o.topic == "segment-changes").count();
+    assert!(changes > 5, "the change and the events move customers: {changes} segment changes");
     for (name, other) in [("hot", &hot), ("mixed", &mixed)] {
-        assert_eq!(other.2.len(), scanned.2.len(), "{name}: the number of output records");
-        assert_eq!(other.2, scanned.2, "{name}: the re-evaluation's outputs (segment changes, changelog)");
-        assert_eq!(other.3, scanned.3, "{name}: the stored states");
-        assert_eq!(other.4, scanned.4, "{name}: the timers");
-        assert_eq!(other.5, scanned.5, "{name}: the partitions' metadata");
+        assert_eq!(other.rounds, scanned.rounds, "{name}: rounds until the re-evaluation ends");
+        for (i, (o, s)) in other.outputs.iter().zip(&scanned.outputs).enumerate() {
+            assert_eq!(o.len(), s.len(), "{name}: round {i}'s number of output records");
+            assert_eq!(o, s, "{name}: round {i}'s outputs (segment changes, offers, changelog)");
+        }
+        assert_eq!(other.stored, scanned.stored, "{name}: the stored states");
+        assert_eq!(other.timers, scanned.timers, "{name}: the timers");
+        assert_eq!(other.metas, scanned.metas, "{name}: the partitions' metadata");
     }
 }
