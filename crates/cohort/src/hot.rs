@@ -208,6 +208,33 @@ mod tests {
     }
 
     #[test]
+    fn a_state_looked_at_in_place_is_not_made_younger() {
+        let mut h = HotStates::new(1_000);
+        h.put("seen".into(), state(0), 100);
+        for i in 0..5 {
+            h.put(format!("c{i}"), state(i), 100);
+        }
+        // "seen" is in `old`: changed where it is, it stays there.
+        h.get_mut("seen").expect("still cached").last_seen = Some(cohort_core::time::Timestamp(7));
+        assert!(h.old.contains_key("seen") && !h.young.contains_key("seen"));
+        assert_eq!(h.get_mut("seen").and_then(|s| s.last_seen), Some(cohort_core::time::Timestamp(7)));
+        assert!(h.get_mut("absent").is_none());
+        assert_eq!((h.hits, h.misses), (2, 1));
+        // Removed after the look, it is counted once, as a take would be.
+        let (k, s, c) = h.remove("seen").expect("cached");
+        assert_eq!((k.as_str(), s.last_seen, c), ("seen", Some(cohort_core::time::Timestamp(7)), 100));
+        assert_eq!((h.hits, h.misses, h.bytes()), (2, 1, 500));
+        // So the next generation change drops it with `old`.
+        h.put("seen".into(), s, c);
+        h.get_mut("c0").expect("in old");
+        for i in 5..9 {
+            h.put(format!("c{i}"), state(i), 100);
+        }
+        assert!(h.get_mut("c0").is_none(), "looked at, not used: dropped with its generation");
+        assert!(h.get_mut("seen").is_some(), "put back: young");
+    }
+
+    #[test]
     fn a_generation_change_reuses_the_tables() {
         let mut h = HotStates::new(100 * 1_000);
         for i in 0..500 {
