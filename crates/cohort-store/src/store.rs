@@ -701,6 +701,25 @@ impl Store {
         after: &str,
         limit: usize,
     ) -> Result<(Vec<ScannedState>, bool), StoreError> {
+        let mut out = Vec::with_capacity(limit.min(ITER_CHUNK * 16));
+        let complete = self.for_states_after(partition, after, limit, |customer, state| {
+            out.push((customer.to_owned(), state.map(Bytes::copy_from_slice)));
+            Ok::<(), StoreError>(())
+        })??;
+        Ok((out, complete))
+    }
+
+    /// [`Store::states_after`] without copying: `f` is given each customer
+    /// and its state's payload (or the error its record gives), borrowed
+    /// from the scan for the call. The outer error is the store's, the
+    /// inner one the first `f` returned (which ends the scan).
+    pub fn for_states_after<E>(
+        &self,
+        partition: u32,
+        after: &str,
+        limit: usize,
+        mut f: impl FnMut(&str, Result<&[u8], StoreError>) -> Result<(), E>,
+    ) -> Result<Result<bool, E>, StoreError> {
         self.with_db(|db| {
             let mut opts = ReadOptions::default();
             opts.set_iterate_upper_bound(partition_range(partition).1.to_vec());
@@ -710,10 +729,10 @@ impl Store {
             if it.key() == Some(&after_key[..]) {
                 it.next();
             }
-            let mut out = Vec::with_capacity(limit.min(ITER_CHUNK * 16));
+            let mut n = 0;
             while let (Some(key), Some(value)) = (it.key(), it.value()) {
-                if out.len() == limit {
-                    return Ok((out, false));
+                if n == limit {
+                    return Ok(Ok(false));
                 }
                 let Ok(customer) = std::str::from_utf8(&key[PARTITION_LEN.min(key.len())..]) else {
                     return Err(StoreError::CorruptRecord {
@@ -722,15 +741,18 @@ impl Store {
                         reason: "customer id is not UTF-8".into(),
                     });
                 };
-                let state = self.open_record(CF_STATES, key, value).map(|(_, payload)| Bytes::copy_from_slice(payload));
+                let state = self.open_record(CF_STATES, key, value).map(|(_, payload)| payload);
                 if state.is_err() {
                     self.corrupt_records.fetch_add(1, Ordering::Relaxed);
                 }
-                out.push((customer.to_owned(), state));
+                if let Err(e) = f(customer, state) {
+                    return Ok(Err(e));
+                }
+                n += 1;
                 it.next();
             }
             it.status().map_err(|e| StoreError::rocks("scan", e))?;
-            Ok((out, true))
+            Ok(Ok(true))
         })
     }
 

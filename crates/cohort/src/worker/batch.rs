@@ -117,22 +117,13 @@ impl Worker {
             }
         }
 
+        self.load_states(partition, rt, events, now, live, states)?;
         // A slice of the re-evaluation after a rules change (`rules`), read
         // with its states in one pass over the keys.
-        let (slice, scanned) = match rt.task.reevaluation_after() {
-            Some(after) => {
-                let (found, complete) = self
-                    .store
-                    .states_after(partition as u32, after, self.config.rules.reevaluation_slice)
-                    .map_err(|e| anyhow!("reading partition {partition}'s customers to re-evaluate: {e}"))?;
-                let (customers, scanned): (Vec<String>, Vec<_>) = found.into_iter().unzip();
-                (Some((customers, complete)), scanned)
-            }
-            None => (None, Vec::new()),
+        let slice = match rt.task.reevaluation_after().map(str::to_owned) {
+            Some(after) => Some(self.load_slice(partition, rt, &after, states)?),
+            None => None,
         };
-        let slice_customers = slice.as_ref().map_or(&[][..], |(c, _)| &c[..]);
-        self.load_states(partition, rt, events, now, live, states)?;
-        self.load_slice(partition, rt, slice_customers, scanned, states)?;
         let input = StepInput {
             events,
             positions: &positions,
@@ -228,64 +219,74 @@ impl Worker {
         Ok(())
     }
 
-    /// Loads a re-evaluation slice's customers the batch has not loaded.
-    /// A hot state is judged where it is held
+    /// Reads the next re-evaluation slice after `after` from the store, in
+    /// one pass over keys and states, and loads its customers the batch has
+    /// not loaded; returns the slice's customers and whether it reaches the
+    /// partition's last. A hot state is judged where it is held
     /// (`PartitionTask::judge_reevaluation_in_place`); a state from the batch
-    /// in flight is loaded for the step to decide; the bytes the slice's
-    /// scan read (marked [`SCANNED`]) are judged on a decode
-    /// (`PartitionTask::judge_reevaluation`). Of the judged, only those the
-    /// re-evaluation changes are loaded, already re-evaluated, with the
-    /// judgement for the step to record: the step passes over a slice
-    /// customer it does not hold, which leaves it as stored (or hot),
-    /// exactly what it would do to the state.
+    /// in flight is loaded for the step to decide; a stored state is judged
+    /// on a decode of the bytes the scan reads, borrowed from it (marked
+    /// [`SCANNED`]). Of the judged, only those the re-evaluation changes are
+    /// loaded, already re-evaluated, with the judgement for the step to
+    /// record: the step passes over a slice customer it does not hold,
+    /// which leaves it as stored (or hot), exactly what it would do to the
+    /// state. Call after `load_states`: a customer the step needs for its
+    /// events or timers is decided there.
     fn load_slice(
         &self,
         partition: i32,
         rt: &mut PartitionRuntime,
-        customers: &[String],
-        scanned: Vec<Result<Bytes, StoreError>>,
+        after: &str,
         states: &mut BatchStates,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<(Vec<String>, bool)> {
         let in_flight = self.in_flight.states.get(&partition);
+        let limit = self.config.rules.reevaluation_slice;
+        let mut customers = Vec::with_capacity(limit.min(1 << 16));
         // The scanned states are decoded into one state after another, its
         // strings and lists reused; one the change moves is kept, and the
         // next is decoded into a fresh one.
         let mut scratch: Box<CustomerState> = Box::default();
-        for (c, bytes) in customers.iter().zip(scanned) {
-            if states.contains(c) {
-                continue;
-            }
-            if let Some(state) = rt.hot.get_mut(c) {
-                // Judged where it is held: one the re-evaluation leaves as it
-                // is stays there; one it changes is loaded with its verdict.
-                if let Some(verdict) = rt.task.judge_reevaluation_in_place(&self.engine, c, state) {
-                    let (customer, state, charge) = rt.hot.remove(c).expect("held just above");
-                    states.insert_judged(customer, verdict.with(state), charge);
+        let complete = self
+            .store
+            .for_states_after(partition as u32, after, limit, |c, bytes| -> anyhow::Result<()> {
+                customers.push(c.to_owned());
+                if states.contains(c) {
+                    return Ok(());
                 }
-                continue;
-            }
-            let (state, charge) = match in_flight.and_then(|m| m.get(c.as_str())) {
-                Some(newer) => self.decode_state(partition, Ok(newer.clone()))?,
-                None => {
-                    // Most customers of a rules change stay as stored: judged
-                    // on a decode of their bytes, they are not loaded, and the
-                    // slice passes over them. Those it changes are loaded as
-                    // judged, with the judgement, which the step records.
-                    let decoded =
-                        bytes.as_ref().is_ok_and(|b| cohort_core::encode::decode_into(b, &mut scratch).is_ok());
-                    if decoded {
-                        if let Some(verdict) = rt.task.judge_reevaluation_in_place(&self.engine, c, &mut scratch) {
-                            states.insert_judged(c.clone(), verdict.with(std::mem::take(&mut scratch)), SCANNED);
-                        }
-                        continue;
+                if let Some(state) = rt.hot.get_mut(c) {
+                    // Judged where it is held: one the re-evaluation leaves as
+                    // it is stays there; one it changes is loaded with its verdict.
+                    if let Some(verdict) = rt.task.judge_reevaluation_in_place(&self.engine, c, state) {
+                        let (customer, state, charge) = rt.hot.remove(c).expect("held just above");
+                        states.insert_judged(customer, verdict.with(state), charge);
                     }
-                    // Unreadable: loaded as `decode_state` resets it, loudly.
-                    (self.decode_state(partition, bytes.map(Some))?.0, SCANNED)
+                    return Ok(());
                 }
-            };
-            states.insert(c.clone(), state, charge);
-        }
-        Ok(())
+                let (state, charge) = match in_flight.and_then(|m| m.get(c)) {
+                    Some(newer) => self.decode_state(partition, Ok(newer.clone()))?,
+                    None => {
+                        // Most customers of a rules change stay as stored: judged
+                        // on a decode of their bytes, they are not loaded, and the
+                        // slice passes over them. Those it changes are loaded as
+                        // judged, with the judgement, which the step records.
+                        let decoded =
+                            bytes.as_ref().is_ok_and(|b| cohort_core::encode::decode_into(b, &mut scratch).is_ok());
+                        if decoded {
+                            if let Some(verdict) = rt.task.judge_reevaluation_in_place(&self.engine, c, &mut scratch) {
+                                states.insert_judged(c.to_owned(), verdict.with(std::mem::take(&mut scratch)), SCANNED);
+                            }
+                            return Ok(());
+                        }
+                        // Unreadable: loaded as `decode_state` resets it, loudly.
+                        let res = bytes.map(|b| Some(Bytes::copy_from_slice(b)));
+                        (self.decode_state(partition, res)?.0, SCANNED)
+                    }
+                };
+                states.insert(c.to_owned(), state, charge);
+                Ok(())
+            })
+            .map_err(|e| anyhow!("reading partition {partition}'s customers to re-evaluate: {e}"))??;
+        Ok((customers, complete))
     }
 
     /// Loads the states the step needs: the events' customers and those
