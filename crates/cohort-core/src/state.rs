@@ -188,7 +188,7 @@ pub struct Affinities {
 }
 
 impl Affinities {
-    /// Rebuilds from stored parts (the decoder).
+    /// Built from category names and their weights as of `as_of`.
     pub fn from_parts(as_of: Timestamp, total: f64, weights: Vec<(String, f64)>) -> Affinities {
         let entries = weights.iter().map(|(c, w)| (fast64(c.as_bytes()), *w)).collect();
         let names = weights.into_iter().map(|(c, _)| c).collect();

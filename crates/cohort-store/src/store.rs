@@ -712,7 +712,9 @@ impl Store {
     /// [`Store::states_after`] without copying: `f` is given each customer
     /// and its state's payload (or the error its record gives), borrowed
     /// from the scan for the call. The outer error is the store's, the
-    /// inner one the first `f` returned (which ends the scan).
+    /// inner one the first `f` returned (which ends the scan). `f` runs
+    /// under the store's read lock: it must not call back into the store,
+    /// and a reopen (`forget`) waits for the scan.
     pub fn for_states_after<E>(
         &self,
         partition: u32,

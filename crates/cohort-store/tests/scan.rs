@@ -41,3 +41,37 @@ fn states_after_walks_one_partition_in_key_order_slice_by_slice() {
     assert_eq!(names("dia", 3), (vec![], true));
     assert_eq!(names("", 7), (vec![], true), "an unknown partition is empty");
 }
+
+/// The borrowing form hands the same customers and payloads, and an error
+/// from its callback ends the scan there, returned as the inner error.
+#[test]
+fn for_states_after_stops_at_the_callbacks_first_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), &test_config()).expect("open");
+    let customers = ["ana", "ben", "bo", "cem", "dia"];
+    let states = customers.iter().map(|c| (c.to_string(), Some(c.as_bytes().to_vec().into()))).collect();
+    store
+        .commit(&Batch { partition: 1, states, meta: meta(&[(TOPIC, 10)], None), ..Batch::default() })
+        .expect("commit");
+    let mut seen = Vec::new();
+    let complete = store
+        .for_states_after(1, "ana", 10, |customer, payload| {
+            assert_eq!(payload.expect("opens"), customer.as_bytes(), "{customer}'s own payload");
+            seen.push(customer.to_owned());
+            Ok::<(), String>(())
+        })
+        .expect("scan");
+    assert_eq!((seen.as_slice(), complete), (&["ben", "bo", "cem", "dia"][..], Ok(true)));
+    let mut calls = 0;
+    let stopped = store
+        .for_states_after(1, "", 10, |customer, _| {
+            calls += 1;
+            if customer == "bo" {
+                Err(format!("stop at {customer}"))
+            } else {
+                Ok(())
+            }
+        })
+        .expect("scan");
+    assert_eq!((stopped, calls), (Err("stop at bo".to_string()), 3), "no call after the error");
+}
