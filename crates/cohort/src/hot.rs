@@ -165,6 +165,17 @@ mod tests {
         Box::new(CustomerState { first_seen: Some(cohort_core::time::Timestamp(n)), ..Default::default() })
     }
 
+    /// A cache of 1,000 bytes holding `key` in `old` (with c0..c3) and c4
+    /// in `young`, every state charged 100.
+    fn with_one_in_old(key: &str) -> HotStates {
+        let mut h = HotStates::new(1_000);
+        h.put(key.into(), state(0), 100);
+        for i in 0..5 {
+            h.put(format!("c{i}"), state(i), 100);
+        }
+        h
+    }
+
     #[test]
     fn a_state_put_back_is_found_and_a_taken_one_is_gone() {
         let mut h = HotStates::new(1 << 20);
@@ -191,11 +202,7 @@ mod tests {
 
     #[test]
     fn a_state_used_again_survives_a_generation_change() {
-        let mut h = HotStates::new(1_000);
-        h.put("hot".into(), state(0), 100);
-        for i in 0..5 {
-            h.put(format!("c{i}"), state(i), 100);
-        }
+        let mut h = with_one_in_old("hot");
         // "hot" is in `old` now; using it brings it back to `young`.
         let (k, s, c) = h.take("hot").expect("still cached");
         h.put(k, s, c);
@@ -209,11 +216,7 @@ mod tests {
 
     #[test]
     fn a_state_looked_at_in_place_is_not_made_younger() {
-        let mut h = HotStates::new(1_000);
-        h.put("seen".into(), state(0), 100);
-        for i in 0..5 {
-            h.put(format!("c{i}"), state(i), 100);
-        }
+        let mut h = with_one_in_old("seen");
         // "seen" is in `old`: changed where it is, it stays there.
         h.get_mut("seen").expect("still cached").last_seen = Some(cohort_core::time::Timestamp(7));
         assert!(h.old.contains_key("seen") && !h.young.contains_key("seen"));

@@ -142,11 +142,16 @@ pub struct Slot {
     /// The background re-evaluation's decision, made before the step
     /// ([`PartitionTask::judge_reevaluation`], or
     /// [`PartitionTask::judge_reevaluation_in_place`] and [`Verdict::with`]);
-    /// the slot holds the state it left. The step's slice loop records it instead of deciding again.
+    /// the slot holds the state it left. The step's slice loop records it
+    /// instead of deciding again.
     judged: Option<Decision>,
 }
 
 impl Slot {
+    fn new(state: Box<CustomerState>, charge: usize, judged: Option<Decision>) -> Slot {
+        Slot { state, charge, changed: false, forgotten: false, encoded_len: 0, judged }
+    }
+
     /// Whether the batch changed the state (it is among the step's writes).
     pub fn changed(&self) -> bool {
         self.changed
@@ -180,14 +185,13 @@ impl BatchStates {
 
     /// Adds a loaded customer.
     pub fn insert(&mut self, customer: String, state: Box<CustomerState>, charge: usize) {
-        self.map
-            .insert(customer, Slot { state, charge, changed: false, forgotten: false, encoded_len: 0, judged: None });
+        self.map.insert(customer, Slot::new(state, charge, None));
     }
 
     /// Adds a customer of the next step's re-evaluation slice that
     /// [`PartitionTask::judge_reevaluation`] (or its in-place form) found
-    /// changed, with the state
-    /// that re-evaluation left and its decision (`judged`). The step
+    /// changed, with the state that re-evaluation left and its decision
+    /// (`judged`). The step
     /// records that decision instead of re-evaluating the customer again
     /// (the same decision: the slice comes first in the step, before
     /// anything else can move the partition). Only for a customer the step
@@ -195,8 +199,7 @@ impl BatchStates {
     /// those with due timers first, and judges only the slice's others.
     pub fn insert_judged(&mut self, customer: String, judged: Judged, charge: usize) {
         let Judged { state, decision } = judged;
-        let slot = Slot { state, charge, changed: false, forgotten: false, encoded_len: 0, judged: Some(decision) };
-        self.map.insert(customer, slot);
+        self.map.insert(customer, Slot::new(state, charge, Some(decision)));
     }
 
     pub fn get(&self, customer: &str) -> Option<&Slot> {
@@ -502,13 +505,11 @@ impl PartitionTask {
         true
     }
 
-    /// `customer`'s state re-evaluated at the switch instant, if it was
-    /// decided under other rules; `None` if it was not.
+    /// `customer`'s state re-evaluated at the switch instant; `None` when
+    /// no rules change is under way. For a state decided under other rules
+    /// (`judge` checks `Engine::is_stale` first).
     fn rules_change(&self, engine: &Engine, customer: &str, state: &mut CustomerState) -> Option<Decision> {
         let rules = self.rules.as_ref()?;
-        if !engine.is_stale(state) {
-            return None;
-        }
         // Offers on a rules change are scored with the tables as they were
         // at the switch, wherever the customer's slice falls.
         let tables = rules.tables.as_ref().unwrap_or(&self.tables);
@@ -816,7 +817,7 @@ fn leave(populations: &mut BTreeMap<String, u64>, segment: &str) {
 /// starts afresh rather than stopping the partition.
 fn missing_slot(customer: &str) -> Slot {
     debug_assert!(false, "customer {customer:?} was not loaded for the step");
-    Slot { state: Box::default(), charge: 0, changed: false, forgotten: false, encoded_len: 0, judged: None }
+    Slot::new(Box::default(), 0, None)
 }
 
 /// Each customer's timer as it was when the batch first touched it; the
