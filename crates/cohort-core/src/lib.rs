@@ -12,6 +12,7 @@ pub mod encode;
 pub mod engine;
 pub mod event;
 pub mod hash;
+pub mod id;
 pub mod offer;
 pub mod partition;
 pub mod preview;
