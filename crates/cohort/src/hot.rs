@@ -12,10 +12,10 @@
 //! into `young`; when `young` holds half the budget, `old` is dropped and
 //! `young` becomes `old`. A state used again is taken out of whichever
 //! generation holds it and put back into `young`. A re-evaluation slice after
-//! a rules change looks at its hot customers where they are (`get_mut`): one
-//! the change leaves as it is stays, no younger (a scan over every customer
-//! does not push out the busy ones); one it changes is removed and goes
-//! through the batch like any other.
+//! a rules change judges its customers on their stored bytes, not here; one
+//! the change moves is removed (`remove`, not counted as a use) and goes
+//! through the batch like any other, so a scan over every customer does not
+//! push out the busy ones.
 //!
 //! States are boxed: a batch moves each one out of the cache and back, and a
 //! `CustomerState` is over 700 bytes inline. The two tables swap roles at a
@@ -71,26 +71,8 @@ impl HotStates {
         found
     }
 
-    /// A customer's state where the cache holds it, for a look that may
-    /// change nothing ([`HotStates::remove`] it if it does). Unlike `take`
-    /// and `put`, it does not make the state younger: a scan over every
-    /// customer (a re-evaluation) does not push out the busy ones.
-    pub fn get_mut(&mut self, customer: &str) -> Option<&mut CustomerState> {
-        let (young, old) = (&mut self.young, &mut self.old);
-        let found = match young.get_mut(customer) {
-            Some((s, _)) => Some(&mut **s),
-            None => old.get_mut(customer).map(|(s, _)| &mut **s),
-        };
-        if found.is_some() {
-            self.hits += 1;
-        } else {
-            self.misses += 1;
-        }
-        found
-    }
-
-    /// [`HotStates::take`] without counting a hit or miss: for a state
-    /// already counted by [`HotStates::get_mut`].
+    /// [`HotStates::take`] without counting a hit or miss: for a state the
+    /// batch did not ask for (a re-evaluation slice's, which replaces it).
     pub fn remove(&mut self, customer: &str) -> Option<(String, Box<CustomerState>, usize)> {
         if let Some((k, (s, c))) = self.young.remove_entry(customer) {
             self.young_bytes -= c;
@@ -212,29 +194,6 @@ mod tests {
         // c0 was dropped with its generation.
         assert!(h.take("hot").is_some());
         assert!(h.take("c0").is_none());
-    }
-
-    #[test]
-    fn a_state_looked_at_in_place_is_not_made_younger() {
-        let mut h = with_one_in_old("seen");
-        // "seen" is in `old`: changed where it is, it stays there.
-        h.get_mut("seen").expect("still cached").last_seen = Some(cohort_core::time::Timestamp(7));
-        assert!(h.old.contains_key("seen") && !h.young.contains_key("seen"));
-        assert_eq!(h.get_mut("seen").and_then(|s| s.last_seen), Some(cohort_core::time::Timestamp(7)));
-        assert!(h.get_mut("absent").is_none());
-        assert_eq!((h.hits, h.misses), (2, 1));
-        // Removed after the look, it is counted once, as a take would be.
-        let (k, s, c) = h.remove("seen").expect("cached");
-        assert_eq!((k.as_str(), s.last_seen, c), ("seen", Some(cohort_core::time::Timestamp(7)), 100));
-        assert_eq!((h.hits, h.misses, h.bytes()), (2, 1, 500));
-        // So the next generation change drops it with `old`.
-        h.put("seen".into(), s, c);
-        h.get_mut("c0").expect("in old");
-        for i in 5..9 {
-            h.put(format!("c{i}"), state(i), 100);
-        }
-        assert!(h.get_mut("c0").is_none(), "looked at, not used: dropped with its generation");
-        assert!(h.get_mut("seen").is_some(), "put back: young");
     }
 
     #[test]

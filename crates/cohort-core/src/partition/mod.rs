@@ -246,11 +246,17 @@ pub struct StepInput<'a> {
 }
 
 /// The next stored customers after [`PartitionTask::reevaluation_after`] in
-/// key order, each loaded in the step's states, and whether no stored
-/// customer follows them.
+/// key order, and whether no stored customer follows them.
 #[derive(Clone, Copy, Debug)]
 pub struct Slice<'a> {
+    /// The slice's customers the step holds in its states, to re-evaluate.
+    /// One it does not hold is left as stored: the caller judged that the
+    /// change leaves it as it is ([`PartitionTask::judge_reevaluation`]).
+    /// Naming it anyway changes nothing.
     pub customers: &'a [String],
+    /// The slice's last customer in key order, held or not: where the next
+    /// slice starts. `None` for a slice of no customers.
+    pub last: Option<&'a str>,
     pub complete: bool,
 }
 
@@ -463,7 +469,7 @@ impl PartitionTask {
             next_offsets: &[],
             now: Timestamp::MIN,
             live: false,
-            reevaluate: Some(Slice { customers, complete }),
+            reevaluate: Some(Slice { customers, last: customers.last().map(String::as_str), complete }),
         };
         self.step(engine, input, states)
     }
@@ -604,9 +610,9 @@ impl PartitionTask {
             // left for the events and timers after it.
             debug_assert!(states.map.values().all(|s| s.judged.is_none()), "a judged customer outside the slice");
             if let Some(r) = self.rules.as_mut() {
-                r.after = match (slice.complete, slice.customers.last()) {
+                r.after = match (slice.complete, slice.last) {
                     (true, _) => None,
-                    (false, Some(last)) => Some(last.clone()),
+                    (false, Some(last)) => Some(last.to_owned()),
                     (false, None) => r.after.take(),
                 };
                 if r.after.is_none() {

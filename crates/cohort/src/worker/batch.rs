@@ -19,8 +19,21 @@ use cohort_store::{Batch, Bytes, StoreError};
 use std::collections::BTreeMap;
 
 /// The hot-state charge of a customer loaded by a re-evaluation slice's
-/// scan: not kept in the hot states unless the slice changed it.
+/// scan: not kept in the hot states after the batch.
 const SCANNED: usize = usize::MAX;
+
+/// A re-evaluation slice as the store's scan read it.
+#[derive(Default)]
+struct ReadSlice {
+    /// The customers the step holds (see `Slice::customers`): the batch's
+    /// own and those loaded for the slice; not those judged unchanged,
+    /// which are most.
+    customers: Vec<String>,
+    /// The last customer scanned, if `scanned > 0`.
+    last: String,
+    scanned: usize,
+    complete: bool,
+}
 
 /// A batch's decoded events and loaded states. Kept between batches, empty,
 /// so each batch reuses their memory: allocated afresh, a 10,000-record
@@ -130,16 +143,20 @@ impl Worker {
             next_offsets: &next_offsets,
             now,
             live,
-            reevaluate: slice.as_ref().map(|(customers, complete)| Slice { customers, complete: *complete }),
+            reevaluate: slice.as_ref().map(|s| Slice {
+                customers: &s.customers,
+                last: (s.scanned > 0).then_some(s.last.as_str()),
+                complete: s.complete,
+            }),
         };
         let step = rt.task.step(&self.engine, input, states);
-        if let Some((customers, _)) = &slice {
+        if let Some(slice) = &slice {
             let changed = step
                 .outputs
                 .iter()
                 .filter(|d| matches!(&d.output, Output::SegmentChanged(s) if s.cause.kind == CauseKind::RulesChanged))
                 .count();
-            self.reevaluated(partition, rt, customers.len(), changed as u64);
+            self.reevaluated(partition, rt, slice.scanned, changed as u64);
         }
 
         for (i, rejected) in &step.rejected {
@@ -156,11 +173,13 @@ impl Worker {
             .partition_watermark
             .with_label_values(&[&partition.to_string()])
             .set(rt.task.watermark().as_millis().max(0) / 1000);
-        // What the batch read stays decoded for the next one (a customer a
-        // re-evaluation slice read and left unchanged is not kept: a rules
-        // change would otherwise push every active customer out).
+        // What the batch read stays decoded for the next one, but not a
+        // customer a re-evaluation slice loaded from the store: a rules
+        // change would otherwise push the active customers out for the
+        // ones it changed (at 1,000,000 customers, one in six), and each put
+        // would drop an older state from memory long out of the caches.
         for (customer, slot) in states.drain() {
-            if !slot.is_gone() && (slot.charge != SCANNED || slot.changed()) {
+            if !slot.is_gone() && slot.charge != SCANNED {
                 let charge = slot.encoded_len().map_or(slot.charge, hot::charge);
                 rt.hot.put(customer, slot.state, charge);
             }
@@ -221,72 +240,79 @@ impl Worker {
 
     /// Reads the next re-evaluation slice after `after` from the store, in
     /// one pass over keys and states, and loads its customers the batch has
-    /// not loaded; returns the slice's customers and whether it reaches the
-    /// partition's last. A hot state is judged where it is held
-    /// (`PartitionTask::judge_reevaluation_in_place`); a state from the batch
-    /// in flight is loaded for the step to decide; a stored state is judged
-    /// on a decode of the bytes the scan reads, borrowed from it (marked
-    /// [`SCANNED`]). Of the judged, only those the re-evaluation changes are
+    /// not loaded. Each is judged (`PartitionTask::judge_reevaluation_in_place`)
+    /// on a decode of its latest bytes: the batch in flight's, else those the
+    /// scan reads, borrowed from it. Only those the re-evaluation changes are
     /// loaded, already re-evaluated, with the judgement for the step to
-    /// record: the step passes over a slice customer it does not hold,
-    /// which leaves it as stored (or hot), exactly what it would do to the
-    /// state. Call after `load_states`: a customer the step needs for its
-    /// events or timers is decided there.
+    /// record (marked [`SCANNED`] unless they were hot). Only the customers
+    /// the step holds are named to it: a slice customer it does not hold is
+    /// left as stored, or hot, exactly what it would do to the state. Call
+    /// after `load_states`: a customer the step needs for its events or
+    /// timers is decided there.
     fn load_slice(
         &self,
         partition: i32,
         rt: &mut PartitionRuntime,
         after: &str,
         states: &mut BatchStates,
-    ) -> anyhow::Result<(Vec<String>, bool)> {
+    ) -> anyhow::Result<ReadSlice> {
         let in_flight = self.in_flight.states.get(&partition);
         let limit = self.config.rules.reevaluation_slice;
-        let mut customers = Vec::with_capacity(limit.min(1 << 16));
+        let mut slice = ReadSlice::default();
         // The scanned states are decoded into one state after another, its
         // strings and lists reused; one the change moves is kept, and the
         // next is decoded into a fresh one.
         let mut scratch: Box<CustomerState> = Box::default();
-        let complete = self
+        slice.complete = self
             .store
             .for_states_after(partition as u32, after, limit, |c, bytes| -> anyhow::Result<()> {
-                customers.push(c.to_owned());
+                slice.scanned += 1;
+                slice.last.clear();
+                slice.last.push_str(c);
                 if states.contains(c) {
+                    slice.customers.push(c.to_owned());
                     return Ok(());
                 }
-                if let Some(state) = rt.hot.get_mut(c) {
-                    // Judged where it is held: one the re-evaluation leaves as
-                    // it is stays there; one it changes is loaded with its verdict.
-                    if let Some(verdict) = rt.task.judge_reevaluation_in_place(&self.engine, c, state) {
-                        let (customer, state, charge) = rt.hot.remove(c).expect("held just above");
-                        states.insert_judged(customer, verdict.with(state), charge);
+                // Most customers of a rules change stay as they are: judged on
+                // a decode of their latest bytes (the batch in flight's, else
+                // the scan's, borrowed from it), they are not loaded, and the
+                // step is not told of them. Those it changes are loaded as
+                // judged, with the judgement, which the step records. A hot
+                // state is the decode of those same bytes, so it is not looked
+                // at: in a large partition most customers are not hot, and a
+                // lookup for each misses the caches. One the change moves is
+                // taken out of the hot states (the step puts it back).
+                let bytes = match in_flight.and_then(|m| m.get(c)) {
+                    Some(Some(newer)) => Ok(&newer[..]),
+                    Some(None) => {
+                        // Erased by the batch in flight: loaded as the fresh
+                        // state it now is.
+                        slice.customers.push(c.to_owned());
+                        states.insert(c.to_owned(), Box::default(), hot::charge(0));
+                        return Ok(());
                     }
-                    return Ok(());
-                }
-                let (state, charge) = match in_flight.and_then(|m| m.get(c)) {
-                    Some(newer) => self.decode_state(partition, Ok(newer.clone()))?,
-                    None => {
-                        // Most customers of a rules change stay as stored: judged
-                        // on a decode of their bytes, they are not loaded, and the
-                        // slice passes over them. Those it changes are loaded as
-                        // judged, with the judgement, which the step records.
-                        let decoded =
-                            bytes.as_ref().is_ok_and(|b| cohort_core::encode::decode_into(b, &mut scratch).is_ok());
-                        if decoded {
-                            if let Some(verdict) = rt.task.judge_reevaluation_in_place(&self.engine, c, &mut scratch) {
-                                states.insert_judged(c.to_owned(), verdict.with(std::mem::take(&mut scratch)), SCANNED);
-                            }
-                            return Ok(());
-                        }
-                        // Unreadable: loaded as `decode_state` resets it, loudly.
-                        let res = bytes.map(|b| Some(Bytes::copy_from_slice(b)));
-                        (self.decode_state(partition, res)?.0, SCANNED)
-                    }
+                    None => bytes,
                 };
+                if bytes.as_ref().is_ok_and(|b| cohort_core::encode::decode_into(b, &mut scratch).is_ok()) {
+                    if let Some(verdict) = rt.task.judge_reevaluation_in_place(&self.engine, c, &mut scratch) {
+                        let charge = rt.hot.remove(c).map_or(SCANNED, |(_, _, charge)| charge);
+                        slice.customers.push(c.to_owned());
+                        states.insert_judged(c.to_owned(), verdict.with(std::mem::take(&mut scratch)), charge);
+                    }
+                    return Ok(());
+                }
+                // Unreadable: the hot state if there is one, else loaded as
+                // `decode_state` resets it, loudly.
+                let (state, charge) = match rt.hot.remove(c) {
+                    Some((_, state, charge)) => (state, charge),
+                    None => (self.decode_state(partition, bytes.map(|b| Some(Bytes::copy_from_slice(b))))?.0, SCANNED),
+                };
+                slice.customers.push(c.to_owned());
                 states.insert(c.to_owned(), state, charge);
                 Ok(())
             })
             .map_err(|e| anyhow!("reading partition {partition}'s customers to re-evaluate: {e}"))??;
-        Ok((customers, complete))
+        Ok(slice)
     }
 
     /// Loads the states the step needs: the events' customers and those

@@ -296,7 +296,10 @@ fn topic_rules_are_decided_on_in_the_topics_order() {
 /// The same outputs, stored states, timers and metadata, over slices small
 /// enough that each partition takes several, with event batches during the
 /// re-evaluation (a slice runs with each) and after it (which read what the
-/// re-evaluation left in the hot states).
+/// re-evaluation left in the hot states); and the same again when each
+/// batch and slice is decided while the one before is still in flight (its
+/// writes not yet in the store, as `run` leaves them), so that slice
+/// customers are read from the batch in flight.
 #[test]
 fn a_rules_change_decides_the_same_whether_states_are_hot_or_scanned() {
     let batches = traffic(10, 300);
@@ -332,13 +335,31 @@ fn a_rules_change_decides_the_same_whether_states_are_hot_or_scanned() {
         metas: Vec<Option<cohort_core::partition::PartitionMeta>>,
     }
     // `hot`: which partitions keep their hot states into the re-evaluation.
-    let run = |hot: &[i32]| {
+    // `pipelined`: each batch from the switch on is decided while the one
+    // before is in flight, committed to the store only after.
+    let run = |hot: &[i32], pipelined: bool| {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut worker = open(dir.path());
         worker.config.rules.reevaluation_slice = 7;
         for b in before {
             worker.process_offline(b).expect("batch");
         }
+        let mut pending: Option<Processed> = None;
+        let mut next = |worker: &mut Worker, records: &[InputRecord<'_>]| -> Vec<OutputRecord> {
+            if !pipelined {
+                return sorted(worker.process_offline(records).expect("batch"));
+            }
+            let mut processed = worker.process(records, false).expect("batch beside the one in flight");
+            if let Some(done) = pending.take() {
+                for b in &done.commits {
+                    worker.store.commit(b).expect("commit");
+                }
+            }
+            worker.in_flight.set(&processed.commits, &processed.kafka_offsets);
+            let outputs = sorted(std::mem::take(&mut processed.outputs));
+            pending = Some(processed);
+            outputs
+        };
         for (p, rt) in worker.partitions.iter_mut() {
             if !hot.contains(p) {
                 rt.hot.clear();
@@ -350,16 +371,22 @@ fn a_rules_change_decides_the_same_whether_states_are_hot_or_scanned() {
         let mut outputs = Vec::new();
         for b in during {
             assert!(worker.reevaluating(), "events arrive while the re-evaluation runs");
-            outputs.push(sorted(worker.process_offline(b).expect("batch and slice")));
+            outputs.push(next(&mut worker, b));
         }
         let mut rounds = during.len();
         while worker.reevaluating() {
-            outputs.push(sorted(worker.process_offline(&[]).expect("slice")));
+            outputs.push(next(&mut worker, &[]));
             rounds += 1;
         }
         let held_after = held_of(&worker);
         for b in after {
-            outputs.push(sorted(worker.process_offline(b).expect("batch")));
+            outputs.push(next(&mut worker, b));
+        }
+        if let Some(done) = pending.take() {
+            for b in &done.commits {
+                worker.store.commit(b).expect("commit");
+            }
+            worker.in_flight.set(&[], &[]);
         }
         Run {
             held,
@@ -371,16 +398,23 @@ fn a_rules_change_decides_the_same_whether_states_are_hot_or_scanned() {
             metas: [0, 1].iter().map(|&p| worker.store.partition_meta(p).expect("meta")).collect(),
         }
     };
-    let scanned = run(&[]);
-    let hot = run(&[0, 1]);
-    let mixed = run(&[1]);
+    let scanned = run(&[], false);
+    let hot = run(&[0, 1], false);
+    let mixed = run(&[1], false);
+    let scanned_pipelined = run(&[], true);
+    let hot_pipelined = run(&[0, 1], true);
     assert_eq!(scanned.held, 0, "no hot states: every slice customer comes from the scan");
     assert!(hot.held >= customers.len() / 2, "most customers are hot: {} of {}", hot.held, customers.len());
     assert!(hot.held_after >= hot.held, "the re-evaluation keeps the hot states: {} of {}", hot.held_after, hot.held);
     assert!(scanned.rounds >= 4, "several slices per partition: {} rounds", scanned.rounds);
     let changes = scanned.outputs.iter().flatten().filter(|o| &*o.topic == "segment-changes").count();
     assert!(changes > 5, "the change and the events move customers: {changes} segment changes");
-    for (name, other) in [("hot", &hot), ("mixed", &mixed)] {
+    for (name, other) in [
+        ("hot", &hot),
+        ("mixed", &mixed),
+        ("scanned, pipelined", &scanned_pipelined),
+        ("hot, pipelined", &hot_pipelined),
+    ] {
         assert_eq!(other.rounds, scanned.rounds, "{name}: rounds until the re-evaluation ends");
         for (i, (o, s)) in other.outputs.iter().zip(&scanned.outputs).enumerate() {
             assert_eq!(o.len(), s.len(), "{name}: round {i}'s number of output records");
