@@ -65,14 +65,14 @@ impl Timers {
     }
 
     /// The customer's pending timer.
-    pub fn get(&self, customer: &str) -> Option<Timestamp> {
-        self.due_of.get(customer).copied()
+    pub fn get(&self, customer: impl AsRef<[u8]>) -> Option<Timestamp> {
+        self.due_of.get(customer.as_ref()).copied()
     }
 
     /// Sets (or with `None` clears) the customer's timer. When that changes
     /// anything, returns the customer's id and the timer it had before.
     pub fn set(&mut self, customer: &str, due: Option<Timestamp>) -> Option<(CustomerId, Option<Timestamp>)> {
-        let (id, old) = match self.due_of.get_key_value(customer) {
+        let (id, old) = match self.due_of.get_key_value(customer.as_bytes()) {
             Some((_, &old)) if Some(old) == due => return None,
             Some((id, &old)) => (id.clone(), Some(old)),
             None => (CustomerId::new(due.map(|_| customer)?), None),
@@ -80,7 +80,7 @@ impl Timers {
         match due {
             Some(due) => {
                 self.push((due, tie(customer), id.clone()));
-                match self.due_of.get_mut(customer) {
+                match self.due_of.get_mut(customer.as_bytes()) {
                     Some(slot) => *slot = due,
                     None => {
                         self.due_of.insert(id.clone(), due);
@@ -88,7 +88,7 @@ impl Timers {
                 }
             }
             None => {
-                self.due_of.remove(customer);
+                self.due_of.remove(customer.as_bytes());
             }
         }
         Some((id, old))
@@ -128,12 +128,12 @@ impl Timers {
     /// `by`, whatever the watermark: the customer's own event at `by`
     /// proves that its time has come. Its heap entry is left stale.
     pub fn take_due(&mut self, customer: &str, by: Timestamp) -> Option<(Timestamp, CustomerId)> {
-        let (id, &due) = self.due_of.get_key_value(customer)?;
+        let (id, &due) = self.due_of.get_key_value(customer.as_bytes())?;
         if due > by {
             return None;
         }
         let id = id.clone();
-        self.due_of.remove(customer);
+        self.due_of.remove(customer.as_bytes());
         Some((due, id))
     }
 
