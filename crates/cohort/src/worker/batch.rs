@@ -19,7 +19,8 @@ use cohort_store::{Batch, Bytes, StoreError};
 use std::collections::BTreeMap;
 
 /// The hot-state charge of a customer loaded by a re-evaluation slice's
-/// scan: not kept in the hot states after the batch.
+/// scan: not kept in the hot states after the batch (kept as a spare, see
+/// `Scratch::spare`).
 const SCANNED: usize = usize::MAX;
 
 /// A re-evaluation slice as the store's scan read it.
@@ -43,7 +44,15 @@ pub(super) struct Scratch {
     /// Each admitted event with the index of its record.
     events: Vec<(Event, usize)>,
     states: BatchStates,
+    /// States a re-evaluation slice loaded from the store, done with after
+    /// their batch: the next slice decodes into them, reusing their strings,
+    /// lists and windows (see `load_slice`).
+    spare: Vec<Box<CustomerState>>,
 }
+
+/// At most this many spare states are kept (a slice's changed customers,
+/// one in six at 1,000,000 customers under `deploy/rules.yaml`'s test change).
+const SPARE_STATES: usize = 1_024;
 
 impl Worker {
     /// Decodes, decides and prepares everything a batch writes. Pure but for
@@ -89,7 +98,7 @@ impl Worker {
         scratch: &mut Scratch,
         out: &mut Processed,
     ) -> anyhow::Result<()> {
-        let Scratch { events, states } = scratch;
+        let Scratch { events, states, spare } = scratch;
         // Left from a batch that failed half-way.
         events.clear();
         states.clear();
@@ -134,7 +143,7 @@ impl Worker {
         // A slice of the re-evaluation after a rules change (`rules`), read
         // with its states in one pass over the keys.
         let slice = match rt.task.reevaluation_after().map(str::to_owned) {
-            Some(after) => Some(self.load_slice(partition, rt, &after, states)?),
+            Some(after) => Some(self.load_slice(partition, rt, &after, states, spare)?),
             None => None,
         };
         let input = StepInput {
@@ -179,9 +188,14 @@ impl Worker {
         // ones it changed (at 1,000,000 customers, one in six), and each put
         // would drop an older state from memory long out of the caches.
         for (customer, slot) in states.drain() {
-            if !slot.is_gone() && slot.charge != SCANNED {
+            if slot.is_gone() {
+                continue;
+            }
+            if slot.charge != SCANNED {
                 let charge = slot.encoded_len().map_or(slot.charge, hot::charge);
                 rt.hot.put(customer, slot.state, charge);
+            } else if spare.len() < SPARE_STATES {
+                spare.push(slot.state);
             }
         }
 
@@ -255,14 +269,15 @@ impl Worker {
         rt: &mut PartitionRuntime,
         after: &str,
         states: &mut BatchStates,
+        spare: &mut Vec<Box<CustomerState>>,
     ) -> anyhow::Result<ReadSlice> {
         let in_flight = self.in_flight.states.get(&partition);
         let limit = self.config.rules.reevaluation_slice;
         let mut slice = ReadSlice::default();
         // The scanned states are decoded into one state after another, its
         // strings and lists reused; one the change moves is kept, and the
-        // next is decoded into a fresh one.
-        let mut scratch: Box<CustomerState> = Box::default();
+        // next is decoded into a spare one (`Scratch::spare`), else a fresh one.
+        let mut scratch: Box<CustomerState> = spare.pop().unwrap_or_default();
         slice.complete = self
             .store
             .for_states_after(partition as u32, after, limit, |c, bytes| -> anyhow::Result<()> {
@@ -297,7 +312,11 @@ impl Worker {
                     if let Some(verdict) = rt.task.judge_reevaluation_in_place(&self.engine, c, &mut scratch) {
                         let charge = rt.hot.remove(c).map_or(SCANNED, |(_, _, charge)| charge);
                         slice.customers.push(c.to_owned());
-                        states.insert_judged(c.to_owned(), verdict.with(std::mem::take(&mut scratch)), charge);
+                        states.insert_judged(
+                            c.to_owned(),
+                            verdict.with(std::mem::replace(&mut scratch, spare.pop().unwrap_or_default())),
+                            charge,
+                        );
                     }
                     return Ok(());
                 }
@@ -312,6 +331,7 @@ impl Worker {
                 Ok(())
             })
             .map_err(|e| anyhow!("reading partition {partition}'s customers to re-evaluate: {e}"))??;
+        spare.push(scratch);
         Ok(slice)
     }
 
