@@ -12,7 +12,6 @@ pub mod encode;
 pub mod engine;
 pub mod event;
 pub mod hash;
-pub mod id;
 pub mod offer;
 pub mod partition;
 pub mod preview;

@@ -18,16 +18,16 @@
 //! integers, and timers due at the same instant are taken in the same order
 //! by every build and run.
 
-use crate::id::CustomerId;
 use crate::time::Timestamp;
 use foldhash::HashMap;
+use std::sync::Arc;
 
 /// FNV-1a, 64 bits.
 fn tie(customer: &str) -> u64 {
     customer.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
-type Entry = (Timestamp, u64, CustomerId);
+type Entry = (Timestamp, u64, Arc<str>);
 
 /// A customer's timer: fire `customer` once the partition's watermark reaches `due`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -40,14 +40,11 @@ pub struct Timer {
 #[derive(Default)]
 pub struct Timers {
     /// A binary min-heap in array form (the children of `i` are `2i + 1`
-    /// and `2i + 2`), with stale entries (see the module doc). An id is
-    /// copied, or for a long one its `Arc` shared, with `due_of`: a move
-    /// allocates nothing.
+    /// and `2i + 2`), with stale entries (see the module doc). The customer
+    /// `Arc` is shared with `due_of`: a move allocates nothing.
     heap: Vec<Entry>,
     /// Each customer's one pending timer: what makes a heap entry live.
-    /// Keyed by ids held inline ([`CustomerId`]): a lookup in a large
-    /// partition misses the caches once for the slot, not again for the id.
-    due_of: HashMap<CustomerId, Timestamp>,
+    due_of: HashMap<Arc<str>, Timestamp>,
 }
 
 impl Timers {
@@ -61,26 +58,26 @@ impl Timers {
 
     /// Every pending timer, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, Timestamp)> + '_ {
-        self.due_of.iter().map(|(c, &due)| (c.as_str(), due))
+        self.due_of.iter().map(|(c, &due)| (&**c, due))
     }
 
     /// The customer's pending timer.
-    pub fn get(&self, customer: impl AsRef<[u8]>) -> Option<Timestamp> {
-        self.due_of.get(customer.as_ref()).copied()
+    pub fn get(&self, customer: &str) -> Option<Timestamp> {
+        self.due_of.get(customer).copied()
     }
 
     /// Sets (or with `None` clears) the customer's timer. When that changes
     /// anything, returns the customer's id and the timer it had before.
-    pub fn set(&mut self, customer: &str, due: Option<Timestamp>) -> Option<(CustomerId, Option<Timestamp>)> {
-        let (id, old) = match self.due_of.get_key_value(customer.as_bytes()) {
+    pub fn set(&mut self, customer: &str, due: Option<Timestamp>) -> Option<(Arc<str>, Option<Timestamp>)> {
+        let (id, old) = match self.due_of.get_key_value(customer) {
             Some((_, &old)) if Some(old) == due => return None,
             Some((id, &old)) => (id.clone(), Some(old)),
-            None => (CustomerId::new(due.map(|_| customer)?), None),
+            None => (Arc::from(due.map(|_| customer)?), None),
         };
         match due {
             Some(due) => {
                 self.push((due, tie(customer), id.clone()));
-                match self.due_of.get_mut(customer.as_bytes()) {
+                match self.due_of.get_mut(customer) {
                     Some(slot) => *slot = due,
                     None => {
                         self.due_of.insert(id.clone(), due);
@@ -88,7 +85,7 @@ impl Timers {
                 }
             }
             None => {
-                self.due_of.remove(customer.as_bytes());
+                self.due_of.remove(customer);
             }
         }
         Some((id, old))
@@ -109,7 +106,7 @@ impl Timers {
     }
 
     /// Removes and returns the earliest timer due at or before `watermark`.
-    pub fn pop_due(&mut self, watermark: Timestamp) -> Option<(Timestamp, CustomerId)> {
+    pub fn pop_due(&mut self, watermark: Timestamp) -> Option<(Timestamp, Arc<str>)> {
         loop {
             let top = self.heap.first()?;
             if top.0 > watermark {
@@ -127,20 +124,20 @@ impl Timers {
     /// Removes and returns `customer`'s timer if it is due at or before
     /// `by`, whatever the watermark: the customer's own event at `by`
     /// proves that its time has come. Its heap entry is left stale.
-    pub fn take_due(&mut self, customer: &str, by: Timestamp) -> Option<(Timestamp, CustomerId)> {
-        let (id, &due) = self.due_of.get_key_value(customer.as_bytes())?;
+    pub fn take_due(&mut self, customer: &str, by: Timestamp) -> Option<(Timestamp, Arc<str>)> {
+        let (id, &due) = self.due_of.get_key_value(customer)?;
         if due > by {
             return None;
         }
         let id = id.clone();
-        self.due_of.remove(customer.as_bytes());
+        self.due_of.remove(customer);
         Some((due, id))
     }
 
     /// The customers whose timers are due at or before `horizon`, in no
     /// particular order (a customer may appear twice). Visits only the part
     /// of the heap that is due, not the whole.
-    pub fn due_by(&self, horizon: Timestamp) -> Vec<CustomerId> {
+    pub fn due_by(&self, horizon: Timestamp) -> Vec<Arc<str>> {
         let mut out = Vec::new();
         let mut stack = vec![0usize];
         while let Some(i) = stack.pop() {

@@ -54,13 +54,13 @@ pub use meta::{changelog_key, PartitionMeta, RulesProgress, META_FORMAT_VERSION}
 use crate::encode::encode_into;
 use crate::engine::{apply, Decision, Engine, Input, Origin, Output, Tables};
 use crate::event::{Event, EventKind};
-use crate::id::CustomerId;
 use crate::state::{CustomerState, SegmentBits};
 use crate::time::{Duration, Timestamp};
 use crate::timers::{Timer, Timers};
 use crate::watermark::Watermark;
 use foldhash::HashMap;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Dead-letter reasons the partition step decides (see docs/schemas.md).
 pub mod reason {
@@ -581,7 +581,7 @@ impl PartitionTask {
     /// the watermark the events (and, when `live`, the wall clock) would
     /// reach. With the events' own customers, these are the states the step
     /// needs. A customer may appear more than once.
-    pub fn customers_with_due_timers(&self, events: &[(Event, usize)], now: Timestamp, live: bool) -> Vec<CustomerId> {
+    pub fn customers_with_due_timers(&self, events: &[(Event, usize)], now: Timestamp, live: bool) -> Vec<Arc<str>> {
         let mut horizon = self.watermark;
         for (e, _) in events {
             horizon.observe(e.time);
@@ -754,7 +754,7 @@ impl PartitionTask {
         &mut self,
         engine: &Engine,
         due: Timestamp,
-        customer: CustomerId,
+        customer: Arc<str>,
         states: &mut BatchStates,
         delta: &mut TimerDelta,
         out: &mut StepOutput,
@@ -831,11 +831,11 @@ fn missing_slot(customer: &str) -> Slot {
 /// (a timer cleared and set again within one batch must survive).
 #[derive(Default)]
 struct TimerDelta {
-    initial: HashMap<CustomerId, Option<Timestamp>>,
+    initial: HashMap<Arc<str>, Option<Timestamp>>,
 }
 
 impl TimerDelta {
-    fn touch(&mut self, customer: CustomerId, due: Option<Timestamp>) {
+    fn touch(&mut self, customer: Arc<str>, due: Option<Timestamp>) {
         self.initial.entry(customer).or_insert(due);
     }
 
