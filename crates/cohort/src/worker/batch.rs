@@ -46,7 +46,10 @@ pub(super) struct Scratch {
     states: BatchStates,
     /// States a re-evaluation slice loaded from the store, done with after
     /// their batch: the next slice decodes into them, reusing their strings,
-    /// lists and windows (see `load_slice`).
+    /// lists and windows (see `load_slice`). Boxed as the batch's slots
+    /// hold them: a state moves between the two without copying its 700
+    /// bytes.
+    #[allow(clippy::vec_box)]
     spare: Vec<Box<CustomerState>>,
 }
 
@@ -263,6 +266,7 @@ impl Worker {
     /// left as stored, or hot, exactly what it would do to the state. Call
     /// after `load_states`: a customer the step needs for its events or
     /// timers is decided there.
+    #[allow(clippy::vec_box)] // `Scratch::spare`
     fn load_slice(
         &self,
         partition: i32,
