@@ -72,7 +72,7 @@ impl HotStates {
     }
 
     /// [`HotStates::take`] without counting a hit or miss: for a state the
-    /// batch did not ask for (a re-evaluation slice's, which replaces it).
+    /// batch's events and timers did not ask for (a re-evaluation slice's).
     pub fn remove(&mut self, customer: &str) -> Option<(String, Box<CustomerState>, usize)> {
         if let Some((k, (s, c))) = self.young.remove_entry(customer) {
             self.young_bytes -= c;

@@ -109,7 +109,7 @@ pub struct Judged {
     decision: Decision,
 }
 
-/// A slice customer's re-evaluation decided on the state where it is held
+/// A slice customer's re-evaluation decided on a state its holder keeps
 /// ([`PartitionTask::judge_reevaluation_in_place`]), to be kept with that
 /// state once its holder gives it up ([`Verdict::with`]).
 #[must_use]
@@ -456,6 +456,8 @@ impl PartitionTask {
     /// of no events ([`StepInput::reevaluate`]). Stale customers among the
     /// slice's are re-evaluated, their new timers that are already due
     /// fire, and the metadata record (with the new position) is written.
+    /// `customers` is every customer of the slice, in key order: the last
+    /// is where the next slice starts.
     pub fn reevaluate(
         &mut self,
         engine: &Engine,
@@ -534,7 +536,8 @@ impl PartitionTask {
     }
 
     /// [`PartitionTask::judge_reevaluation`] on a state its holder keeps
-    /// (the worker: a hot state): `None` leaves `state` exactly as it was
+    /// (the worker: a decode of the stored bytes into a state it reuses):
+    /// `None` leaves `state` exactly as it was
     /// (the re-evaluation changed nothing anyone reads, or it was decided
     /// under these rules already); otherwise `state` is re-evaluated and
     /// the verdict is to be kept with it ([`Verdict::with`]) once the holder

@@ -48,7 +48,9 @@ pub(super) struct Scratch {
     /// their batch: the next slice decodes into them, reusing their strings,
     /// lists and windows (see `load_slice`). Boxed as the batch's slots
     /// hold them: a state moves between the two without copying its 700
-    /// bytes.
+    /// bytes. Outside `state_cache_bytes`: at most [`SPARE_STATES`], each
+    /// as large as the largest state decoded into it, a few MiB in all, and
+    /// only while a re-evaluation runs.
     #[allow(clippy::vec_box)]
     spare: Vec<Box<CustomerState>>,
 }
@@ -197,7 +199,7 @@ impl Worker {
             if slot.charge != SCANNED {
                 let charge = slot.encoded_len().map_or(slot.charge, hot::charge);
                 rt.hot.put(customer, slot.state, charge);
-            } else if spare.len() < SPARE_STATES {
+            } else if spare.len() < SPARE_STATES && rt.task.reevaluation_after().is_some() {
                 spare.push(slot.state);
             }
         }
@@ -300,7 +302,7 @@ impl Worker {
                 // state is the decode of those same bytes, so it is not looked
                 // at: in a large partition most customers are not hot, and a
                 // lookup for each misses the caches. One the change moves is
-                // taken out of the hot states (the step puts it back).
+                // taken out of the hot states (put back after the batch).
                 let bytes = match in_flight.and_then(|m| m.get(c)) {
                     Some(Some(newer)) => Ok(&newer[..]),
                     Some(None) => {
@@ -335,7 +337,13 @@ impl Worker {
                 Ok(())
             })
             .map_err(|e| anyhow!("reading partition {partition}'s customers to re-evaluate: {e}"))??;
-        spare.push(scratch);
+        if slice.complete {
+            // Only a re-evaluation uses them: none is kept after this
+            // partition's last slice (nor a customer's data in them).
+            spare.clear();
+        } else {
+            spare.push(scratch);
+        }
         Ok(slice)
     }
 

@@ -291,8 +291,9 @@ fn topic_rules_are_decided_on_in_the_topics_order() {
 }
 
 /// A rules change decides the same whoever holds a customer's state when
-/// its slice comes: the hot states (judged where they are held), the
-/// store's scan (judged on a decode into a reused state), or some of each.
+/// its slice comes: the hot states, the store's scan, or some of each (the
+/// slice judges every customer on its bytes; a hot one it changes must be
+/// taken out of the hot states, not left there stale).
 /// The same outputs, stored states, timers and metadata, over slices small
 /// enough that each partition takes several, with event batches during the
 /// re-evaluation (a slice runs with each) and after it (which read what the
