@@ -328,7 +328,11 @@ impl Encoder {
     /// Encodes a `segment-changes` value.
     pub fn encode_segment_changed(&self, o: &SegmentChanged) -> Result<Vec<u8>, EncodeError> {
         // Room for the Confluent header too.
-        let mut out = Vec::with_capacity(5 + crate::direct::segment_changed_len(o));
+        let len = match self.format {
+            Format::Json => crate::json_output::segment_changed_len(o),
+            Format::Avro | Format::ConfluentAvro => 5 + crate::direct::segment_changed_len(o),
+        };
+        let mut out = Vec::with_capacity(len);
         self.encode_segment_changed_into(o, &mut out)?;
         Ok(out)
     }
@@ -337,14 +341,19 @@ impl Encoder {
     pub fn encode_segment_changed_into(&self, o: &SegmentChanged, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         if self.avro_header(RecordType::SegmentChanged, out)? {
             crate::direct::segment_changed(o, out);
-            return Ok(());
+        } else {
+            crate::json_output::segment_changed(o, out);
         }
-        self.write(RecordType::SegmentChanged, &records::segment_changed_value(o), out)
+        Ok(())
     }
 
     /// Encodes a `next-best-offers` value.
     pub fn encode_next_best_offer(&self, o: &NextBestOffer) -> Result<Vec<u8>, EncodeError> {
-        let mut out = Vec::with_capacity(5 + crate::direct::next_best_offer_len(o));
+        let len = match self.format {
+            Format::Json => crate::json_output::next_best_offer_len(o),
+            Format::Avro | Format::ConfluentAvro => 5 + crate::direct::next_best_offer_len(o),
+        };
+        let mut out = Vec::with_capacity(len);
         self.encode_next_best_offer_into(o, &mut out)?;
         Ok(out)
     }
@@ -353,9 +362,10 @@ impl Encoder {
     pub fn encode_next_best_offer_into(&self, o: &NextBestOffer, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         if self.avro_header(RecordType::NextBestOffer, out)? {
             crate::direct::next_best_offer(o, out);
-            return Ok(());
+        } else {
+            crate::json_output::next_best_offer(o, out);
         }
-        self.write(RecordType::NextBestOffer, &records::next_best_offer_value(o), out)
+        Ok(())
     }
 
     /// For the Avro formats, writes what precedes the datum (the Confluent

@@ -298,7 +298,7 @@ impl<'a> Scan<'a> {
 /// run: `"`, `\\` or a control character (or the end). Eight bytes at a
 /// time: a byte's high bit is set in `found` where it matches, exactly for
 /// the first match (a borrow only ever spreads to higher bytes).
-fn plain_run(bytes: &[u8], mut i: usize) -> usize {
+pub(crate) fn plain_run(bytes: &[u8], mut i: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;

@@ -18,6 +18,7 @@
 //! - `records`: decoded values to `cohort-core` types and back;
 //! - `direct`: clicks in cohort's own schema straight to core types, the
 //!   hot path; anything it does not accept goes the generic way;
+//! - `json_input`, `json_output`: the same for JSON inputs and outputs;
 //! - [`codec`]: the public [`Decoder`] and [`Encoder`];
 //! - [`output`]: the engine output types the codec encodes (re-exported).
 //!
@@ -34,6 +35,7 @@ pub mod error;
 mod json;
 mod json_direct;
 mod json_input;
+mod json_output;
 pub mod output;
 #[cfg(test)]
 mod pick;

@@ -449,11 +449,18 @@ pub(crate) fn offer_outcome_value<'a>(id: &'a str, customer: &'a str, time: Time
 }
 
 // ---- outputs ----------------------------------------------------------------
+//
+// The outputs as generic values: what the schema-driven encoders (Avro and
+// JSON) would write. The worker writes outputs with the direct writers
+// (`direct`, `json_output`); these are the reference their tests compare
+// them with, byte for byte.
 
+#[cfg(test)]
 pub(crate) fn cause_value(c: &crate::output::Cause) -> V<'_> {
     V::Record(vec![e(crate::output::cause_kind_str(c.kind)), os(&c.event_id), os(&c.trigger)])
 }
 
+#[cfg(test)]
 pub(crate) fn segment_changed_value(o: &crate::output::SegmentChanged) -> V<'_> {
     V::Record(vec![
         s(&o.id),
@@ -467,6 +474,7 @@ pub(crate) fn segment_changed_value(o: &crate::output::SegmentChanged) -> V<'_> 
     ])
 }
 
+#[cfg(test)]
 pub(crate) fn next_best_offer_value(o: &crate::output::NextBestOffer) -> V<'_> {
     let sc = &o.scores;
     V::Record(vec![
