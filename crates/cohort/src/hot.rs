@@ -147,17 +147,6 @@ mod tests {
         Box::new(CustomerState { first_seen: Some(cohort_core::time::Timestamp(n)), ..Default::default() })
     }
 
-    /// A cache of 1,000 bytes holding `key` in `old` (with c0..c3) and c4
-    /// in `young`, every state charged 100.
-    fn with_one_in_old(key: &str) -> HotStates {
-        let mut h = HotStates::new(1_000);
-        h.put(key.into(), state(0), 100);
-        for i in 0..5 {
-            h.put(format!("c{i}"), state(i), 100);
-        }
-        h
-    }
-
     #[test]
     fn a_state_put_back_is_found_and_a_taken_one_is_gone() {
         let mut h = HotStates::new(1 << 20);
@@ -184,8 +173,14 @@ mod tests {
 
     #[test]
     fn a_state_used_again_survives_a_generation_change() {
-        let mut h = with_one_in_old("hot");
-        // "hot" is in `old` now; using it brings it back to `young`.
+        // 1,000 bytes at 100 a state: "hot" and c0..c3 fill a generation,
+        // c4 starts the next, and "hot" is in `old` now; using it brings it
+        // back to `young`.
+        let mut h = HotStates::new(1_000);
+        h.put("hot".into(), state(0), 100);
+        for i in 0..5 {
+            h.put(format!("c{i}"), state(i), 100);
+        }
         let (k, s, c) = h.take("hot").expect("still cached");
         h.put(k, s, c);
         for i in 5..9 {

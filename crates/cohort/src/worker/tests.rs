@@ -81,6 +81,13 @@ fn sorted(mut records: Vec<OutputRecord>) -> Vec<OutputRecord> {
 }
 
 /// Every key of both partitions and its bytes, as the store has them.
+/// Writes a processed batch's commits to the store, as the commit task does.
+fn commit(worker: &Worker, processed: &Processed) {
+    for c in &processed.commits {
+        worker.store.commit(c).expect("commit");
+    }
+}
+
 fn stored(worker: &Worker, customers: &[String]) -> Vec<(i32, String, Option<Bytes>)> {
     let mut out = Vec::new();
     for partition in [0, 1] {
@@ -144,9 +151,7 @@ fn a_batch_processed_while_the_last_is_in_flight_decides_as_if_it_were_committed
         }
         let processed = pipelined.process(b, false).expect("batch");
         if let Some(p) = previous.take() {
-            for c in &p.commits {
-                pipelined.store.commit(c).expect("commit");
-            }
+            commit(&pipelined, &p);
             pipelined.in_flight.clear();
         }
         pipelined.in_flight.set(&processed.commits, &processed.kafka_offsets);
@@ -162,9 +167,7 @@ fn a_batch_processed_while_the_last_is_in_flight_decides_as_if_it_were_committed
         outputs.push(sorted(processed.outputs.clone()));
         previous = Some(processed);
     }
-    for c in &previous.expect("a last batch").commits {
-        pipelined.store.commit(c).expect("commit");
-    }
+    commit(&pipelined, &previous.expect("a last batch"));
     pipelined.in_flight.clear();
 
     assert_eq!(outputs.len(), serial_outputs.len());
@@ -208,9 +211,7 @@ fn revoking_a_partition_waits_until_its_batch_in_flight_settles() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(!revoking.is_finished(), "the revocation returned with partition 0's batch still in flight");
     let settle = SettleOnDrop(worker.in_flight.offsets.clone());
-    for c in &processed.commits {
-        worker.store.commit(c).expect("commit");
-    }
+    commit(&worker, &processed);
     drop(settle);
     revoking.join().expect("the revocation returns once the batch settles");
     assert_eq!(offsets.next_offset("clickstream", 0), clicks_resume(&batches, 0), "from the store now");
@@ -352,9 +353,7 @@ fn a_rules_change_decides_the_same_whether_states_are_hot_or_scanned() {
             }
             let mut processed = worker.process(records, false).expect("batch beside the one in flight");
             if let Some(done) = pending.take() {
-                for b in &done.commits {
-                    worker.store.commit(b).expect("commit");
-                }
+                commit(worker, &done);
             }
             worker.in_flight.set(&processed.commits, &processed.kafka_offsets);
             let outputs = sorted(std::mem::take(&mut processed.outputs));
@@ -384,9 +383,7 @@ fn a_rules_change_decides_the_same_whether_states_are_hot_or_scanned() {
             outputs.push(next(&mut worker, b));
         }
         if let Some(done) = pending.take() {
-            for b in &done.commits {
-                worker.store.commit(b).expect("commit");
-            }
+            commit(&worker, &done);
             worker.in_flight.set(&[], &[]);
         }
         Run {
