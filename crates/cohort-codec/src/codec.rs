@@ -327,9 +327,9 @@ impl Encoder {
 
     /// Encodes a `segment-changes` value.
     pub fn encode_segment_changed(&self, o: &SegmentChanged) -> Result<Vec<u8>, EncodeError> {
-        // Room for the Confluent header too.
         let len = match self.format {
             Format::Json => crate::json_output::segment_changed_len(o),
+            // Room for the Confluent header too.
             Format::Avro | Format::ConfluentAvro => 5 + crate::direct::segment_changed_len(o),
         };
         let mut out = Vec::with_capacity(len);

@@ -80,7 +80,6 @@ fn sorted(mut records: Vec<OutputRecord>) -> Vec<OutputRecord> {
     records
 }
 
-/// Every key of both partitions and its bytes, as the store has them.
 /// Writes a processed batch's commits to the store, as the commit task does.
 fn commit(worker: &Worker, processed: &Processed) {
     for c in &processed.commits {
@@ -88,6 +87,7 @@ fn commit(worker: &Worker, processed: &Processed) {
     }
 }
 
+/// Every key of both partitions and its bytes, as the store has them.
 fn stored(worker: &Worker, customers: &[String]) -> Vec<(i32, String, Option<Bytes>)> {
     let mut out = Vec::new();
     for partition in [0, 1] {
