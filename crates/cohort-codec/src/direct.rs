@@ -554,34 +554,9 @@ mod tests {
         out
     }
 
-    fn texts(i: usize) -> Vec<String> {
-        let pool = ["", "vip", "lapsed", "affinity:électronique", &"y".repeat(200)];
-        (0..i % 4).map(|k| pool[(i + k) % pool.len()].to_string()).collect()
-    }
-
-    fn cause(i: usize) -> Cause {
-        Cause {
-            kind: CAUSE_KINDS[i % 3],
-            event_id: (i % 2 == 0).then(|| format!("e-{i}")),
-            trigger: (i % 5 == 0).then(|| "cart_abandoned".to_string()),
-        }
-    }
-
     #[test]
     fn writes_outputs_byte_for_byte_as_the_generic_encoder() {
-        use crate::output::OfferScores;
-        let times = [0, 1, -1, i64::MAX, i64::MIN, 1_700_000_000_000];
-        for i in 0..300 {
-            let sc = SegmentChanged {
-                id: format!("{i:032x}"),
-                customer: if i % 9 == 0 { String::new() } else { format!("c-{i}") },
-                time: Timestamp(times[i % times.len()]),
-                entered: texts(i),
-                exited: texts(i + 1),
-                segments: texts(i + 2),
-                cause: cause(i),
-                rules_version: format!("v{i}"),
-            };
+        for (sc, nbo) in crate::output::samples(600) {
             let mut direct = Vec::new();
             segment_changed(&sc, &mut direct);
             assert!(
@@ -593,25 +568,6 @@ mod tests {
             let generic = generic_bytes(&crate::records::segment_changed_value(&sc), RecordType::SegmentChanged);
             assert_eq!(direct, generic, "{sc:?}");
 
-            let nbo = NextBestOffer {
-                id: format!("{i:032x}"),
-                customer: format!("c-{i}"),
-                time: Timestamp(times[(i + 1) % times.len()]),
-                offer: (i % 3 != 0).then(|| format!("offer-{i}")),
-                holdout_offer: (i % 4 == 0).then(|| "hold".to_string()),
-                channel: if i % 8 == 7 { None } else { Some(CHANNELS[i % 7]) },
-                scores: OfferScores {
-                    propensity: i as f64 / 7.0,
-                    context_weight: -0.0,
-                    value: f64::MAX,
-                    lever: f64::MIN_POSITIVE,
-                    total: i as f64,
-                },
-                products: texts(i + 3),
-                holdout: i % 2 == 1,
-                cause: cause(i + 1),
-                rules_version: String::new(),
-            };
             let mut direct = Vec::new();
             next_best_offer(&nbo, &mut direct);
             assert!(

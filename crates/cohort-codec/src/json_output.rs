@@ -198,52 +198,9 @@ mod tests {
         out
     }
 
-    /// Every byte that needs escaping, quotes, non-ASCII, long runs, and
-    /// runs that end inside and at the edge of an 8-byte word.
-    fn text(i: usize) -> String {
-        let control: String = (0u8..0x20).map(char::from).collect();
-        let pool = [
-            String::new(),
-            "vip".into(),
-            "affinity:électronique".into(),
-            "a\"b\\c/d".into(),
-            control,
-            "\u{7f}😀</script>".into(),
-            "y".repeat(200),
-            "1234567\"".into(),
-            "12345678\n".into(),
-        ];
-        pool[i % pool.len()].clone()
-    }
-
-    fn texts(i: usize) -> Vec<String> {
-        (0..i % 4).map(|k| text(i + k)).collect()
-    }
-
-    fn cause(i: usize) -> Cause {
-        Cause {
-            kind: [CauseKind::Event, CauseKind::Timer, CauseKind::RulesChanged][i % 3],
-            event_id: (i % 2 == 0).then(|| format!("e-{i}{}", text(i))),
-            trigger: (i % 5 == 0).then(|| "cart_abandoned".to_string()),
-        }
-    }
-
     #[test]
     fn writes_outputs_byte_for_byte_as_the_generic_path() {
-        let times = [0, 1, -1, i64::MAX, i64::MIN, 1_700_000_000_000];
-        let doubles =
-            [0.0, -0.0, 0.1, 112.97, -3.5e-300, 1e300, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 123_456_789.125];
-        for i in 0..600 {
-            let sc = SegmentChanged {
-                id: format!("{i:032x}"),
-                customer: if i % 9 == 0 { String::new() } else { format!("c-{i}{}", text(i + 5)) },
-                time: Timestamp(times[i % times.len()]),
-                entered: texts(i),
-                exited: texts(i + 1),
-                segments: texts(i + 2),
-                cause: cause(i),
-                rules_version: text(i + 3),
-            };
+        for (sc, nbo) in crate::output::samples(600) {
             let mut direct = Vec::new();
             segment_changed(&sc, &mut direct);
             let generic_sc = generic(&crate::records::segment_changed_value(&sc), RecordType::SegmentChanged);
@@ -254,26 +211,6 @@ mod tests {
                 String::from_utf8_lossy(&generic_sc)
             );
 
-            let d = |k: usize| doubles[(i + k) % doubles.len()];
-            let nbo = NextBestOffer {
-                id: format!("{i:032x}"),
-                customer: format!("c-{i}"),
-                time: Timestamp(times[(i + 1) % times.len()]),
-                offer: (i % 3 != 0).then(|| format!("offer-{}", text(i))),
-                holdout_offer: (i % 4 == 0).then(|| text(i + 1)),
-                channel: if i % 8 == 7 { None } else { Some(Channel::ALL[i % 7]) },
-                scores: OfferScores {
-                    propensity: i as f64 / 7.0,
-                    context_weight: d(0),
-                    value: d(3),
-                    lever: d(7),
-                    total: if i % 2 == 0 { i as f64 } else { f64::MAX },
-                },
-                products: texts(i + 3),
-                holdout: i % 2 == 1,
-                cause: cause(i + 1),
-                rules_version: String::new(),
-            };
             let mut direct = Vec::new();
             next_best_offer(&nbo, &mut direct);
             let generic_nbo = generic(&crate::records::next_best_offer_value(&nbo), RecordType::NextBestOffer);
