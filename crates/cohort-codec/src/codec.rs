@@ -78,6 +78,22 @@ pub fn derived_event_id(topic: &str, partition: i32, offset: i64) -> String {
 /// `max.message.bytes`. A click is about 100 bytes.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 1 << 20;
 
+/// A click's fields that nothing in the engine reads: no rule can name
+/// them, and sessions are derived from an inactivity gap, not from the
+/// producer's session id. [`Decoder::engine_fields_only`] leaves them out.
+pub const UNREAD_CLICK_FIELDS: [&str; 5] = ["page", "search_query", "device", "campaign", "session_id"];
+
+/// Clears what [`UNREAD_CLICK_FIELDS`] names.
+pub(crate) fn forget_unread(kind: &mut EventKind) {
+    if let EventKind::Click(c) = kind {
+        c.page = None;
+        c.search_query = None;
+        c.device = None;
+        c.campaign = None;
+        c.session_id = None;
+    }
+}
+
 /// Decodes Kafka records into core events. Cheap to clone; one per
 /// partition task is fine.
 #[derive(Clone, Debug)]
@@ -85,11 +101,22 @@ pub struct Decoder {
     format: Format,
     registry: Arc<Registry>,
     max_value_bytes: usize,
+    keep_unread: bool,
 }
 
 impl Decoder {
     pub fn new(format: Format, registry: Arc<Registry>) -> Decoder {
-        Decoder { format, registry, max_value_bytes: DEFAULT_MAX_VALUE_BYTES }
+        Decoder { format, registry, max_value_bytes: DEFAULT_MAX_VALUE_BYTES, keep_unread: true }
+    }
+
+    /// Decodes only what the engine reads: the fields no rule and no part
+    /// of `cohort-core` looks at ([`UNREAD_CLICK_FIELDS`]) are checked as
+    /// before (a value of the wrong type is still a decode error) but left
+    /// `None`, which saves the worker a copy and an allocation for each.
+    /// Whoever makes the engine read one of them takes it off that list.
+    pub fn engine_fields_only(mut self) -> Decoder {
+        self.keep_unread = false;
+        self
     }
 
     /// Values longer than this are rejected as `oversized` before decoding.
@@ -124,12 +151,20 @@ impl Decoder {
             });
         };
         let direct = match self.format {
-            Format::Json if value.len() <= self.max_value_bytes => crate::json_input::input(kind, value),
-            _ => self.direct_datum(kind, value).and_then(|datum| crate::direct::input(kind, datum)),
+            Format::Json if value.len() <= self.max_value_bytes => {
+                crate::json_input::input(kind, value, self.keep_unread)
+            }
+            _ => self.direct_datum(kind, value).and_then(|datum| crate::direct::input(kind, datum, self.keep_unread)),
         };
         let (head, kind) = match direct {
             Some(decoded) => decoded,
-            None => self.decode_value(kind, value)?,
+            None => {
+                let (head, mut kind) = self.decode_value(kind, value)?;
+                if !self.keep_unread {
+                    forget_unread(&mut kind);
+                }
+                (head, kind)
+            }
         };
         let Head { id, customer, time } = head;
         let customer = match (key, customer) {

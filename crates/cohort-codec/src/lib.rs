@@ -43,7 +43,9 @@ mod records;
 pub mod registry;
 pub mod schema;
 
-pub use codec::{derived_event_id, split_confluent, Decoder, Encoder, Format, Record, DEFAULT_MAX_VALUE_BYTES};
+pub use codec::{
+    derived_event_id, split_confluent, Decoder, Encoder, Format, Record, DEFAULT_MAX_VALUE_BYTES, UNREAD_CLICK_FIELDS,
+};
 pub use error::{DecodeError, EncodeError, RegistryError, SchemaError};
 pub use output::{Cause, CauseKind, NextBestOffer, OfferScores, SegmentChanged};
 pub use registry::{check_compatible, Registry};

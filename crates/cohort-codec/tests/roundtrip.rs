@@ -3,7 +3,7 @@
 
 mod common;
 
-use cohort_codec::{Decoder, Encoder, Format, RecordType};
+use cohort_codec::{Decoder, Encoder, Format, InputKind, RecordType};
 use common::*;
 
 const FORMATS: [Format; 3] = [Format::Avro, Format::ConfluentAvro, Format::Json];
@@ -20,6 +20,48 @@ fn input_events_round_trip_in_every_format() {
             assert_eq!(back, ev, "{format}");
         }
     }
+}
+
+/// The worker's decoder leaves out the click fields the engine does not
+/// read, in every format and on both the direct and the generic path, and
+/// still refuses a value of the wrong type in one of them.
+#[test]
+fn engine_fields_only_leaves_out_what_the_engine_does_not_read() {
+    use cohort_core::event::EventKind;
+    let reg = registry();
+    for format in FORMATS {
+        let enc = Encoder::new(format, reg.clone());
+        let dec = Decoder::new(format, reg.clone()).engine_fields_only();
+        let mut left_out = 0;
+        for ev in sample_events() {
+            let bytes = enc.encode_event(&ev).expect("encodes").expect("not a tombstone");
+            let back = dec.decode(kind_of(&ev), &record(Some(b"cust-7"), Some(&bytes))).expect("decodes");
+            let mut expected = ev.clone();
+            if let EventKind::Click(c) = &mut expected.kind {
+                left_out += usize::from(c.page.is_some() && c.session_id.is_some());
+                (c.page, c.search_query, c.device, c.campaign, c.session_id) = (None, None, None, None, None);
+            }
+            assert_eq!(back, expected, "{format}");
+        }
+        assert!(left_out > 0, "a sample click carries the fields");
+    }
+    let full = Decoder::new(Format::Json, reg.clone());
+    let lean = Decoder::new(Format::Json, reg).engine_fields_only();
+    let click = |dec: &Decoder, text: &[u8]| match dec.decode(InputKind::Click, &record(None, Some(text))) {
+        Ok(ev) => match ev.kind {
+            EventKind::Click(c) => Ok(c),
+            other => panic!("not a click: {other:?}"),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    // An Avro JSON union is left to the generic path.
+    let generic = br#"{"customer": "c-1", "time": 1, "kind": "page_view", "page": {"string": "/"}, "device": "tv"}"#;
+    assert_eq!(click(&full, generic).expect("decodes").device.as_deref(), Some("tv"));
+    let c = click(&lean, generic).expect("decodes");
+    assert_eq!((c.page, c.device), (None, None));
+    let wrong = br#"{"customer": "c-1", "time": 1, "kind": "page_view", "page": 5}"#;
+    let refused = click(&full, wrong).expect_err("a number for a string");
+    assert_eq!(click(&lean, wrong).expect_err("a number for a string"), refused);
 }
 
 #[test]

@@ -235,7 +235,8 @@ impl Worker {
         );
         let registry = Arc::new(load_registry(&config)?);
         let decoder = Decoder::new(format_of(config.format.input), registry.clone())
-            .with_max_value_bytes(config.processing.max_record_bytes);
+            .with_max_value_bytes(config.processing.max_record_bytes)
+            .engine_fields_only();
         let encoder = Encoder::new(format_of(config.format.output), registry);
         let t = &config.topics;
         let kinds = [
@@ -500,8 +501,10 @@ impl Worker {
             };
             // Records of partitions revoked since they were fetched belong to
             // their next owner, which starts from the store's offsets.
-            let records: Vec<InputRecord<'_>> =
-                fetched.records().filter(|r| self.partitions.contains_key(&r.partition)).collect();
+            // Sized up front: grown from empty, a batch of thousands of
+            // records reallocates and faults in fresh pages every batch.
+            let mut records: Vec<InputRecord<'_>> = Vec::with_capacity(fetched.len());
+            records.extend(fetched.records().filter(|r| self.partitions.contains_key(&r.partition)));
             let records = self.handed.keep_new(records);
             let live = cfg.processing.live_clock;
             if records.is_empty()
