@@ -161,6 +161,18 @@ fn cf_options(name: &str, config: &StoreConfig, block_cache: &Cache) -> Options 
     if config.bloom_bits_per_key > 0.0 && name != CF_TIMERS && name != CF_TIMER_INDEX {
         t.set_bloom_filter(config.bloom_bits_per_key, false);
     }
+    // A state load is a point lookup in a data block of the block cache.
+    // By default it binary-searches the block's restart points and then
+    // reads up to 16 entries one after another, a cache line or more each
+    // (a state is ~300 bytes): a hash index over the block's keys and a
+    // restart point at every key find the entry in one probe. It costs
+    // ~6% more bytes on disk (no shared key prefixes, ~5 bytes of index per
+    // key); at 1,000,000 customers it saved 1-9% of the CPU per event
+    // (docs/benchmarks.md, "Session 23"). Scans read the same entries.
+    if name == CF_STATES {
+        t.set_block_restart_interval(1);
+        t.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);
+    }
     let mut o = Options::default();
     o.set_block_based_table_factory(&t);
     o.set_compression_type(config.compression.to_rocks());
