@@ -112,8 +112,11 @@ impl Decoder {
     /// Decodes only what the engine reads: the fields no rule and no part
     /// of `cohort-core` looks at ([`UNREAD_CLICK_FIELDS`]) are checked as
     /// before (a value of the wrong type is still a decode error) but left
-    /// `None`, which saves the worker a copy and an allocation for each.
-    /// Whoever makes the engine read one of them takes it off that list.
+    /// `None`, which saves the worker a copy (and, for a string without
+    /// escapes, an allocation) for each. Whoever makes the engine read one
+    /// of them takes it off that list and out of both direct decoders
+    /// (`json_input`, `direct`) and `forget_unread`; a test in
+    /// `tests/roundtrip.rs` checks the four agree.
     pub fn engine_fields_only(mut self) -> Decoder {
         self.keep_unread = false;
         self

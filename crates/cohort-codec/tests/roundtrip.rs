@@ -23,8 +23,8 @@ fn input_events_round_trip_in_every_format() {
 }
 
 /// The worker's decoder leaves out the click fields the engine does not
-/// read, in every format and on both the direct and the generic path, and
-/// still refuses a value of the wrong type in one of them.
+/// read, in every format on the direct path and in JSON on the generic
+/// path too, and still refuses a value of the wrong type in one of them.
 #[test]
 fn engine_fields_only_leaves_out_what_the_engine_does_not_read() {
     use cohort_core::event::EventKind;
@@ -62,6 +62,50 @@ fn engine_fields_only_leaves_out_what_the_engine_does_not_read() {
     let wrong = br#"{"customer": "c-1", "time": 1, "kind": "page_view", "page": 5}"#;
     let refused = click(&full, wrong).expect_err("a number for a string");
     assert_eq!(click(&lean, wrong).expect_err("a number for a string"), refused);
+}
+
+/// `UNREAD_CLICK_FIELDS` is what the worker's decoder leaves out: each
+/// field it names is kept by the full decoder and blanked by the lean one,
+/// and every other field of a click is kept by both.
+#[test]
+fn unread_click_fields_are_exactly_those_left_out() {
+    use cohort_codec::UNREAD_CLICK_FIELDS;
+    use cohort_core::event::{Click, EventKind};
+    type Text = fn(&Click) -> Option<&str>;
+    let text_fields: [(&str, Text); 10] = [
+        ("product_id", |c| c.product_id.as_deref()),
+        ("category", |c| c.category.as_deref()),
+        ("page", |c| c.page.as_deref()),
+        ("search_query", |c| c.search_query.as_deref()),
+        ("device", |c| c.device.as_deref()),
+        ("campaign", |c| c.campaign.as_deref()),
+        ("session_id", |c| c.session_id.as_deref()),
+        ("country", |c| c.geo.country.as_deref()),
+        ("region", |c| c.geo.region.as_deref()),
+        ("city", |c| c.geo.city.as_deref()),
+    ];
+    for name in UNREAD_CLICK_FIELDS {
+        assert!(text_fields.iter().any(|(n, _)| *n == name), "{name} is not a text field of a click");
+    }
+    let reg = registry();
+    let (full, lean) = (Decoder::new(Format::Json, reg.clone()), Decoder::new(Format::Json, reg).engine_fields_only());
+    for (name, get) in text_fields {
+        let field = match name {
+            "country" | "region" | "city" => format!(r#""geo": {{"{name}": "x"}}"#),
+            _ => format!(r#""{name}": "x""#),
+        };
+        let text = format!(r#"{{"customer": "c-1", "time": 1, "kind": "page_view", {field}}}"#);
+        let read = |dec: &Decoder| match dec.decode(InputKind::Click, &record(None, Some(text.as_bytes()))) {
+            Ok(ev) => match ev.kind {
+                EventKind::Click(c) => get(&c).map(str::to_owned),
+                other => panic!("not a click: {other:?}"),
+            },
+            Err(e) => panic!("{text}: {e}"),
+        };
+        assert_eq!(read(&full).as_deref(), Some("x"), "the full decoder keeps {name}");
+        let expected = if UNREAD_CLICK_FIELDS.contains(&name) { None } else { Some("x") };
+        assert_eq!(read(&lean).as_deref(), expected, "the worker's decoder and {name}");
+    }
 }
 
 #[test]

@@ -167,8 +167,10 @@ fn cf_options(name: &str, config: &StoreConfig, block_cache: &Cache) -> Options 
     // (a state is ~300 bytes): a hash index over the block's keys and a
     // restart point at every key find the entry in one probe. It costs
     // ~6% more bytes on disk (no shared key prefixes, ~5 bytes of index per
-    // key); at 1,000,000 customers it saved 1-9% of the CPU per event
-    // (docs/benchmarks.md, "Session 23"). Scans read the same entries.
+    // key, so the block cache holds ~6% fewer states); at 1,000,000
+    // customers it saved 1-9% of the CPU per event (docs/benchmarks.md,
+    // "Session 23"). A block of more than 253 keys (tiny states) or a hash
+    // collision falls back to the binary search. Scans read the same entries.
     if name == CF_STATES {
         t.set_block_restart_interval(1);
         t.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);

@@ -502,7 +502,7 @@ impl Worker {
             // Records of partitions revoked since they were fetched belong to
             // their next owner, which starts from the store's offsets.
             // Sized up front: grown from empty, a batch of thousands of
-            // records reallocates and faults in fresh pages every batch.
+            // records is reallocated and copied a dozen times as it grows.
             let mut records: Vec<InputRecord<'_>> = Vec::with_capacity(fetched.len());
             records.extend(fetched.records().filter(|r| self.partitions.contains_key(&r.partition)));
             let records = self.handed.keep_new(records);
