@@ -116,6 +116,11 @@ pub struct Geo {
 
 /// A click-stream interaction. Everything but `kind` is optional because
 /// page views, searches and cart events carry different fields.
+///
+/// The engine reads none of `page`, `search_query`, `device`, `campaign`
+/// and `session_id`, and the worker's decoder leaves them `None`
+/// (`cohort_codec::UNREAD_CLICK_FIELDS`): code here that starts reading
+/// one must take it off that list.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Click {
     pub kind: ClickKind,
